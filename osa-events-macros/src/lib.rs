@@ -1,1 +1,25 @@
-//! x
+//! Procedural macros of osa-events. Use them through the `osa-events` crate, which re-exports
+//! them and provides the paths their generated code refers to.
+
+mod diag;
+mod event;
+mod event_handler;
+mod lit;
+
+use proc_macro::TokenStream;
+
+/// Turns an `async fn` into a durable event handler, registered for `run_all_handlers`.
+///
+/// See the documentation of `osa_events::event_handler` for options, signatures and examples.
+#[proc_macro_attribute]
+pub fn event_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    event_handler::expand(args.into(), item.into()).into()
+}
+
+/// Implements `osa_events::Event` for a serde type: `#[event(name = "...", version = N)]`.
+///
+/// See the documentation of `osa_events::Event` (the derive) for details.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    event::expand(input.into()).into()
+}

@@ -1,1 +1,93 @@
-//! x
+//! Typed, durable event handlers on PostgreSQL.
+//!
+//! Annotate an async fn with [`#[event_handler]`](macro@event_handler), publish events inside your
+//! own database transaction with [`publish`], and call [`run_all_handlers`]: workers claim the
+//! events in batches with `FOR UPDATE SKIP LOCKED`, retry failures with backoff, keep long claims
+//! alive with heartbeats, and dead-letter what cannot be handled.
+//!
+//! ```no_run
+//! use osa_events::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Event, Serialize, Deserialize, Debug)]
+//! #[event(name = "record.published")]
+//! pub struct RecordPublished {
+//!     pub srn: String,
+//! }
+//!
+//! #[event_handler(name = "index.vector", routing_key = "vector", batch = 64, poll = "500ms", retries = 5)]
+//! async fn index_vectors(events: Batch<RecordPublished>) -> Result<(), HandlerError> {
+//!     println!("indexing {} records", events.len());
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let store = PgStore::connect(&std::env::var("DATABASE_URL")?).await?;
+//!     store.migrate().await?;
+//!
+//!     let mut tx = store.pool().begin().await?;
+//!     osa_events::publish_routed(&mut *tx, "vector", &RecordPublished { srn: "srn:1".into() }).await?;
+//!     tx.commit().await?; // delivered if and only if this commits
+//!
+//!     osa_events::run_all_handlers(store, Resources::new()).await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Transactional publish.** An event and its deliveries are written by the caller's
+//!   transaction: a rollback publishes nothing, a commit publishes exactly once (ids are idempotency
+//!   keys).
+//! - **At-least-once handling.** A delivery is removed only when its handler succeeded, by a write
+//!   fenced with the claim's token: a worker whose claim expired and was taken over cannot complete
+//!   it. A crashed worker's claims expire after `claim_timeout` and are claimed again.
+//! - **Bounded retries.** Attempts are counted when claimed, so even a handler that crashes its
+//!   process ends as a dead letter after its retries, keeping the last error for a human.
+//! - **Isolation.** Each handler has its own copy of each event (its delivery), its own retries
+//!   and dead letters: one failing backend never holds another back.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clock;
+mod error;
+mod event;
+mod handler;
+mod publish;
+mod resources;
+mod runtime;
+mod store;
+mod worker;
+
+pub mod prelude;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{Error, Result};
+pub use event::Event;
+pub use handler::error::{HandlerError, ResultExt};
+pub use handler::extract::{Batch, Ctx, FromBatchArg, FromEventArg, State};
+pub use handler::invoke::IntoHandlerResult;
+pub use handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
+pub use publish::{Outgoing, publish, publish_batch, publish_routed};
+pub use resources::Resources;
+pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
+pub use store::postgres::PgStore;
+pub use store::{
+    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource, WakeUps,
+};
+
+#[doc(inline)]
+pub use osa_events_macros::{Event, event_handler};
+
+/// Not public API: what the macros' generated code refers to. It may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use tokio_util::sync::CancellationToken;
+
+    pub use crate::handler::invoke::IntoHandlerResult;
+    pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
+    pub use crate::{Batch, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
+    pub use core::time::Duration;
+}

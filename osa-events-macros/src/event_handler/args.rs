@@ -1,0 +1,186 @@
+//! `#[event_handler(key = value, ...)]`: from tokens to [`HandlerArgs`], every value checked and
+//! every error collected.
+
+use std::time::Duration;
+
+use proc_macro2::TokenStream;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Ident, LitStr, Meta, Token};
+
+use crate::diag::{Errors, did_you_mean};
+use crate::lit;
+
+/// Every option, in the order the docs list them.
+pub(crate) const KEYS: &[&str] = &[
+    "name",
+    "routing_key",
+    "batch",
+    "poll",
+    "retries",
+    "claim_timeout",
+    "concurrency",
+    "timeout",
+    "backoff",
+    "max_backoff",
+];
+
+/// Largest `batch`; the runtime's `HandlerSpec::MAX_BATCH`.
+pub(crate) const MAX_BATCH: u32 = 1000;
+/// Largest `retries`; the runtime's `HandlerSpec::MAX_RETRIES`.
+pub(crate) const MAX_RETRIES: u32 = 100;
+/// Largest `concurrency`.
+pub(crate) const MAX_CONCURRENCY: u32 = 256;
+
+/// A value with the key it was given under (for duplicate errors, spanned at the second key).
+type Keyed<T> = Option<(Ident, T)>;
+
+/// The options as written; absent ones are `None` and get the runtime's defaults.
+#[derive(Default)]
+pub(crate) struct HandlerArgs {
+    pub(crate) name: Keyed<LitStr>,
+    pub(crate) routing_key: Keyed<LitStr>,
+    pub(crate) batch: Keyed<u32>,
+    pub(crate) poll: Keyed<Duration>,
+    pub(crate) retries: Keyed<u32>,
+    pub(crate) claim_timeout: Keyed<Duration>,
+    pub(crate) concurrency: Keyed<u32>,
+    pub(crate) timeout: Keyed<Duration>,
+    pub(crate) backoff: Keyed<Duration>,
+    pub(crate) max_backoff: Keyed<Duration>,
+}
+
+impl HandlerArgs {
+    /// Parses the attribute's arguments. Only a syntax error in the list itself aborts; each
+    /// option's problems are recorded in `errors` and the option is skipped.
+    pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> syn::Result<Self> {
+        let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
+        let mut parsed = Self::default();
+        for meta in metas {
+            if let Err(error) = parsed.set(&meta) {
+                errors.push(error);
+            }
+        }
+        if let (Some((_, backoff)), Some((key, max))) = (&parsed.backoff, &parsed.max_backoff)
+            && max < backoff
+        {
+            errors.spanned(key, "`max_backoff` must not be shorter than `backoff`");
+        }
+        Ok(parsed)
+    }
+
+    fn set(&mut self, meta: &Meta) -> syn::Result<()> {
+        let Meta::NameValue(assignment) = meta else {
+            return Err(syn::Error::new_spanned(
+                meta,
+                "expected `key = value`, e.g. `batch = 64` or `poll = \"500ms\"`",
+            ));
+        };
+        let Some(key) = assignment.path.get_ident() else {
+            return Err(unknown(&assignment.path));
+        };
+        let value = &assignment.value;
+        let at_least_1ms = Duration::from_millis(1);
+        match key.to_string().as_str() {
+            "name" => set_once(&mut self.name, key, lit::name(value, "name")?),
+            "routing_key" => set_once(&mut self.routing_key, key, lit::name(value, "routing_key")?),
+            "batch" => set_once(&mut self.batch, key, lit::bounded_u32(value, "batch", 1..=MAX_BATCH)?.0),
+            "retries" => set_once(&mut self.retries, key, lit::bounded_u32(value, "retries", 0..=MAX_RETRIES)?.0),
+            "concurrency" => set_once(
+                &mut self.concurrency,
+                key,
+                lit::bounded_u32(value, "concurrency", 1..=MAX_CONCURRENCY)?.0,
+            ),
+            "poll" => set_once(&mut self.poll, key, lit::duration(value, "poll", at_least_1ms)?),
+            "claim_timeout" => set_once(
+                &mut self.claim_timeout,
+                key,
+                lit::duration(value, "claim_timeout", Duration::from_secs(1))?,
+            ),
+            "timeout" => set_once(&mut self.timeout, key, lit::duration(value, "timeout", at_least_1ms)?),
+            "backoff" => set_once(&mut self.backoff, key, lit::duration(value, "backoff", at_least_1ms)?),
+            "max_backoff" => set_once(
+                &mut self.max_backoff,
+                key,
+                lit::duration(value, "max_backoff", at_least_1ms)?,
+            ),
+            _ => Err(unknown(&assignment.path)),
+        }
+    }
+}
+
+/// Stores `value` unless the key was given before; the duplicate error is spanned at this key.
+fn set_once<T>(slot: &mut Keyed<T>, key: &Ident, value: T) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new_spanned(key, format!("`{key}` specified more than once")));
+    }
+    *slot = Some((key.clone(), value));
+    Ok(())
+}
+
+fn unknown(path: &syn::Path) -> syn::Error {
+    let written = quote::ToTokens::to_token_stream(path).to_string().replace(' ', "");
+    let expected = KEYS.iter().map(|key| format!("`{key}`")).collect::<Vec<_>>().join(", ");
+    let message = match did_you_mean(&written, KEYS) {
+        Some(suggestion) => {
+            format!("unknown option `{written}`, did you mean `{suggestion}`? expected one of {expected}")
+        }
+        None => format!("unknown option `{written}`; expected one of {expected}"),
+    };
+    syn::Error::new_spanned(path, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn parse(tokens: TokenStream) -> (Option<HandlerArgs>, Vec<String>) {
+        let mut errors = Errors::new();
+        let parsed = HandlerArgs::parse(tokens, &mut errors).ok();
+        let messages = match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        };
+        (parsed, messages)
+    }
+
+    #[test]
+    fn reads_every_option() {
+        let (args, errors) = parse(quote!(
+            name = "index.vector", routing_key = "vector", batch = 64, poll = "500ms", retries = 5,
+            claim_timeout = "5m", concurrency = 4, timeout = "30s", backoff = "1s", max_backoff = "1m"
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        let args = args.unwrap();
+        assert_eq!(args.name.unwrap().1.value(), "index.vector");
+        assert_eq!(args.batch.unwrap().1, 64);
+        assert_eq!(args.poll.unwrap().1, Duration::from_millis(500));
+        assert_eq!(args.claim_timeout.unwrap().1, Duration::from_secs(300));
+        assert_eq!(args.concurrency.unwrap().1, 4);
+    }
+
+    #[test]
+    fn reports_all_errors_at_once() {
+        let (_, errors) = parse(quote!(bach = 64, batch = 0, poll = "soon", retries = 5, retries = 6));
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].starts_with("unknown option `bach`, did you mean `batch`?"));
+        assert_eq!(errors[1], "`batch` must be in 1..=1000, found 0");
+        assert!(errors[2].starts_with("invalid duration \"soon\" for `poll`"));
+        assert_eq!(errors[3], "`retries` specified more than once");
+    }
+
+    #[test]
+    fn rejects_flags_and_paths() {
+        let (_, errors) = parse(quote!(batch, a::b = 1));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("expected `key = value`"));
+        assert!(errors[1].starts_with("unknown option `a::b`"));
+    }
+
+    #[test]
+    fn max_backoff_must_cover_backoff() {
+        let (_, errors) = parse(quote!(backoff = "10s", max_backoff = "1s"));
+        assert_eq!(errors, ["`max_backoff` must not be shorter than `backoff`"]);
+    }
+}

@@ -1,0 +1,147 @@
+//! Reading literal option values: integers in a range, humantime durations, names.
+//! Every error is spanned at the literal.
+
+use std::time::Duration;
+
+use syn::{Expr, ExprLit, Lit, LitInt, LitStr};
+
+/// The longest allowed handler name, event name or routing key.
+pub(crate) const MAX_NAME_LEN: usize = 128;
+
+/// The literal of `expr`, or an error saying which literal type was expected.
+fn literal<'a>(expr: &'a Expr, key: &str, expected: &str) -> syn::Result<&'a Lit> {
+    match expr {
+        Expr::Lit(ExprLit { lit, .. }) => Ok(lit),
+        _ => Err(syn::Error::new_spanned(
+            expr,
+            format!("`{key}` takes {expected} literal"),
+        )),
+    }
+}
+
+/// A string literal.
+pub(crate) fn string<'a>(expr: &'a Expr, key: &str, example: &str) -> syn::Result<&'a LitStr> {
+    match literal(expr, key, "a string")? {
+        Lit::Str(lit) => Ok(lit),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
+        )),
+    }
+}
+
+/// An integer literal in `range`.
+pub(crate) fn bounded_u32(
+    expr: &Expr,
+    key: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> syn::Result<(u32, LitInt)> {
+    let lit = match literal(expr, key, "an integer")? {
+        Lit::Int(lit) => lit,
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                format!("`{key}` takes an integer literal, e.g. `{key} = {}`", range.end().min(&64)),
+            ));
+        }
+    };
+    let out_of_range = || {
+        syn::Error::new_spanned(
+            lit,
+            format!(
+                "`{key}` must be in {}..={}, found {}",
+                range.start(),
+                range.end(),
+                lit.base10_digits()
+            ),
+        )
+    };
+    let value: u64 = lit.base10_parse().map_err(|_| out_of_range())?;
+    let value = u32::try_from(value).map_err(|_| out_of_range())?;
+    if !range.contains(&value) {
+        return Err(out_of_range());
+    }
+    Ok((value, lit.clone()))
+}
+
+/// A humantime duration string such as `"500ms"` or `"2m"`, at least `min`.
+pub(crate) fn duration(expr: &Expr, key: &str, min: Duration) -> syn::Result<Duration> {
+    let lit = string(expr, key, "\"500ms\"")?;
+    let text = lit.value();
+    let duration = humantime::parse_duration(&text).map_err(|error| {
+        syn::Error::new_spanned(
+            lit,
+            format!("invalid duration {text:?} for `{key}`: {error} (expected e.g. \"500ms\", \"30s\", \"2m\")"),
+        )
+    })?;
+    if duration < min {
+        let min_text = humantime::format_duration(min);
+        return Err(syn::Error::new_spanned(
+            lit,
+            format!("`{key}` must be at least {min_text}, found {text:?}"),
+        ));
+    }
+    Ok(duration)
+}
+
+/// A non-empty name of at most [`MAX_NAME_LEN`] characters from `[A-Za-z0-9._:/-]`: safe in logs,
+/// SQL values and metrics labels alike.
+pub(crate) fn name(expr: &Expr, key: &str) -> syn::Result<LitStr> {
+    let lit = string(expr, key, "\"index.vector\"")?;
+    check_name(&lit.value(), key).map_err(|message| syn::Error::new_spanned(lit, message))?;
+    Ok(lit.clone())
+}
+
+/// The rule of [`name`], on a plain string; `Err` holds the message.
+pub(crate) fn check_name(value: &str, key: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("`{key}` must not be empty"));
+    }
+    if value.chars().count() > MAX_NAME_LEN {
+        return Err(format!("`{key}` must be at most {MAX_NAME_LEN} characters"));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')))
+    {
+        return Err(format!(
+            "`{key}` may contain only ASCII letters, digits and `. _ - : /`, found {bad:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    #[test]
+    fn durations_parse_at_compile_time() {
+        let expr: Expr = parse_quote!("500ms");
+        assert_eq!(duration(&expr, "poll", Duration::from_millis(1)).unwrap(), Duration::from_millis(500));
+        let expr: Expr = parse_quote!("5 parsecs");
+        let message = duration(&expr, "poll", Duration::ZERO).unwrap_err().to_string();
+        assert!(message.starts_with("invalid duration \"5 parsecs\" for `poll`"), "{message}");
+        let expr: Expr = parse_quote!("0s");
+        let message = duration(&expr, "poll", Duration::from_millis(1)).unwrap_err().to_string();
+        assert_eq!(message, "`poll` must be at least 1ms, found \"0s\"");
+    }
+
+    #[test]
+    fn integers_are_range_checked() {
+        let expr: Expr = parse_quote!(0);
+        let message = bounded_u32(&expr, "batch", 1..=1000).unwrap_err().to_string();
+        assert_eq!(message, "`batch` must be in 1..=1000, found 0");
+        let expr: Expr = parse_quote!("64");
+        let message = bounded_u32(&expr, "batch", 1..=1000).unwrap_err().to_string();
+        assert_eq!(message, "`batch` takes an integer literal, e.g. `batch = 64`");
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        assert!(check_name("index.vector", "name").is_ok());
+        assert_eq!(check_name("", "name").unwrap_err(), "`name` must not be empty");
+        assert!(check_name("drop table;", "name").unwrap_err().contains("found ' '"));
+    }
+}

@@ -1,0 +1,90 @@
+//! [`State<T>`]: a shared resource registered in [`Resources`].
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::{FromBatchArg, FromEventArg};
+use crate::store::Delivery;
+use crate::{Error, Resources, Result};
+
+/// A shared resource of type `T`, registered with [`Resources::with`]: a client, an index, a pool.
+///
+/// Dereferences to `T`. Cloning is an `Arc` clone. A handler that takes `State<T>` when `Resources`
+/// has no `T` fails start-up with [`Error::MissingResource`].
+///
+/// # Examples
+///
+/// ```
+/// use osa_events::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "record.published")]
+/// # struct RecordPublished { srn: String }
+///
+/// struct SearchClient;
+/// impl SearchClient {
+///     async fn index(&self, _srn: &str) -> std::io::Result<()> { Ok(()) }
+/// }
+///
+/// #[event_handler(name = "search.index")]
+/// async fn index(event: RecordPublished, search: State<SearchClient>) -> Result<(), HandlerError> {
+///     search.index(&event.srn).await?;
+///     Ok(())
+/// }
+///
+/// let resources = Resources::new().with(SearchClient);
+/// # let _ = resources;
+/// ```
+pub struct State<T: ?Sized>(pub Arc<T>);
+
+impl<T: ?Sized> Deref for State<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: ?Sized> Clone for State<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for State<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("State").field(&&*self.0).finish()
+    }
+}
+
+fn lookup<T: Send + Sync + 'static>(resources: &Resources, handler: &'static str) -> Result<Arc<T>> {
+    resources.get::<T>().ok_or_else(|| Error::MissingResource {
+        handler: handler.to_owned(),
+        type_name: std::any::type_name::<T>(),
+    })
+}
+
+impl<T: Send + Sync + 'static> FromEventArg for State<T> {
+    type Bound = Arc<T>;
+
+    fn bind(resources: &Resources, handler: &'static str) -> Result<Arc<T>> {
+        lookup(resources, handler)
+    }
+
+    fn extract(bound: &Arc<T>, _delivery: &Delivery) -> Self {
+        State(Arc::clone(bound))
+    }
+}
+
+impl<T: Send + Sync + 'static> FromBatchArg for State<T> {
+    type Bound = Arc<T>;
+
+    fn bind(resources: &Resources, handler: &'static str) -> Result<Arc<T>> {
+        lookup(resources, handler)
+    }
+
+    fn extract(bound: &Arc<T>) -> Self {
+        State(Arc::clone(bound))
+    }
+}

@@ -1,0 +1,147 @@
+//! [`Invoker`]: a bound handler, type-erased so the runtime can call any handler the same way.
+//!
+//! The generated code hands a closure to [`Invoker::each`] or [`Invoker::batch`]; the generic code
+//! here decodes payloads into the handler's event type and boxes the returned future. Decoding
+//! failures never reach the handler: each becomes a permanent failure of its own delivery.
+
+use std::future::Future;
+
+use futures_util::future::BoxFuture;
+
+use super::error::HandlerError;
+use super::extract::{Batch, Ctx};
+use crate::Event;
+use crate::store::Delivery;
+
+/// The future of one handler call.
+pub(crate) type HandlerFuture = BoxFuture<'static, Result<(), HandlerError>>;
+
+type EachFn = dyn Fn(&Delivery) -> Result<HandlerFuture, HandlerError> + Send + Sync;
+type BatchFn = dyn Fn(&[Delivery]) -> BatchCall + Send + Sync;
+
+/// A handler bound to its resources, ready to be called by the runtime.
+pub struct Invoker {
+    pub(crate) kind: InvokerKind,
+}
+
+pub(crate) enum InvokerKind {
+    Each(Box<EachFn>),
+    Batch(Box<BatchFn>),
+}
+
+/// One call of a batch handler: the future over the decodable events, and the rest.
+pub(crate) struct BatchCall {
+    /// `None` when no event of the batch could be decoded.
+    pub(crate) future: Option<HandlerFuture>,
+    /// Indexes (into the claimed deliveries) of the events passed to the handler.
+    pub(crate) accepted: Vec<usize>,
+    /// Indexes of events that could not be decoded, with why.
+    pub(crate) rejected: Vec<(usize, HandlerError)>,
+}
+
+impl std::fmt::Debug for Invoker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shape = match self.kind {
+            InvokerKind::Each(_) => "each",
+            InvokerKind::Batch(_) => "batch",
+        };
+        f.debug_struct("Invoker").field("shape", &shape).finish_non_exhaustive()
+    }
+}
+
+impl Invoker {
+    /// A per-event handler: `handler(event, delivery)` is called once per decoded event.
+    pub fn each<E, F, Fut>(handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(E, &Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let call = move |delivery: &Delivery| -> Result<HandlerFuture, HandlerError> {
+            let event = decode::<E>(delivery)?;
+            Ok(Box::pin(handler(event, delivery)))
+        };
+        Self {
+            kind: InvokerKind::Each(Box::new(call)),
+        }
+    }
+
+    /// A batch handler: `handler(batch)` is called once per claimed batch.
+    pub fn batch<E, F, Fut>(handler: F) -> Self
+    where
+        E: Event,
+        F: Fn(Batch<E>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let call = move |deliveries: &[Delivery]| -> BatchCall {
+            let mut events = Vec::with_capacity(deliveries.len());
+            let mut contexts = Vec::with_capacity(deliveries.len());
+            let mut accepted = Vec::with_capacity(deliveries.len());
+            let mut rejected = Vec::new();
+            for (index, delivery) in deliveries.iter().enumerate() {
+                match decode::<E>(delivery) {
+                    Ok(event) => {
+                        events.push(event);
+                        contexts.push(Ctx::from_delivery(delivery));
+                        accepted.push(index);
+                    }
+                    Err(error) => rejected.push((index, error)),
+                }
+            }
+            let future = (!events.is_empty())
+                .then(|| Box::pin(handler(Batch::new(events, contexts))) as HandlerFuture);
+            BatchCall {
+                future,
+                accepted,
+                rejected,
+            }
+        };
+        Self {
+            kind: InvokerKind::Batch(Box::new(call)),
+        }
+    }
+}
+
+/// Decodes a delivery's payload as `E`. Every failure is permanent: retrying cannot fix a payload.
+fn decode<E: Event>(delivery: &Delivery) -> Result<E, HandlerError> {
+    if delivery.event_type != E::NAME {
+        return Err(HandlerError::permanent(format!(
+            "the handler decodes `{}` events, not `{}`",
+            E::NAME,
+            delivery.event_type
+        )));
+    }
+    if i64::from(delivery.event_version) != i64::from(E::VERSION) {
+        return Err(HandlerError::permanent(format!(
+            "version {} of `{}` is unknown to this handler, which decodes version {} (as `{}`)",
+            delivery.event_version,
+            E::NAME,
+            E::VERSION,
+            std::any::type_name::<E>(),
+        )));
+    }
+    serde_json::from_str(&delivery.payload).map_err(|error| {
+        HandlerError::permanent(format!(
+            "the payload does not decode as `{}`: {error}",
+            std::any::type_name::<E>()
+        ))
+    })
+}
+
+/// What a handler function may return: `Result<(), E>` for any `E` that converts into
+/// [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "an event handler must return `Result<(), E>` where `E: Into<HandlerError>`, not `{Self}`",
+    label = "unsupported return type",
+    note = "return `Result<(), HandlerError>`, or any `Result<(), E>` whose error converts with `?`"
+)]
+pub trait IntoHandlerResult {
+    /// Converts the return value.
+    fn into_handler_result(self) -> Result<(), HandlerError>;
+}
+
+impl<E: Into<HandlerError>> IntoHandlerResult for Result<(), E> {
+    fn into_handler_result(self) -> Result<(), HandlerError> {
+        self.map_err(Into::into)
+    }
+}

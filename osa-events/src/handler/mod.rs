@@ -1,0 +1,301 @@
+//! Handlers: the [`Handler`] trait that `#[event_handler]` implements, its [`HandlerSpec`], and the
+//! inventory [`Registration`] that lets `run_all_handlers` find every handler with no wiring.
+
+use std::time::Duration;
+
+use crate::{Event, Resources, Result};
+
+pub(crate) mod error;
+pub(crate) mod extract;
+pub(crate) mod invoke;
+pub(crate) mod registry;
+
+pub use invoke::Invoker;
+
+/// How a handler takes its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Called once per event (`fn(event: E, ..)`); a claimed batch is completed in one write.
+    Each,
+    /// Called once per claimed batch (`fn(events: Batch<E>, ..)`).
+    Batch,
+}
+
+/// A handler's configuration: what `#[event_handler(...)]` declares, with defaults filled in.
+///
+/// Built in `const` context by the macro; read by the runtime and stored as the subscription's
+/// config snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerSpec {
+    name: &'static str,
+    rust_path: &'static str,
+    event_type: &'static str,
+    event_version: u32,
+    shape: Shape,
+    routing_key: Option<&'static str>,
+    batch: u32,
+    poll: Duration,
+    retries: u32,
+    claim_timeout: Duration,
+    concurrency: u32,
+    timeout: Option<Duration>,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl HandlerSpec {
+    /// Default `batch`: deliveries claimed at once.
+    pub const DEFAULT_BATCH: u32 = 32;
+    /// Largest allowed `batch`.
+    pub const MAX_BATCH: u32 = 1000;
+    /// Default `poll`: how long an idle worker sleeps when no wake-up arrives.
+    pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
+    /// Default `retries`: failed attempts retried before a delivery is dead (so 6 attempts in all).
+    pub const DEFAULT_RETRIES: u32 = 5;
+    /// Largest allowed `retries`.
+    pub const MAX_RETRIES: u32 = 100;
+    /// Default `claim_timeout`: how long a claim lasts without a heartbeat.
+    pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default `concurrency`: claim loops of this handler per process.
+    pub const DEFAULT_CONCURRENCY: u32 = 1;
+    /// Default `backoff`: the delay before the first retry; it doubles per attempt.
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+    /// Default `max_backoff`: the cap of the retry delay.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+    /// A spec with every option at its default.
+    pub const fn new(
+        name: &'static str,
+        rust_path: &'static str,
+        event_type: &'static str,
+        event_version: u32,
+        shape: Shape,
+    ) -> Self {
+        Self {
+            name,
+            rust_path,
+            event_type,
+            event_version,
+            shape,
+            routing_key: None,
+            batch: Self::DEFAULT_BATCH,
+            poll: Self::DEFAULT_POLL,
+            retries: Self::DEFAULT_RETRIES,
+            claim_timeout: Self::DEFAULT_CLAIM_TIMEOUT,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            timeout: None,
+            backoff: Self::DEFAULT_BACKOFF,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+        }
+    }
+
+    /// Receive only events published with this routing key.
+    pub const fn routing_key(mut self, routing_key: &'static str) -> Self {
+        self.routing_key = Some(routing_key);
+        self
+    }
+
+    /// Claim up to this many deliveries at once.
+    pub const fn batch(mut self, batch: u32) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Sleep this long when idle and no wake-up arrives.
+    pub const fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// Retry a failed delivery this many times before it is dead.
+    pub const fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Hold a claim this long without a heartbeat.
+    pub const fn claim_timeout(mut self, claim_timeout: Duration) -> Self {
+        self.claim_timeout = claim_timeout;
+        self
+    }
+
+    /// Run this many claim loops per process.
+    pub const fn concurrency(mut self, concurrency: u32) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Fail a handler call that takes longer than this.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The first retry's delay, doubled per further attempt.
+    pub const fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The cap of the retry delay.
+    pub const fn max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// The handler's unique name: its subscription in the database.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The Rust path of the handler function, for messages.
+    pub const fn rust_path(&self) -> &'static str {
+        self.rust_path
+    }
+
+    /// The event type it receives.
+    pub const fn event_type(&self) -> &'static str {
+        self.event_type
+    }
+
+    /// The payload version it decodes.
+    pub const fn event_version(&self) -> u32 {
+        self.event_version
+    }
+
+    /// Per event or per batch.
+    pub const fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The routing-key filter, if any.
+    pub const fn routing_key_filter(&self) -> Option<&'static str> {
+        self.routing_key
+    }
+
+    /// Deliveries claimed at once.
+    pub const fn batch_size(&self) -> u32 {
+        self.batch
+    }
+
+    /// The idle poll interval.
+    pub const fn poll_interval(&self) -> Duration {
+        self.poll
+    }
+
+    /// Retries before a delivery is dead.
+    pub const fn max_retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// How long a claim lasts without a heartbeat.
+    pub const fn claim_timeout_duration(&self) -> Duration {
+        self.claim_timeout
+    }
+
+    /// Claim loops per process.
+    pub const fn concurrency_level(&self) -> u32 {
+        self.concurrency
+    }
+
+    /// The per-call timeout, if any.
+    pub const fn call_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The base retry delay.
+    pub const fn backoff_base(&self) -> Duration {
+        self.backoff
+    }
+
+    /// The cap of the retry delay.
+    pub const fn backoff_cap(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// The configuration snapshot stored with the subscription: one key per attribute option.
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "handler": self.rust_path,
+            "event_version": self.event_version,
+            "shape": match self.shape { Shape::Each => "each", Shape::Batch => "batch" },
+            "routing_key": self.routing_key,
+            "batch": self.batch,
+            "poll": format_duration(self.poll),
+            "retries": self.retries,
+            "claim_timeout": format_duration(self.claim_timeout),
+            "concurrency": self.concurrency,
+            "timeout": self.timeout.map(format_duration),
+            "backoff": format_duration(self.backoff),
+            "max_backoff": format_duration(self.max_backoff),
+        })
+    }
+
+    /// Checks the ranges the macro also checks at compile time, for specs built by hand.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let fail = |what: String| Err(crate::Error::Config(format!("handler `{}`: {what}", self.name).into()));
+        if self.name.is_empty() {
+            return fail("the name is empty".into());
+        }
+        if self.batch == 0 || self.batch > Self::MAX_BATCH {
+            return fail(format!("`batch` must be in 1..={}, found {}", Self::MAX_BATCH, self.batch));
+        }
+        if self.retries > Self::MAX_RETRIES {
+            return fail(format!("`retries` must be at most {}, found {}", Self::MAX_RETRIES, self.retries));
+        }
+        if self.concurrency == 0 {
+            return fail("`concurrency` must be at least 1".into());
+        }
+        if self.claim_timeout < Duration::from_secs(1) {
+            return fail("`claim_timeout` must be at least 1s".into());
+        }
+        if self.poll.is_zero() {
+            return fail("`poll` must not be zero".into());
+        }
+        Ok(())
+    }
+}
+
+fn format_duration(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+/// A handler, as generated by `#[event_handler]`: a unit type with its spec, and a way to bind its
+/// extractors to the application's [`Resources`] at start-up.
+pub trait Handler: Send + Sync + 'static {
+    /// The event it handles.
+    type Event: Event;
+    /// Its configuration.
+    const SPEC: HandlerSpec;
+    /// Resolves every extractor against `resources` (a missing `State<T>` is an error here, at
+    /// start-up, not at the first event) and returns the callable handler.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingResource`](crate::Error::MissingResource) for a `State<T>` with no `T`.
+    fn bind(resources: &Resources) -> Result<Invoker>;
+}
+
+/// A handler's entry in the inventory, submitted by `#[event_handler]`.
+#[derive(Debug)]
+pub struct Registration {
+    pub(crate) spec: HandlerSpec,
+    pub(crate) bind: fn(&Resources) -> Result<Invoker>,
+}
+
+impl Registration {
+    /// The registration of handler `H`.
+    pub const fn of<H: Handler>() -> Self {
+        Self {
+            spec: H::SPEC,
+            bind: H::bind,
+        }
+    }
+
+    /// The handler's spec.
+    pub fn spec(&self) -> &HandlerSpec {
+        &self.spec
+    }
+}
+
+inventory::collect!(Registration);

@@ -1,0 +1,7 @@
+//! What a file of handlers needs: `use osa_events::prelude::*;`.
+//!
+//! Everything here is also reachable at its own path in the crate root.
+
+pub use crate::{
+    Batch, Ctx, Event, HandlerError, PgStore, Resources, ResultExt, State, event_handler,
+};

@@ -1,0 +1,247 @@
+//! Publishing events inside the caller's transaction (transactional outbox).
+//!
+//! [`publish`] and its siblings take any sqlx PostgreSQL executor: pass `&mut *tx` and the event,
+//! its deliveries and the wake-up notification commit or roll back with the caller's transaction.
+//! One statement does it all, so a publish is one round trip whatever the batch size.
+
+use serde_json::value::RawValue;
+use sqlx::{Executor, Postgres};
+use uuid::Uuid;
+
+use crate::{Error, Event, Result};
+
+/// The channel publishers `NOTIFY` and workers `LISTEN` on; the payload is a subscription id.
+pub(crate) const NOTIFY_CHANNEL: &str = "osa_events";
+
+/// One event ready to publish: its payload serialized, with an id, optional routing key and metadata.
+///
+/// Build one when you need more than [`publish`] offers: a chosen id (for idempotent retries of your
+/// own publishing code), metadata such as a correlation id, or a batch for [`publish_batch`].
+///
+/// # Examples
+///
+/// ```
+/// use osa_events::{Event, Outgoing};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(name = "record.published")]
+/// struct RecordPublished { srn: String }
+///
+/// let outgoing = Outgoing::new(&RecordPublished { srn: "srn:1".into() })?
+///     .with_routing_key("vector")
+///     .with_metadata(serde_json::json!({ "correlation_id": "req-42" }));
+/// assert_eq!(outgoing.event_type(), "record.published");
+/// # Ok::<(), osa_events::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    id: Uuid,
+    event_type: &'static str,
+    event_version: i32,
+    routing_key: Option<String>,
+    payload: Box<RawValue>,
+    metadata: Option<Box<RawValue>>,
+}
+
+impl Outgoing {
+    /// Serializes `event` with a fresh random id, no routing key and empty metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serialize`] when serde cannot serialize the event (e.g. a map with non-string keys).
+    pub fn new<E: Event>(event: &E) -> Result<Self> {
+        let payload = serde_json::value::to_raw_value(event).map_err(|source| Error::Serialize {
+            event_type: E::NAME,
+            source,
+        })?;
+        Ok(Self {
+            id: Uuid::new_v4(),
+            event_type: E::NAME,
+            event_version: i32::try_from(E::VERSION).unwrap_or(i32::MAX),
+            routing_key: None,
+            payload,
+            metadata: None,
+        })
+    }
+
+    /// Sets the event id. Publishing an id that already exists is a no-op, so a caller that retries
+    /// its own publish with the same id cannot create a duplicate.
+    #[must_use]
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the routing key: only handlers with this `routing_key` (or none) receive the event.
+    #[must_use]
+    pub fn with_routing_key(mut self, routing_key: impl Into<String>) -> Self {
+        self.routing_key = Some(routing_key.into());
+        self
+    }
+
+    /// Sets the metadata stored beside the payload (correlation id, causation id, trace context).
+    /// Handlers see it through [`Ctx::metadata`](crate::Ctx::metadata).
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
+        // A `Value` always serializes.
+        self.metadata = serde_json::value::to_raw_value(&metadata).ok();
+        self
+    }
+
+    /// The event id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The event type's registered name.
+    pub fn event_type(&self) -> &'static str {
+        self.event_type
+    }
+
+    /// The routing key, if any.
+    pub fn routing_key(&self) -> Option<&str> {
+        self.routing_key.as_deref()
+    }
+}
+
+/// Publishes `event` with no routing key, in the caller's transaction, and returns its id.
+///
+/// Every subscription of the event's type with no routing-key filter gets a delivery, created in the
+/// same statement. Nothing is visible to workers until the transaction commits; a rollback publishes
+/// nothing.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use osa_events::Event;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "record.published")]
+/// # struct RecordPublished { srn: String }
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = pool.begin().await?;
+/// sqlx::query("insert into records (srn) values ($1)").bind("srn:1").execute(&mut *tx).await?;
+/// osa_events::publish(&mut *tx, &RecordPublished { srn: "srn:1".into() }).await?;
+/// tx.commit().await?; // the event is delivered if and only if this commits
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Serialize`] if the event cannot be serialized, [`Error::Database`] if the statement fails
+/// (for example when the migrations have not run).
+pub async fn publish<'c, X, E>(executor: X, event: &E) -> Result<Uuid>
+where
+    X: Executor<'c, Database = Postgres>,
+    E: Event,
+{
+    let outgoing = Outgoing::new(event)?;
+    let id = outgoing.id;
+    publish_batch(executor, std::slice::from_ref(&outgoing)).await?;
+    Ok(id)
+}
+
+/// Publishes `event` with a routing key, in the caller's transaction, and returns its id.
+///
+/// Subscriptions of the event's type whose `routing_key` is this key, or unset, receive it.
+///
+/// # Errors
+///
+/// As for [`publish`].
+pub async fn publish_routed<'c, X, E>(executor: X, routing_key: &str, event: &E) -> Result<Uuid>
+where
+    X: Executor<'c, Database = Postgres>,
+    E: Event,
+{
+    let outgoing = Outgoing::new(event)?.with_routing_key(routing_key);
+    let id = outgoing.id;
+    publish_batch(executor, std::slice::from_ref(&outgoing)).await?;
+    Ok(id)
+}
+
+/// Inserts the events, fans them out into one delivery per matching subscription, and notifies
+/// idle workers once per subscription, all in one statement. Rows are bound as arrays, so the
+/// statement stays the same (and prepared) whatever the batch size, and never nears the 65,535
+/// bind-parameter limit.
+const PUBLISH_SQL: &str = r#"
+with new_events as (
+    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata)
+    select id, event_type, event_version, routing_key, payload::jsonb, coalesce(metadata::jsonb, '{}'::jsonb)
+    from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[])
+        as input (id, event_type, event_version, routing_key, payload, metadata)
+    on conflict (id) do nothing
+    returning position, event_type, routing_key
+), fanned_out as (
+    insert into osa_events.deliveries (subscription_id, event_position)
+    select s.id, e.position
+    from new_events e
+    join osa_events.subscriptions s
+      on s.event_type = e.event_type
+     and (s.routing_key is null or s.routing_key = e.routing_key)
+    returning subscription_id
+), notified as (
+    select pg_notify('osa_events', subscription_id::text)
+    from (select distinct subscription_id from fanned_out) as woken
+)
+select (select count(*) from new_events) as published,
+       (select count(*) from notified) as woken
+"#;
+
+/// Publishes many events in one round trip, in the caller's transaction, and returns how many were
+/// new (events whose id already exists are skipped, not duplicated).
+///
+/// # Examples
+///
+/// ```no_run
+/// # use osa_events::{Event, Outgoing};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "record.published")]
+/// # struct RecordPublished { srn: String }
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), osa_events::Error> {
+/// let batch = (0..100)
+///     .map(|i| Outgoing::new(&RecordPublished { srn: format!("srn:{i}") }))
+///     .collect::<Result<Vec<_>, _>>()?;
+/// let mut tx = pool.begin().await?;
+/// let published = osa_events::publish_batch(&mut *tx, &batch).await?;
+/// tx.commit().await?;
+/// assert_eq!(published, 100);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Database`] if the statement fails.
+pub async fn publish_batch<'c, X>(executor: X, events: &[Outgoing]) -> Result<u64>
+where
+    X: Executor<'c, Database = Postgres>,
+{
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut versions = Vec::with_capacity(events.len());
+    let mut keys = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    let mut metadata = Vec::with_capacity(events.len());
+    for event in events {
+        ids.push(event.id);
+        types.push(event.event_type);
+        versions.push(event.event_version);
+        keys.push(event.routing_key.as_deref());
+        payloads.push(event.payload.get());
+        metadata.push(event.metadata.as_deref().map(RawValue::get));
+    }
+    let (published, _woken): (i64, i64) = sqlx::query_as(PUBLISH_SQL)
+        .bind(ids)
+        .bind(types)
+        .bind(versions)
+        .bind(keys)
+        .bind(payloads)
+        .bind(metadata)
+        .fetch_one(executor)
+        .await?;
+    Ok(u64::try_from(published).unwrap_or(0))
+}

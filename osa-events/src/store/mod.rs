@@ -1,0 +1,183 @@
+//! The [`Store`] trait: where events, subscriptions and deliveries live.
+//!
+//! The runtime talks to storage only through this trait, so the same workers run on
+//! [`PgStore`](crate::PgStore) in production and on an in-memory store in unit tests. A store is
+//! deliberately dumb: it claims, completes, fails, extends and releases exactly what it is told.
+//! Policy (when to retry, how long to back off, when to give up) lives in the worker, so every
+//! store behaves the same.
+//!
+//! Every write about a claimed delivery carries its [`Fence`]: the claim token handed out by
+//! [`Store::claim`]. A write whose token no longer matches (the claim expired and another worker
+//! took the delivery) changes nothing, and the store reports how many rows it did change.
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::Result;
+
+pub(crate) mod postgres;
+
+/// The database id of a subscription (one per handler name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub i32);
+
+/// What a handler subscribes to, as registered in the store at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The handler's unique, stable name.
+    pub name: String,
+    /// The event type it receives.
+    pub event_type: String,
+    /// Only events published with this routing key; `None` receives every key.
+    pub routing_key: Option<String>,
+    /// A JSON snapshot of the handler's configuration, for operators.
+    pub config: serde_json::Value,
+}
+
+/// A request to claim due deliveries of one subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// Whose deliveries.
+    pub subscription: SubscriptionId,
+    /// At most this many.
+    pub limit: u32,
+    /// How long the claim lasts unless extended.
+    pub claim_timeout: Duration,
+    /// Who claims, recorded for operators (host, process, worker).
+    pub worker: &'a str,
+}
+
+/// The proof of a claim: the delivery's position and the token its claim was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The event's position in the log (identifies the delivery within its subscription).
+    pub position: i64,
+    /// The claim token; a newer claim of the same delivery has another.
+    pub token: Uuid,
+}
+
+/// One claimed delivery, with its event.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Position and claim token.
+    pub fence: Fence,
+    /// Which attempt this claim is, counting this one (the first claim is attempt 1).
+    pub attempt: u32,
+    /// The error of the previous failed attempt, if any.
+    pub last_error: Option<String>,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type name.
+    pub event_type: String,
+    /// The event's payload version.
+    pub event_version: i32,
+    /// The routing key it was published with.
+    pub routing_key: Option<String>,
+    /// The payload, as JSON text.
+    pub payload: String,
+    /// The metadata, as JSON text.
+    pub metadata: String,
+    /// When the event was published (database time).
+    pub published_at: SystemTime,
+}
+
+/// A failed attempt to record: retry after a delay, or dead-letter.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Which claim failed.
+    pub fence: Fence,
+    /// What went wrong, for the dead-letter row and operators.
+    pub error: String,
+    /// `Some(delay)`: pending again after `delay`. `None`: dead.
+    pub retry_in: Option<Duration>,
+}
+
+/// Storage of events and deliveries. Implement it to add a backend; it must pass the contract
+/// suite of `osa-events-testing`.
+///
+/// Every method about claimed deliveries takes [`Fence`]s and changes only the rows whose claim
+/// token still matches, returning how many it changed.
+pub trait Store: Send + Sync + 'static {
+    /// Creates or updates the subscriptions (by name) and returns their ids, in the same order.
+    fn register<'a>(
+        &'a self,
+        subscriptions: &'a [Subscription],
+    ) -> BoxFuture<'a, Result<Vec<SubscriptionId>>>;
+
+    /// Claims up to `limit` due deliveries: pending ones whose `run_at` has come, and claimed ones
+    /// whose claim has expired, oldest `run_at` first, then by position. Each claimed delivery gets
+    /// a fresh token, its attempt count goes up by one, and it stays claimed until
+    /// `claim_timeout` from now (store time).
+    fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>>;
+
+    /// Completes (removes) the deliveries whose claims are still held.
+    fn complete<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        done: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Records failed attempts of deliveries whose claims are still held: pending again after
+    /// `retry_in`, or dead with the error kept.
+    fn fail<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        failures: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Extends held claims to `claim_timeout` from now; returns the positions still held.
+    fn extend<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+        claim_timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<i64>>>;
+
+    /// Gives held claims back unfinished: pending and due now, and the attempt is not counted.
+    fn release<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// A source of wake-ups: a hint that a subscription may have new work. `None` when the store
+    /// has none; workers then rely on polling alone. Hints may be lost; polling is the safety net.
+    fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {
+        None
+    }
+}
+
+/// A stream of wake-up hints, see [`Store::wake_ups`].
+pub struct WakeUps {
+    inner: Box<dyn WakeSource>,
+}
+
+impl std::fmt::Debug for WakeUps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeUps").finish_non_exhaustive()
+    }
+}
+
+/// What a store implements to deliver wake-up hints.
+pub trait WakeSource: Send + 'static {
+    /// Waits for the next hint. `Ok(Some(id))`: `id` may have work. `Ok(None)`: hints may have
+    /// been lost (e.g. a reconnect), so every subscription should look. `Err`: the source failed
+    /// for now; the caller retries after a pause.
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<SubscriptionId>>>;
+}
+
+impl WakeUps {
+    /// Wraps a store's hint source.
+    pub fn new(source: impl WakeSource) -> Self {
+        Self {
+            inner: Box::new(source),
+        }
+    }
+
+    /// Waits for the next hint (see [`WakeSource::next`]).
+    pub async fn next(&mut self) -> Result<Option<SubscriptionId>> {
+        self.inner.next().await
+    }
+}

@@ -1,0 +1,89 @@
+//! The claim: one statement that locks, claims and returns up to `limit` due deliveries.
+
+use std::time::{Duration, SystemTime};
+
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::Result;
+use crate::store::{ClaimRequest, Delivery, Fence};
+
+/// Picks due rows in index order (`deliveries_claimable`: subscription, run_at, position; dead rows
+/// are not in it) and skips rows another claimer holds. Eligibility is decided inside the locked
+/// sub-select, so two claimers can never both pass it for one row. The update then hands out a
+/// fresh token, counts the attempt, and sets `run_at` to the claim's expiry: an expired claim is
+/// simply a due row again.
+const CLAIM_SQL: &str = r#"
+with picked as (
+    select subscription_id, event_position
+    from osa_events.deliveries
+    where subscription_id = $1 and status <> 'dead' and run_at <= now()
+    order by run_at, event_position
+    limit $2
+    for no key update skip locked
+)
+update osa_events.deliveries d
+set status = 'claimed',
+    attempts = d.attempts + 1,
+    claim_token = gen_random_uuid(),
+    claimed_by = $3,
+    run_at = now() + make_interval(secs => $4),
+    updated_at = now()
+from picked, osa_events.events e
+where d.subscription_id = picked.subscription_id
+  and d.event_position = picked.event_position
+  and e.position = picked.event_position
+returning d.event_position, d.claim_token, d.attempts, d.last_error,
+          e.id, e.event_type, e.event_version, e.routing_key,
+          e.payload::text as payload, e.metadata::text as metadata,
+          extract(epoch from e.created_at)::float8 as published_at
+"#;
+
+#[derive(FromRow)]
+struct ClaimedRow {
+    event_position: i64,
+    claim_token: Uuid,
+    attempts: i32,
+    last_error: Option<String>,
+    id: Uuid,
+    event_type: String,
+    event_version: i32,
+    routing_key: Option<String>,
+    payload: String,
+    metadata: String,
+    published_at: f64,
+}
+
+pub(super) async fn claim(pool: &PgPool, request: ClaimRequest<'_>) -> Result<Vec<Delivery>> {
+    let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_SQL)
+        .bind(request.subscription.0)
+        .bind(i64::from(request.limit))
+        .bind(request.worker)
+        .bind(request.claim_timeout.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    let mut deliveries: Vec<Delivery> = rows.into_iter().map(Delivery::from).collect();
+    // UPDATE ... RETURNING has no order; hand them out in the order they were picked.
+    deliveries.sort_unstable_by_key(|delivery| delivery.fence.position);
+    Ok(deliveries)
+}
+
+impl From<ClaimedRow> for Delivery {
+    fn from(row: ClaimedRow) -> Self {
+        Delivery {
+            fence: Fence {
+                position: row.event_position,
+                token: row.claim_token,
+            },
+            attempt: u32::try_from(row.attempts).unwrap_or(0),
+            last_error: row.last_error,
+            event_id: row.id,
+            event_type: row.event_type,
+            event_version: row.event_version,
+            routing_key: row.routing_key,
+            payload: row.payload,
+            metadata: row.metadata,
+            published_at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(row.published_at.max(0.0)),
+        }
+    }
+}

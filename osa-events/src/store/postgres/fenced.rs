@@ -1,0 +1,145 @@
+//! Writes about claimed deliveries, each fenced by claim token and batched into one statement.
+//!
+//! The fences of a batch are bound as two parallel arrays (positions, tokens) and joined with
+//! `unnest`, so one statement serves any batch size and each row is found by primary key. A row
+//! whose token no longer matches (its claim expired and was taken over) is not touched.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::Result;
+use crate::store::{Failure, Fence, SubscriptionId};
+
+fn split(fences: impl ExactSizeIterator<Item = Fence>) -> (Vec<i64>, Vec<Uuid>) {
+    let mut positions = Vec::with_capacity(fences.len());
+    let mut tokens = Vec::with_capacity(fences.len());
+    for fence in fences {
+        positions.push(fence.position);
+        tokens.push(fence.token);
+    }
+    (positions, tokens)
+}
+
+const COMPLETE_SQL: &str = r#"
+delete from osa_events.deliveries d
+using unnest($2::int8[], $3::uuid[]) as done (position, token)
+where d.subscription_id = $1
+  and d.event_position = done.position
+  and d.claim_token = done.token
+  and d.status = 'claimed'
+"#;
+
+pub(super) async fn complete(pool: &PgPool, subscription: SubscriptionId, done: &[Fence]) -> Result<u64> {
+    if done.is_empty() {
+        return Ok(0);
+    }
+    let (positions, tokens) = split(done.iter().copied());
+    let result = sqlx::query(COMPLETE_SQL)
+        .bind(subscription.0)
+        .bind(positions)
+        .bind(tokens)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// `retry_secs` null means dead: the row leaves the claimable index and keeps its error.
+const FAIL_SQL: &str = r#"
+update osa_events.deliveries d
+set status = case when f.retry_secs is null then 'dead' else 'pending' end,
+    run_at = case when f.retry_secs is null then now() else now() + make_interval(secs => f.retry_secs) end,
+    last_error = f.error,
+    claim_token = null,
+    claimed_by = null,
+    updated_at = now()
+from unnest($2::int8[], $3::uuid[], $4::text[], $5::float8[]) as f (position, token, error, retry_secs)
+where d.subscription_id = $1
+  and d.event_position = f.position
+  and d.claim_token = f.token
+  and d.status = 'claimed'
+"#;
+
+pub(super) async fn fail(pool: &PgPool, subscription: SubscriptionId, failures: &[Failure]) -> Result<u64> {
+    if failures.is_empty() {
+        return Ok(0);
+    }
+    let (positions, tokens) = split(failures.iter().map(|failure| failure.fence));
+    let errors: Vec<&str> = failures.iter().map(|failure| failure.error.as_str()).collect();
+    let retry_secs: Vec<Option<f64>> = failures
+        .iter()
+        .map(|failure| failure.retry_in.map(|delay| delay.as_secs_f64()))
+        .collect();
+    let result = sqlx::query(FAIL_SQL)
+        .bind(subscription.0)
+        .bind(positions)
+        .bind(tokens)
+        .bind(errors)
+        .bind(retry_secs)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+const EXTEND_SQL: &str = r#"
+update osa_events.deliveries d
+set run_at = now() + make_interval(secs => $4), updated_at = now()
+from unnest($2::int8[], $3::uuid[]) as held (position, token)
+where d.subscription_id = $1
+  and d.event_position = held.position
+  and d.claim_token = held.token
+  and d.status = 'claimed'
+returning d.event_position
+"#;
+
+pub(super) async fn extend(
+    pool: &PgPool,
+    subscription: SubscriptionId,
+    claims: &[Fence],
+    claim_timeout: Duration,
+) -> Result<Vec<i64>> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (positions, tokens) = split(claims.iter().copied());
+    let held: Vec<(i64,)> = sqlx::query_as(EXTEND_SQL)
+        .bind(subscription.0)
+        .bind(positions)
+        .bind(tokens)
+        .bind(claim_timeout.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    Ok(held.into_iter().map(|(position,)| position).collect())
+}
+
+/// A released claim is due at once and its attempt is given back: the handler never finished it
+/// (shutdown), so it should not count against the retries.
+const RELEASE_SQL: &str = r#"
+update osa_events.deliveries d
+set status = 'pending',
+    run_at = now(),
+    attempts = greatest(d.attempts - 1, 0),
+    claim_token = null,
+    claimed_by = null,
+    updated_at = now()
+from unnest($2::int8[], $3::uuid[]) as held (position, token)
+where d.subscription_id = $1
+  and d.event_position = held.position
+  and d.claim_token = held.token
+  and d.status = 'claimed'
+"#;
+
+pub(super) async fn release(pool: &PgPool, subscription: SubscriptionId, claims: &[Fence]) -> Result<u64> {
+    if claims.is_empty() {
+        return Ok(0);
+    }
+    let (positions, tokens) = split(claims.iter().copied());
+    let result = sqlx::query(RELEASE_SQL)
+        .bind(subscription.0)
+        .bind(positions)
+        .bind(tokens)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,45 @@
+//! Running the embedded migrations into the `osa_events` schema.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+use super::PgStore;
+use crate::Result;
+
+/// The SQL migrations of `migrations/`, embedded at compile time.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Serializes concurrent `migrate()` calls of several processes (`create schema if not exists`
+/// is not race-free on its own). Any constant works; this one spells "osaevent".
+const MIGRATE_LOCK_KEY: i64 = 0x6f73_6165_7665_6e74;
+
+impl PgStore {
+    /// Creates or upgrades the `osa_events` schema: tables, indexes, and sqlx's migration ledger
+    /// (`osa_events._sqlx_migrations`), leaving the application's own schemas alone.
+    ///
+    /// Safe to call from every process at start-up: concurrent calls wait for each other, and
+    /// applied migrations are skipped. The role needs `CREATE` on the database the first time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`](crate::Error::Database) when the connection fails,
+    /// [`Error::Migrate`](crate::Error::Migrate) when a migration fails or an applied one was edited.
+    pub async fn migrate(&self) -> Result<()> {
+        // A connection of its own, closed afterwards: the session-level search_path and advisory
+        // lock must never leak into the pool.
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let result = migrate_on(&mut conn).await;
+        conn.close().await?;
+        result
+    }
+}
+
+async fn migrate_on(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(MIGRATE_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    conn.execute("create schema if not exists osa_events").await?;
+    conn.execute("set search_path to osa_events").await?;
+    MIGRATOR.run(&mut *conn).await?;
+    Ok(())
+}

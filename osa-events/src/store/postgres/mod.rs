@@ -1,0 +1,139 @@
+//! [`PgStore`]: the PostgreSQL store.
+//!
+//! All tables live in the `osa_events` schema. Workers on any number of processes and machines
+//! share one database and coordinate only through row locks: a claim is an
+//! [`UPDATE ... FROM (SELECT ... FOR NO KEY UPDATE SKIP LOCKED)`](https://www.postgresql.org/docs/current/sql-select.html#SQL-FOR-UPDATE-SHARE),
+//! so concurrent claimers skip each other's rows instead of waiting on them, and every deadline
+//! is computed with the database's `now()`, never a worker's clock.
+//!
+//! # Connection poolers
+//!
+//! Claims, completions and publishes are single statements, so they work behind PgBouncer in
+//! transaction mode too. Wake-ups use `LISTEN`, which needs a session: behind a transaction-mode
+//! pooler notifications do not arrive and workers fall back to polling every `poll` interval.
+//!
+//! # Autovacuum
+//!
+//! Completed deliveries are deleted, so `osa_events.deliveries` sees constant churn while staying
+//! small. The initial migration sets aggressive per-table autovacuum thresholds
+//! (`autovacuum_vacuum_scale_factor = 0.01`); keep autovacuum enabled.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::Result;
+use crate::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeUps};
+
+mod claim;
+mod fenced;
+mod migrate;
+mod notify;
+mod register;
+
+/// The production store: events, subscriptions and deliveries in PostgreSQL (schema `osa_events`).
+///
+/// Cloning is cheap: clones share one connection pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example() -> Result<(), osa_events::Error> {
+/// let store = osa_events::PgStore::connect("postgres://app@localhost/app").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects a pool of up to 16 connections to `url`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`](crate::Error::Database) when the URL is malformed or the first connection fails.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Uses an existing pool, typically the application's own, so publishing and handling share it.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The connection pool, for publishing and for the application's own queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for PgStore {
+    // Not derived: the pool's connect options would print the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("connections", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for PgStore {
+    fn register<'a>(
+        &'a self,
+        subscriptions: &'a [Subscription],
+    ) -> BoxFuture<'a, Result<Vec<SubscriptionId>>> {
+        Box::pin(register::register(&self.pool, subscriptions))
+    }
+
+    fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>> {
+        Box::pin(claim::claim(&self.pool, request))
+    }
+
+    fn complete<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        done: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(fenced::complete(&self.pool, subscription, done))
+    }
+
+    fn fail<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        failures: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(fenced::fail(&self.pool, subscription, failures))
+    }
+
+    fn extend<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+        claim_timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<i64>>> {
+        Box::pin(fenced::extend(&self.pool, subscription, claims, claim_timeout))
+    }
+
+    fn release<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(fenced::release(&self.pool, subscription, claims))
+    }
+
+    fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {
+        let pool = self.pool.clone();
+        Some(Box::pin(async move { notify::listen(&pool).await }))
+    }
+}

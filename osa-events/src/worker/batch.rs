@@ -1,0 +1,292 @@
+//! Running one claimed batch: handler calls under a heartbeat, then one write per outcome kind.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use super::backoff::{self, Jitter};
+use super::heartbeat::{self, Lost};
+use super::Worker;
+use crate::handler::error::HandlerError;
+use crate::handler::invoke::{HandlerFuture, InvokerKind};
+use crate::store::{Delivery, Failure, Fence};
+
+/// How the handler calls of a batch ended.
+enum Ended {
+    Finished,
+    ClaimsLost(Lost),
+    Aborted,
+}
+
+/// The outcome of each delivery of a batch, filled in as handler calls finish.
+struct Outcomes {
+    results: Vec<Option<Result<(), HandlerError>>>,
+}
+
+impl Worker {
+    pub(super) async fn process(
+        &self,
+        deliveries: Vec<Delivery>,
+        claimed_at: tokio::time::Instant,
+        jitter: &mut Jitter,
+    ) {
+        let span = tracing::info_span!(
+            "osa_events.batch",
+            handler = self.spec.name(),
+            event_type = self.spec.event_type(),
+            size = deliveries.len(),
+        );
+        self.process_in_span(deliveries, claimed_at, jitter)
+            .instrument(span)
+            .await;
+    }
+
+    async fn process_in_span(
+        &self,
+        deliveries: Vec<Delivery>,
+        claimed_at: tokio::time::Instant,
+        jitter: &mut Jitter,
+    ) {
+        let max_attempts = self.spec.max_retries().saturating_add(1);
+        // A claim beyond the last allowed attempt means earlier claims expired unfinished (the
+        // worker crashed or hung): give up instead of running the handler again.
+        let (exhausted, runnable): (Vec<Delivery>, Vec<Delivery>) = deliveries
+            .into_iter()
+            .partition(|delivery| delivery.attempt > max_attempts);
+        let mut failures: Vec<Failure> = exhausted.iter().map(|d| self.exhausted(d)).collect();
+
+        let fences: Vec<Fence> = runnable.iter().map(|delivery| delivery.fence).collect();
+        let mut outcomes = Outcomes {
+            results: runnable.iter().map(|_| None).collect(),
+        };
+        let ended = {
+            let calls = pin!(self.call_handler(&runnable, &mut outcomes));
+            let heartbeat = pin!(heartbeat::keep(
+                &*self.store,
+                self.subscription,
+                &fences,
+                self.spec.claim_timeout_duration(),
+                &*self.clock,
+                claimed_at,
+            ));
+            tokio::select! {
+                biased;
+                () = calls => Ended::Finished,
+                lost = heartbeat => Ended::ClaimsLost(lost),
+                () = self.aborting.cancelled() => Ended::Aborted,
+            }
+        };
+
+        let mut completed = Vec::new();
+        let mut unfinished = Vec::new();
+        for (delivery, result) in runnable.iter().zip(outcomes.results) {
+            match result {
+                Some(Ok(())) => completed.push(delivery.fence),
+                Some(Err(error)) => failures.push(self.failure(delivery, &error, jitter)),
+                None => unfinished.push(delivery.fence),
+            }
+        }
+        self.write_completions(&completed).await;
+        self.write_failures(&failures).await;
+        match ended {
+            Ended::Finished => {}
+            Ended::Aborted => self.release(&unfinished).await,
+            Ended::ClaimsLost(lost) => tracing::warn!(
+                unfinished = unfinished.len(),
+                reason = ?lost,
+                "abandoned the batch: its claims could not be kept; the deliveries will be claimed again"
+            ),
+        }
+    }
+
+    /// Calls the handler for the batch, recording each result as soon as it is known.
+    async fn call_handler(&self, deliveries: &[Delivery], outcomes: &mut Outcomes) {
+        match &self.invoker.kind {
+            InvokerKind::Each(call) => {
+                for (index, delivery) in deliveries.iter().enumerate() {
+                    let span = tracing::info_span!(
+                        "osa_events.handle",
+                        handler = self.spec.name(),
+                        event_type = %delivery.event_type,
+                        event_id = %delivery.event_id,
+                        attempt = delivery.attempt,
+                    );
+                    let result = match call(delivery) {
+                        Ok(future) => self.guard(future).instrument(span).await,
+                        Err(error) => Err(error),
+                    };
+                    outcomes.results[index] = Some(result);
+                }
+            }
+            InvokerKind::Batch(call) => {
+                let call = call(deliveries);
+                for (index, error) in call.rejected {
+                    outcomes.results[index] = Some(Err(error));
+                }
+                if let Some(future) = call.future {
+                    let span = tracing::info_span!(
+                        "osa_events.handle",
+                        handler = self.spec.name(),
+                        event_type = self.spec.event_type(),
+                        events = call.accepted.len(),
+                    );
+                    let result = self.guard(future).instrument(span).await;
+                    for index in call.accepted {
+                        outcomes.results[index] = Some(clone_result(&result));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one handler call, turning a panic or a timeout into a retryable failure.
+    fn guard(&self, future: HandlerFuture) -> impl Future<Output = Result<(), HandlerError>> + '_ {
+        let caught = AssertUnwindSafe(future).catch_unwind();
+        async move {
+            let outcome = match self.spec.call_timeout() {
+                None => caught.await,
+                Some(limit) => {
+                    tokio::select! {
+                        outcome = caught => outcome,
+                        () = self.clock.sleep(limit) => {
+                            return Err(HandlerError::retry(format!("the handler timed out after {}", humantime_like(limit))));
+                        }
+                    }
+                }
+            };
+            outcome.unwrap_or_else(|panic| {
+                Err(HandlerError::retry(format!("the handler panicked: {}", panic_message(&*panic))))
+            })
+        }
+    }
+
+    fn failure(&self, delivery: &Delivery, error: &HandlerError, jitter: &mut Jitter) -> Failure {
+        let max_attempts = self.spec.max_retries().saturating_add(1);
+        let give_up = error.is_permanent() || delivery.attempt >= max_attempts;
+        let retry_in = (!give_up).then(|| {
+            backoff::delay(
+                self.spec.backoff_base(),
+                self.spec.backoff_cap(),
+                delivery.attempt,
+                jitter,
+            )
+        });
+        let message = format!(
+            "`{}` event {} (position {}), attempt {} of {}: {}",
+            delivery.event_type,
+            delivery.event_id,
+            delivery.fence.position,
+            delivery.attempt,
+            max_attempts,
+            error
+        );
+        match retry_in {
+            Some(delay) => tracing::warn!(handler = self.spec.name(), retry_in = ?delay, "{message}"),
+            None => tracing::error!(handler = self.spec.name(), "dead letter: {message}"),
+        }
+        Failure {
+            fence: delivery.fence,
+            error: message,
+            retry_in,
+        }
+    }
+
+    fn exhausted(&self, delivery: &Delivery) -> Failure {
+        let message = format!(
+            "`{}` event {} (position {}): gave up at claim {} of at most {}: earlier claims expired \
+             before the handler finished (a crashed or hung worker); last error: {}",
+            delivery.event_type,
+            delivery.event_id,
+            delivery.fence.position,
+            delivery.attempt,
+            self.spec.max_retries().saturating_add(1),
+            delivery.last_error.as_deref().unwrap_or("none recorded"),
+        );
+        tracing::error!(handler = self.spec.name(), "dead letter: {message}");
+        Failure {
+            fence: delivery.fence,
+            error: message,
+            retry_in: None,
+        }
+    }
+
+    async fn write_completions(&self, completed: &[Fence]) {
+        if completed.is_empty() {
+            return;
+        }
+        match self.store.complete(self.subscription, completed).await {
+            Ok(written) if written < completed.len() as u64 => tracing::warn!(
+                handler = self.spec.name(),
+                refused = completed.len() as u64 - written,
+                "completions refused: those claims had expired and were taken over; the events may be handled twice"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                handler = self.spec.name(),
+                %error,
+                "cannot record completions; the claims will expire and the events be handled again"
+            ),
+        }
+    }
+
+    async fn write_failures(&self, failures: &[Failure]) {
+        if failures.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.fail(self.subscription, failures).await {
+            tracing::warn!(
+                handler = self.spec.name(),
+                %error,
+                "cannot record failures; the claims will expire and count as failed attempts"
+            );
+        }
+    }
+
+    async fn release(&self, unfinished: &[Fence]) {
+        if unfinished.is_empty() {
+            return;
+        }
+        match self.store.release(self.subscription, unfinished).await {
+            Ok(released) => tracing::info!(
+                handler = self.spec.name(),
+                released,
+                "released unfinished claims at shutdown"
+            ),
+            Err(error) => tracing::warn!(
+                handler = self.spec.name(),
+                %error,
+                "cannot release claims at shutdown; they will be reclaimed when they expire"
+            ),
+        }
+    }
+}
+
+/// A batch handler's single result, copied to each of its events.
+fn clone_result(result: &Result<(), HandlerError>) -> Result<(), HandlerError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) if error.is_permanent() => Err(HandlerError::permanent(error.to_string())),
+        Err(error) => Err(HandlerError::retry(error.to_string())),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(a panic payload that is not a string)"
+    }
+}
+
+fn humantime_like(duration: std::time::Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}

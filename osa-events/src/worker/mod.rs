@@ -1,0 +1,119 @@
+//! The claim loop: claim a batch, run the handler, write the outcomes, repeat; sleep when idle.
+//!
+//! One [`Worker`] is one claim loop of one handler; a handler with `concurrency = n` has `n` of
+//! them per process. Loops coordinate only through the store (row locks), so any number of them
+//! may run on any number of machines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::Clock;
+use crate::handler::{HandlerSpec, Invoker};
+use crate::store::{ClaimRequest, Store, SubscriptionId};
+
+mod backoff;
+mod batch;
+mod heartbeat;
+pub(crate) mod wake;
+
+/// One claim loop of one handler.
+pub(crate) struct Worker {
+    pub(crate) spec: HandlerSpec,
+    pub(crate) subscription: SubscriptionId,
+    pub(crate) invoker: Arc<Invoker>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Recorded in `claimed_by`: host, process and loop.
+    pub(crate) name: String,
+    pub(crate) wake: watch::Receiver<u64>,
+    /// Graceful shutdown: claim nothing more.
+    pub(crate) stopping: CancellationToken,
+    /// End of the grace period: stop handlers and release their claims.
+    pub(crate) aborting: CancellationToken,
+}
+
+impl Worker {
+    pub(crate) async fn run(mut self) {
+        let mut jitter = backoff::Jitter::from_entropy();
+        let mut store_errors: u32 = 0;
+        while !self.stopping.is_cancelled() {
+            let claimed_at = self.clock.now();
+            let request = ClaimRequest {
+                subscription: self.subscription,
+                limit: self.spec.batch_size(),
+                claim_timeout: self.spec.claim_timeout_duration(),
+                worker: &self.name,
+            };
+            match self.store.claim(request).await {
+                Ok(deliveries) => {
+                    store_errors = 0;
+                    let full = deliveries.len() >= self.spec.batch_size() as usize;
+                    if !deliveries.is_empty() {
+                        self.process(deliveries, claimed_at, &mut jitter).await;
+                    }
+                    if !full {
+                        self.idle().await;
+                    }
+                }
+                Err(error) => {
+                    store_errors = store_errors.saturating_add(1);
+                    let pause = error_pause(store_errors, self.spec.poll_interval());
+                    tracing::warn!(
+                        handler = self.spec.name(),
+                        %error,
+                        retry_in = ?pause,
+                        "claim failed"
+                    );
+                    self.pause(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for a wake-up, the poll interval, or shutdown, whichever comes first.
+    async fn idle(&mut self) {
+        let poll = self.clock.sleep(self.spec.poll_interval());
+        tokio::select! {
+            () = poll => {}
+            changed = self.wake.changed() => {
+                if changed.is_err() {
+                    // The board is gone (runtime shutting down): fall back to the poll interval.
+                    self.pause(self.spec.poll_interval()).await;
+                }
+            }
+            () = self.stopping.cancelled() => {}
+        }
+    }
+
+    async fn pause(&self, duration: Duration) {
+        tokio::select! {
+            () = self.clock.sleep(duration) => {}
+            () = self.stopping.cancelled() => {}
+        }
+    }
+}
+
+/// After consecutive store errors, wait longer each time (100 ms doubling), but never longer than
+/// the larger of the poll interval and 5 s, so a recovered database is used again soon.
+fn error_pause(consecutive_errors: u32, poll: Duration) -> Duration {
+    let cap = poll.max(Duration::from_secs(5));
+    let exponent = consecutive_errors.saturating_sub(1).min(16);
+    Duration::from_millis(100).saturating_mul(1 << exponent).min(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pauses_grow_and_are_capped() {
+        let poll = Duration::from_millis(500);
+        assert_eq!(error_pause(1, poll), Duration::from_millis(100));
+        assert_eq!(error_pause(2, poll), Duration::from_millis(200));
+        assert_eq!(error_pause(30, poll), Duration::from_secs(5));
+        assert_eq!(error_pause(30, Duration::from_secs(20)), Duration::from_secs(20));
+    }
+}
