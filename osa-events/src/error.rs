@@ -66,7 +66,9 @@ pub enum Error {
     },
 
     /// The runtime was started with no handler to run (none registered, or all excluded).
-    #[error("no handler to run: register one with #[event_handler] or relax the builder's selection")]
+    #[error(
+        "no handler to run: register one with #[event_handler] or relax the builder's selection"
+    )]
     NoHandlers,
 
     /// A configuration value is out of its allowed range.

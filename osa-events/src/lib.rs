@@ -74,7 +74,8 @@ pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
 pub use store::postgres::PgStore;
 pub use store::{
-    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource, WakeUps,
+    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource,
+    WakeUps,
 };
 
 #[doc(inline)]

@@ -51,10 +51,11 @@ impl Outgoing {
     ///
     /// [`Error::Serialize`] when serde cannot serialize the event (e.g. a map with non-string keys).
     pub fn new<E: Event>(event: &E) -> Result<Self> {
-        let payload = serde_json::value::to_raw_value(event).map_err(|source| Error::Serialize {
-            event_type: E::NAME,
-            source,
-        })?;
+        let payload =
+            serde_json::value::to_raw_value(event).map_err(|source| Error::Serialize {
+                event_type: E::NAME,
+                source,
+            })?;
         Ok(Self {
             id: Uuid::new_v4(),
             event_type: E::NAME,

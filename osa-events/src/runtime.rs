@@ -32,7 +32,11 @@ use crate::{Clock, Resources, Result, SystemClock};
 ///
 /// Start-up errors (see [`RuntimeBuilder::build`] and [`Runtime::run`]).
 pub async fn run_all_handlers(store: impl Store, resources: Resources) -> Result<()> {
-    Runtime::builder(store).resources(resources).build()?.run().await
+    Runtime::builder(store)
+        .resources(resources)
+        .build()?
+        .run()
+        .await
 }
 
 /// A configured set of handlers, ready to run.

@@ -45,7 +45,9 @@ impl std::fmt::Debug for Invoker {
             InvokerKind::Each(_) => "each",
             InvokerKind::Batch(_) => "batch",
         };
-        f.debug_struct("Invoker").field("shape", &shape).finish_non_exhaustive()
+        f.debug_struct("Invoker")
+            .field("shape", &shape)
+            .finish_non_exhaustive()
     }
 }
 

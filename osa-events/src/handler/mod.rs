@@ -233,15 +233,27 @@ impl HandlerSpec {
 
     /// Checks the ranges the macro also checks at compile time, for specs built by hand.
     pub(crate) fn validate(&self) -> Result<()> {
-        let fail = |what: String| Err(crate::Error::Config(format!("handler `{}`: {what}", self.name).into()));
+        let fail = |what: String| {
+            Err(crate::Error::Config(
+                format!("handler `{}`: {what}", self.name).into(),
+            ))
+        };
         if self.name.is_empty() {
             return fail("the name is empty".into());
         }
         if self.batch == 0 || self.batch > Self::MAX_BATCH {
-            return fail(format!("`batch` must be in 1..={}, found {}", Self::MAX_BATCH, self.batch));
+            return fail(format!(
+                "`batch` must be in 1..={}, found {}",
+                Self::MAX_BATCH,
+                self.batch
+            ));
         }
         if self.retries > Self::MAX_RETRIES {
-            return fail(format!("`retries` must be at most {}, found {}", Self::MAX_RETRIES, self.retries));
+            return fail(format!(
+                "`retries` must be at most {}, found {}",
+                Self::MAX_RETRIES,
+                self.retries
+            ));
         }
         if self.concurrency == 0 {
             return fail("`concurrency` must be at least 1".into());

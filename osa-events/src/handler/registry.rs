@@ -5,7 +5,8 @@ use crate::{Error, Result};
 
 /// Every registered handler, sorted by name then Rust path (inventory's order is unspecified).
 pub(crate) fn all() -> Vec<&'static Registration> {
-    let mut registrations: Vec<&'static Registration> = inventory::iter::<Registration>.into_iter().collect();
+    let mut registrations: Vec<&'static Registration> =
+        inventory::iter::<Registration>.into_iter().collect();
     registrations.sort_by_key(|r| (r.spec.name(), r.spec.rust_path()));
     registrations
 }
@@ -25,7 +26,11 @@ pub(crate) fn select(
         if !registrations.iter().any(|r| r.spec.name() == name) {
             return Err(Error::UnknownHandler {
                 name: name.clone(),
-                known: registrations.iter().map(|r| r.spec.name()).collect::<Vec<_>>().join(", "),
+                known: registrations
+                    .iter()
+                    .map(|r| r.spec.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
@@ -41,7 +46,10 @@ pub(crate) fn select(
         registration.spec.validate()?;
     }
     // Sorted by (name, path): duplicates are neighbours, reported in a stable order.
-    if let Some(pair) = selected.windows(2).find(|pair| pair[0].spec.name() == pair[1].spec.name()) {
+    if let Some(pair) = selected
+        .windows(2)
+        .find(|pair| pair[0].spec.name() == pair[1].spec.name())
+    {
         return Err(Error::DuplicateHandlerName {
             name: pair[0].spec.name().to_owned(),
             first: pair[0].spec.rust_path(),

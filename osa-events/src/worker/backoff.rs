@@ -53,7 +53,11 @@ mod tests {
         for attempt in 1..=6 {
             let nominal = Duration::from_secs(1 << (attempt - 1));
             let d = delay(base, cap, attempt, &mut jitter);
-            assert!(d >= nominal / 2 && d <= nominal, "attempt {attempt}: {d:?} not in [{:?}, {nominal:?}]", nominal / 2);
+            assert!(
+                d >= nominal / 2 && d <= nominal,
+                "attempt {attempt}: {d:?} not in [{:?}, {nominal:?}]",
+                nominal / 2
+            );
         }
     }
 
@@ -70,8 +74,19 @@ mod tests {
     fn jitter_spreads_delays() {
         let mut jitter = Jitter::seeded(42);
         let delays: std::collections::BTreeSet<_> = (0..20)
-            .map(|_| delay(Duration::from_secs(8), Duration::from_secs(60), 1, &mut jitter))
+            .map(|_| {
+                delay(
+                    Duration::from_secs(8),
+                    Duration::from_secs(60),
+                    1,
+                    &mut jitter,
+                )
+            })
             .collect();
-        assert!(delays.len() > 15, "jitter produced only {} distinct delays", delays.len());
+        assert!(
+            delays.len() > 15,
+            "jitter produced only {} distinct delays",
+            delays.len()
+        );
     }
 }

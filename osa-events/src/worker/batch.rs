@@ -7,9 +7,9 @@ use std::pin::pin;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use super::Worker;
 use super::backoff::{self, Jitter};
 use super::heartbeat::{self, Lost};
-use super::Worker;
 use crate::handler::error::HandlerError;
 use crate::handler::invoke::{HandlerFuture, InvokerKind};
 use crate::store::{Delivery, Failure, Fence};
@@ -158,7 +158,10 @@ impl Worker {
                 }
             };
             outcome.unwrap_or_else(|panic| {
-                Err(HandlerError::retry(format!("the handler panicked: {}", panic_message(&*panic))))
+                Err(HandlerError::retry(format!(
+                    "the handler panicked: {}",
+                    panic_message(&*panic)
+                )))
             })
         }
     }
@@ -184,7 +187,9 @@ impl Worker {
             error
         );
         match retry_in {
-            Some(delay) => tracing::warn!(handler = self.spec.name(), retry_in = ?delay, "{message}"),
+            Some(delay) => {
+                tracing::warn!(handler = self.spec.name(), retry_in = ?delay, "{message}")
+            }
             None => tracing::error!(handler = self.spec.name(), "dead letter: {message}"),
         }
         Failure {

@@ -101,7 +101,9 @@ impl Worker {
 fn error_pause(consecutive_errors: u32, poll: Duration) -> Duration {
     let cap = poll.max(Duration::from_secs(5));
     let exponent = consecutive_errors.saturating_sub(1).min(16);
-    Duration::from_millis(100).saturating_mul(1 << exponent).min(cap)
+    Duration::from_millis(100)
+        .saturating_mul(1 << exponent)
+        .min(cap)
 }
 
 #[cfg(test)]
@@ -114,6 +116,9 @@ mod tests {
         assert_eq!(error_pause(1, poll), Duration::from_millis(100));
         assert_eq!(error_pause(2, poll), Duration::from_millis(200));
         assert_eq!(error_pause(30, poll), Duration::from_secs(5));
-        assert_eq!(error_pause(30, Duration::from_secs(20)), Duration::from_secs(20));
+        assert_eq!(
+            error_pause(30, Duration::from_secs(20)),
+            Duration::from_secs(20)
+        );
     }
 }

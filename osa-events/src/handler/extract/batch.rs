@@ -23,7 +23,11 @@ impl<E> Batch<E> {
     ///
     /// When the two vectors differ in length.
     pub(crate) fn new(events: Vec<E>, contexts: Vec<Ctx>) -> Self {
-        assert_eq!(events.len(), contexts.len(), "a batch has one context per event");
+        assert_eq!(
+            events.len(),
+            contexts.len(),
+            "a batch has one context per event"
+        );
         Self { events, contexts }
     }
 

@@ -64,8 +64,9 @@ impl Ctx {
 
     /// The metadata published with the event (`{}` when none). Parsed on first use.
     pub fn metadata(&self) -> &serde_json::Value {
-        self.metadata
-            .get_or_init(|| serde_json::from_str(&self.metadata_json).unwrap_or(serde_json::Value::Null))
+        self.metadata.get_or_init(|| {
+            serde_json::from_str(&self.metadata_json).unwrap_or(serde_json::Value::Null)
+        })
     }
 }
 

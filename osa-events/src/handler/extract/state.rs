@@ -58,7 +58,10 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for State<T> {
     }
 }
 
-fn lookup<T: Send + Sync + 'static>(resources: &Resources, handler: &'static str) -> Result<Arc<T>> {
+fn lookup<T: Send + Sync + 'static>(
+    resources: &Resources,
+    handler: &'static str,
+) -> Result<Arc<T>> {
     resources.get::<T>().ok_or_else(|| Error::MissingResource {
         handler: handler.to_owned(),
         type_name: std::any::type_name::<T>(),

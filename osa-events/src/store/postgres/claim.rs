@@ -15,7 +15,7 @@ use crate::store::{ClaimRequest, Delivery, Fence};
 /// simply a due row again.
 const CLAIM_SQL: &str = r#"
 with picked as (
-    select subscription_id, event_position
+    select subscription_id, event_position, run_at
     from osa_events.deliveries
     where subscription_id = $1 and status <> 'dead' and run_at <= now()
     order by run_at, event_position
@@ -33,7 +33,7 @@ from picked, osa_events.events e
 where d.subscription_id = picked.subscription_id
   and d.event_position = picked.event_position
   and e.position = picked.event_position
-returning d.event_position, d.claim_token, d.attempts, d.last_error,
+returning d.event_position, extract(epoch from picked.run_at)::float8 as due_at, d.claim_token, d.attempts, d.last_error,
           e.id, e.event_type, e.event_version, e.routing_key,
           e.payload::text as payload, e.metadata::text as metadata,
           extract(epoch from e.created_at)::float8 as published_at
@@ -42,6 +42,7 @@ returning d.event_position, d.claim_token, d.attempts, d.last_error,
 #[derive(FromRow)]
 struct ClaimedRow {
     event_position: i64,
+    due_at: f64,
     claim_token: Uuid,
     attempts: i32,
     last_error: Option<String>,
@@ -62,10 +63,14 @@ pub(super) async fn claim(pool: &PgPool, request: ClaimRequest<'_>) -> Result<Ve
         .bind(request.claim_timeout.as_secs_f64())
         .fetch_all(pool)
         .await?;
-    let mut deliveries: Vec<Delivery> = rows.into_iter().map(Delivery::from).collect();
+    let mut rows = rows;
     // UPDATE ... RETURNING has no order; hand them out in the order they were picked.
-    deliveries.sort_unstable_by_key(|delivery| delivery.fence.position);
-    Ok(deliveries)
+    rows.sort_unstable_by(|a, b| {
+        a.due_at
+            .total_cmp(&b.due_at)
+            .then(a.event_position.cmp(&b.event_position))
+    });
+    Ok(rows.into_iter().map(Delivery::from).collect())
 }
 
 impl From<ClaimedRow> for Delivery {
@@ -83,7 +88,8 @@ impl From<ClaimedRow> for Delivery {
             routing_key: row.routing_key,
             payload: row.payload,
             metadata: row.metadata,
-            published_at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(row.published_at.max(0.0)),
+            published_at: SystemTime::UNIX_EPOCH
+                + Duration::from_secs_f64(row.published_at.max(0.0)),
         }
     }
 }

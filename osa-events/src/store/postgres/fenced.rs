@@ -31,7 +31,11 @@ where d.subscription_id = $1
   and d.status = 'claimed'
 "#;
 
-pub(super) async fn complete(pool: &PgPool, subscription: SubscriptionId, done: &[Fence]) -> Result<u64> {
+pub(super) async fn complete(
+    pool: &PgPool,
+    subscription: SubscriptionId,
+    done: &[Fence],
+) -> Result<u64> {
     if done.is_empty() {
         return Ok(0);
     }
@@ -61,12 +65,19 @@ where d.subscription_id = $1
   and d.status = 'claimed'
 "#;
 
-pub(super) async fn fail(pool: &PgPool, subscription: SubscriptionId, failures: &[Failure]) -> Result<u64> {
+pub(super) async fn fail(
+    pool: &PgPool,
+    subscription: SubscriptionId,
+    failures: &[Failure],
+) -> Result<u64> {
     if failures.is_empty() {
         return Ok(0);
     }
     let (positions, tokens) = split(failures.iter().map(|failure| failure.fence));
-    let errors: Vec<&str> = failures.iter().map(|failure| failure.error.as_str()).collect();
+    let errors: Vec<&str> = failures
+        .iter()
+        .map(|failure| failure.error.as_str())
+        .collect();
     let retry_secs: Vec<Option<f64>> = failures
         .iter()
         .map(|failure| failure.retry_in.map(|delay| delay.as_secs_f64()))
@@ -130,7 +141,11 @@ where d.subscription_id = $1
   and d.status = 'claimed'
 "#;
 
-pub(super) async fn release(pool: &PgPool, subscription: SubscriptionId, claims: &[Fence]) -> Result<u64> {
+pub(super) async fn release(
+    pool: &PgPool,
+    subscription: SubscriptionId,
+    claims: &[Fence],
+) -> Result<u64> {
     if claims.is_empty() {
         return Ok(0);
     }

@@ -38,7 +38,8 @@ async fn migrate_on(conn: &mut PgConnection) -> Result<()> {
         .bind(MIGRATE_LOCK_KEY)
         .execute(&mut *conn)
         .await?;
-    conn.execute("create schema if not exists osa_events").await?;
+    conn.execute("create schema if not exists osa_events")
+        .await?;
     conn.execute("set search_path to osa_events").await?;
     MIGRATOR.run(&mut *conn).await?;
     Ok(())

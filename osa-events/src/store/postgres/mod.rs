@@ -26,7 +26,9 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::Result;
-use crate::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeUps};
+use crate::store::{
+    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeUps,
+};
 
 mod claim;
 mod fenced;
@@ -121,7 +123,12 @@ impl Store for PgStore {
         claims: &'a [Fence],
         claim_timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<i64>>> {
-        Box::pin(fenced::extend(&self.pool, subscription, claims, claim_timeout))
+        Box::pin(fenced::extend(
+            &self.pool,
+            subscription,
+            claims,
+            claim_timeout,
+        ))
     }
 
     fn release<'a>(

@@ -31,7 +31,10 @@ impl WakeSource for PgWakeSource {
                 if let Ok(id) = notification.payload().parse() {
                     return Ok(Some(SubscriptionId(id)));
                 }
-                tracing::debug!(payload = notification.payload(), "ignored a foreign notification");
+                tracing::debug!(
+                    payload = notification.payload(),
+                    "ignored a foreign notification"
+                );
             }
         })
     }

@@ -1,0 +1,9 @@
+//! Integration tests against a real PostgreSQL, one binary (see STYLE.md). Each test creates its
+//! own database, so they run in parallel; run them with `scripts/test.sh`, which provides a server
+//! when `DATABASE_URL` is unset.
+
+mod claim;
+mod failures;
+mod publish;
+mod runtime;
+mod support;

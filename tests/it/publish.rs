@@ -1,0 +1,254 @@
+//! Transactional publish: commit and rollback, idempotent ids, fan-out and routing keys.
+
+use std::time::Duration;
+
+use osa_events::{Event, Outgoing, Store, Subscription, SubscriptionId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::support::Db;
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "test.publish.record")]
+struct Record {
+    n: u32,
+}
+
+fn subscription(name: &str, routing_key: Option<&str>) -> Subscription {
+    Subscription {
+        name: name.to_owned(),
+        event_type: Record::NAME.to_owned(),
+        routing_key: routing_key.map(str::to_owned),
+        config: serde_json::json!({}),
+    }
+}
+
+async fn events(db: &Db) -> i64 {
+    sqlx::query_scalar("select count(*) from osa_events.events")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+/// Deliveries per subscription id.
+async fn deliveries_of(db: &Db, id: SubscriptionId) -> i64 {
+    sqlx::query_scalar("select count(*) from osa_events.deliveries where subscription_id = $1")
+        .bind(id.0)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rollback_publishes_nothing() {
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[subscription("all", None)])
+        .await
+        .unwrap();
+    let mut tx = db.pool().begin().await.unwrap();
+    osa_events::publish(&mut *tx, &Record { n: 1 })
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(events(&db).await, 0);
+    assert_eq!(deliveries_of(&db, ids[0]).await, 0);
+}
+
+#[tokio::test]
+async fn commit_publishes_once_with_its_payload() {
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[subscription("all", None)])
+        .await
+        .unwrap();
+    let mut tx = db.pool().begin().await.unwrap();
+    let id = osa_events::publish(&mut *tx, &Record { n: 7 })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (event_type, version, payload): (String, i32, serde_json::Value) = sqlx::query_as(
+        "select event_type, event_version, payload from osa_events.events where id = $1",
+    )
+    .bind(id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((event_type.as_str(), version), ("test.publish.record", 1));
+    assert_eq!(payload, serde_json::json!({ "n": 7 }));
+    assert_eq!(deliveries_of(&db, ids[0]).await, 1);
+}
+
+#[tokio::test]
+async fn publishing_an_existing_id_is_a_noop() {
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[subscription("all", None)])
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    let event = Outgoing::new(&Record { n: 1 }).unwrap().with_id(id);
+    assert_eq!(
+        osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
+            .await
+            .unwrap(),
+        0
+    );
+    // Twice within one batch, too.
+    let twin = Outgoing::new(&Record { n: 2 })
+        .unwrap()
+        .with_id(Uuid::new_v4());
+    assert_eq!(
+        osa_events::publish_batch(db.pool(), &[twin.clone(), twin])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(events(&db).await, 2);
+    assert_eq!(deliveries_of(&db, ids[0]).await, 2);
+}
+
+#[tokio::test]
+async fn batch_publish_writes_every_event_in_one_call() {
+    let db = Db::new().await;
+    db.store
+        .register(&[subscription("all", None)])
+        .await
+        .unwrap();
+    let batch: Vec<Outgoing> = (0..500)
+        .map(|n| Outgoing::new(&Record { n }).unwrap())
+        .collect();
+    let mut tx = db.pool().begin().await.unwrap();
+    assert_eq!(
+        osa_events::publish_batch(&mut *tx, &batch).await.unwrap(),
+        500
+    );
+    tx.commit().await.unwrap();
+    let in_order: Vec<i64> =
+        sqlx::query_scalar("select (payload->>'n')::int8 from osa_events.events order by position")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        in_order,
+        (0..500).collect::<Vec<i64>>(),
+        "positions follow the batch order"
+    );
+    assert_eq!(db.deliveries(Some("pending")).await, 500);
+}
+
+#[tokio::test]
+async fn each_subscription_gets_its_own_delivery() {
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[subscription("vector", None), subscription("keyword", None)])
+        .await
+        .unwrap();
+    osa_events::publish(db.pool(), &Record { n: 1 })
+        .await
+        .unwrap();
+    assert_eq!(deliveries_of(&db, ids[0]).await, 1);
+    assert_eq!(deliveries_of(&db, ids[1]).await, 1);
+}
+
+#[tokio::test]
+async fn routing_keys_select_subscriptions() {
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[
+            subscription("every-key", None),
+            subscription("vector-only", Some("vector")),
+            subscription("keyword-only", Some("keyword")),
+        ])
+        .await
+        .unwrap();
+    osa_events::publish_routed(db.pool(), "vector", &Record { n: 1 })
+        .await
+        .unwrap();
+    osa_events::publish(db.pool(), &Record { n: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries_of(&db, ids[0]).await,
+        2,
+        "no filter: both events"
+    );
+    assert_eq!(
+        deliveries_of(&db, ids[1]).await,
+        1,
+        "vector filter: the vector event"
+    );
+    assert_eq!(
+        deliveries_of(&db, ids[2]).await,
+        0,
+        "keyword filter: nothing"
+    );
+}
+
+#[tokio::test]
+async fn other_event_types_are_not_delivered() {
+    #[derive(Event, Serialize, Deserialize)]
+    #[event(name = "test.publish.other")]
+    struct Other;
+
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[subscription("records", None)])
+        .await
+        .unwrap();
+    osa_events::publish(db.pool(), &Other).await.unwrap();
+    assert_eq!(deliveries_of(&db, ids[0]).await, 0);
+    assert_eq!(
+        events(&db).await,
+        1,
+        "the event is logged even with no subscriber"
+    );
+}
+
+#[tokio::test]
+async fn publish_wakes_listeners_only_on_commit() {
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[subscription("woken", None)])
+        .await
+        .unwrap();
+    let mut wake_ups = db.store.wake_ups().expect("PgStore listens").await.unwrap();
+
+    let mut tx = db.pool().begin().await.unwrap();
+    osa_events::publish(&mut *tx, &Record { n: 1 })
+        .await
+        .unwrap();
+    let before_commit = tokio::time::timeout(Duration::from_millis(200), wake_ups.next()).await;
+    assert!(before_commit.is_err(), "no wake-up before commit");
+    tx.commit().await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), wake_ups.next())
+        .await
+        .expect("a wake-up after commit")
+        .unwrap();
+    assert_eq!(woken, Some(ids[0]));
+}
+
+#[tokio::test]
+async fn publishing_before_migrations_is_a_clear_error() {
+    let database = osa_events_testing::pg::TestDatabase::create()
+        .await
+        .unwrap();
+    let error = osa_events::publish(database.pool(), &Record { n: 1 })
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("osa_events"), "{message}");
+}
