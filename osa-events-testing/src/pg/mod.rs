@@ -1,0 +1,89 @@
+//! PostgreSQL for tests and examples: a fresh database per test, and a throwaway cluster when
+//! there is no server.
+//!
+//! - [`TestDatabase`] creates an `osa_test_<uuid>` database on the server named by the admin
+//!   url in `DATABASE_URL`, and drops it afterwards. Without `DATABASE_URL` it fails (it never
+//!   skips), telling you to run `scripts/test.sh`.
+//! - [`ThrowawayCluster`] runs a private server from the local PostgreSQL binaries, installing
+//!   them with apt when they are missing and the process is root. `scripts/test.sh` runs the
+//!   test suite under the `with-postgres` binary of this crate, which starts one when
+//!   `DATABASE_URL` is unset and points `DATABASE_URL` at it.
+//! - [`database_url_or_throwaway`] is the same fallback inside one process, for examples.
+//!
+//! # Examples
+//!
+//! An example program that works with or without `DATABASE_URL`:
+//!
+//! ```no_run
+//! use osa_events_testing::pg::database_url_or_throwaway;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let (url, _cluster) = database_url_or_throwaway()?; // keep `_cluster` alive until the end
+//! let pool = sqlx::PgPool::connect(&url).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod binaries;
+mod cluster;
+mod command;
+mod database;
+mod error;
+
+pub use cluster::ThrowawayCluster;
+pub use database::TestDatabase;
+pub use error::FixtureError;
+
+use std::env::{self, VarError};
+
+/// The admin url in `DATABASE_URL`, for creating test databases.
+///
+/// # Errors
+///
+/// [`FixtureError::DatabaseUrlUnset`] when it is unset or empty, whose message says to run
+/// `scripts/test.sh` (which provides a throwaway cluster) or to set it;
+/// [`FixtureError::DatabaseUrlNotUnicode`] when it is not unicode.
+pub fn require_database_url() -> Result<String, FixtureError> {
+    match env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        Ok(_) | Err(VarError::NotPresent) => Err(FixtureError::DatabaseUrlUnset),
+        Err(VarError::NotUnicode(_)) => Err(FixtureError::DatabaseUrlNotUnicode),
+    }
+}
+
+/// `DATABASE_URL` if it is set; otherwise a freshly started [`ThrowawayCluster`] and its url.
+///
+/// For examples and tools that should run on a machine with no database set up. When it
+/// starts a cluster, it says so on stderr. Keep the returned cluster alive as long as the url
+/// is in use: dropping it stops the server and deletes its data. Note that
+/// [`std::process::exit`] skips destructors; return from `main` instead, or drop the cluster
+/// first.
+///
+/// # Examples
+///
+/// ```no_run
+/// use osa_events_testing::pg::database_url_or_throwaway;
+///
+/// let (url, cluster) = database_url_or_throwaway()?;
+/// // ... connect to `url` and work ...
+/// drop(cluster); // stops the throwaway server, if one was started
+/// # Ok::<(), osa_events_testing::pg::FixtureError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`FixtureError::DatabaseUrlNotUnicode`], or any error of [`ThrowawayCluster::start`].
+pub fn database_url_or_throwaway() -> Result<(String, Option<ThrowawayCluster>), FixtureError> {
+    match require_database_url() {
+        Ok(url) => Ok((url, None)),
+        Err(FixtureError::DatabaseUrlUnset) => {
+            let cluster = ThrowawayCluster::start()?;
+            eprintln!(
+                "DATABASE_URL is unset: started a throwaway PostgreSQL cluster at 127.0.0.1:{} (removed on exit)",
+                cluster.port()
+            );
+            Ok((cluster.url().to_owned(), Some(cluster)))
+        }
+        Err(err) => Err(err),
+    }
+}
