@@ -66,8 +66,8 @@ pub use clock::{Clock, SystemClock};
 pub use error::{Error, Result};
 pub use event::Event;
 pub use handler::error::{HandlerError, ResultExt};
-pub use handler::extract::{Batch, Ctx, FromBatchArg, FromEventArg, State};
-pub use handler::invoke::IntoHandlerResult;
+pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
+pub use handler::invoke::{IntoBatchResult, IntoHandlerResult};
 pub use handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
 pub use publish::{Outgoing, publish, publish_batch, publish_routed};
 pub use resources::Resources;
@@ -87,8 +87,8 @@ pub mod __private {
     pub use inventory;
     pub use tokio_util::sync::CancellationToken;
 
-    pub use crate::handler::invoke::IntoHandlerResult;
+    pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
     pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
-    pub use crate::{Batch, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
+    pub use crate::{Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
     pub use core::time::Duration;
 }

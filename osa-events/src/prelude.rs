@@ -3,5 +3,6 @@
 //! Everything here is also reachable at its own path in the crate root.
 
 pub use crate::{
-    Batch, Ctx, Event, HandlerError, PgStore, Resources, ResultExt, State, event_handler,
+    Batch, BatchOutcome, Ctx, Event, HandlerError, PgStore, Resources, ResultExt, State, Tx,
+    event_handler,
 };

@@ -331,9 +331,19 @@ impl RuntimeBuilder {
         let handlers = selected
             .into_iter()
             .map(|registration| {
+                let invoker = (registration.bind)(&self.resources)?;
+                if invoker.transactional && self.store.postgres().is_none() {
+                    return Err(crate::Error::Config(
+                        format!(
+                            "handler `{}` takes a `Tx`, which needs `PgStore`; this store has no PostgreSQL transactions",
+                            registration.spec.name()
+                        )
+                        .into(),
+                    ));
+                }
                 Ok(BoundHandler {
                     spec: registration.spec,
-                    invoker: Arc::new((registration.bind)(&self.resources)?),
+                    invoker: Arc::new(invoker),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

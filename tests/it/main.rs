@@ -7,3 +7,4 @@ mod failures;
 mod publish;
 mod runtime;
 mod support;
+mod transactional;

@@ -51,7 +51,11 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
     if let Some((_, key)) = &args.routing_key {
         options.extend(quote!(.routing_key(#key)));
     }
-    let integers = [("batch", &args.batch), ("retries", &args.retries), ("concurrency", &args.concurrency)];
+    let integers = [
+        ("batch", &args.batch),
+        ("retries", &args.retries),
+        ("concurrency", &args.concurrency),
+    ];
     for (method, value) in integers {
         if let Some((_, value)) = value {
             let method = Ident::new(method, Span::call_site());
@@ -72,8 +76,10 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
             options.extend(quote!(.#method(#value)));
         }
     }
-    let event_name = quote_spanned!(blame(event)=> <#event as ::osa_events::__private::Event>::NAME);
-    let event_version = quote_spanned!(blame(event)=> <#event as ::osa_events::__private::Event>::VERSION);
+    let event_name =
+        quote_spanned!(blame(event)=> <#event as ::osa_events::__private::Event>::NAME);
+    let event_version =
+        quote_spanned!(blame(event)=> <#event as ::osa_events::__private::Event>::VERSION);
     quote! {
         ::osa_events::__private::HandlerSpec::new(
             #name,
@@ -90,26 +96,42 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
 fn bind(item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
     let function = &item.sig.ident;
     let event = sig.event;
-    let (trait_path, extract_args) = match sig.shape {
-        Shape::Each => (quote!(::osa_events::__private::FromEventArg), quote!(__delivery)),
-        Shape::Batch => (quote!(::osa_events::__private::FromBatchArg), quote!()),
+    let trait_path = match sig.shape {
+        Shape::Each => quote!(::osa_events::__private::FromEventArg),
+        Shape::Batch => quote!(::osa_events::__private::FromBatchArg),
     };
-    let bound: Vec<Ident> = (0..sig.extractors.len()).map(|i| format_ident!("__bound_{}", i)).collect();
-    let args: Vec<Ident> = (0..sig.extractors.len()).map(|i| format_ident!("__arg_{}", i)).collect();
+    let bound: Vec<Ident> = (0..sig.extractors.len())
+        .map(|i| format_ident!("__bound_{}", i))
+        .collect();
+    let args: Vec<Ident> = (0..sig.extractors.len())
+        .map(|i| format_ident!("__arg_{}", i))
+        .collect();
     let binds = sig.extractors.iter().zip(&bound).map(|(ty, bound)| {
         quote_spanned! {blame(ty)=>
             let #bound = <#ty as #trait_path>::bind(__resources, <Self as ::osa_events::__private::Handler>::SPEC.name())?;
         }
     });
-    let extracts = sig.extractors.iter().zip(&bound).zip(&args).map(|((ty, bound), arg)| {
-        let comma = if extract_args.is_empty() { quote!() } else { quote!(, #extract_args) };
-        quote_spanned! {blame(ty)=>
-            let #arg = <#ty as #trait_path>::extract(&#bound #comma);
-        }
+    let extracts = sig
+        .extractors
+        .iter()
+        .zip(&bound)
+        .zip(&args)
+        .map(|((ty, bound), arg)| {
+            quote_spanned! {blame(ty)=>
+                let #arg = <#ty as #trait_path>::extract(&#bound, __call);
+            }
+        });
+    let transactional = sig.extractors.iter().map(|ty| {
+        quote_spanned! {blame(ty)=> <#ty as #trait_path>::TRANSACTIONAL }
     });
     let output = sig.output;
-    let convert = quote_spanned! {blame(output)=>
-        <#output as ::osa_events::__private::IntoHandlerResult>::into_handler_result(__future.await)
+    let convert = match sig.shape {
+        Shape::Each => quote_spanned! {blame(output)=>
+            <#output as ::osa_events::__private::IntoHandlerResult>::into_handler_result(__future.await)
+        },
+        Shape::Batch => quote_spanned! {blame(output)=>
+            <#output as ::osa_events::__private::IntoBatchResult>::into_batch_result(__future.await)
+        },
     };
     let call = quote! {
         #(#extracts)*
@@ -119,18 +141,18 @@ fn bind(item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
     let invoker = match sig.shape {
         Shape::Each => quote! {
             ::osa_events::__private::Invoker::each::<#event, _, _>(
-                move |__event: #event, __delivery: &::osa_events::__private::Delivery| { #call },
+                move |__event: #event, __call: &mut ::osa_events::__private::Call<'_>| { #call },
             )
         },
         Shape::Batch => quote! {
             ::osa_events::__private::Invoker::batch::<#event, _, _>(
-                move |__event: ::osa_events::__private::Batch<#event>| { #call },
+                move |__event: ::osa_events::__private::Batch<#event>, __call: &mut ::osa_events::__private::Call<'_>| { #call },
             )
         },
     };
     quote! {
         #(#binds)*
-        ::core::result::Result::Ok(#invoker)
+        ::core::result::Result::Ok(#invoker.transactional(false #(|| #transactional)*))
     }
 }
 

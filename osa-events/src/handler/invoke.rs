@@ -9,19 +9,22 @@ use std::future::Future;
 use futures_util::future::BoxFuture;
 
 use super::error::HandlerError;
-use super::extract::{Batch, Ctx};
+use super::extract::{Batch, BatchOutcome, Call, Ctx};
 use crate::Event;
 use crate::store::Delivery;
 
-/// The future of one handler call.
+/// The future of one per-event handler call.
 pub(crate) type HandlerFuture = BoxFuture<'static, Result<(), HandlerError>>;
+/// The future of one batch handler call.
+pub(crate) type BatchFuture = BoxFuture<'static, Result<BatchOutcome, HandlerError>>;
 
-type EachFn = dyn Fn(&Delivery) -> Result<HandlerFuture, HandlerError> + Send + Sync;
-type BatchFn = dyn Fn(&[Delivery]) -> BatchCall + Send + Sync;
+pub(crate) type EachFn = dyn Fn(&mut Call<'_>) -> Result<HandlerFuture, HandlerError> + Send + Sync;
+pub(crate) type BatchFn = dyn Fn(&mut Call<'_>) -> BatchCall + Send + Sync;
 
 /// A handler bound to its resources, ready to be called by the runtime.
 pub struct Invoker {
     pub(crate) kind: InvokerKind,
+    pub(crate) transactional: bool,
 }
 
 pub(crate) enum InvokerKind {
@@ -32,8 +35,8 @@ pub(crate) enum InvokerKind {
 /// One call of a batch handler: the future over the decodable events, and the rest.
 pub(crate) struct BatchCall {
     /// `None` when no event of the batch could be decoded.
-    pub(crate) future: Option<HandlerFuture>,
-    /// Indexes (into the claimed deliveries) of the events passed to the handler.
+    pub(crate) future: Option<BatchFuture>,
+    /// Indexes (into the claimed deliveries) of the events passed to the handler, in batch order.
     pub(crate) accepted: Vec<usize>,
     /// Indexes of events that could not be decoded, with why.
     pub(crate) rejected: Vec<(usize, HandlerError)>,
@@ -47,35 +50,38 @@ impl std::fmt::Debug for Invoker {
         };
         f.debug_struct("Invoker")
             .field("shape", &shape)
+            .field("transactional", &self.transactional)
             .finish_non_exhaustive()
     }
 }
 
 impl Invoker {
-    /// A per-event handler: `handler(event, delivery)` is called once per decoded event.
+    /// A per-event handler: `handler(event, call)` is called once per decoded event.
     pub fn each<E, F, Fut>(handler: F) -> Self
     where
         E: Event,
-        F: Fn(E, &Delivery) -> Fut + Send + Sync + 'static,
+        F: Fn(E, &mut Call<'_>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let call = move |delivery: &Delivery| -> Result<HandlerFuture, HandlerError> {
-            let event = decode::<E>(delivery)?;
-            Ok(Box::pin(handler(event, delivery)))
+        let call = move |call: &mut Call<'_>| -> Result<HandlerFuture, HandlerError> {
+            let event = decode::<E>(call.delivery())?;
+            Ok(Box::pin(handler(event, call)))
         };
         Self {
             kind: InvokerKind::Each(Box::new(call)),
+            transactional: false,
         }
     }
 
-    /// A batch handler: `handler(batch)` is called once per claimed batch.
+    /// A batch handler: `handler(batch, call)` is called once per claimed batch.
     pub fn batch<E, F, Fut>(handler: F) -> Self
     where
         E: Event,
-        F: Fn(Batch<E>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        F: Fn(Batch<E>, &mut Call<'_>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'static,
     {
-        let call = move |deliveries: &[Delivery]| -> BatchCall {
+        let call = move |call: &mut Call<'_>| -> BatchCall {
+            let deliveries = call.deliveries();
             let mut events = Vec::with_capacity(deliveries.len());
             let mut contexts = Vec::with_capacity(deliveries.len());
             let mut accepted = Vec::with_capacity(deliveries.len());
@@ -91,7 +97,7 @@ impl Invoker {
                 }
             }
             let future = (!events.is_empty())
-                .then(|| Box::pin(handler(Batch::new(events, contexts))) as HandlerFuture);
+                .then(|| Box::pin(handler(Batch::new(events, contexts), call)) as BatchFuture);
             BatchCall {
                 future,
                 accepted,
@@ -100,7 +106,16 @@ impl Invoker {
         };
         Self {
             kind: InvokerKind::Batch(Box::new(call)),
+            transactional: false,
         }
+    }
+
+    /// Whether each call runs in a transaction that also completes its deliveries (the handler
+    /// takes [`Tx`](crate::Tx)).
+    #[must_use]
+    pub fn transactional(mut self, transactional: bool) -> Self {
+        self.transactional = transactional;
+        self
     }
 }
 
@@ -130,7 +145,7 @@ fn decode<E: Event>(delivery: &Delivery) -> Result<E, HandlerError> {
     })
 }
 
-/// What a handler function may return: `Result<(), E>` for any `E` that converts into
+/// What a per-event handler function may return: `Result<(), E>` for any `E` that converts into
 /// [`HandlerError`].
 #[diagnostic::on_unimplemented(
     message = "an event handler must return `Result<(), E>` where `E: Into<HandlerError>`, not `{Self}`",
@@ -144,6 +159,30 @@ pub trait IntoHandlerResult {
 
 impl<E: Into<HandlerError>> IntoHandlerResult for Result<(), E> {
     fn into_handler_result(self) -> Result<(), HandlerError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// What a batch handler function may return: `Result<(), E>` (all succeeded or all failed) or
+/// `Result<BatchOutcome, E>` (some failed), for any `E` that converts into [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "a batch handler must return `Result<(), E>` or `Result<BatchOutcome, E>` where `E: Into<HandlerError>`, not `{Self}`",
+    label = "unsupported return type",
+    note = "return `Result<(), HandlerError>`, or `Result<BatchOutcome, HandlerError>` to fail single events"
+)]
+pub trait IntoBatchResult {
+    /// Converts the return value.
+    fn into_batch_result(self) -> Result<BatchOutcome, HandlerError>;
+}
+
+impl<E: Into<HandlerError>> IntoBatchResult for Result<(), E> {
+    fn into_batch_result(self) -> Result<BatchOutcome, HandlerError> {
+        self.map(|()| BatchOutcome::new()).map_err(Into::into)
+    }
+}
+
+impl<E: Into<HandlerError>> IntoBatchResult for Result<BatchOutcome, E> {
+    fn into_batch_result(self) -> Result<BatchOutcome, HandlerError> {
         self.map_err(Into::into)
     }
 }

@@ -147,6 +147,12 @@ pub trait Store: Send + Sync + 'static {
     fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {
         None
     }
+
+    /// The PostgreSQL store behind this one, if any: handlers that take a
+    /// [`Tx`](crate::Tx) need it, and the runtime refuses to start them on any other store.
+    fn postgres(&self) -> Option<&crate::PgStore> {
+        None
+    }
 }
 
 /// A stream of wake-up hints, see [`Store::wake_ups`].

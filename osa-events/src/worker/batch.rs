@@ -1,17 +1,14 @@
 //! Running one claimed batch: handler calls under a heartbeat, then one write per outcome kind.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 
-use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::Worker;
 use super::backoff::{self, Jitter};
+use super::call::Outcome;
 use super::heartbeat::{self, Lost};
 use crate::handler::error::HandlerError;
-use crate::handler::invoke::{HandlerFuture, InvokerKind};
 use crate::store::{Delivery, Failure, Fence};
 
 /// How the handler calls of a batch ended.
@@ -19,11 +16,6 @@ enum Ended {
     Finished,
     ClaimsLost(Lost),
     Aborted,
-}
-
-/// The outcome of each delivery of a batch, filled in as handler calls finish.
-struct Outcomes {
-    results: Vec<Option<Result<(), HandlerError>>>,
 }
 
 impl Worker {
@@ -59,9 +51,7 @@ impl Worker {
         let mut failures: Vec<Failure> = exhausted.iter().map(|d| self.exhausted(d)).collect();
 
         let fences: Vec<Fence> = runnable.iter().map(|delivery| delivery.fence).collect();
-        let mut outcomes = Outcomes {
-            results: runnable.iter().map(|_| None).collect(),
-        };
+        let mut outcomes: Vec<Option<Outcome>> = runnable.iter().map(|_| None).collect();
         let ended = {
             let calls = pin!(self.call_handler(&runnable, &mut outcomes));
             let heartbeat = pin!(heartbeat::keep(
@@ -82,10 +72,13 @@ impl Worker {
 
         let mut completed = Vec::new();
         let mut unfinished = Vec::new();
-        for (delivery, result) in runnable.iter().zip(outcomes.results) {
-            match result {
-                Some(Ok(())) => completed.push(delivery.fence),
-                Some(Err(error)) => failures.push(self.failure(delivery, &error, jitter)),
+        for (delivery, outcome) in runnable.iter().zip(outcomes) {
+            match outcome {
+                Some(Outcome::Succeeded) => completed.push(delivery.fence),
+                Some(Outcome::Failed(error)) => {
+                    failures.push(self.failure(delivery, &error, jitter))
+                }
+                Some(Outcome::CompletedInTx | Outcome::Lost) => {}
                 None => unfinished.push(delivery.fence),
             }
         }
@@ -95,74 +88,11 @@ impl Worker {
             Ended::Finished => {}
             Ended::Aborted => self.release(&unfinished).await,
             Ended::ClaimsLost(lost) => tracing::warn!(
+                handler = self.spec.name(),
                 unfinished = unfinished.len(),
                 reason = ?lost,
                 "abandoned the batch: its claims could not be kept; the deliveries will be claimed again"
             ),
-        }
-    }
-
-    /// Calls the handler for the batch, recording each result as soon as it is known.
-    async fn call_handler(&self, deliveries: &[Delivery], outcomes: &mut Outcomes) {
-        match &self.invoker.kind {
-            InvokerKind::Each(call) => {
-                for (index, delivery) in deliveries.iter().enumerate() {
-                    let span = tracing::info_span!(
-                        "osa_events.handle",
-                        handler = self.spec.name(),
-                        event_type = %delivery.event_type,
-                        event_id = %delivery.event_id,
-                        attempt = delivery.attempt,
-                    );
-                    let result = match call(delivery) {
-                        Ok(future) => self.guard(future).instrument(span).await,
-                        Err(error) => Err(error),
-                    };
-                    outcomes.results[index] = Some(result);
-                }
-            }
-            InvokerKind::Batch(call) => {
-                let call = call(deliveries);
-                for (index, error) in call.rejected {
-                    outcomes.results[index] = Some(Err(error));
-                }
-                if let Some(future) = call.future {
-                    let span = tracing::info_span!(
-                        "osa_events.handle",
-                        handler = self.spec.name(),
-                        event_type = self.spec.event_type(),
-                        events = call.accepted.len(),
-                    );
-                    let result = self.guard(future).instrument(span).await;
-                    for index in call.accepted {
-                        outcomes.results[index] = Some(clone_result(&result));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs one handler call, turning a panic or a timeout into a retryable failure.
-    fn guard(&self, future: HandlerFuture) -> impl Future<Output = Result<(), HandlerError>> + '_ {
-        let caught = AssertUnwindSafe(future).catch_unwind();
-        async move {
-            let outcome = match self.spec.call_timeout() {
-                None => caught.await,
-                Some(limit) => {
-                    tokio::select! {
-                        outcome = caught => outcome,
-                        () = self.clock.sleep(limit) => {
-                            return Err(HandlerError::retry(format!("the handler timed out after {}", humantime_like(limit))));
-                        }
-                    }
-                }
-            };
-            outcome.unwrap_or_else(|panic| {
-                Err(HandlerError::retry(format!(
-                    "the handler panicked: {}",
-                    panic_message(&*panic)
-                )))
-            })
         }
     }
 
@@ -266,32 +196,5 @@ impl Worker {
                 "cannot release claims at shutdown; they will be reclaimed when they expire"
             ),
         }
-    }
-}
-
-/// A batch handler's single result, copied to each of its events.
-fn clone_result(result: &Result<(), HandlerError>) -> Result<(), HandlerError> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(error) if error.is_permanent() => Err(HandlerError::permanent(error.to_string())),
-        Err(error) => Err(HandlerError::retry(error.to_string())),
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(message) = panic.downcast_ref::<&'static str>() {
-        message
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message
-    } else {
-        "(a panic payload that is not a string)"
-    }
-}
-
-fn humantime_like(duration: std::time::Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
     }
 }

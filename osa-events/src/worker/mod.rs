@@ -16,6 +16,7 @@ use crate::store::{ClaimRequest, Store, SubscriptionId};
 
 mod backoff;
 mod batch;
+mod call;
 mod heartbeat;
 pub(crate) mod wake;
 

@@ -3,6 +3,7 @@
 use std::ops::Deref;
 
 use super::Ctx;
+use crate::HandlerError;
 
 /// The events of one claimed batch, in claim order, each with its [`Ctx`].
 ///
@@ -74,5 +75,59 @@ impl<'a, E> IntoIterator for &'a Batch<E> {
 
     fn into_iter(self) -> Self::IntoIter {
         self.events.iter()
+    }
+}
+
+/// What a batch handler returns when some events of its batch failed and others succeeded.
+///
+/// Return `Ok(outcome)` instead of `Ok(())`: the events marked failed are retried (or
+/// dead-lettered) on their own, the others are completed. Returning `Err(..)` fails the whole batch.
+/// Indexes are positions in the [`Batch`] as the handler received it.
+///
+/// # Examples
+///
+/// ```
+/// use osa_events::prelude::*;
+/// use osa_events::BatchOutcome;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "record.published")]
+/// # struct RecordPublished { srn: String }
+///
+/// #[event_handler(name = "index.keyword", batch = 100)]
+/// async fn index(records: Batch<RecordPublished>) -> Result<BatchOutcome, HandlerError> {
+///     let mut outcome = BatchOutcome::new();
+///     for (index, record) in records.iter().enumerate() {
+///         if record.srn.is_empty() {
+///             outcome.fail(index, HandlerError::permanent("record without an srn"));
+///         }
+///     }
+///     Ok(outcome)
+/// }
+/// ```
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    failed: Vec<(usize, HandlerError)>,
+}
+
+impl BatchOutcome {
+    /// Every event succeeded (until [`fail`](Self::fail) says otherwise).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the event at `index` of the batch as failed with `error`.
+    pub fn fail(&mut self, index: usize, error: impl Into<HandlerError>) -> &mut Self {
+        self.failed.push((index, error.into()));
+        self
+    }
+
+    /// How many events were marked failed.
+    pub fn failed_count(&self) -> usize {
+        self.failed.len()
+    }
+
+    pub(crate) fn into_failures(self) -> Vec<(usize, HandlerError)> {
+        self.failed
     }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
-use super::FromEventArg;
+use super::{Call, FromEventArg};
 use crate::store::Delivery;
 use crate::{Resources, Result};
 
@@ -77,8 +77,8 @@ impl FromEventArg for Ctx {
         Ok(())
     }
 
-    fn extract(_bound: &(), delivery: &Delivery) -> Self {
-        Ctx::from_delivery(delivery)
+    fn extract(_bound: &(), call: &mut Call<'_>) -> Self {
+        Ctx::from_delivery(call.delivery())
     }
 }
 

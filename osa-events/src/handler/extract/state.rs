@@ -4,8 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use super::{FromBatchArg, FromEventArg};
-use crate::store::Delivery;
+use super::{Call, FromBatchArg, FromEventArg};
 use crate::{Error, Resources, Result};
 
 /// A shared resource of type `T`, registered with [`Resources::with`]: a client, an index, a pool.
@@ -75,7 +74,7 @@ impl<T: Send + Sync + 'static> FromEventArg for State<T> {
         lookup(resources, handler)
     }
 
-    fn extract(bound: &Arc<T>, _delivery: &Delivery) -> Self {
+    fn extract(bound: &Arc<T>, _call: &mut Call<'_>) -> Self {
         State(Arc::clone(bound))
     }
 }
@@ -87,7 +86,7 @@ impl<T: Send + Sync + 'static> FromBatchArg for State<T> {
         lookup(resources, handler)
     }
 
-    fn extract(bound: &Arc<T>) -> Self {
+    fn extract(bound: &Arc<T>, _call: &mut Call<'_>) -> Self {
         State(Arc::clone(bound))
     }
 }

@@ -31,11 +31,14 @@ where d.subscription_id = $1
   and d.status = 'claimed'
 "#;
 
-pub(super) async fn complete(
-    pool: &PgPool,
+pub(super) async fn complete<'c, X>(
+    executor: X,
     subscription: SubscriptionId,
     done: &[Fence],
-) -> Result<u64> {
+) -> Result<u64>
+where
+    X: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
     if done.is_empty() {
         return Ok(0);
     }
@@ -44,7 +47,7 @@ pub(super) async fn complete(
         .bind(subscription.0)
         .bind(positions)
         .bind(tokens)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(result.rows_affected())
 }

@@ -143,4 +143,21 @@ impl Store for PgStore {
         let pool = self.pool.clone();
         Some(Box::pin(async move { notify::listen(&pool).await }))
     }
+
+    fn postgres(&self) -> Option<&PgStore> {
+        Some(self)
+    }
+}
+
+impl PgStore {
+    /// Completes `done` on `conn` (inside a handler's transaction): the fenced delete of
+    /// [`Store::complete`], so it commits or rolls back with the handler's writes.
+    pub(crate) async fn complete_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        subscription: SubscriptionId,
+        done: &[Fence],
+    ) -> Result<u64> {
+        fenced::complete(conn, subscription, done).await
+    }
 }

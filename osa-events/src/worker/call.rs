@@ -1,0 +1,257 @@
+//! Calling a handler for a claimed batch: per event or per batch, guarded against panics and
+//! timeouts, and for transactional handlers completed inside the handler's own transaction.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tracing::Instrument;
+
+use super::Worker;
+use crate::handler::error::HandlerError;
+use crate::handler::extract::{Call, Tx, TxSlot};
+use crate::handler::invoke::{BatchFn, EachFn, InvokerKind};
+use crate::store::{Delivery, Fence};
+
+/// What became of one delivery.
+pub(super) enum Outcome {
+    /// The handler succeeded; the completion is still to be written.
+    Succeeded,
+    /// The handler succeeded and its transaction committed the completion.
+    CompletedInTx,
+    /// The handler failed (or its transaction could not be committed).
+    Failed(HandlerError),
+    /// The claim was taken over before the handler's transaction could complete it; everything
+    /// was rolled back and there is nothing to write.
+    Lost,
+}
+
+impl Worker {
+    /// Calls the handler for the batch, recording each outcome as soon as it is known, so a
+    /// shutdown mid-batch releases only what did not finish.
+    pub(super) async fn call_handler(
+        &self,
+        deliveries: &[Delivery],
+        outcomes: &mut [Option<Outcome>],
+    ) {
+        match &self.invoker.kind {
+            InvokerKind::Each(call) => {
+                for (index, delivery) in deliveries.iter().enumerate() {
+                    let span = tracing::info_span!(
+                        "osa_events.handle",
+                        handler = self.spec.name(),
+                        event_type = %delivery.event_type,
+                        event_id = %delivery.event_id,
+                        attempt = delivery.attempt,
+                    );
+                    outcomes[index] = Some(self.call_each(call, delivery).instrument(span).await);
+                }
+            }
+            InvokerKind::Batch(call) => self.call_batch(call, deliveries, outcomes).await,
+        }
+    }
+
+    async fn call_each(&self, call: &EachFn, delivery: &Delivery) -> Outcome {
+        let (tx, slot) = match self.open_tx().await {
+            Ok(pair) => pair,
+            Err(error) => return Outcome::Failed(error),
+        };
+        let mut parts = Call::new(std::slice::from_ref(delivery), tx);
+        let future = match call(&mut parts) {
+            Ok(future) => future,
+            Err(error) => return Outcome::Failed(error),
+        };
+        drop(parts);
+        match (self.guard(future).await, slot) {
+            (Err(error), _) => Outcome::Failed(error),
+            (Ok(()), None) => Outcome::Succeeded,
+            (Ok(()), Some(slot)) => match self.commit(slot, &[delivery.fence]).await {
+                Ok(true) => Outcome::CompletedInTx,
+                Ok(false) => Outcome::Lost,
+                Err(error) => Outcome::Failed(error),
+            },
+        }
+    }
+
+    async fn call_batch(
+        &self,
+        call: &BatchFn,
+        deliveries: &[Delivery],
+        outcomes: &mut [Option<Outcome>],
+    ) {
+        let (tx, slot) = match self.open_tx().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                for outcome in outcomes.iter_mut() {
+                    *outcome = Some(Outcome::Failed(copy(&error)));
+                }
+                return;
+            }
+        };
+        let mut parts = Call::new(deliveries, tx);
+        let call = call(&mut parts);
+        drop(parts);
+        for (index, error) in call.rejected {
+            outcomes[index] = Some(Outcome::Failed(error));
+        }
+        let Some(future) = call.future else { return };
+        let span = tracing::info_span!(
+            "osa_events.handle",
+            handler = self.spec.name(),
+            event_type = self.spec.event_type(),
+            events = call.accepted.len(),
+        );
+        let reported = match self.guard(future).instrument(span).await {
+            Ok(reported) => reported,
+            Err(error) => {
+                for &index in &call.accepted {
+                    outcomes[index] = Some(Outcome::Failed(copy(&error)));
+                }
+                return;
+            }
+        };
+        for (batch_index, error) in reported.into_failures() {
+            match call.accepted.get(batch_index) {
+                Some(&index) => outcomes[index] = Some(Outcome::Failed(error)),
+                None => tracing::warn!(
+                    handler = self.spec.name(),
+                    batch_index,
+                    size = call.accepted.len(),
+                    "BatchOutcome::fail named an index outside the batch; ignored"
+                ),
+            }
+        }
+        let succeeded: Vec<usize> = call
+            .accepted
+            .into_iter()
+            .filter(|&index| outcomes[index].is_none())
+            .collect();
+        let Some(slot) = slot else {
+            for index in succeeded {
+                outcomes[index] = Some(Outcome::Succeeded);
+            }
+            return;
+        };
+        let fences: Vec<Fence> = succeeded
+            .iter()
+            .map(|&index| deliveries[index].fence)
+            .collect();
+        let committed = self.commit(slot, &fences).await;
+        for index in succeeded {
+            outcomes[index] = Some(match &committed {
+                Ok(true) => Outcome::CompletedInTx,
+                // Part of the batch's claims were lost: all was rolled back. The failure write is
+                // fenced, so it reaches only the deliveries this worker still holds.
+                Ok(false) => Outcome::Failed(HandlerError::retry(
+                    "claims of this batch were taken over before it committed; the batch's transaction was rolled back",
+                )),
+                Err(error) => Outcome::Failed(copy(error)),
+            });
+        }
+    }
+
+    /// Runs one handler call, turning a panic or a timeout into a retryable failure.
+    fn guard<T: Send + 'static>(
+        &self,
+        future: BoxFuture<'static, Result<T, HandlerError>>,
+    ) -> impl Future<Output = Result<T, HandlerError>> + '_ {
+        let caught = AssertUnwindSafe(future).catch_unwind();
+        async move {
+            let outcome = match self.spec.call_timeout() {
+                None => caught.await,
+                Some(limit) => {
+                    tokio::select! {
+                        outcome = caught => outcome,
+                        () = self.clock.sleep(limit) => {
+                            return Err(HandlerError::retry(format!("the handler timed out after {}", display_duration(limit))));
+                        }
+                    }
+                }
+            };
+            outcome.unwrap_or_else(|panic| {
+                Err(HandlerError::retry(format!(
+                    "the handler panicked: {}",
+                    panic_message(&*panic)
+                )))
+            })
+        }
+    }
+
+    /// A transaction for a handler that takes [`Tx`], with the slot it returns to.
+    async fn open_tx(&self) -> Result<(Option<Tx>, Option<TxSlot>), HandlerError> {
+        if !self.invoker.transactional {
+            return Ok((None, None));
+        }
+        let pg = self
+            .store
+            .postgres()
+            .expect("the runtime refuses transactional handlers on stores without PostgreSQL");
+        let tx = pg.pool().begin().await.map_err(|error| {
+            HandlerError::retry(format!("cannot begin the handler's transaction: {error}"))
+        })?;
+        let (tx, slot) = TxSlot::new(tx);
+        Ok((Some(tx), Some(slot)))
+    }
+
+    /// Completes `fences` in the handler's transaction and commits. `Ok(false)`: some claim was
+    /// lost, so everything was rolled back.
+    async fn commit(&self, slot: TxSlot, fences: &[Fence]) -> Result<bool, HandlerError> {
+        let Some(mut tx) = slot.take_back() else {
+            return Err(HandlerError::retry(
+                "the handler kept its `Tx` after returning (moved into a task?), so nothing was committed",
+            ));
+        };
+        let pg = self
+            .store
+            .postgres()
+            .expect("the runtime refuses transactional handlers on stores without PostgreSQL");
+        let completed = pg
+            .complete_in(&mut tx, self.subscription, fences)
+            .await
+            .map_err(|error| {
+                HandlerError::retry(format!(
+                    "cannot complete in the handler's transaction: {error}"
+                ))
+            })?;
+        if completed < fences.len() as u64 {
+            tracing::warn!(
+                handler = self.spec.name(),
+                lost = fences.len() as u64 - completed,
+                "claims were taken over while the handler ran; its transaction was rolled back"
+            );
+            return Ok(false); // dropping `tx` rolls it back
+        }
+        tx.commit().await.map_err(|error| {
+            HandlerError::retry(format!("cannot commit the handler's transaction: {error}"))
+        })?;
+        Ok(true)
+    }
+}
+
+/// One failure copied to each event of a batch (the error itself is not `Clone`).
+fn copy(error: &HandlerError) -> HandlerError {
+    if error.is_permanent() {
+        HandlerError::permanent(error.to_string())
+    } else {
+        HandlerError::retry(error.to_string())
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(a panic payload that is not a string)"
+    }
+}
+
+fn display_duration(duration: std::time::Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}

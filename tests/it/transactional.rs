@@ -1,0 +1,210 @@
+//! Handlers that take `Tx`: their writes and the fenced completion commit together, or not at all;
+//! batch handlers that fail single events with `BatchOutcome`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use osa_events::Outgoing;
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::support::{Db, eventually};
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "test.tx.order")]
+struct Order {
+    n: i32,
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn with_ledger(db: &Db) {
+    sqlx::query("create table ledger (n int not null)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+async fn ledger(db: &Db) -> Vec<i32> {
+    sqlx::query_scalar("select n from ledger order by n")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+async fn publish_orders(db: &Db, count: i32) {
+    let batch: Vec<Outgoing> = (0..count)
+        .map(|n| Outgoing::new(&Order { n }).unwrap())
+        .collect();
+    osa_events::publish_batch(db.pool(), &batch).await.unwrap();
+}
+
+#[event_handler(name = "tx.record", batch = 8, poll = "20ms")]
+async fn record(order: Order, mut tx: Tx) -> Result<(), HandlerError> {
+    sqlx::query("insert into ledger (n) values ($1)")
+        .bind(order.n)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn writes_commit_together_with_the_completion() {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let running = db.start(&["tx.record"], Resources::new()).await;
+    publish_orders(&db, 20).await;
+    eventually(WAIT, "all orders recorded", || async {
+        db.deliveries(None).await == 0
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(ledger(&db).await, (0..20).collect::<Vec<_>>());
+}
+
+#[event_handler(name = "tx.flaky", retries = 3, backoff = "10ms", poll = "20ms")]
+async fn flaky(order: Order, mut tx: Tx, ctx: Ctx) -> Result<(), HandlerError> {
+    sqlx::query("insert into ledger (n) values ($1)")
+        .bind(order.n)
+        .execute(&mut *tx)
+        .await?;
+    if ctx.attempt() == 1 {
+        return Err(HandlerError::retry(
+            "the downstream call failed after the insert",
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_attempt_rolls_back_its_writes() {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let running = db.start(&["tx.flaky"], Resources::new()).await;
+    publish_orders(&db, 5).await;
+    eventually(WAIT, "all orders recorded", || async {
+        db.deliveries(None).await == 0
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        ledger(&db).await,
+        vec![0, 1, 2, 3, 4],
+        "each order once, though every first attempt wrote and failed"
+    );
+}
+
+/// Lets the test take a claim over while the handler runs.
+#[derive(Default)]
+struct Takeover {
+    entered: AtomicUsize,
+    proceed: tokio::sync::Notify,
+}
+
+#[event_handler(name = "tx.overtaken", poll = "20ms")]
+async fn overtaken(
+    order: Order,
+    mut tx: Tx,
+    takeover: State<Takeover>,
+) -> Result<(), HandlerError> {
+    sqlx::query("insert into ledger (n) values ($1)")
+        .bind(order.n)
+        .execute(&mut *tx)
+        .await?;
+    takeover.entered.fetch_add(1, Ordering::SeqCst);
+    takeover.proceed.notified().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stale_claim_rolls_back_the_handlers_writes() {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let takeover = Arc::new(Takeover::default());
+    let running = db
+        .start(
+            &["tx.overtaken"],
+            Resources::new().with_arc(takeover.clone()),
+        )
+        .await;
+    publish_orders(&db, 1).await;
+    eventually(WAIT, "the handler wrote", || async {
+        takeover.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Another worker takes the delivery over (as after an expiry): a new claim token.
+    let foreign = uuid::Uuid::new_v4();
+    sqlx::query("update osa_events.deliveries set claim_token = $1, claimed_by = 'other'")
+        .bind(foreign)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    takeover.proceed.notify_one();
+    eventually(WAIT, "the handler's call settled", || async {
+        // Settled once the handler's connection is back in the pool and nothing was written.
+        running_idle(&db).await
+    })
+    .await;
+    running.stop().await;
+    assert!(
+        ledger(&db).await.is_empty(),
+        "the stale worker's write was rolled back"
+    );
+    let token: uuid::Uuid = sqlx::query_scalar("select claim_token from osa_events.deliveries")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(token, foreign, "the new holder's claim is untouched");
+}
+
+/// No transaction of the runtime is open in this database any more.
+async fn running_idle(db: &Db) -> bool {
+    let open: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+         and state like 'idle in transaction%'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    open == 0
+}
+
+#[event_handler(name = "tx.batch", batch = 50, poll = "20ms")]
+async fn record_batch(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcome, HandlerError> {
+    let mut outcome = BatchOutcome::new();
+    for (index, order) in orders.iter().enumerate() {
+        if order.n % 3 == 0 {
+            outcome.fail(
+                index,
+                HandlerError::permanent(format!("order {} is void", order.n)),
+            );
+            continue;
+        }
+        sqlx::query("insert into ledger (n) values ($1)")
+            .bind(order.n)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(outcome)
+}
+
+#[tokio::test]
+async fn a_batch_handler_fails_single_events_and_commits_the_rest() {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let running = db.start(&["tx.batch"], Resources::new()).await;
+    publish_orders(&db, 12).await;
+    eventually(WAIT, "the batch settled", || async {
+        db.deliveries(Some("dead")).await == 4 && db.deliveries(None).await == 4
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(ledger(&db).await, vec![1, 2, 4, 5, 7, 8, 10, 11]);
+    assert!(
+        db.dead_letters()
+            .await
+            .iter()
+            .all(|(attempts, error)| *attempts == 1 && error.contains("is void"))
+    );
+}
