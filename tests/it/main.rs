@@ -4,6 +4,7 @@
 
 mod claim;
 mod failures;
+mod options;
 mod publish;
 mod runtime;
 mod support;
