@@ -62,6 +62,11 @@ mod worker;
 
 pub mod prelude;
 
+/// A guide to writing handlers: events, per-event and batch handlers, errors, `Tx`, resources, tests.
+pub mod guide {
+    #![doc = include_str!("../docs/handlers.md")]
+}
+
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, Result};
 pub use event::Event;
@@ -78,8 +83,12 @@ pub use store::{
     WakeUps,
 };
 
+#[doc = include_str!("../docs/derive_event.md")]
 #[doc(inline)]
-pub use osa_events_macros::{Event, event_handler};
+pub use osa_events_macros::Event;
+#[doc = include_str!("../docs/event_handler.md")]
+#[doc(inline)]
+pub use osa_events_macros::event_handler;
 
 /// Not public API: what the macros' generated code refers to. It may change in any release.
 #[doc(hidden)]
