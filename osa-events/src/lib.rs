@@ -100,4 +100,12 @@ pub mod __private {
     pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
     pub use crate::{Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
     pub use core::time::Duration;
+
+    /// The store's statements, for the benchmark's raw-SQL baseline (which must issue exactly
+    /// what the store issues).
+    pub mod sql {
+        pub use crate::publish::PUBLISH_SQL;
+        pub use crate::store::postgres::claim::CLAIM_SQL;
+        pub use crate::store::postgres::fenced::COMPLETE_SQL;
+    }
 }

@@ -165,7 +165,7 @@ where
 /// idle workers once per subscription, all in one statement. Rows are bound as arrays, so the
 /// statement stays the same (and prepared) whatever the batch size, and never nears the 65,535
 /// bind-parameter limit.
-const PUBLISH_SQL: &str = r#"
+pub const PUBLISH_SQL: &str = r#"
 with new_events as (
     insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata)
     select id, event_type, event_version, routing_key, payload::jsonb, coalesce(metadata::jsonb, '{}'::jsonb)

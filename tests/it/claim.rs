@@ -345,3 +345,40 @@ async fn the_claim_query_uses_the_partial_index() {
         "claim plan does not use the partial index:\n{plan}"
     );
 }
+
+#[tokio::test]
+async fn complete_and_claim_is_one_fenced_round_trip() {
+    let db = Db::new().await;
+    let subscription = with_subscription(&db).await;
+    publish(&db, 5).await;
+    let first = claim(&db, subscription, 2, LONG).await;
+    let done: Vec<Fence> = first.iter().map(|d| d.fence).collect();
+    let request = ClaimRequest {
+        subscription,
+        limit: 2,
+        claim_timeout: LONG,
+        worker: "fused",
+    };
+    let (completed, next) = db.store.complete_and_claim(&done, request).await.unwrap();
+    assert_eq!(completed, 2);
+    let next_positions: Vec<i64> = next.iter().map(|d| d.fence.position).collect();
+    assert_eq!(
+        next_positions,
+        vec![first[1].fence.position + 1, first[1].fence.position + 2]
+    );
+    assert_eq!(db.deliveries(None).await, 3);
+
+    // A stale fence is refused; the claim still happens.
+    let stale = [Fence {
+        position: next[0].fence.position,
+        token: uuid::Uuid::new_v4(),
+    }];
+    let (completed, last) = db.store.complete_and_claim(&stale, request).await.unwrap();
+    assert_eq!((completed, last.len()), (0, 1));
+
+    // Nothing left to claim: the completion count still comes back.
+    let done: Vec<Fence> = next.iter().chain(&last).map(|d| d.fence).collect();
+    let (completed, none) = db.store.complete_and_claim(&done, request).await.unwrap();
+    assert_eq!((completed, none.len()), (3, 0));
+    assert_eq!(db.deliveries(None).await, 0);
+}

@@ -119,6 +119,21 @@ pub trait Store: Send + Sync + 'static {
         done: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>>;
 
+    /// Completes `done` and claims the next batch, in one round trip where the store can (one
+    /// statement, one commit for PostgreSQL). Returns how many completions were written and the
+    /// new claims. The default runs [`complete`](Self::complete) then [`claim`](Self::claim).
+    fn complete_and_claim<'a>(
+        &'a self,
+        done: &'a [Fence],
+        request: ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u64, Vec<Delivery>)>> {
+        Box::pin(async move {
+            let completed = self.complete(request.subscription, done).await?;
+            let claimed = self.claim(request).await?;
+            Ok((completed, claimed))
+        })
+    }
+
     /// Records failed attempts of deliveries whose claims are still held: pending again after
     /// `retry_in`, or dead with the error kept.
     fn fail<'a>(

@@ -19,12 +19,14 @@ enum Ended {
 }
 
 impl Worker {
+    /// Runs the batch and records its failures; returns the fences of the succeeded deliveries,
+    /// whose completion the caller writes (alone, or together with the next claim).
     pub(super) async fn process(
         &self,
         deliveries: Vec<Delivery>,
         claimed_at: tokio::time::Instant,
         jitter: &mut Jitter,
-    ) {
+    ) -> Vec<Fence> {
         let span = tracing::info_span!(
             "osa_events.batch",
             handler = self.spec.name(),
@@ -33,7 +35,7 @@ impl Worker {
         );
         self.process_in_span(deliveries, claimed_at, jitter)
             .instrument(span)
-            .await;
+            .await
     }
 
     async fn process_in_span(
@@ -41,7 +43,7 @@ impl Worker {
         deliveries: Vec<Delivery>,
         claimed_at: tokio::time::Instant,
         jitter: &mut Jitter,
-    ) {
+    ) -> Vec<Fence> {
         let max_attempts = self.spec.max_retries().saturating_add(1);
         // A claim beyond the last allowed attempt means earlier claims expired unfinished (the
         // worker crashed or hung): give up instead of running the handler again.
@@ -82,7 +84,6 @@ impl Worker {
                 None => unfinished.push(delivery.fence),
             }
         }
-        self.write_completions(&completed).await;
         self.write_failures(&failures).await;
         match ended {
             Ended::Finished => {}
@@ -94,6 +95,7 @@ impl Worker {
                 "abandoned the batch: its claims could not be kept; the deliveries will be claimed again"
             ),
         }
+        completed
     }
 
     fn failure(&self, delivery: &Delivery, error: &HandlerError, jitter: &mut Jitter) -> Failure {
@@ -148,22 +150,28 @@ impl Worker {
         }
     }
 
-    async fn write_completions(&self, completed: &[Fence]) {
+    /// Writes completions on their own (when no claim follows at once).
+    pub(super) async fn write_completions(&self, completed: &[Fence]) {
         if completed.is_empty() {
             return;
         }
         match self.store.complete(self.subscription, completed).await {
-            Ok(written) if written < completed.len() as u64 => tracing::warn!(
-                handler = self.spec.name(),
-                refused = completed.len() as u64 - written,
-                "completions refused: those claims had expired and were taken over; the events may be handled twice"
-            ),
-            Ok(_) => {}
+            Ok(written) => self.check_completed(completed.len(), written),
             Err(error) => tracing::warn!(
                 handler = self.spec.name(),
                 %error,
                 "cannot record completions; the claims will expire and the events be handled again"
             ),
+        }
+    }
+
+    pub(super) fn check_completed(&self, sent: usize, written: u64) {
+        if written < sent as u64 {
+            tracing::warn!(
+                handler = self.spec.name(),
+                refused = sent as u64 - written,
+                "completions refused: those claims had expired and were taken over; the events may be handled twice"
+            );
         }
     }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Clock;
 use crate::handler::{HandlerSpec, Invoker};
-use crate::store::{ClaimRequest, Store, SubscriptionId};
+use crate::store::{ClaimRequest, Fence, Store, SubscriptionId};
 
 mod backoff;
 mod batch;
@@ -40,26 +40,28 @@ impl Worker {
     pub(crate) async fn run(mut self) {
         let mut jitter = backoff::Jitter::from_entropy();
         let mut store_errors: u32 = 0;
+        // Completions of the last batch, written together with the next claim: after a full
+        // batch more work is likely, so one statement (one commit) does both.
+        let mut completed: Vec<Fence> = Vec::new();
         while !self.stopping.is_cancelled() {
             let claimed_at = self.clock.now();
-            let request = ClaimRequest {
-                subscription: self.subscription,
-                limit: self.spec.batch_size(),
-                claim_timeout: self.spec.claim_timeout_duration(),
-                worker: &self.name,
-            };
-            match self.store.claim(request).await {
+            match self.claim(&completed).await {
                 Ok(deliveries) => {
                     store_errors = 0;
+                    completed.clear();
                     let full = deliveries.len() >= self.spec.batch_size() as usize;
                     if !deliveries.is_empty() {
-                        self.process(deliveries, claimed_at, &mut jitter).await;
+                        completed = self.process(deliveries, claimed_at, &mut jitter).await;
                     }
-                    if !full {
+                    if !full || self.stopping.is_cancelled() {
+                        self.write_completions(&completed).await;
+                        completed.clear();
                         self.idle().await;
                     }
                 }
                 Err(error) => {
+                    // Completions not written yet are retried with the next claim; if their
+                    // claims expire meanwhile, the fenced write refuses them (handled again).
                     store_errors = store_errors.saturating_add(1);
                     let pause = error_pause(store_errors, self.spec.poll_interval());
                     tracing::warn!(
@@ -72,6 +74,23 @@ impl Worker {
                 }
             }
         }
+        self.write_completions(&completed).await;
+    }
+
+    /// Claims the next batch, completing `completed` in the same round trip when there are any.
+    async fn claim(&self, completed: &[Fence]) -> crate::Result<Vec<crate::store::Delivery>> {
+        let request = ClaimRequest {
+            subscription: self.subscription,
+            limit: self.spec.batch_size(),
+            claim_timeout: self.spec.claim_timeout_duration(),
+            worker: &self.name,
+        };
+        if completed.is_empty() {
+            return self.store.claim(request).await;
+        }
+        let (written, claimed) = self.store.complete_and_claim(completed, request).await?;
+        self.check_completed(completed.len(), written);
+        Ok(claimed)
     }
 
     /// Waits for a wake-up, the poll interval, or shutdown, whichever comes first.

@@ -2,18 +2,20 @@
 
 use std::time::{Duration, SystemTime};
 
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use crate::Result;
 use crate::store::{ClaimRequest, Delivery, Fence};
+
+use super::fenced::split;
 
 /// Picks due rows in index order (`deliveries_claimable`: subscription, run_at, position; dead rows
 /// are not in it) and skips rows another claimer holds. Eligibility is decided inside the locked
 /// sub-select, so two claimers can never both pass it for one row. The update then hands out a
 /// fresh token, counts the attempt, and sets `run_at` to the claim's expiry: an expired claim is
 /// simply a due row again.
-const CLAIM_SQL: &str = r#"
+pub const CLAIM_SQL: &str = r#"
 with picked as (
     select subscription_id, event_position, run_at
     from osa_events.deliveries
@@ -63,14 +65,90 @@ pub(super) async fn claim(pool: &PgPool, request: ClaimRequest<'_>) -> Result<Ve
         .bind(request.claim_timeout.as_secs_f64())
         .fetch_all(pool)
         .await?;
-    let mut rows = rows;
-    // UPDATE ... RETURNING has no order; hand them out in the order they were picked.
+    Ok(in_claim_order(rows))
+}
+
+/// UPDATE ... RETURNING has no order; hand the deliveries out in the order they were picked.
+fn in_claim_order(mut rows: Vec<ClaimedRow>) -> Vec<Delivery> {
     rows.sort_unstable_by(|a, b| {
         a.due_at
             .total_cmp(&b.due_at)
             .then(a.event_position.cmp(&b.event_position))
     });
-    Ok(rows.into_iter().map(Delivery::from).collect())
+    rows.into_iter().map(Delivery::from).collect()
+}
+
+/// The fenced completion of the previous batch and the claim of the next, in one statement (one
+/// round trip, one commit). The completed rows are claimed rows whose `run_at` lies in the future,
+/// so the claim's sub-select never considers them. The outer left join yields one row even when
+/// nothing is claimed, to carry the completion count.
+const COMPLETE_AND_CLAIM_SQL: &str = r#"
+with done as (
+    delete from osa_events.deliveries d
+    using unnest($5::int8[], $6::uuid[]) as done (position, token)
+    where d.subscription_id = $1
+      and d.event_position = done.position
+      and d.claim_token = done.token
+      and d.status = 'claimed'
+    returning 1
+), picked as (
+    select subscription_id, event_position, run_at
+    from osa_events.deliveries
+    where subscription_id = $1 and status <> 'dead' and run_at <= now()
+    order by run_at, event_position
+    limit $2
+    for no key update skip locked
+), claimed as (
+    update osa_events.deliveries d
+    set status = 'claimed',
+        attempts = d.attempts + 1,
+        claim_token = gen_random_uuid(),
+        claimed_by = $3,
+        run_at = now() + make_interval(secs => $4),
+        updated_at = now()
+    from picked, osa_events.events e
+    where d.subscription_id = picked.subscription_id
+      and d.event_position = picked.event_position
+      and e.position = picked.event_position
+    returning d.event_position, extract(epoch from picked.run_at)::float8 as due_at, d.claim_token,
+              d.attempts, d.last_error, e.id, e.event_type, e.event_version, e.routing_key,
+              e.payload::text as payload, e.metadata::text as metadata,
+              extract(epoch from e.created_at)::float8 as published_at
+)
+select counted.completed, claimed.*
+from (select count(*) as completed from done) as counted
+left join claimed on true
+"#;
+
+pub(super) async fn complete_and_claim(
+    pool: &PgPool,
+    done: &[Fence],
+    request: ClaimRequest<'_>,
+) -> Result<(u64, Vec<Delivery>)> {
+    let (positions, tokens) = split(done.iter().copied());
+    let rows = sqlx::query(COMPLETE_AND_CLAIM_SQL)
+        .bind(request.subscription.0)
+        .bind(i64::from(request.limit))
+        .bind(request.worker)
+        .bind(request.claim_timeout.as_secs_f64())
+        .bind(positions)
+        .bind(tokens)
+        .fetch_all(pool)
+        .await?;
+    let completed: i64 = match rows.first() {
+        Some(row) => row.try_get("completed")?,
+        None => 0,
+    };
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<i64>, _>("event_position")?.is_some() {
+            claimed.push(ClaimedRow::from_row(row)?);
+        }
+    }
+    Ok((
+        u64::try_from(completed).unwrap_or(0),
+        in_claim_order(claimed),
+    ))
 }
 
 impl From<ClaimedRow> for Delivery {

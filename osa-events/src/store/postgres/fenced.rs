@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::Result;
 use crate::store::{Failure, Fence, SubscriptionId};
 
-fn split(fences: impl ExactSizeIterator<Item = Fence>) -> (Vec<i64>, Vec<Uuid>) {
+pub(super) fn split(fences: impl ExactSizeIterator<Item = Fence>) -> (Vec<i64>, Vec<Uuid>) {
     let mut positions = Vec::with_capacity(fences.len());
     let mut tokens = Vec::with_capacity(fences.len());
     for fence in fences {
@@ -22,7 +22,8 @@ fn split(fences: impl ExactSizeIterator<Item = Fence>) -> (Vec<i64>, Vec<Uuid>) 
     (positions, tokens)
 }
 
-const COMPLETE_SQL: &str = r#"
+/// Deletes the claimed deliveries whose tokens still match.
+pub const COMPLETE_SQL: &str = r#"
 delete from osa_events.deliveries d
 using unnest($2::int8[], $3::uuid[]) as done (position, token)
 where d.subscription_id = $1

@@ -30,8 +30,8 @@ use crate::store::{
     ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeUps,
 };
 
-mod claim;
-mod fenced;
+pub(crate) mod claim;
+pub(crate) mod fenced;
 mod migrate;
 mod notify;
 mod register;
@@ -107,6 +107,14 @@ impl Store for PgStore {
         done: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(fenced::complete(&self.pool, subscription, done))
+    }
+
+    fn complete_and_claim<'a>(
+        &'a self,
+        done: &'a [Fence],
+        request: ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u64, Vec<Delivery>)>> {
+        Box::pin(claim::complete_and_claim(&self.pool, done, request))
     }
 
     fn fail<'a>(
