@@ -31,6 +31,20 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// An event's serialized payload is larger than the publish limit; nothing was written.
+    #[error(
+        "cannot publish `{event_type}`: its payload is {size} bytes, over the limit of {limit} bytes \
+         (raise it with `Outgoing::with_max_payload_bytes`, or store the data elsewhere and publish a reference)"
+    )]
+    PayloadTooLarge {
+        /// The event's registered name.
+        event_type: &'static str,
+        /// The serialized payload's size in bytes.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+
     /// Two registered handlers share one name. Names identify subscriptions in the database, so
     /// they must be unique.
     #[error(

@@ -74,7 +74,7 @@ pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
 pub use handler::invoke::{IntoBatchResult, IntoHandlerResult};
 pub use handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
-pub use publish::{Outgoing, publish, publish_batch, publish_routed};
+pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, publish, publish_batch, publish_routed};
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
 pub use store::postgres::PgStore;

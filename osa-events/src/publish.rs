@@ -13,6 +13,10 @@ use crate::{Error, Event, Result};
 /// The channel publishers `NOTIFY` and workers `LISTEN` on; the payload is a subscription id.
 pub(crate) const NOTIFY_CHANNEL: &str = "osa_events";
 
+/// The default largest serialized payload [`Outgoing`] accepts: 1 MiB. Events are rows read on
+/// every claim; large documents belong in a table or object store, referenced by the event.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
 /// One event ready to publish: its payload serialized, with an id, optional routing key and metadata.
 ///
 /// Build one when you need more than [`publish`] offers: a chosen id (for idempotent retries of your
@@ -49,13 +53,30 @@ impl Outgoing {
     ///
     /// # Errors
     ///
-    /// [`Error::Serialize`] when serde cannot serialize the event (e.g. a map with non-string keys).
+    /// [`Error::Serialize`] when serde cannot serialize the event (e.g. a map with non-string keys),
+    /// [`Error::PayloadTooLarge`] when the JSON is over [`DEFAULT_MAX_PAYLOAD_BYTES`].
     pub fn new<E: Event>(event: &E) -> Result<Self> {
+        Self::with_max_payload_bytes(event, DEFAULT_MAX_PAYLOAD_BYTES)
+    }
+
+    /// Serializes `event` like [`new`](Self::new), with another payload size limit.
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new), with `max_payload_bytes` as the limit.
+    pub fn with_max_payload_bytes<E: Event>(event: &E, max_payload_bytes: usize) -> Result<Self> {
         let payload =
             serde_json::value::to_raw_value(event).map_err(|source| Error::Serialize {
                 event_type: E::NAME,
                 source,
             })?;
+        if payload.get().len() > max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                event_type: E::NAME,
+                size: payload.get().len(),
+                limit: max_payload_bytes,
+            });
+        }
         Ok(Self {
             id: Uuid::new_v4(),
             event_type: E::NAME,
@@ -130,8 +151,9 @@ impl Outgoing {
 ///
 /// # Errors
 ///
-/// [`Error::Serialize`] if the event cannot be serialized, [`Error::Database`] if the statement fails
-/// (for example when the migrations have not run).
+/// [`Error::Serialize`] if the event cannot be serialized, [`Error::PayloadTooLarge`] if it is over
+/// [`DEFAULT_MAX_PAYLOAD_BYTES`] (nothing is written then), [`Error::Database`] if the statement
+/// fails (for example when the migrations have not run).
 pub async fn publish<'c, X, E>(executor: X, event: &E) -> Result<Uuid>
 where
     X: Executor<'c, Database = Postgres>,
