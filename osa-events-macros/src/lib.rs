@@ -4,7 +4,9 @@
 mod diag;
 mod event;
 mod event_handler;
+mod event_set;
 mod lit;
+mod projection;
 
 use proc_macro::TokenStream;
 
@@ -22,4 +24,20 @@ pub fn event_handler(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     event::expand(input.into()).into()
+}
+
+/// Turns an `async fn` taking `Batch<E>` into an ordered, checkpointed projection.
+///
+/// See the documentation of `osa_events::projection` for options and examples.
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
+    projection::expand(args.into(), item.into()).into()
+}
+
+/// Implements `osa_events::EventSet` for an enum with one newtype variant per event type.
+///
+/// See the documentation of `osa_events::EventSet` (the derive) for details.
+#[proc_macro_derive(EventSet)]
+pub fn derive_event_set(input: TokenStream) -> TokenStream {
+    event_set::expand(input.into()).into()
 }

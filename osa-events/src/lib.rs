@@ -54,6 +54,7 @@ mod clock;
 mod error;
 mod event;
 mod handler;
+mod projection;
 mod publish;
 mod resources;
 mod runtime;
@@ -74,6 +75,11 @@ pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
 pub use handler::invoke::{IntoBatchResult, IntoHandlerResult};
 pub use handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
+pub use projection::ops::reset_projection;
+pub use projection::{
+    EventSet, Projection, ProjectionRegistration, ProjectionSpec, ProjectionStatus, ResetTo,
+    decode_event,
+};
 pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, publish, publish_batch, publish_routed};
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
@@ -86,9 +92,15 @@ pub use store::{
 #[doc = include_str!("../docs/derive_event.md")]
 #[doc(inline)]
 pub use osa_events_macros::Event;
+/// Derives [`EventSet`](trait@EventSet) for an enum with one newtype variant per event type.
+#[doc(inline)]
+pub use osa_events_macros::EventSet;
 #[doc = include_str!("../docs/event_handler.md")]
 #[doc(inline)]
 pub use osa_events_macros::event_handler;
+#[doc = include_str!("../docs/projection.md")]
+#[doc(inline)]
+pub use osa_events_macros::projection;
 
 /// Not public API: what the macros' generated code refers to. It may change in any release.
 #[doc(hidden)]
@@ -96,8 +108,12 @@ pub mod __private {
     pub use inventory;
     pub use tokio_util::sync::CancellationToken;
 
+    pub use crate::HandlerError;
     pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
     pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
+    pub use crate::projection::{
+        EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
+    };
     pub use crate::{Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
     pub use core::time::Duration;
 

@@ -3,6 +3,6 @@
 //! Everything here is also reachable at its own path in the crate root.
 
 pub use crate::{
-    Batch, BatchOutcome, Ctx, Event, HandlerError, PgStore, Resources, ResultExt, State, Tx,
-    event_handler,
+    Batch, BatchOutcome, Ctx, Event, EventSet, HandlerError, PgStore, Resources, ResultExt, State,
+    Tx, event_handler, projection,
 };

@@ -7,6 +7,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{HandlerSpec, Invoker, registry};
+use crate::projection::ProjectionSpec;
+use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
 use crate::worker::Worker;
 use crate::worker::wake::{self, WakeBoard};
@@ -61,15 +63,23 @@ pub async fn run_all_handlers(store: impl Store, resources: Resources) -> Result
 pub struct Runtime {
     store: Arc<dyn Store>,
     handlers: Vec<BoundHandler>,
+    projections: Vec<BoundProjection>,
     clock: Arc<dyn Clock>,
     grace_period: Duration,
     handle_signals: bool,
     shutdown: CancellationToken,
+    instance: String,
 }
 
 #[derive(Debug)]
 struct BoundHandler {
     spec: HandlerSpec,
+    invoker: Arc<Invoker>,
+}
+
+#[derive(Debug)]
+struct BoundProjection {
+    spec: ProjectionSpec,
     invoker: Arc<Invoker>,
 }
 
@@ -84,6 +94,7 @@ pub struct RuntimeBuilder {
     grace_period: Duration,
     handle_signals: bool,
     shutdown: CancellationToken,
+    instance: Option<String>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -107,6 +118,7 @@ impl Runtime {
             grace_period: Self::DEFAULT_GRACE_PERIOD,
             handle_signals: true,
             shutdown: CancellationToken::new(),
+            instance: None,
         }
     }
 
@@ -118,6 +130,11 @@ impl Runtime {
     /// The specs of the handlers this runtime runs, sorted by name.
     pub fn handlers(&self) -> impl Iterator<Item = &HandlerSpec> {
         self.handlers.iter().map(|handler| &handler.spec)
+    }
+
+    /// The specs of the projections this runtime runs, sorted by name.
+    pub fn projections(&self) -> impl Iterator<Item = &ProjectionSpec> {
+        self.projections.iter().map(|projection| &projection.spec)
     }
 
     /// Creates or updates the handlers' subscriptions, so that events published from now on are
@@ -169,7 +186,7 @@ impl Runtime {
             Arc::clone(&self.clock),
             stopping.clone(),
         ));
-        let process = worker_prefix();
+        let process = self.instance.clone();
         for (handler, subscription) in self.handlers.iter().zip(&subscriptions) {
             for slot in 0..handler.spec.concurrency_level() {
                 let worker = Worker {
@@ -186,9 +203,25 @@ impl Runtime {
                 tasks.spawn(worker.run());
             }
         }
+        if let Some(pg) = self.store.postgres() {
+            for projection in &self.projections {
+                tasks.spawn(
+                    ProjectionRunner {
+                        spec: projection.spec,
+                        invoker: Arc::clone(&projection.invoker),
+                        store: pg.clone(),
+                        clock: Arc::clone(&self.clock),
+                        process: process.clone(),
+                        stopping: stopping.clone(),
+                    }
+                    .run(),
+                );
+            }
+        }
         tracing::info!(
             handlers = self.handlers.len(),
-            loops = tasks.len() - 1,
+            projections = self.projections.len(),
+            tasks = tasks.len(),
             "osa-events runtime started"
         );
 
@@ -310,6 +343,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Names this runtime instance in `claimed_by` and in the `application_name` of projection
+    /// leaders (default `host:pid`), so operators can tell nodes apart.
+    #[must_use]
+    pub fn instance_name(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+
     /// The clock for the runtime's timers (polls, heartbeats, timeouts, grace period).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -327,8 +368,24 @@ impl RuntimeBuilder {
     /// [`Error::MissingResource`](crate::Error::MissingResource) for a `State<T>` whose `T` is not in
     /// the resources, [`Error::Config`](crate::Error::Config) for an out-of-range option.
     pub fn build(self) -> Result<Runtime> {
-        let selected = registry::select(registry::all(), &self.only, &self.exclude)?;
+        let selected = registry::select(&self.only, &self.exclude)?;
+        let projections = selected
+            .projections
+            .into_iter()
+            .map(|registration| {
+                if self.store.postgres().is_none() {
+                    return Err(crate::Error::Config(
+                        format!("projection `{}` needs `PgStore`", registration.spec.name()).into(),
+                    ));
+                }
+                Ok(BoundProjection {
+                    spec: registration.spec,
+                    invoker: Arc::new((registration.bind)(&self.resources)?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let handlers = selected
+            .handlers
             .into_iter()
             .map(|registration| {
                 let invoker = (registration.bind)(&self.resources)?;
@@ -350,10 +407,12 @@ impl RuntimeBuilder {
         Ok(Runtime {
             store: self.store,
             handlers,
+            projections,
             clock: self.clock,
             grace_period: self.grace_period,
             handle_signals: self.handle_signals,
             shutdown: self.shutdown,
+            instance: self.instance.unwrap_or_else(worker_prefix),
         })
     }
 }

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// A fresh database with the osa-events schema.
 pub(crate) struct Db {
     pub(crate) store: PgStore,
-    // Dropped last: drops the database.
-    _database: TestDatabase,
+    // Dropped last: drops the database (when this `Db` created it).
+    _database: Option<TestDatabase>,
 }
 
 impl Db {
@@ -29,7 +29,15 @@ impl Db {
             .expect("migrations apply to a fresh database");
         Db {
             store,
-            _database: database,
+            _database: Some(database),
+        }
+    }
+
+    /// A `Db` view of an existing database (for helpers that take a `&Db`); it does not drop it.
+    pub(crate) fn from_pool(pool: PgPool) -> Db {
+        Db {
+            store: PgStore::from_pool(pool),
+            _database: None,
         }
     }
 

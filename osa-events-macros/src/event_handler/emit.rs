@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
-use syn::{Ident, ItemFn};
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::{Ident, ItemFn, Type};
 
 use super::args::HandlerArgs;
 use super::signature::{Shape, Signature, blame};
 
-/// `index_vectors` → `IndexVectorsHandler`.
-pub(crate) fn handler_type_name(function: &Ident) -> Ident {
+/// `index_vectors` with suffix `Handler` → `IndexVectorsHandler`.
+pub(crate) fn handler_type_name(function: &Ident, suffix: &str) -> Ident {
     let name = function.to_string();
     let name = name.strip_prefix("r#").unwrap_or(&name);
     let camel: String = name
@@ -25,7 +25,20 @@ pub(crate) fn handler_type_name(function: &Ident) -> Ident {
                 .unwrap_or_default()
         })
         .collect();
-    format_ident!("{}Handler", camel, span = function.span())
+    format_ident!("{}{}", camel, suffix, span = function.span())
+}
+
+/// The token that names the event type: the last segment of a path (`RecordPublished` in
+/// `events::RecordPublished`), else the first token of the type.
+fn event_span(event: &Type) -> Span {
+    match event {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .map_or_else(|| blame(event), |segment| segment.ident.span()),
+        _ => blame(event),
+    }
 }
 
 fn duration(value: Duration) -> TokenStream {
@@ -93,48 +106,80 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
 
 /// The body of `Handler::bind`: bind each extractor, then build the invoker around a closure that
 /// extracts per call and awaits the user's function.
-fn bind(item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
+///
+/// Only the user's function names the extractor and return types: the generated code gets them by
+/// inference from the call, so a type that does not resolve is reported once (by the function),
+/// and one that is no extractor once, by the single generic bound it fails (`__extractor`'s),
+/// spanned at the type.
+/// `batch_invoker` builds the invoker of a batch shape (`Invoker::batch` or `Invoker::projection`);
+/// `owner` is the trait whose `SPEC` names the handler in start-up errors.
+pub(crate) fn bind(
+    item: &ItemFn,
+    sig: &Signature<'_>,
+    batch_invoker: &TokenStream,
+    owner: &TokenStream,
+) -> TokenStream {
     let function = &item.sig.ident;
     let event = sig.event;
     let trait_path = match sig.shape {
         Shape::Each => quote!(::osa_events::__private::FromEventArg),
         Shape::Batch => quote!(::osa_events::__private::FromBatchArg),
     };
-    let bound: Vec<Ident> = (0..sig.extractors.len())
-        .map(|i| format_ident!("__bound_{}", i))
+    let transactional: Vec<Ident> = (0..sig.extractors.len())
+        .map(|i| format_ident!("__transactional_{}", i))
+        .collect();
+    let extractors: Vec<Ident> = (0..sig.extractors.len())
+        .map(|i| format_ident!("__extract_{}", i))
         .collect();
     let args: Vec<Ident> = (0..sig.extractors.len())
         .map(|i| format_ident!("__arg_{}", i))
         .collect();
-    let binds = sig.extractors.iter().zip(&bound).map(|(ty, bound)| {
-        quote_spanned! {blame(ty)=>
-            let #bound = <#ty as #trait_path>::bind(__resources, <Self as ::osa_events::__private::Handler>::SPEC.name())?;
-        }
-    });
-    let extracts = sig
+    let binds = sig
         .extractors
         .iter()
-        .zip(&bound)
-        .zip(&args)
-        .map(|((ty, bound), arg)| {
-            quote_spanned! {blame(ty)=>
-                let #arg = <#ty as #trait_path>::extract(&#bound, __call);
-            }
+        .zip(&transactional)
+        .zip(&extractors)
+        .map(|((ty, transactional), extractor)| {
+            let call = spanned_call(ty, quote!(__extractor), quote!(__resources, __name));
+            quote!(let (#transactional, #extractor) = #call?;)
         });
-    let transactional = sig.extractors.iter().map(|ty| {
-        quote_spanned! {blame(ty)=> <#ty as #trait_path>::TRANSACTIONAL }
+    let helper = (!sig.extractors.is_empty()).then(|| {
+        quote! {
+            fn __extractor<T: #trait_path>(
+                resources: &::osa_events::__private::Resources,
+                handler: &'static str,
+            ) -> ::osa_events::__private::Result<(
+                bool,
+                impl ::core::ops::Fn(&mut ::osa_events::__private::Call<'_>) -> T
+                    + ::core::marker::Send
+                    + ::core::marker::Sync
+                    + 'static,
+            )> {
+                let bound = <T as #trait_path>::bind(resources, handler)?;
+                ::core::result::Result::Ok((
+                    <T as #trait_path>::TRANSACTIONAL,
+                    move |call: &mut ::osa_events::__private::Call<'_>| {
+                        <T as #trait_path>::extract(&bound, call)
+                    },
+                ))
+            }
+            let __name = <Self as #owner>::SPEC.name();
+        }
     });
-    let output = sig.output;
     let convert = match sig.shape {
-        Shape::Each => quote_spanned! {blame(output)=>
-            <#output as ::osa_events::__private::IntoHandlerResult>::into_handler_result(__future.await)
-        },
-        Shape::Batch => quote_spanned! {blame(output)=>
-            <#output as ::osa_events::__private::IntoBatchResult>::into_batch_result(__future.await)
-        },
+        Shape::Each => spanned_call(
+            sig.output,
+            quote!(::osa_events::__private::IntoHandlerResult::into_handler_result),
+            quote!(__future.await),
+        ),
+        Shape::Batch => spanned_call(
+            sig.output,
+            quote!(::osa_events::__private::IntoBatchResult::into_batch_result),
+            quote!(__future.await),
+        ),
     };
     let call = quote! {
-        #(#extracts)*
+        #(let #args = #extractors(__call);)*
         let __future = #function(__event #(, #args)*);
         async move { #convert }
     };
@@ -145,37 +190,82 @@ fn bind(item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
             )
         },
         Shape::Batch => quote! {
-            ::osa_events::__private::Invoker::batch::<#event, _, _>(
+            #batch_invoker::<#event, _, _>(
                 move |__event: ::osa_events::__private::Batch<#event>, __call: &mut ::osa_events::__private::Call<'_>| { #call },
             )
         },
     };
     quote! {
+        #helper
         #(#binds)*
         ::core::result::Result::Ok(#invoker.transactional(false #(|| #transactional)*))
     }
 }
 
+/// `callee(args)` spanned over the written type `ty`, so that an error on the call, or on its
+/// argument, underlines the whole type even on stable, where spans cannot be joined: each part
+/// starts at the type's first token and ends at its last (the trick of `syn::Error::new_spanned`).
+fn spanned_call(ty: &Type, callee: TokenStream, args: TokenStream) -> TokenStream {
+    let mut tokens = ty.to_token_stream().into_iter();
+    let first = tokens
+        .next()
+        .map_or_else(Span::call_site, |token| token.span());
+    let last = tokens.last().map_or(first, |token| token.span());
+    let callee = respan(callee, first, last);
+    let mut args = Group::new(Delimiter::Parenthesis, respan(args, first, last));
+    args.set_span(last);
+    quote!(#callee #args)
+}
+
+/// `tokens` with the first top-level token spanned at `first` and the others at `last`.
+fn respan(tokens: TokenStream, first: Span, last: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut token)| {
+            token.set_span(if index == 0 { first } else { last });
+            token
+        })
+        .collect()
+}
+
 pub(crate) fn emit(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
     let function = &item.sig.ident;
     let vis = &item.vis;
-    let handler = handler_type_name(function);
+    let handler = handler_type_name(function, "Handler");
     let event = sig.event;
     let spec = spec(args, item, sig);
-    let bind = bind(item, sig);
+    let bind = bind(
+        item,
+        sig,
+        &quote!(::osa_events::__private::Invoker::batch),
+        &quote!(::osa_events::__private::Handler),
+    );
+    // `Registration::of::<H>` is where `H: Handler`, so `event: Event`, is checked: spanned there,
+    // the error sits under the user's event type.
+    let registered = Ident::new(&handler.to_string(), event_span(event));
     let doc = format!(
         "The registration of the event handler [`{function}`], generated by `#[event_handler]`.\n\n\
          `run_all_handlers` finds it through `inventory`; name it in tests or builders that select handlers."
     );
     quote! {
+        // A handler must be `async` even when it awaits nothing.
+        #[allow(clippy::unused_async)]
         #item
 
         #[doc = #doc]
         #[derive(Debug, Clone, Copy, Default)]
         #vis struct #handler;
 
+        // The impl holds only if the event type implements `Event`: a bound made non-trivial by
+        // `for<'__event>` (trivially false bounds are errors on stable, rust-lang/rust#48214).
+        // A type that is not an event is then reported once, by `submit!` below, instead of
+        // once per use of the type in this impl.
         #[automatically_derived]
-        impl ::osa_events::__private::Handler for #handler {
+        impl ::osa_events::__private::Handler for #handler
+        where
+            for<'__event> #event: ::osa_events::__private::Event,
+        {
             type Event = #event;
             const SPEC: ::osa_events::__private::HandlerSpec = #spec;
 
@@ -187,7 +277,7 @@ pub(crate) fn emit(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> To
         }
 
         ::osa_events::__private::inventory::submit! {
-            ::osa_events::__private::Registration::of::<#handler>()
+            ::osa_events::__private::Registration::of::<#registered>()
         }
     }
 }
@@ -198,7 +288,8 @@ mod tests {
 
     #[test]
     fn handler_type_names_are_camel_case() {
-        let name = |s: &str| handler_type_name(&Ident::new(s, Span::call_site())).to_string();
+        let name =
+            |s: &str| handler_type_name(&Ident::new(s, Span::call_site()), "Handler").to_string();
         assert_eq!(name("index_vectors"), "IndexVectorsHandler");
         assert_eq!(name("on_order__placed_"), "OnOrderPlacedHandler");
         assert_eq!(name("x"), "XHandler");

@@ -6,8 +6,8 @@ use syn::ItemFn;
 use crate::diag::{Errors, with_errors};
 
 mod args;
-mod emit;
-mod signature;
+pub(crate) mod emit;
+pub(crate) mod signature;
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     let item: ItemFn = match syn::parse2(item.clone()) {

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use super::error::HandlerError;
 use super::extract::{Batch, BatchOutcome, Call, Ctx};
 use crate::Event;
+use crate::projection::{EventSet, decode_event};
 use crate::store::Delivery;
 
 /// The future of one per-event handler call.
@@ -80,6 +81,35 @@ impl Invoker {
         F: Fn(Batch<E>, &mut Call<'_>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'static,
     {
+        Self::batch_decoded(decode::<E>, handler)
+    }
+
+    /// A projection: `handler(batch, call)` is called once per batch of events of the set `S`.
+    pub fn projection<S, F, Fut>(handler: F) -> Self
+    where
+        S: EventSet,
+        F: Fn(Batch<S>, &mut Call<'_>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'static,
+    {
+        Self::batch_decoded(
+            |delivery: &Delivery| {
+                S::decode(
+                    &delivery.event_type,
+                    delivery.event_version,
+                    &delivery.payload,
+                )
+            },
+            handler,
+        )
+    }
+
+    fn batch_decoded<E, D, F, Fut>(decode: D, handler: F) -> Self
+    where
+        E: Send + 'static,
+        D: Fn(&Delivery) -> Result<E, HandlerError> + Send + Sync + 'static,
+        F: Fn(Batch<E>, &mut Call<'_>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'static,
+    {
         let call = move |call: &mut Call<'_>| -> BatchCall {
             let deliveries = call.deliveries();
             let mut events = Vec::with_capacity(deliveries.len());
@@ -87,7 +117,7 @@ impl Invoker {
             let mut accepted = Vec::with_capacity(deliveries.len());
             let mut rejected = Vec::new();
             for (index, delivery) in deliveries.iter().enumerate() {
-                match decode::<E>(delivery) {
+                match decode(delivery) {
                     Ok(event) => {
                         events.push(event);
                         contexts.push(Ctx::from_delivery(delivery));
@@ -121,28 +151,11 @@ impl Invoker {
 
 /// Decodes a delivery's payload as `E`. Every failure is permanent: retrying cannot fix a payload.
 fn decode<E: Event>(delivery: &Delivery) -> Result<E, HandlerError> {
-    if delivery.event_type != E::NAME {
-        return Err(HandlerError::permanent(format!(
-            "the handler decodes `{}` events, not `{}`",
-            E::NAME,
-            delivery.event_type
-        )));
-    }
-    if i64::from(delivery.event_version) != i64::from(E::VERSION) {
-        return Err(HandlerError::permanent(format!(
-            "version {} of `{}` is unknown to this handler, which decodes version {} (as `{}`)",
-            delivery.event_version,
-            E::NAME,
-            E::VERSION,
-            std::any::type_name::<E>(),
-        )));
-    }
-    serde_json::from_str(&delivery.payload).map_err(|error| {
-        HandlerError::permanent(format!(
-            "the payload does not decode as `{}`: {error}",
-            std::any::type_name::<E>()
-        ))
-    })
+    decode_event(
+        &delivery.event_type,
+        delivery.event_version,
+        &delivery.payload,
+    )
 }
 
 /// What a per-event handler function may return: `Result<(), E>` for any `E` that converts into

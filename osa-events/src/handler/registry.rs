@@ -1,60 +1,76 @@
-//! Reading the inventory of handlers: sorted, filtered by the builder, checked for duplicates.
+//! Reading the inventories of handlers and projections: sorted, filtered by the builder, checked.
 
 use super::Registration;
+use crate::projection::ProjectionRegistration;
 use crate::{Error, Result};
 
-/// Every registered handler, sorted by name then Rust path (inventory's order is unspecified).
-pub(crate) fn all() -> Vec<&'static Registration> {
-    let mut registrations: Vec<&'static Registration> =
-        inventory::iter::<Registration>.into_iter().collect();
-    registrations.sort_by_key(|r| (r.spec.name(), r.spec.rust_path()));
-    registrations
+/// What a runtime runs.
+pub(crate) struct Selection {
+    pub(crate) handlers: Vec<&'static Registration>,
+    pub(crate) projections: Vec<&'static ProjectionRegistration>,
 }
 
-/// Keeps the handlers named in `only` (all when empty) minus those in `exclude`, then checks
-/// what is left: valid specs, unique names, at least one handler.
+/// The registered handlers and projections named in `only` (all when empty) minus those in
+/// `exclude`, sorted by name (inventory's order is unspecified), then checked: valid specs, unique
+/// names across handlers and projections, at least one of them.
 ///
-/// A name that no handler has is an error, so a typo in a deployment's selection is caught at
-/// start-up. Duplicates are checked among the selected handlers, so a deployment that excludes
-/// one of two same-named handlers is still refused (the name selects both).
-pub(crate) fn select(
-    registrations: Vec<&'static Registration>,
-    only: &[String],
-    exclude: &[String],
-) -> Result<Vec<&'static Registration>> {
+/// A name that nothing has is an error, so a typo in a deployment's selection is caught at
+/// start-up. Duplicates are checked among the selected, so a deployment that excludes one of two
+/// same-named handlers is still refused (the name selects both).
+pub(crate) fn select(only: &[String], exclude: &[String]) -> Result<Selection> {
+    let mut handlers: Vec<&'static Registration> =
+        inventory::iter::<Registration>.into_iter().collect();
+    handlers.sort_by_key(|r| (r.spec.name(), r.spec.rust_path()));
+    let mut projections: Vec<&'static ProjectionRegistration> =
+        inventory::iter::<ProjectionRegistration>
+            .into_iter()
+            .collect();
+    projections.sort_by_key(|r| (r.spec.name(), r.spec.rust_path()));
+
+    let mut known: Vec<(&'static str, &'static str)> = handlers
+        .iter()
+        .map(|r| (r.spec.name(), r.spec.rust_path()))
+        .chain(
+            projections
+                .iter()
+                .map(|r| (r.spec.name(), r.spec.rust_path())),
+        )
+        .collect();
     for name in only.iter().chain(exclude) {
-        if !registrations.iter().any(|r| r.spec.name() == name) {
+        if !known.iter().any(|(known, _)| known == name) {
             return Err(Error::UnknownHandler {
                 name: name.clone(),
-                known: registrations
+                known: known
                     .iter()
-                    .map(|r| r.spec.name())
+                    .map(|(name, _)| *name)
                     .collect::<Vec<_>>()
                     .join(", "),
             });
         }
     }
-    let selected: Vec<_> = registrations
-        .into_iter()
-        .filter(|r| only.is_empty() || only.iter().any(|name| name == r.spec.name()))
-        .filter(|r| !exclude.iter().any(|name| name == r.spec.name()))
-        .collect();
-    if selected.is_empty() {
+    let wanted = |name: &str| {
+        (only.is_empty() || only.iter().any(|n| n == name)) && !exclude.iter().any(|n| n == name)
+    };
+    handlers.retain(|r| wanted(r.spec.name()));
+    projections.retain(|r| wanted(r.spec.name()));
+    if handlers.is_empty() && projections.is_empty() {
         return Err(Error::NoHandlers);
     }
-    for registration in &selected {
+    for registration in &handlers {
         registration.spec.validate()?;
     }
+    known.retain(|(name, _)| wanted(name));
     // Sorted by (name, path): duplicates are neighbours, reported in a stable order.
-    if let Some(pair) = selected
-        .windows(2)
-        .find(|pair| pair[0].spec.name() == pair[1].spec.name())
-    {
+    known.sort_unstable();
+    if let Some(pair) = known.windows(2).find(|pair| pair[0].0 == pair[1].0) {
         return Err(Error::DuplicateHandlerName {
-            name: pair[0].spec.name().to_owned(),
-            first: pair[0].spec.rust_path(),
-            second: pair[1].spec.rust_path(),
+            name: pair[0].0.to_owned(),
+            first: pair[0].1,
+            second: pair[1].1,
         });
     }
-    Ok(selected)
+    Ok(Selection {
+        handlers,
+        projections,
+    })
 }

@@ -1,0 +1,220 @@
+//! Projections: ordered, checkpointed read models.
+//!
+//! A projection applies every event of its types exactly once, in a stable order, saving its
+//! checkpoint in the same transaction as the batch's effects. One process at a time runs each
+//! projection: the leader, elected with a PostgreSQL session advisory lock.
+//!
+//! - [`read`]: which events are safe to read, and in what order (the no-skip argument).
+//! - [`leader`]: the advisory-lock leadership and its dedicated connection.
+//! - [`runner`]: the loop: lead, read a batch, apply it with the checkpoint, repeat.
+//! - [`ops`]: status, lag, leader, reset.
+
+use std::time::Duration;
+
+use crate::handler::error::HandlerError;
+use crate::{Event, Resources, Result};
+
+pub(crate) mod leader;
+pub(crate) mod ops;
+pub(crate) mod read;
+pub(crate) mod runner;
+
+pub use ops::{ProjectionStatus, ResetTo};
+
+/// The set of event types a projection reads: one [`Event`] type, or an enum of them with
+/// `#[derive(EventSet)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a set of events a projection can read",
+    label = "not an `EventSet`",
+    note = "use one event type, or an enum with one newtype variant per event type and `#[derive(EventSet)]`"
+)]
+pub trait EventSet: Sized + Send + 'static {
+    /// The event type names in the set.
+    const NAMES: &'static [&'static str];
+
+    /// Decodes one stored event of the set.
+    ///
+    /// # Errors
+    ///
+    /// A permanent [`HandlerError`] when the type is not in the set, the version is unknown or the
+    /// payload does not decode.
+    fn decode(event_type: &str, event_version: i32, payload: &str) -> Result<Self, HandlerError>;
+}
+
+impl<E: Event> EventSet for E {
+    const NAMES: &'static [&'static str] = &[E::NAME];
+
+    fn decode(event_type: &str, event_version: i32, payload: &str) -> Result<Self, HandlerError> {
+        decode_event::<E>(event_type, event_version, payload)
+    }
+}
+
+/// Decodes `payload` as `E`; every failure is permanent.
+///
+/// # Errors
+///
+/// When the type name or version is not `E`'s, or serde cannot decode the payload.
+pub fn decode_event<E: Event>(
+    event_type: &str,
+    event_version: i32,
+    payload: &str,
+) -> Result<E, HandlerError> {
+    if event_type != E::NAME {
+        return Err(HandlerError::permanent(format!(
+            "the handler decodes `{}` events, not `{event_type}`",
+            E::NAME
+        )));
+    }
+    if i64::from(event_version) != i64::from(E::VERSION) {
+        return Err(HandlerError::permanent(format!(
+            "version {event_version} of `{}` is unknown to this handler, which decodes version {} (as `{}`)",
+            E::NAME,
+            E::VERSION,
+            std::any::type_name::<E>(),
+        )));
+    }
+    serde_json::from_str(payload).map_err(|error| {
+        HandlerError::permanent(format!(
+            "the payload does not decode as `{}`: {error}",
+            std::any::type_name::<E>()
+        ))
+    })
+}
+
+/// A projection's configuration: what `#[projection(...)]` declares, with defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectionSpec {
+    name: &'static str,
+    rust_path: &'static str,
+    event_types: &'static [&'static str],
+    batch: u32,
+    poll: Duration,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl ProjectionSpec {
+    /// Default `batch`: events applied per transaction.
+    pub const DEFAULT_BATCH: u32 = 100;
+    /// Largest allowed `batch`.
+    pub const MAX_BATCH: u32 = 10_000;
+    /// Default `poll`: how long the leader waits when it has caught up.
+    pub const DEFAULT_POLL: Duration = Duration::from_millis(500);
+    /// Default `backoff`: the delay before retrying a failed batch; it doubles per failure.
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+    /// Default `max_backoff`: the cap of that delay.
+    pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+    /// A spec with every option at its default.
+    pub const fn new(
+        name: &'static str,
+        rust_path: &'static str,
+        event_types: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            rust_path,
+            event_types,
+            batch: Self::DEFAULT_BATCH,
+            poll: Self::DEFAULT_POLL,
+            backoff: Self::DEFAULT_BACKOFF,
+            max_backoff: Self::DEFAULT_MAX_BACKOFF,
+        }
+    }
+
+    /// Apply up to this many events per transaction.
+    pub const fn batch(mut self, batch: u32) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Wait this long when caught up.
+    pub const fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// The first retry delay of a failed batch.
+    pub const fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The cap of the retry delay.
+    pub const fn max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// The projection's unique name: its checkpoint and its lock.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The Rust path of the projection function.
+    pub const fn rust_path(&self) -> &'static str {
+        self.rust_path
+    }
+
+    /// The event types it reads.
+    pub const fn event_types(&self) -> &'static [&'static str] {
+        self.event_types
+    }
+
+    /// Events per transaction.
+    pub const fn batch_size(&self) -> u32 {
+        self.batch
+    }
+
+    /// The idle poll interval.
+    pub const fn poll_interval(&self) -> Duration {
+        self.poll
+    }
+
+    /// The base retry delay.
+    pub const fn backoff_base(&self) -> Duration {
+        self.backoff
+    }
+
+    /// The cap of the retry delay.
+    pub const fn backoff_cap(&self) -> Duration {
+        self.max_backoff
+    }
+}
+
+/// A projection, as generated by `#[projection]`.
+pub trait Projection: Send + Sync + 'static {
+    /// Its configuration.
+    const SPEC: ProjectionSpec;
+
+    /// Resolves its extractors against `resources` at start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingResource`](crate::Error::MissingResource) for a `State<T>` with no `T`.
+    fn bind(resources: &Resources) -> Result<crate::Invoker>;
+}
+
+/// A projection's entry in the inventory, submitted by `#[projection]`.
+#[derive(Debug)]
+pub struct ProjectionRegistration {
+    pub(crate) spec: ProjectionSpec,
+    pub(crate) bind: fn(&Resources) -> Result<crate::Invoker>,
+}
+
+impl ProjectionRegistration {
+    /// The registration of projection `P`.
+    pub const fn of<P: Projection>() -> Self {
+        Self {
+            spec: P::SPEC,
+            bind: P::bind,
+        }
+    }
+
+    /// The projection's spec.
+    pub fn spec(&self) -> &ProjectionSpec {
+        &self.spec
+    }
+}
+
+inventory::collect!(ProjectionRegistration);

@@ -1,0 +1,371 @@
+//! Projections: every event applied once and in order though transactions commit out of order,
+//! checkpoint and effects in one transaction, one leader with failover, failures that stop
+//! without skipping, status and reset.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use osa_events::prelude::*;
+use osa_events::{PgStore, ResetTo, Runtime};
+use serde::{Deserialize, Serialize};
+
+use crate::support::{Db, eventually};
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "test.projection.placed")]
+struct Placed {
+    customer: String,
+    cents: i64,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "test.projection.cancelled")]
+struct Cancelled {
+    customer: String,
+    cents: i64,
+}
+
+#[derive(EventSet, Debug)]
+enum OrderEvent {
+    Placed(Placed),
+    Cancelled(Cancelled),
+}
+
+/// Applies each event to `totals`, and records its position in `applied` (primary key: applying an
+/// event twice fails the batch) with the order of application.
+#[projection(name = "test.totals", batch = 50, poll = "20ms")]
+async fn totals(events: Batch<OrderEvent>, mut tx: Tx) -> Result<(), HandlerError> {
+    for (ctx, event) in events.iter_with_ctx() {
+        let (customer, cents) = match event {
+            OrderEvent::Placed(e) => (&e.customer, e.cents),
+            OrderEvent::Cancelled(e) => (&e.customer, -e.cents),
+        };
+        sqlx::query(
+            "insert into totals (customer, cents) values ($1, $2) \
+             on conflict (customer) do update set cents = totals.cents + excluded.cents",
+        )
+        .bind(customer)
+        .bind(cents)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("insert into applied (position) values ($1)")
+            .bind(ctx.position())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn with_read_model(db: &Db) {
+    sqlx::query("create table totals (customer text primary key, cents bigint not null)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("create table applied (seq bigserial, position bigint primary key)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+async fn read_model(db: &Db) -> BTreeMap<String, i64> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("select customer, cents from totals")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    rows.into_iter().filter(|(_, cents)| *cents != 0).collect()
+}
+
+async fn applied(db: &Db) -> i64 {
+    sqlx::query_scalar("select count(*) from applied")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+/// A small deterministic generator (no dependency): the seed is printed on failure.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// `publishers` tasks publish `per_publisher` transactions each; every transaction waits a random
+/// time between its insert and its commit, so commits land out of position order. Returns the
+/// ground truth and the number of events.
+async fn publish_out_of_order(
+    db: &Db,
+    seed: u64,
+    publishers: u64,
+    per_publisher: u64,
+) -> (BTreeMap<String, i64>, i64) {
+    let tasks: Vec<_> = (0..publishers)
+        .map(|publisher| {
+            let pool = db.pool().clone();
+            tokio::spawn(async move {
+                let mut random = Lcg(seed ^ (publisher + 1).wrapping_mul(0x9e37_79b9));
+                let mut truth: BTreeMap<String, i64> = BTreeMap::new();
+                let mut count = 0;
+                for _ in 0..per_publisher {
+                    let customer = format!("c{}", random.next(5));
+                    let cents = i64::try_from(random.next(1000)).unwrap() + 1;
+                    let mut tx = pool.begin().await.unwrap();
+                    osa_events::publish(
+                        &mut *tx,
+                        &Placed {
+                            customer: customer.clone(),
+                            cents,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    count += 1;
+                    *truth.entry(customer.clone()).or_default() += cents;
+                    if random.next(3) == 0 {
+                        osa_events::publish(
+                            &mut *tx,
+                            &Cancelled {
+                                customer: customer.clone(),
+                                cents,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                        count += 1;
+                        *truth.entry(customer).or_default() -= cents;
+                    }
+                    tokio::time::sleep(Duration::from_millis(random.next(30))).await;
+                    tx.commit().await.unwrap();
+                }
+                (truth, count)
+            })
+        })
+        .collect();
+    let mut truth = BTreeMap::new();
+    let mut total = 0;
+    for task in tasks {
+        let (partial, count) = task.await.unwrap();
+        for (customer, cents) in partial {
+            *truth.entry(customer).or_default() += cents;
+        }
+        total += count;
+    }
+    truth.retain(|_, cents| *cents != 0);
+    (truth, total)
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[tokio::test]
+async fn out_of_order_commits_are_applied_once_and_in_order() {
+    let db = Db::new().await;
+    with_read_model(&db).await;
+    let running = db.start(&["test.totals"], Resources::new()).await;
+    let seed = seed();
+    let (truth, count) = publish_out_of_order(&db, seed, 8, 25).await;
+    eventually(WAIT, "every event applied", || async {
+        applied(&db).await == count
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(read_model(&db).await, truth, "seed {seed}");
+    // Applied in (transaction id, position) order: within each transaction, positions ascend.
+    let out_of_order: i64 = sqlx::query_scalar(
+        "select count(*) from (select a.position, lag(a.position) over (order by a.seq) as previous, \
+                e.commit_xid, lag(e.commit_xid) over (order by a.seq) as previous_xid \
+                from applied a join osa_events.events e on e.position = a.position) s \
+         where s.previous_xid = s.commit_xid and s.position < s.previous",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(out_of_order, 0, "seed {seed}");
+    let status = db.store.projection_status().await.unwrap();
+    let totals = status.iter().find(|s| s.name == "test.totals").unwrap();
+    assert_eq!(totals.lag, 0);
+    assert_eq!(totals.leader, None, "the runtime stopped, so nobody leads");
+}
+
+async fn start_node(
+    db: &Db,
+    instance: &str,
+) -> (tokio::task::JoinHandle<osa_events::Result<()>>, PgStore) {
+    // Each node has its own pool, as separate processes would.
+    let store = PgStore::connect(&db_url(db).await).await.unwrap();
+    let runtime = Runtime::builder(store.clone())
+        .only(["test.totals"])
+        .handle_signals(false)
+        .instance_name(instance)
+        .build()
+        .unwrap();
+    (tokio::spawn(runtime.run()), store)
+}
+
+async fn db_url(db: &Db) -> String {
+    let name: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let admin = osa_events_testing::pg::require_database_url().unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+async fn leader(db: &Db) -> Option<String> {
+    let status = db.store.projection_status().await.unwrap();
+    status
+        .into_iter()
+        .find(|s| s.name == "test.totals")
+        .and_then(|s| s.leader)
+}
+
+#[tokio::test]
+async fn another_node_takes_over_when_the_leader_dies() {
+    let db = Db::new().await;
+    with_read_model(&db).await;
+    let (node_a, _store_a) = start_node(&db, "node-a").await;
+    let (node_b, _store_b) = start_node(&db, "node-b").await;
+    eventually(WAIT, "a leader", || async { leader(&db).await.is_some() }).await;
+    let first = leader(&db).await.unwrap();
+    let seed = seed();
+    let publishing = {
+        let pool = db.pool().clone();
+        tokio::spawn(async move {
+            let db = Db::from_pool(pool);
+            publish_out_of_order(&db, seed, 4, 30).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill the leader mid-run: its task (pools included) is dropped, its session ends.
+    let (dead, survivor) = if first.ends_with("node-a") {
+        (node_a, node_b)
+    } else {
+        (node_b, node_a)
+    };
+    dead.abort();
+    let (truth, count) = publishing.await.unwrap();
+    eventually(WAIT, "the other node leads", || async {
+        leader(&db).await.is_some_and(|now| now != first)
+    })
+    .await;
+    eventually(WAIT, "every event applied", || async {
+        applied(&db).await == count
+    })
+    .await;
+    assert_eq!(read_model(&db).await, truth, "seed {seed}");
+    survivor.abort();
+}
+
+static BROKEN: AtomicBool = AtomicBool::new(true);
+
+#[projection(
+    name = "test.fragile",
+    poll = "20ms",
+    backoff = "20ms",
+    max_backoff = "50ms"
+)]
+async fn fragile(events: Batch<Placed>, mut tx: Tx) -> Result<(), HandlerError> {
+    for event in &events {
+        sqlx::query("insert into totals (customer, cents) values ($1, $2)")
+            .bind(&event.customer)
+            .bind(event.cents)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if BROKEN.load(Ordering::SeqCst) {
+        return Err(HandlerError::retry("the read model's backend is down"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_batch_is_retried_without_advancing_then_catches_up() {
+    let db = Db::new().await;
+    with_read_model(&db).await;
+    let running = db.start(&["test.fragile"], Resources::new()).await;
+    osa_events::publish(
+        db.pool(),
+        &Placed {
+            customer: "a".into(),
+            cents: 5,
+        },
+    )
+    .await
+    .unwrap();
+    let status = || async {
+        db.store
+            .projection_status()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == "test.fragile")
+            .unwrap()
+    };
+    eventually(WAIT, "the failure reported", || async {
+        status().await.last_error.is_some()
+    })
+    .await;
+    let failing = status().await;
+    assert_eq!(failing.position, 0, "the checkpoint did not move");
+    assert_eq!(failing.lag, 1);
+    assert!(failing.last_error.unwrap().contains("backend is down"));
+    assert!(
+        read_model(&db).await.is_empty(),
+        "the failed batch was rolled back"
+    );
+
+    BROKEN.store(false, Ordering::SeqCst);
+    eventually(WAIT, "caught up", || async { status().await.lag == 0 }).await;
+    running.stop().await;
+    assert_eq!(status().await.last_error, None);
+    assert_eq!(read_model(&db).await, BTreeMap::from([("a".to_owned(), 5)]));
+}
+
+#[tokio::test]
+async fn reset_rebuilds_the_read_model_from_the_beginning() {
+    let db = Db::new().await;
+    with_read_model(&db).await;
+    let running = db.start(&["test.totals"], Resources::new()).await;
+    let (truth, count) = publish_out_of_order(&db, 7, 2, 10).await;
+    eventually(WAIT, "every event applied", || async {
+        applied(&db).await == count
+    })
+    .await;
+
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query("truncate totals, applied")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    osa_events::reset_projection(&mut *tx, "test.totals", ResetTo::Beginning)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eventually(WAIT, "rebuilt", || async { applied(&db).await == count }).await;
+    running.stop().await;
+    assert_eq!(read_model(&db).await, truth);
+
+    let error =
+        osa_events::reset_projection(db.pool(), "test.totals", ResetTo::AfterPosition(1_000_000))
+            .await
+            .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("no event at AfterPosition(1000000)"),
+        "{error}"
+    );
+}
