@@ -125,6 +125,21 @@ impl Outgoing {
     pub fn routing_key(&self) -> Option<&str> {
         self.routing_key.as_deref()
     }
+
+    /// The event type's version.
+    pub fn event_version(&self) -> i32 {
+        self.event_version
+    }
+
+    /// The serialized payload (JSON).
+    pub fn payload_json(&self) -> &str {
+        self.payload.get()
+    }
+
+    /// The serialized metadata (JSON), if any was set.
+    pub fn metadata_json(&self) -> Option<&str> {
+        self.metadata.as_deref().map(RawValue::get)
+    }
 }
 
 /// Publishes `event` with no routing key, in the caller's transaction, and returns its id.
