@@ -3,9 +3,12 @@
 //! when `DATABASE_URL` is unset.
 
 mod claim;
+mod contract;
 mod failures;
 mod options;
+mod projections;
 mod publish;
+mod reliability;
 mod runtime;
 mod support;
 mod transactional;

@@ -1,0 +1,271 @@
+//! The store contract suite: the rules of the claim protocol and of publishing that every
+//! [`Store`] must follow, one function per rule.
+//!
+//! **Not a stable public API.** Rules are added, renamed and tightened as the protocol evolves,
+//! in any release. It is public so that every store, in this workspace or outside it, runs the
+//! same rules.
+//!
+//! Each rule is a `pub async fn rule<S: StoreUnderTest>(subject: &S)` that panics when the store
+//! breaks it. The [`StoreUnderTest`] trait gives the rules what the [`Store`] trait does not:
+//! publishing, inspecting rows, and letting time pass. Run them all with
+//! [`store_contract_tests!`](crate::store_contract_tests), which stamps out one `#[tokio::test]`
+//! per rule, so each rule passes or fails on its own:
+//!
+//! ```no_run
+//! use osa_events_testing::contract::{MemoryUnderTest, PgUnderTest};
+//! use osa_events_testing::store_contract_tests;
+//!
+//! mod memory {
+//!     super::store_contract_tests!(super::MemoryUnderTest::new());
+//! }
+//! mod pg {
+//!     super::store_contract_tests!(super::PgUnderTest::create().await);
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! The rules that involve time (claim expiry, heartbeats, backoff) use short durations, 100 ms to
+//! 500 ms, with wide margins, so a store on real time (PostgreSQL) passes them reliably while a
+//! store on a [`FakeClock`](crate::FakeClock) passes them instantly.
+
+use std::future::Future;
+use std::time::Duration;
+
+use osa_events::{ClaimRequest, Delivery, Event, Store, Subscription, SubscriptionId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use crate::memory::DeliveryStatus;
+
+mod claims;
+mod fences;
+mod publish;
+mod subjects;
+
+pub use claims::{
+    a_claim_carries_the_event, a_held_claim_is_not_claimed_again,
+    an_expired_claim_is_claimed_again_with_the_next_attempt, attempts_are_counted_at_claim,
+    backoff_delays_the_next_claim, batch_writes_touch_only_their_own_fences,
+    claims_come_in_run_at_then_position_order, claims_never_overlap_under_concurrency,
+    complete_and_claim_completes_then_claims, completed_deliveries_are_gone,
+    dead_deliveries_keep_their_error_and_are_never_claimed, every_claim_gets_a_fresh_token,
+    extending_a_claim_keeps_it_from_expiring,
+    release_gives_back_the_attempt_and_makes_the_delivery_due_now,
+};
+pub use fences::{
+    a_stale_complete_is_refused, a_stale_extend_is_refused, a_stale_fail_is_refused,
+    a_stale_release_is_refused, fences_belong_to_their_subscription,
+    writes_need_a_claimed_delivery,
+};
+pub use publish::{
+    deliveries_are_created_at_publish_time, each_subscription_gets_its_own_delivery,
+    other_event_types_are_not_delivered, positions_follow_publish_order,
+    publish_wakes_listening_workers, publishing_an_existing_id_is_a_noop,
+    routing_keys_select_subscriptions, subscriptions_are_upserted_by_name_with_stable_ids,
+};
+pub use subjects::{MemoryUnderTest, PgUnderTest};
+
+/// A store under test, with what the rules need beyond the [`Store`] trait.
+///
+/// Implementations panic when the store fails: a store error fails the rule.
+pub trait StoreUnderTest: Send + Sync + 'static {
+    /// The store whose [`Store`] methods the rules call.
+    type Store: Store + Clone;
+
+    /// The store.
+    fn store(&self) -> &Self::Store;
+
+    /// Publishes `batch` at once, through the store's own publishing path (one transaction for
+    /// PostgreSQL), and returns how many events were new.
+    fn publish<E: Event>(&self, batch: &[Draft<E>]) -> impl Future<Output = u64> + Send;
+
+    /// Lets `duration` pass on the store's clock: advances a fake clock, sleeps on a real one.
+    fn pass(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Every delivery row of `subscription` (completed ones are gone), by position.
+    fn rows(&self, subscription: SubscriptionId) -> impl Future<Output = Vec<Row>> + Send;
+
+    /// How many events the log holds.
+    fn event_count(&self) -> impl Future<Output = u64> + Send;
+}
+
+/// One event for [`StoreUnderTest::publish`]: the event, with its id, routing key and metadata.
+#[derive(Debug, Clone)]
+pub struct Draft<E> {
+    /// The event id (the idempotency key).
+    pub id: Uuid,
+    /// The routing key, if any.
+    pub routing_key: Option<String>,
+    /// The metadata, if any (delivered as `{}` when `None`).
+    pub metadata: Option<serde_json::Value>,
+    /// The event.
+    pub event: E,
+}
+
+impl<E> Draft<E> {
+    /// `event` with a fresh random id, no routing key and no metadata.
+    pub fn new(event: E) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            routing_key: None,
+            metadata: None,
+            event,
+        }
+    }
+}
+
+/// One delivery row as the store holds it, for the rules to inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The event's position.
+    pub position: i64,
+    /// Pending, claimed or dead.
+    pub status: DeliveryStatus,
+    /// Attempts so far, counted at claim.
+    pub attempts: u32,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// Stamps out one `#[tokio::test]` per rule of the [contract suite](crate::contract), each
+/// running the rule against a fresh subject built by `$subject`: an expression of a type that
+/// implements [`StoreUnderTest`], which may `.await`. Invoke it inside a module of its own, once
+/// per store; the calling crate needs `tokio` (with the `macros` and `rt-multi-thread` features).
+///
+/// ```no_run
+/// mod memory {
+///     use osa_events_testing::contract::MemoryUnderTest;
+///     osa_events_testing::store_contract_tests!(MemoryUnderTest::new());
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($subject:expr $(,)?) => {
+        $crate::store_contract_tests!(@tests ["multi_thread"] $subject;
+            claims_never_overlap_under_concurrency,
+        );
+        $crate::store_contract_tests!(@tests ["current_thread"] $subject;
+            a_held_claim_is_not_claimed_again,
+            a_claim_carries_the_event,
+            attempts_are_counted_at_claim,
+            every_claim_gets_a_fresh_token,
+            an_expired_claim_is_claimed_again_with_the_next_attempt,
+            extending_a_claim_keeps_it_from_expiring,
+            claims_come_in_run_at_then_position_order,
+            backoff_delays_the_next_claim,
+            dead_deliveries_keep_their_error_and_are_never_claimed,
+            release_gives_back_the_attempt_and_makes_the_delivery_due_now,
+            completed_deliveries_are_gone,
+            batch_writes_touch_only_their_own_fences,
+            complete_and_claim_completes_then_claims,
+            a_stale_complete_is_refused,
+            a_stale_fail_is_refused,
+            a_stale_extend_is_refused,
+            a_stale_release_is_refused,
+            writes_need_a_claimed_delivery,
+            fences_belong_to_their_subscription,
+            subscriptions_are_upserted_by_name_with_stable_ids,
+            publishing_an_existing_id_is_a_noop,
+            positions_follow_publish_order,
+            each_subscription_gets_its_own_delivery,
+            routing_keys_select_subscriptions,
+            other_event_types_are_not_delivered,
+            deliveries_are_created_at_publish_time,
+            publish_wakes_listening_workers,
+        );
+    };
+    (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = $flavor)]
+            async fn $rule() {
+                let subject = $subject;
+                $crate::contract::$rule(&subject).await;
+            }
+        )*
+    };
+}
+
+/// The event the rules publish and claim.
+#[derive(osa_events::Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "contract.job", version = 3)]
+struct Job {
+    n: u32,
+}
+
+/// An event type no subscription of the rules receives.
+#[derive(osa_events::Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "contract.other")]
+struct Other {
+    n: u32,
+}
+
+/// Long enough never to expire during a rule.
+const LONG: Duration = Duration::from_secs(60);
+/// A claim timeout meant to expire...
+const SHORT: Duration = Duration::from_millis(100);
+/// ...after this much time has passed.
+const EXPIRED: Duration = Duration::from_millis(250);
+
+/// Registers a subscription to [`Job`] named `name`, with a routing-key filter.
+async fn subscribe<S: StoreUnderTest>(
+    subject: &S,
+    name: &str,
+    routing_key: Option<&str>,
+) -> SubscriptionId {
+    let subscription = Subscription {
+        name: name.to_owned(),
+        event_type: Job::NAME.to_owned(),
+        routing_key: routing_key.map(str::to_owned),
+        config: serde_json::json!({ "rule": name }),
+    };
+    let ids = subject
+        .store()
+        .register(std::slice::from_ref(&subscription))
+        .await
+        .expect("register a subscription");
+    ids[0]
+}
+
+/// Publishes jobs `0..count` in one batch.
+async fn publish_jobs<S: StoreUnderTest>(subject: &S, count: u32) {
+    let batch: Vec<Draft<Job>> = (0..count).map(|n| Draft::new(Job { n })).collect();
+    assert_eq!(subject.publish(&batch).await, u64::from(count));
+}
+
+/// Claims up to `limit` deliveries of `subscription` for `timeout`.
+async fn claim<S: StoreUnderTest>(
+    subject: &S,
+    subscription: SubscriptionId,
+    limit: u32,
+    timeout: Duration,
+) -> Vec<Delivery> {
+    subject
+        .store()
+        .claim(ClaimRequest {
+            subscription,
+            limit,
+            claim_timeout: timeout,
+            worker: "contract",
+        })
+        .await
+        .expect("claim")
+}
+
+/// Claims exactly one delivery.
+async fn claim_one<S: StoreUnderTest>(
+    subject: &S,
+    subscription: SubscriptionId,
+    timeout: Duration,
+) -> Delivery {
+    let mut claimed = claim(subject, subscription, 1, timeout).await;
+    assert_eq!(claimed.len(), 1, "expected one delivery to be due");
+    claimed.remove(0)
+}
+
+fn positions(deliveries: &[Delivery]) -> Vec<i64> {
+    deliveries
+        .iter()
+        .map(|delivery| delivery.fence.position)
+        .collect()
+}

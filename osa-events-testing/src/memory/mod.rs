@@ -1,0 +1,364 @@
+//! [`InMemoryStore`]: the [`Store`] semantics of `PgStore`, in memory, on a [`Clock`].
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use osa_events::{
+    ClaimRequest, Clock, Delivery, Event, Failure, Fence, Result, Store, Subscription,
+    SubscriptionId, SystemClock, WakeSource, WakeUps,
+};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+mod raw;
+mod state;
+
+pub use raw::RawEvent;
+
+use state::Tables;
+
+/// A [`Store`] in memory, with the semantics of `PgStore`, for unit tests of handlers and of the
+/// runtime.
+///
+/// It keeps the same three tables in the same way, and passes the same contract suite
+/// ([`contract`](crate::contract)):
+///
+/// - **Subscriptions** are upserted by name; a name keeps its id across registrations.
+/// - **Publishing** logs each event once per id (ids are idempotency keys), in publish order, and
+///   at once creates one delivery per subscription of its event type whose routing-key filter is
+///   unset or equal to its key. A subscription registered later does not receive earlier events.
+/// - **Claims** take deliveries that are not dead and whose `run_at` has come, oldest `run_at`
+///   first, then by position. Each claim hands out a fresh token, counts the attempt and moves
+///   `run_at` to the claim's expiry, so an expired claim is simply due again.
+/// - **Fenced writes** (complete, fail, extend, release) change only claimed deliveries whose token
+///   still matches, and report how many they changed.
+///
+/// Time is the store's [`Clock`]: [`SystemClock`] for [`new`](Self::new), or a
+/// [`FakeClock`](crate::FakeClock) with [`with_clock`](Self::with_clock), which makes claim expiry
+/// and backoff move only when the test advances it. It plays the part of the database's `now()`;
+/// give the runtime the same clock so both agree.
+///
+/// Publishing is immediate, like a publish in its own committed transaction, and sends a
+/// wake-up hint ([`Store::wake_ups`]) to each subscription that got work.
+///
+/// Cloning is cheap: clones share the same data.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use osa_events::{ClaimRequest, Event, Store, Subscription};
+/// use osa_events_testing::{FakeClock, InMemoryStore};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(name = "record.published")]
+/// struct RecordPublished { srn: String }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), osa_events::Error> {
+/// let clock = FakeClock::new();
+/// let store = InMemoryStore::with_clock(clock.clone());
+/// let ids = store.register(&[Subscription {
+///     name: "index.vector".into(),
+///     event_type: "record.published".into(),
+///     routing_key: None,
+///     config: serde_json::json!({}),
+/// }]).await?;
+/// store.publish(&RecordPublished { srn: "srn:1".into() })?;
+///
+/// let request = ClaimRequest {
+///     subscription: ids[0],
+///     limit: 10,
+///     claim_timeout: Duration::from_secs(60),
+///     worker: "test",
+/// };
+/// assert_eq!(store.claim(request).await?[0].attempt, 1);
+/// assert!(store.claim(request).await?.is_empty(), "held for a minute");
+/// clock.advance(Duration::from_secs(60));
+/// assert_eq!(store.claim(request).await?[0].attempt, 2, "expired, claimed again");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct InMemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tables: Mutex<Tables>,
+    clock: Arc<dyn Clock>,
+    /// One reading of both clocks, to turn the store clock's instants into wall-clock times.
+    epoch: (Instant, SystemTime),
+    wake: broadcast::Sender<SubscriptionId>,
+}
+
+/// The state of a delivery, as in the `status` column of `PgStore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for its `run_at`, or due.
+    Pending,
+    /// Claimed by a worker. It stays `Claimed` after its claim expires, until claimed again or
+    /// written to, exactly as in `PgStore`.
+    Claimed,
+    /// A dead letter: never claimed again; its last error is kept.
+    Dead,
+}
+
+/// One delivery row, for tests to inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryInfo {
+    /// Whose delivery.
+    pub subscription: SubscriptionId,
+    /// The event's position in the log.
+    pub position: i64,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type name.
+    pub event_type: String,
+    /// Pending, claimed or dead.
+    pub status: DeliveryStatus,
+    /// Attempts so far, counted at claim.
+    pub attempts: u32,
+    /// When it is next due: its backoff for a pending row, its claim's expiry for a claimed one.
+    pub run_at: Instant,
+    /// The worker of the current or last claim, while claimed.
+    pub claimed_by: Option<String>,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+impl InMemoryStore {
+    /// An empty store on the [`SystemClock`] (tokio's time, so it follows
+    /// [`tokio::time::pause`](https://docs.rs/tokio/1/tokio/time/fn.pause.html) too).
+    pub fn new() -> Self {
+        Self::with_clock(SystemClock)
+    }
+
+    /// An empty store whose notion of now is `clock`, typically a [`FakeClock`](crate::FakeClock).
+    pub fn with_clock(clock: impl Clock) -> Self {
+        let epoch = (clock.now(), SystemTime::now());
+        Self {
+            shared: Arc::new(Shared {
+                tables: Mutex::new(Tables::default()),
+                clock: Arc::new(clock),
+                epoch,
+                wake: broadcast::Sender::new(1024),
+            }),
+        }
+    }
+
+    /// Publishes `event` with no routing key and returns its id, like [`osa_events::publish`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RawEvent::new`]: the event cannot be serialized, or its payload is too large.
+    /// Nothing is published then.
+    pub fn publish<E: Event>(&self, event: &E) -> Result<Uuid> {
+        let raw = RawEvent::new(event)?;
+        self.publish_raw(std::slice::from_ref(&raw));
+        Ok(raw.id)
+    }
+
+    /// Publishes `event` with a routing key and returns its id, like
+    /// [`osa_events::publish_routed`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RawEvent::new`]: the event cannot be serialized, or its payload is too large.
+    /// Nothing is published then.
+    pub fn publish_routed<E: Event>(&self, routing_key: &str, event: &E) -> Result<Uuid> {
+        let raw = RawEvent::new(event)?.with_routing_key(routing_key);
+        self.publish_raw(std::slice::from_ref(&raw));
+        Ok(raw.id)
+    }
+
+    /// Publishes a batch at once, like [`osa_events::publish_batch`], and returns how many events
+    /// were new (ids already logged are skipped). Wakes each subscription that got work once.
+    pub fn publish_raw(&self, events: &[RawEvent]) -> u64 {
+        let now = self.shared.clock.now();
+        let (published, woken) = self.tables().publish(events, now, self.wall_time(now));
+        for subscription in woken {
+            // No receiver: nobody is listening, which is fine.
+            let _ = self.shared.wake.send(subscription);
+        }
+        published
+    }
+
+    /// Every delivery of `subscription` (pending, claimed and dead), by position. Completed
+    /// deliveries are gone.
+    pub fn deliveries(&self, subscription: SubscriptionId) -> Vec<DeliveryInfo> {
+        self.tables().deliveries(subscription)
+    }
+
+    /// The dead letters of `subscription`, by position.
+    pub fn dead_letters(&self, subscription: SubscriptionId) -> Vec<DeliveryInfo> {
+        let mut deliveries = self.deliveries(subscription);
+        deliveries.retain(|delivery| delivery.status == DeliveryStatus::Dead);
+        deliveries
+    }
+
+    /// How many deliveries of `subscription` are in `status`, or in any status for `None`.
+    pub fn count(&self, subscription: SubscriptionId, status: Option<DeliveryStatus>) -> usize {
+        self.deliveries(subscription)
+            .iter()
+            .filter(|delivery| status.is_none_or(|status| delivery.status == status))
+            .count()
+    }
+
+    /// Every event logged so far, in publish order (an event's position is its index plus one).
+    pub fn events(&self) -> Vec<RawEvent> {
+        self.tables().events()
+    }
+
+    /// The id of the subscription registered as `name`.
+    pub fn subscription_id(&self, name: &str) -> Option<SubscriptionId> {
+        self.tables().subscription_id(name)
+    }
+
+    fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
+    /// The wall-clock time of the store clock's `instant` (for `Delivery::published_at`).
+    fn wall_time(&self, instant: Instant) -> SystemTime {
+        let (epoch, wall) = self.shared.epoch;
+        if instant >= epoch {
+            wall + (instant - epoch)
+        } else {
+            wall.checked_sub(epoch - instant)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        }
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        // The tables are only changed by code that does not panic midway; a test that panicked
+        // while another thread held the lock should not make every later call panic too.
+        self.shared
+            .tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("clock", &self.shared.clock)
+            .field("tables", &*self.tables())
+            .finish()
+    }
+}
+
+impl Store for InMemoryStore {
+    fn register<'a>(
+        &'a self,
+        subscriptions: &'a [Subscription],
+    ) -> BoxFuture<'a, Result<Vec<SubscriptionId>>> {
+        Box::pin(async move { Ok(self.tables().register(subscriptions)) })
+    }
+
+    fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>> {
+        Box::pin(async move {
+            let now = self.now();
+            Ok(self.tables().claim(request, now))
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        done: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { Ok(self.tables().complete(subscription, done)) })
+    }
+
+    /// Both under one lock, completion first: what this call completes is never claimed by it.
+    fn complete_and_claim<'a>(
+        &'a self,
+        done: &'a [Fence],
+        request: ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u64, Vec<Delivery>)>> {
+        Box::pin(async move {
+            let now = self.now();
+            let mut tables = self.tables();
+            let completed = tables.complete(request.subscription, done);
+            Ok((completed, tables.claim(request, now)))
+        })
+    }
+
+    fn fail<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        failures: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let now = self.now();
+            Ok(self.tables().fail(subscription, failures, now))
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+        claim_timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<i64>>> {
+        Box::pin(async move {
+            let now = self.now();
+            Ok(self
+                .tables()
+                .extend(subscription, claims, claim_timeout, now))
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let now = self.now();
+            Ok(self.tables().release(subscription, claims, now))
+        })
+    }
+
+    /// Hints from [`publish`](InMemoryStore::publish) and its siblings, one per subscription
+    /// that got work, delivered at once. Listening starts when this is called, so a publish right
+    /// after the call is not missed. A listener that falls more than 1024 hints behind gets
+    /// `Ok(None)` ("look everywhere") instead of the hints it missed.
+    fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {
+        let source = BroadcastWakeSource {
+            hints: self.shared.wake.subscribe(),
+        };
+        Some(Box::pin(std::future::ready(Ok(WakeUps::new(source)))))
+    }
+}
+
+/// Wake-ups of an in-memory store: a broadcast of subscription ids.
+struct BroadcastWakeSource {
+    hints: broadcast::Receiver<SubscriptionId>,
+}
+
+impl WakeSource for BroadcastWakeSource {
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<SubscriptionId>>> {
+        Box::pin(async move {
+            match self.hints.recv().await {
+                Ok(subscription) => Ok(Some(subscription)),
+                Err(broadcast::error::RecvError::Lagged(_)) => Ok(None),
+                // Every store handle is gone: no hint will ever come again.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! The tables of the in-memory store and the operations on them, each the counterpart of one
+//! statement of `PgStore`. Every operation takes the store's `now`, so it is plain synchronous
+//! code over plain data, run under the store's lock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use osa_events::{ClaimRequest, Delivery, Failure, Fence, Subscription, SubscriptionId};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{DeliveryInfo, DeliveryStatus, RawEvent};
+
+/// The event log, subscriptions and deliveries, as in the `osa_events` schema.
+#[derive(Debug, Default)]
+pub(super) struct Tables {
+    /// By id; ids are handed out from 1 and never reused.
+    subscriptions: BTreeMap<SubscriptionId, Subscription>,
+    /// In publish order: an event's position is its index plus one.
+    events: Vec<LoggedEvent>,
+    event_ids: HashSet<Uuid>,
+    /// Open work and dead letters, by (subscription, position), like the primary key.
+    deliveries: BTreeMap<(SubscriptionId, i64), Row>,
+}
+
+#[derive(Debug)]
+struct LoggedEvent {
+    raw: RawEvent,
+    published_at: SystemTime,
+}
+
+/// A delivery row. While claimed, `run_at` is the claim's expiry, so an expired claim is simply
+/// due again, as in `PgStore`.
+#[derive(Debug)]
+struct Row {
+    status: DeliveryStatus,
+    attempts: u32,
+    run_at: Instant,
+    claim_token: Option<Uuid>,
+    claimed_by: Option<String>,
+    last_error: Option<String>,
+}
+
+impl Row {
+    /// Whether a fenced write may touch this row: it is claimed, by this token.
+    fn held_by(&self, token: Uuid) -> bool {
+        self.status == DeliveryStatus::Claimed && self.claim_token == Some(token)
+    }
+}
+
+/// `at + duration`, saturating at a moment no test reaches instead of overflowing.
+fn later(at: Instant, duration: Duration) -> Instant {
+    const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    at.checked_add(duration.min(FOREVER))
+        .unwrap_or_else(|| at + Duration::from_secs(1))
+}
+
+impl Tables {
+    /// Upserts by name: a known name keeps its id and takes the new type, filter and config.
+    pub(super) fn register(&mut self, subscriptions: &[Subscription]) -> Vec<SubscriptionId> {
+        let mut by_name: HashMap<String, SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .map(|(id, subscription)| (subscription.name.clone(), *id))
+            .collect();
+        subscriptions
+            .iter()
+            .map(|subscription| {
+                let id = *by_name.entry(subscription.name.clone()).or_insert_with(|| {
+                    let last = self.subscriptions.keys().next_back().map_or(0, |id| id.0);
+                    SubscriptionId(last + 1)
+                });
+                self.subscriptions.insert(id, subscription.clone());
+                id
+            })
+            .collect()
+    }
+
+    /// Appends the new events in order and fans each out to the subscriptions of its type whose
+    /// routing-key filter is unset or equal to its key. Ids already logged, earlier or in this
+    /// batch, are skipped. Returns how many events were new and the subscriptions that got work.
+    pub(super) fn publish(
+        &mut self,
+        events: &[RawEvent],
+        now: Instant,
+        published_at: SystemTime,
+    ) -> (u64, BTreeSet<SubscriptionId>) {
+        let mut published = 0;
+        let mut woken = BTreeSet::new();
+        for raw in events {
+            if !self.event_ids.insert(raw.id) {
+                continue;
+            }
+            self.events.push(LoggedEvent {
+                raw: raw.clone(),
+                published_at,
+            });
+            published += 1;
+            let position = i64::try_from(self.events.len()).expect("fewer than 2^63 events");
+            for (id, subscription) in &self.subscriptions {
+                let wanted = subscription.event_type == raw.event_type
+                    && subscription
+                        .routing_key
+                        .as_ref()
+                        .is_none_or(|key| raw.routing_key.as_ref() == Some(key));
+                if wanted {
+                    self.deliveries.insert(
+                        (*id, position),
+                        Row {
+                            status: DeliveryStatus::Pending,
+                            attempts: 0,
+                            run_at: now,
+                            claim_token: None,
+                            claimed_by: None,
+                            last_error: None,
+                        },
+                    );
+                    woken.insert(*id);
+                }
+            }
+        }
+        (published, woken)
+    }
+
+    /// Claims up to `limit` rows that are not dead and due (`run_at <= now`), by `(run_at,
+    /// position)`: a fresh token each, the attempt counted, `run_at` moved to the claim's expiry.
+    pub(super) fn claim(&mut self, request: ClaimRequest<'_>, now: Instant) -> Vec<Delivery> {
+        let subscription = request.subscription;
+        let mut due: Vec<(Instant, i64)> = self
+            .rows_of(subscription)
+            .filter(|(_, row)| row.status != DeliveryStatus::Dead && row.run_at <= now)
+            .map(|(position, row)| (row.run_at, position))
+            .collect();
+        due.sort_unstable();
+        due.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
+
+        let expires = later(now, request.claim_timeout);
+        due.into_iter()
+            .map(|(_, position)| {
+                let row = self
+                    .deliveries
+                    .get_mut(&(subscription, position))
+                    .expect("a row just found");
+                let token = Uuid::new_v4();
+                row.status = DeliveryStatus::Claimed;
+                row.attempts = row.attempts.saturating_add(1);
+                row.claim_token = Some(token);
+                row.claimed_by = Some(request.worker.to_owned());
+                row.run_at = expires;
+                let logged = &self.events[usize::try_from(position - 1).expect("positions from 1")];
+                Delivery {
+                    fence: Fence { position, token },
+                    attempt: row.attempts,
+                    last_error: row.last_error.clone(),
+                    event_id: logged.raw.id,
+                    event_type: logged.raw.event_type.clone(),
+                    event_version: logged.raw.event_version,
+                    routing_key: logged.raw.routing_key.clone(),
+                    payload: logged.raw.payload.clone(),
+                    metadata: logged
+                        .raw
+                        .metadata
+                        .clone()
+                        .unwrap_or_else(|| "{}".to_owned()),
+                    published_at: logged.published_at,
+                }
+            })
+            .collect()
+    }
+
+    /// Removes the rows still held by these fences.
+    pub(super) fn complete(&mut self, subscription: SubscriptionId, done: &[Fence]) -> u64 {
+        let mut completed = 0;
+        for fence in done {
+            let key = (subscription, fence.position);
+            if self
+                .deliveries
+                .get(&key)
+                .is_some_and(|row| row.held_by(fence.token))
+            {
+                self.deliveries.remove(&key);
+                completed += 1;
+            }
+        }
+        completed
+    }
+
+    /// Pending at `now + retry_in`, or dead at `now`; the error is kept either way.
+    pub(super) fn fail(
+        &mut self,
+        subscription: SubscriptionId,
+        failures: &[Failure],
+        now: Instant,
+    ) -> u64 {
+        let mut failed = 0;
+        for failure in failures {
+            let Some(row) = self.held(subscription, failure.fence) else {
+                continue;
+            };
+            (row.status, row.run_at) = match failure.retry_in {
+                Some(delay) => (DeliveryStatus::Pending, later(now, delay)),
+                None => (DeliveryStatus::Dead, now),
+            };
+            row.last_error = Some(failure.error.clone());
+            row.claim_token = None;
+            row.claimed_by = None;
+            failed += 1;
+        }
+        failed
+    }
+
+    /// Moves the expiry of held claims to `now + claim_timeout`; returns the positions held.
+    pub(super) fn extend(
+        &mut self,
+        subscription: SubscriptionId,
+        claims: &[Fence],
+        claim_timeout: Duration,
+        now: Instant,
+    ) -> Vec<i64> {
+        let mut held = Vec::new();
+        for fence in claims {
+            if let Some(row) = self.held(subscription, *fence) {
+                row.run_at = later(now, claim_timeout);
+                held.push(fence.position);
+            }
+        }
+        held
+    }
+
+    /// Pending and due now, with the attempt given back.
+    pub(super) fn release(
+        &mut self,
+        subscription: SubscriptionId,
+        claims: &[Fence],
+        now: Instant,
+    ) -> u64 {
+        let mut released = 0;
+        for fence in claims {
+            if let Some(row) = self.held(subscription, *fence) {
+                row.status = DeliveryStatus::Pending;
+                row.run_at = now;
+                row.attempts = row.attempts.saturating_sub(1);
+                row.claim_token = None;
+                row.claimed_by = None;
+                released += 1;
+            }
+        }
+        released
+    }
+
+    /// Every row of `subscription`, by position.
+    pub(super) fn deliveries(&self, subscription: SubscriptionId) -> Vec<DeliveryInfo> {
+        self.rows_of(subscription)
+            .map(|(position, row)| {
+                let logged = &self.events[usize::try_from(position - 1).expect("positions from 1")];
+                DeliveryInfo {
+                    subscription,
+                    position,
+                    event_id: logged.raw.id,
+                    event_type: logged.raw.event_type.clone(),
+                    status: row.status,
+                    attempts: row.attempts,
+                    run_at: row.run_at,
+                    claimed_by: row.claimed_by.clone(),
+                    last_error: row.last_error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The id of the subscription named `name`.
+    pub(super) fn subscription_id(&self, name: &str) -> Option<SubscriptionId> {
+        self.subscriptions
+            .iter()
+            .find(|(_, subscription)| subscription.name == name)
+            .map(|(id, _)| *id)
+    }
+
+    /// Every logged event, in publish order.
+    pub(super) fn events(&self) -> Vec<RawEvent> {
+        self.events
+            .iter()
+            .map(|logged| logged.raw.clone())
+            .collect()
+    }
+
+    fn rows_of(&self, subscription: SubscriptionId) -> impl Iterator<Item = (i64, &Row)> {
+        self.deliveries
+            .range((subscription, i64::MIN)..=(subscription, i64::MAX))
+            .map(|(&(_, position), row)| (position, row))
+    }
+
+    fn held(&mut self, subscription: SubscriptionId, fence: Fence) -> Option<&mut Row> {
+        self.deliveries
+            .get_mut(&(subscription, fence.position))
+            .filter(|row| row.held_by(fence.token))
+    }
+}

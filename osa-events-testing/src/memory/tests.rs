@@ -1,0 +1,173 @@
+//! What the contract suite does not cover: wake-ups, inspection, and raw payloads.
+
+use std::time::Duration;
+
+use osa_events::{ClaimRequest, Event, Failure, Store, Subscription, SubscriptionId};
+use serde::{Deserialize, Serialize};
+
+use super::{DeliveryStatus, InMemoryStore, RawEvent};
+use crate::FakeClock;
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "memory.test.job")]
+struct Job {
+    n: u32,
+}
+
+async fn subscribed(store: &InMemoryStore, name: &str) -> SubscriptionId {
+    let subscription = Subscription {
+        name: name.to_owned(),
+        event_type: Job::NAME.to_owned(),
+        routing_key: None,
+        config: serde_json::json!({}),
+    };
+    store.register(&[subscription]).await.unwrap()[0]
+}
+
+fn request(subscription: SubscriptionId) -> ClaimRequest<'static> {
+    ClaimRequest {
+        subscription,
+        limit: 10,
+        claim_timeout: Duration::from_secs(60),
+        worker: "unit",
+    }
+}
+
+#[tokio::test]
+async fn publish_wakes_the_subscriptions_that_got_work() {
+    let store = InMemoryStore::new();
+    let first = subscribed(&store, "first").await;
+    let second = subscribed(&store, "second").await;
+    let mut wake_ups = store.wake_ups().expect("in-memory wake-ups").await.unwrap();
+    store.publish(&Job { n: 1 }).unwrap();
+    let mut woken = vec![
+        wake_ups.next().await.unwrap(),
+        wake_ups.next().await.unwrap(),
+    ];
+    woken.sort();
+    assert_eq!(woken, [Some(first), Some(second)]);
+
+    // A batch wakes each subscription once.
+    let batch: Vec<RawEvent> = (0..3).map(|n| RawEvent::new(&Job { n }).unwrap()).collect();
+    store.publish_raw(&batch);
+    let mut woken = vec![
+        wake_ups.next().await.unwrap(),
+        wake_ups.next().await.unwrap(),
+    ];
+    woken.sort();
+    assert_eq!(woken, [Some(first), Some(second)]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), wake_ups.next())
+            .await
+            .is_err(),
+        "no third hint"
+    );
+}
+
+#[tokio::test]
+async fn a_lagging_listener_is_told_to_look_everywhere() {
+    let store = InMemoryStore::new();
+    subscribed(&store, "busy").await;
+    let mut wake_ups = store.wake_ups().unwrap().await.unwrap();
+    for n in 0..1100 {
+        store.publish(&Job { n }).unwrap();
+    }
+    assert_eq!(wake_ups.next().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn inspection_shows_status_attempts_and_errors() {
+    let clock = FakeClock::new();
+    let store = InMemoryStore::with_clock(clock.clone());
+    let subscription = subscribed(&store, "inspected").await;
+    assert_eq!(store.subscription_id("inspected"), Some(subscription));
+    assert_eq!(store.subscription_id("unknown"), None);
+    for n in 0..3 {
+        store.publish(&Job { n }).unwrap();
+    }
+    let claimed = store.claim(request(subscription)).await.unwrap();
+    let failures = [
+        Failure {
+            fence: claimed[0].fence,
+            error: "poison".into(),
+            retry_in: None,
+        },
+        Failure {
+            fence: claimed[1].fence,
+            error: "busy".into(),
+            retry_in: Some(Duration::from_secs(5)),
+        },
+    ];
+    assert_eq!(store.fail(subscription, &failures).await.unwrap(), 2);
+
+    let rows = store.deliveries(subscription);
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|row| (row.status, row.attempts, row.last_error.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (DeliveryStatus::Dead, 1, Some("poison")),
+            (DeliveryStatus::Pending, 1, Some("busy")),
+            (DeliveryStatus::Claimed, 1, None),
+        ]
+    );
+    assert_eq!(rows[1].run_at, clock.now() + Duration::from_secs(5));
+    assert_eq!(rows[2].claimed_by.as_deref(), Some("unit"));
+    assert_eq!(store.dead_letters(subscription).len(), 1);
+    assert_eq!(store.count(subscription, None), 3);
+    assert_eq!(store.count(subscription, Some(DeliveryStatus::Pending)), 1);
+    assert_eq!(store.events().len(), 3);
+}
+
+#[tokio::test]
+async fn raw_events_keep_payloads_no_type_would_produce() {
+    let store = InMemoryStore::new();
+    let subscription = subscribed(&store, "raw").await;
+    let raw = RawEvent::from_json(Job::NAME, 7, r#"{"n":"not a number"}"#)
+        .with_metadata(serde_json::json!({ "trace": "t-1" }));
+    assert_eq!(store.publish_raw(std::slice::from_ref(&raw)), 1);
+    let delivery = store.claim(request(subscription)).await.unwrap().remove(0);
+    assert_eq!(delivery.event_id, raw.id);
+    assert_eq!(delivery.event_version, 7);
+    assert_eq!(delivery.payload, raw.payload);
+    assert_eq!(delivery.metadata, r#"{"trace":"t-1"}"#);
+    assert_eq!(store.events(), [raw]);
+}
+
+#[tokio::test]
+async fn published_at_follows_the_store_clock() {
+    let clock = FakeClock::new();
+    let store = InMemoryStore::with_clock(clock.clone());
+    let subscription = subscribed(&store, "timed").await;
+    store.publish(&Job { n: 0 }).unwrap();
+    clock.advance(Duration::from_secs(3600));
+    store.publish(&Job { n: 1 }).unwrap();
+    let claimed = store.claim(request(subscription)).await.unwrap();
+    let gap = claimed[1]
+        .published_at
+        .duration_since(claimed[0].published_at)
+        .unwrap();
+    assert_eq!(gap, Duration::from_secs(3600));
+}
+
+#[tokio::test]
+async fn an_oversized_payload_is_rejected_before_anything_is_written() {
+    #[derive(Event, Serialize, Deserialize)]
+    #[event(name = "memory.test.blob")]
+    struct Blob {
+        bytes: String,
+    }
+
+    let store = InMemoryStore::new();
+    let big = Blob {
+        bytes: "x".repeat(osa_events::DEFAULT_MAX_PAYLOAD_BYTES),
+    };
+    let error = store.publish(&big).unwrap_err();
+    assert!(
+        matches!(error, osa_events::Error::PayloadTooLarge { .. }),
+        "{error:?}"
+    );
+    assert_eq!(store.events(), []);
+}

@@ -1,0 +1,14 @@
+//! The store contract suite (`osa_events_testing::contract`) against both stores: one test per
+//! rule and store, so each rule fails on its own.
+
+/// `PgStore` in a fresh, migrated database per test, on real time.
+mod pg {
+    osa_events_testing::store_contract_tests!(
+        osa_events_testing::contract::PgUnderTest::create().await
+    );
+}
+
+/// `InMemoryStore` on a `FakeClock`: the same rules, with time advanced instead of slept.
+mod memory {
+    osa_events_testing::store_contract_tests!(osa_events_testing::contract::MemoryUnderTest::new());
+}
