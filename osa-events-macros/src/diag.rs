@@ -2,8 +2,9 @@
 
 use std::fmt::Display;
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, TokenStream};
 use quote::ToTokens;
+use syn::Path;
 
 /// An accumulator of spanned errors, in the spirit of serde's `Ctxt` and darling's accumulator.
 ///
@@ -34,6 +35,11 @@ impl Errors {
             .push(error);
     }
 
+    /// The value of `result`, or `None` with its error recorded (darling's `handle`).
+    pub(crate) fn handle<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|error| self.push(error)).ok()
+    }
+
     /// `Ok` if nothing was recorded, else all errors combined into one.
     pub(crate) fn finish(mut self) -> syn::Result<()> {
         let errors = self.errors.take().expect("Errors finished twice");
@@ -62,6 +68,41 @@ pub(crate) fn with_errors(item: impl ToTokens, error: syn::Error) -> TokenStream
     let mut tokens = item.into_token_stream();
     tokens.extend(error.into_compile_error());
     tokens
+}
+
+/// An option's value with the key it was given under (for duplicate errors, spanned at the second key).
+pub(crate) type Keyed<T> = Option<(Ident, T)>;
+
+/// Stores `value` unless the key was given before; the duplicate error is spanned at this key.
+/// The one setter for every option of every attribute.
+pub(crate) fn set_once<T>(slot: &mut Keyed<T>, key: &Ident, value: T) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new_spanned(
+            key,
+            format!("`{key}` specified more than once"),
+        ));
+    }
+    *slot = Some((key.clone(), value));
+    Ok(())
+}
+
+/// "unknown option `bach`, did you mean `batch`? expected one of `name`, `batch`, …", spanned at
+/// the key as written.
+pub(crate) fn unknown_option(path: &Path, keys: &[&str]) -> syn::Error {
+    let written = path.to_token_stream().to_string().replace(' ', "");
+    let quoted: Vec<String> = keys.iter().map(|key| format!("`{key}`")).collect();
+    let expected = match quoted.as_slice() {
+        [only] => only.clone(),
+        [first, second] => format!("{first} or {second}"),
+        all => format!("one of {}", all.join(", ")),
+    };
+    let message = match did_you_mean(&written, keys) {
+        Some(suggestion) => {
+            format!("unknown option `{written}`, did you mean `{suggestion}`? expected {expected}")
+        }
+        None => format!("unknown option `{written}`; expected {expected}"),
+    };
+    syn::Error::new_spanned(path, message)
 }
 
 /// The candidate closest to `input` when it is close enough to be a likely typo.
@@ -100,6 +141,19 @@ mod tests {
         assert_eq!(did_you_mean("retires", &keys), Some("retries"));
         assert_eq!(did_you_mean("routingkey", &keys), Some("routing_key"));
         assert_eq!(did_you_mean("colour", &keys), None);
+    }
+
+    #[test]
+    fn unknown_options_list_what_is_allowed() {
+        let message = |path: Path, keys: &[&str]| unknown_option(&path, keys).to_string();
+        assert_eq!(
+            message(syn::parse_quote!(verison), &["name", "version"]),
+            "unknown option `verison`, did you mean `version`? expected `name` or `version`"
+        );
+        assert_eq!(
+            message(syn::parse_quote!(a::b), &["name", "batch", "poll"]),
+            "unknown option `a::b`; expected one of `name`, `batch`, `poll`"
+        );
     }
 
     #[test]

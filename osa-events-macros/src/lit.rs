@@ -3,45 +3,47 @@
 
 use std::time::Duration;
 
-use syn::{Expr, ExprLit, Lit, LitInt, LitStr};
+use syn::{Expr, ExprLit, Lit, LitStr};
 
 /// The longest allowed handler name, event name or routing key.
 pub(crate) const MAX_NAME_LEN: usize = 128;
 
-/// The literal of `expr`, or an error saying which literal type was expected.
-fn literal<'a>(expr: &'a Expr, key: &str, expected: &str) -> syn::Result<&'a Lit> {
+/// The literal of `expr`, if it is one.
+fn literal(expr: &Expr) -> Option<&Lit> {
     match expr {
-        Expr::Lit(ExprLit { lit, .. }) => Ok(lit),
-        _ => Err(syn::Error::new_spanned(
-            expr,
-            format!("`{key}` takes {expected} literal"),
-        )),
+        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
+        _ => None,
     }
 }
 
 /// A string literal.
 pub(crate) fn string<'a>(expr: &'a Expr, key: &str, example: &str) -> syn::Result<&'a LitStr> {
-    match literal(expr, key, "a string")? {
-        Lit::Str(lit) => Ok(lit),
-        other => Err(syn::Error::new_spanned(
-            other,
+    match literal(expr) {
+        Some(Lit::Str(lit)) => Ok(lit),
+        _ => Err(syn::Error::new_spanned(
+            expr,
             format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
         )),
     }
 }
 
-/// An integer literal in `range`.
+/// An integer literal in `range`; `example` is suggested when the literal is not an integer.
 pub(crate) fn bounded_u32(
     expr: &Expr,
     key: &str,
     range: std::ops::RangeInclusive<u32>,
-) -> syn::Result<(u32, LitInt)> {
-    let lit = match literal(expr, key, "an integer")? {
-        Lit::Int(lit) => lit,
-        other => {
+    example: u32,
+) -> syn::Result<u32> {
+    let lit = match literal(expr) {
+        Some(Lit::Int(lit)) => lit,
+        _ => {
             return Err(syn::Error::new_spanned(
-                other,
-                format!("`{key}` takes an integer literal, e.g. `{key} = {}`", range.end().min(&64)),
+                expr,
+                format!(
+                    "`{key}` takes an integer literal in {}..={}, e.g. `{key} = {example}`",
+                    range.start(),
+                    range.end()
+                ),
             ));
         }
     };
@@ -61,12 +63,12 @@ pub(crate) fn bounded_u32(
     if !range.contains(&value) {
         return Err(out_of_range());
     }
-    Ok((value, lit.clone()))
+    Ok(value)
 }
 
 /// A humantime duration string such as `"500ms"` or `"2m"`, at least `min`.
 pub(crate) fn duration(expr: &Expr, key: &str, min: Duration) -> syn::Result<Duration> {
-    let lit = string(expr, key, "\"500ms\"")?;
+    let lit = string(expr, key, "\"30s\"")?;
     let text = lit.value();
     let duration = humantime::parse_duration(&text).map_err(|error| {
         syn::Error::new_spanned(
@@ -119,29 +121,71 @@ mod tests {
     #[test]
     fn durations_parse_at_compile_time() {
         let expr: Expr = parse_quote!("500ms");
-        assert_eq!(duration(&expr, "poll", Duration::from_millis(1)).unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            duration(&expr, "poll", Duration::from_millis(1)).unwrap(),
+            Duration::from_millis(500)
+        );
         let expr: Expr = parse_quote!("5 parsecs");
-        let message = duration(&expr, "poll", Duration::ZERO).unwrap_err().to_string();
-        assert!(message.starts_with("invalid duration \"5 parsecs\" for `poll`"), "{message}");
+        let message = duration(&expr, "poll", Duration::ZERO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("invalid duration \"5 parsecs\" for `poll`"),
+            "{message}"
+        );
         let expr: Expr = parse_quote!("0s");
-        let message = duration(&expr, "poll", Duration::from_millis(1)).unwrap_err().to_string();
+        let message = duration(&expr, "poll", Duration::from_millis(1))
+            .unwrap_err()
+            .to_string();
         assert_eq!(message, "`poll` must be at least 1ms, found \"0s\"");
     }
 
     #[test]
     fn integers_are_range_checked() {
         let expr: Expr = parse_quote!(0);
-        let message = bounded_u32(&expr, "batch", 1..=1000).unwrap_err().to_string();
+        let message = bounded_u32(&expr, "batch", 1..=1000, 64)
+            .unwrap_err()
+            .to_string();
         assert_eq!(message, "`batch` must be in 1..=1000, found 0");
         let expr: Expr = parse_quote!("64");
-        let message = bounded_u32(&expr, "batch", 1..=1000).unwrap_err().to_string();
-        assert_eq!(message, "`batch` takes an integer literal, e.g. `batch = 64`");
+        let message = bounded_u32(&expr, "batch", 1..=1000, 64)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "`batch` takes an integer literal in 1..=1000, e.g. `batch = 64`"
+        );
+    }
+
+    #[test]
+    fn non_literals_say_what_is_expected() {
+        let expr: Expr = parse_quote!(index.vector);
+        let message = name(&expr, "name").err().unwrap().to_string();
+        assert_eq!(
+            message,
+            "`name` takes a string literal, e.g. `name = \"index.vector\"`"
+        );
+        let expr: Expr = parse_quote!(-1);
+        let message = bounded_u32(&expr, "retries", 0..=100, 5)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "`retries` takes an integer literal in 0..=100, e.g. `retries = 5`"
+        );
     }
 
     #[test]
     fn names_are_restricted() {
         assert!(check_name("index.vector", "name").is_ok());
-        assert_eq!(check_name("", "name").unwrap_err(), "`name` must not be empty");
-        assert!(check_name("drop table;", "name").unwrap_err().contains("found ' '"));
+        assert_eq!(
+            check_name("", "name").unwrap_err(),
+            "`name` must not be empty"
+        );
+        assert!(
+            check_name("drop table;", "name")
+                .unwrap_err()
+                .contains("found ' '")
+        );
     }
 }

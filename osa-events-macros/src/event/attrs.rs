@@ -1,12 +1,15 @@
 //! `#[event(name = "...", version = N)]` on the derived type.
 
-use syn::{Attribute, LitStr, Meta, Token};
 use syn::punctuated::Punctuated;
+use syn::{Attribute, LitStr, Meta, Token};
 
-use crate::diag::{Errors, did_you_mean};
+use crate::diag::{Errors, Keyed, set_once, unknown_option};
 use crate::lit;
 
 const KEYS: &[&str] = &["name", "version"];
+
+/// The largest `version`: it is stored in an `int` column.
+const MAX_VERSION: u32 = i32::MAX as u32;
 
 /// The event's name and version, as written (version defaults to 1).
 pub(crate) struct EventAttrs {
@@ -16,9 +19,9 @@ pub(crate) struct EventAttrs {
 
 /// Reads every `#[event(...)]` attribute; a missing name is reported at `ident`.
 pub(crate) fn parse(attrs: &[Attribute], ident: &syn::Ident, errors: &mut Errors) -> EventAttrs {
-    let mut name: Option<LitStr> = None;
-    let mut version: Option<u32> = None;
-    let mut name_written = false;
+    // `Some((key, None))`: the key was written with a bad value, already reported.
+    let mut name: Keyed<Option<LitStr>> = None;
+    let mut version: Keyed<Option<u32>> = None;
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("event")) {
         let metas = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
             Ok(metas) => metas,
@@ -29,49 +32,47 @@ pub(crate) fn parse(attrs: &[Attribute], ident: &syn::Ident, errors: &mut Errors
         };
         for meta in metas {
             let Meta::NameValue(assignment) = &meta else {
-                errors.spanned(&meta, "expected `key = value`, e.g. `name = \"record.published\"`");
+                errors.spanned(
+                    &meta,
+                    "expected `key = value`, e.g. `name = \"record.published\"`",
+                );
                 continue;
             };
-            let key = assignment.path.get_ident().map(ToString::to_string).unwrap_or_default();
-            let result = match key.as_str() {
-                "name" if name_written => Err(dup(&assignment.path, "name")),
-                "version" if version.is_some() => Err(dup(&assignment.path, "version")),
-                "name" => {
-                    name_written = true;
-                    lit::name(&assignment.value, "name").map(|lit| name = Some(lit))
-                }
-                "version" => lit::bounded_u32(&assignment.value, "version", 1..=i32::MAX as u32)
-                    .map(|(value, _)| version = Some(value)),
-                _ => Err(unknown(&assignment.path, &key)),
+            let Some(key) = assignment.path.get_ident() else {
+                errors.push(unknown_option(&assignment.path, KEYS));
+                continue;
+            };
+            let value = &assignment.value;
+            let result = match key.to_string().as_str() {
+                "name" => set_once(&mut name, key, errors.handle(event_name(value))),
+                "version" => set_once(
+                    &mut version,
+                    key,
+                    errors.handle(lit::bounded_u32(value, "version", 1..=MAX_VERSION, 2)),
+                ),
+                _ => Err(unknown_option(&assignment.path, KEYS)),
             };
             if let Err(error) = result {
                 errors.push(error);
             }
         }
     }
-    if !name_written {
+    if name.is_none() {
         errors.spanned(
             ident,
             "an event needs a stable name: add `#[event(name = \"...\")]`, e.g. `#[event(name = \"record.published\")]`",
         );
     }
     EventAttrs {
-        name,
-        version: version.unwrap_or(1),
+        name: name.and_then(|(_, name)| name),
+        version: version.and_then(|(_, version)| version).unwrap_or(1),
     }
 }
 
-fn dup(path: &syn::Path, key: &str) -> syn::Error {
-    syn::Error::new_spanned(path, format!("`{key}` specified more than once"))
-}
-
-fn unknown(path: &syn::Path, key: &str) -> syn::Error {
-    let written = quote::ToTokens::to_token_stream(path).to_string().replace(' ', "");
-    let hint = did_you_mean(key, KEYS)
-        .map(|suggestion| format!(", did you mean `{suggestion}`?"))
-        .unwrap_or_default();
-    syn::Error::new_spanned(
-        path,
-        format!("unknown event option `{written}`{hint}; expected `name` or `version`"),
-    )
+/// [`lit::name`], with an event's name as the example.
+fn event_name(expr: &syn::Expr) -> syn::Result<LitStr> {
+    let lit = lit::string(expr, "name", "\"record.published\"")?;
+    lit::check_name(&lit.value(), "name")
+        .map_err(|message| syn::Error::new_spanned(lit, message))?;
+    Ok(lit.clone())
 }

@@ -1,7 +1,7 @@
 //! `#[derive(Event)]`: read `#[event(...)]`, check the type, implement `osa_events::Event`.
 
 use proc_macro2::TokenStream;
-use quote::quote_spanned;
+use quote::{quote, quote_spanned};
 use syn::DeriveInput;
 
 use crate::diag::Errors;
@@ -14,19 +14,26 @@ pub(crate) fn expand(input: TokenStream) -> TokenStream {
         Err(error) => return error.into_compile_error(),
     };
     let mut errors = Errors::new();
-    if !input.generics.params.is_empty() {
+    let generic = !input.generics.params.is_empty();
+    if generic {
         errors.spanned(
             &input.generics,
             "an event type cannot be generic: each event type has one stable name",
         );
     }
     let attrs = attrs::parse(&input.attrs, &input.ident, &mut errors);
-    if let Err(error) = errors.finish() {
-        return error.into_compile_error();
-    }
-    let ident = &input.ident;
-    let Some(name) = attrs.name else {
-        unreachable!("a missing or invalid name is recorded as an error above");
+    let errors = errors.finish().err();
+    // With a bad `#[event]` the impl is still emitted (with a placeholder name, which the errors
+    // keep from ever being compiled into a program), so code using the type reports nothing more.
+    let implementation = (!generic).then(|| implementation(&input.ident, &attrs));
+    let errors = errors.map(syn::Error::into_compile_error);
+    quote! { #implementation #errors }
+}
+
+fn implementation(ident: &syn::Ident, attrs: &attrs::EventAttrs) -> TokenStream {
+    let name = match &attrs.name {
+        Some(name) => quote!(#name),
+        None => quote!(""),
     };
     let version = attrs.version;
     // Spanned on the type: a type that is not serde-serializable is reported there, by the
@@ -56,9 +63,31 @@ mod tests {
 
     #[test]
     fn name_is_required() {
-        let errors = messages(quote!(struct E;));
+        let errors = messages(quote!(
+            struct E;
+        ));
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("an event needs a stable name"));
+    }
+
+    #[test]
+    fn implements_the_trait_despite_attribute_errors() {
+        let output = expand(quote!(
+            #[event(name = "", verison = 2)]
+            struct E;
+        ))
+        .to_string();
+        assert!(
+            output.contains("impl :: osa_events :: __private :: Event for E"),
+            "{output}"
+        );
+        let errors = messages(quote!(
+            #[event(verison = 2)]
+            struct E;
+        ));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("did you mean `version`? expected `name` or `version`"));
+        assert!(errors[1].contains("an event needs a stable name"));
     }
 
     #[test]

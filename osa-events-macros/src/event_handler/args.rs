@@ -6,9 +6,9 @@ use std::time::Duration;
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Ident, LitStr, Meta, Token};
+use syn::{LitStr, Meta, Token};
 
-use crate::diag::{Errors, did_you_mean};
+use crate::diag::{Errors, Keyed, set_once, unknown_option};
 use crate::lit;
 
 /// Every option, in the order the docs list them.
@@ -31,9 +31,6 @@ pub(crate) const MAX_BATCH: u32 = 1000;
 pub(crate) const MAX_RETRIES: u32 = 100;
 /// Largest `concurrency`.
 pub(crate) const MAX_CONCURRENCY: u32 = 256;
-
-/// A value with the key it was given under (for duplicate errors, spanned at the second key).
-type Keyed<T> = Option<(Ident, T)>;
 
 /// The options as written; absent ones are `None` and get the runtime's defaults.
 #[derive(Default)]
@@ -77,57 +74,56 @@ impl HandlerArgs {
             ));
         };
         let Some(key) = assignment.path.get_ident() else {
-            return Err(unknown(&assignment.path));
+            return Err(unknown_option(&assignment.path, KEYS));
         };
         let value = &assignment.value;
         let at_least_1ms = Duration::from_millis(1);
         match key.to_string().as_str() {
             "name" => set_once(&mut self.name, key, lit::name(value, "name")?),
             "routing_key" => set_once(&mut self.routing_key, key, lit::name(value, "routing_key")?),
-            "batch" => set_once(&mut self.batch, key, lit::bounded_u32(value, "batch", 1..=MAX_BATCH)?.0),
-            "retries" => set_once(&mut self.retries, key, lit::bounded_u32(value, "retries", 0..=MAX_RETRIES)?.0),
+            "batch" => set_once(
+                &mut self.batch,
+                key,
+                lit::bounded_u32(value, "batch", 1..=MAX_BATCH, 64)?,
+            ),
+            "retries" => set_once(
+                &mut self.retries,
+                key,
+                lit::bounded_u32(value, "retries", 0..=MAX_RETRIES, 5)?,
+            ),
             "concurrency" => set_once(
                 &mut self.concurrency,
                 key,
-                lit::bounded_u32(value, "concurrency", 1..=MAX_CONCURRENCY)?.0,
+                lit::bounded_u32(value, "concurrency", 1..=MAX_CONCURRENCY, 4)?,
             ),
-            "poll" => set_once(&mut self.poll, key, lit::duration(value, "poll", at_least_1ms)?),
+            "poll" => set_once(
+                &mut self.poll,
+                key,
+                lit::duration(value, "poll", at_least_1ms)?,
+            ),
             "claim_timeout" => set_once(
                 &mut self.claim_timeout,
                 key,
                 lit::duration(value, "claim_timeout", Duration::from_secs(1))?,
             ),
-            "timeout" => set_once(&mut self.timeout, key, lit::duration(value, "timeout", at_least_1ms)?),
-            "backoff" => set_once(&mut self.backoff, key, lit::duration(value, "backoff", at_least_1ms)?),
+            "timeout" => set_once(
+                &mut self.timeout,
+                key,
+                lit::duration(value, "timeout", at_least_1ms)?,
+            ),
+            "backoff" => set_once(
+                &mut self.backoff,
+                key,
+                lit::duration(value, "backoff", at_least_1ms)?,
+            ),
             "max_backoff" => set_once(
                 &mut self.max_backoff,
                 key,
                 lit::duration(value, "max_backoff", at_least_1ms)?,
             ),
-            _ => Err(unknown(&assignment.path)),
+            _ => Err(unknown_option(&assignment.path, KEYS)),
         }
     }
-}
-
-/// Stores `value` unless the key was given before; the duplicate error is spanned at this key.
-fn set_once<T>(slot: &mut Keyed<T>, key: &Ident, value: T) -> syn::Result<()> {
-    if slot.is_some() {
-        return Err(syn::Error::new_spanned(key, format!("`{key}` specified more than once")));
-    }
-    *slot = Some((key.clone(), value));
-    Ok(())
-}
-
-fn unknown(path: &syn::Path) -> syn::Error {
-    let written = quote::ToTokens::to_token_stream(path).to_string().replace(' ', "");
-    let expected = KEYS.iter().map(|key| format!("`{key}`")).collect::<Vec<_>>().join(", ");
-    let message = match did_you_mean(&written, KEYS) {
-        Some(suggestion) => {
-            format!("unknown option `{written}`, did you mean `{suggestion}`? expected one of {expected}")
-        }
-        None => format!("unknown option `{written}`; expected one of {expected}"),
-    };
-    syn::Error::new_spanned(path, message)
 }
 
 #[cfg(test)]
@@ -148,8 +144,16 @@ mod tests {
     #[test]
     fn reads_every_option() {
         let (args, errors) = parse(quote!(
-            name = "index.vector", routing_key = "vector", batch = 64, poll = "500ms", retries = 5,
-            claim_timeout = "5m", concurrency = 4, timeout = "30s", backoff = "1s", max_backoff = "1m"
+            name = "index.vector",
+            routing_key = "vector",
+            batch = 64,
+            poll = "500ms",
+            retries = 5,
+            claim_timeout = "5m",
+            concurrency = 4,
+            timeout = "30s",
+            backoff = "1s",
+            max_backoff = "1m"
         ));
         assert!(errors.is_empty(), "{errors:?}");
         let args = args.unwrap();
@@ -162,7 +166,13 @@ mod tests {
 
     #[test]
     fn reports_all_errors_at_once() {
-        let (_, errors) = parse(quote!(bach = 64, batch = 0, poll = "soon", retries = 5, retries = 6));
+        let (_, errors) = parse(quote!(
+            bach = 64,
+            batch = 0,
+            poll = "soon",
+            retries = 5,
+            retries = 6
+        ));
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].starts_with("unknown option `bach`, did you mean `batch`?"));
         assert_eq!(errors[1], "`batch` must be in 1..=1000, found 0");

@@ -294,4 +294,27 @@ mod tests {
         assert_eq!(name("on_order__placed_"), "OnOrderPlacedHandler");
         assert_eq!(name("x"), "XHandler");
     }
+
+    /// The expansion names extractor and return types nowhere but in the function itself, so a
+    /// type that does not resolve or does not fit is reported once (see `tests/ui`).
+    #[test]
+    fn names_extractor_and_return_types_only_in_the_function() {
+        let output = crate::event_handler::expand(
+            quote!(name = "index.vector"),
+            quote!(
+                async fn index(e: Ev, index: State<VectorIndex>, ctx: Ctx) -> Result<(), MyError> {
+                    Ok(())
+                }
+            ),
+        )
+        .to_string();
+        assert!(!output.contains("compile_error"), "{output}");
+        assert_eq!(
+            output.matches("State < VectorIndex >").count(),
+            1,
+            "{output}"
+        );
+        assert_eq!(output.matches("Ctx").count(), 1, "{output}");
+        assert_eq!(output.matches("MyError").count(), 1, "{output}");
+    }
 }

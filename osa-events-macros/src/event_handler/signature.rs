@@ -30,7 +30,10 @@ pub(crate) struct Signature<'a> {
 pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signature<'a>> {
     let sig = &item.sig;
     if sig.asyncness.is_none() {
-        errors.spanned(sig.fn_token, "an event handler must be an `async fn`: add the `async` keyword");
+        errors.spanned(
+            sig.fn_token,
+            "an event handler must be an `async fn`: add the `async` keyword",
+        );
     }
     if let Some(constness) = &sig.constness {
         errors.spanned(constness, "an event handler cannot be a `const fn`");
@@ -57,7 +60,10 @@ pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signa
     }
     for ty in &typed {
         if let Type::ImplTrait(impl_trait) = ty {
-            errors.spanned(impl_trait, "an event handler cannot take `impl Trait` parameters");
+            errors.spanned(
+                impl_trait,
+                "an event handler cannot take `impl Trait` parameters",
+            );
         }
     }
 
@@ -73,10 +79,11 @@ pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signa
     };
 
     let Some((first, rest)) = typed.split_first() else {
-        errors.spanned(
-            &sig.ident,
+        // Spanned at the parentheses, where the event is missing.
+        errors.push(syn::Error::new(
+            sig.paren_token.span.join(),
             "an event handler takes its event as the first parameter, e.g. `event: RecordPublished` or `events: Batch<RecordPublished>`",
-        );
+        ));
         return None;
     };
     let (shape, event) = match batch_item(first) {
@@ -137,15 +144,21 @@ mod tests {
 
     #[test]
     fn classifies_each_and_batch() {
-        let (shape, errors) = check(parse_quote!(async fn h(e: Ev, s: State<X>) -> Result<(), HandlerError> {}));
+        let (shape, errors) = check(parse_quote!(
+            async fn h(e: Ev, s: State<X>) -> Result<(), HandlerError> {}
+        ));
         assert_eq!((shape, errors.len()), (Some(Shape::Each), 0));
-        let (shape, errors) = check(parse_quote!(async fn h(e: osa_events::Batch<Ev>) -> Result<(), E> {}));
+        let (shape, errors) = check(parse_quote!(
+            async fn h(e: osa_events::Batch<Ev>) -> Result<(), E> {}
+        ));
         assert_eq!((shape, errors.len()), (Some(Shape::Batch), 0));
     }
 
     #[test]
     fn reports_every_signature_problem() {
-        let (_, errors) = check(parse_quote!(fn h<T>(&self, e: Ev, b: Batch<Ev>) {}));
+        let (_, errors) = check(parse_quote!(
+            fn h<T>(&self, e: Ev, b: Batch<Ev>) {}
+        ));
         assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(errors[0].contains("must be an `async fn`"));
         assert!(errors[1].contains("cannot be generic"));
@@ -156,7 +169,9 @@ mod tests {
 
     #[test]
     fn requires_an_event() {
-        let (shape, errors) = check(parse_quote!(async fn h() -> Result<(), E> {}));
+        let (shape, errors) = check(parse_quote!(
+            async fn h() -> Result<(), E> {}
+        ));
         assert_eq!(shape, None);
         assert!(errors[0].contains("takes its event as the first parameter"));
     }

@@ -58,7 +58,7 @@ impl<'a> Call<'a> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a parameter of an event handler",
     label = "not an extractor",
-    note = "a handler takes its event first, then any of: `State<T>`, `Ctx`, `Tx`"
+    note = "a handler takes one event, as its first parameter; each further parameter must be an extractor: `State<T>`, `Ctx` or `Tx`"
 )]
 pub trait FromEventArg: Sized + Send + 'static {
     /// What is resolved once at start-up.

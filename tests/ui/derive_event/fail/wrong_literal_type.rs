@@ -1,0 +1,10 @@
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "record.published", version = "2")]
+struct RecordPublished {
+    srn: String,
+}
+
+fn main() {}

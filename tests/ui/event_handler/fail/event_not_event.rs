@@ -1,0 +1,21 @@
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "record.published")]
+struct RecordPublished {
+    srn: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordDeleted {
+    srn: String,
+}
+
+#[event_handler]
+async fn log_deleted(event: RecordDeleted) -> Result<(), HandlerError> {
+    let _ = event.srn;
+    Ok(())
+}
+
+fn main() {}

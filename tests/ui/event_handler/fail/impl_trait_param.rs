@@ -1,0 +1,19 @@
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "record.published")]
+struct RecordPublished {
+    srn: String,
+}
+
+#[event_handler]
+async fn log_record(
+    event: RecordPublished,
+    prefix: impl std::fmt::Display,
+) -> Result<(), HandlerError> {
+    println!("{prefix}{}", event.srn);
+    Ok(())
+}
+
+fn main() {}

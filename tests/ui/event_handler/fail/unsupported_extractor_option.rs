@@ -1,0 +1,16 @@
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "record.published")]
+struct RecordPublished {
+    srn: String,
+}
+
+#[event_handler]
+async fn log_record(event: RecordPublished, prefix: Option<String>) -> Result<(), HandlerError> {
+    println!("{}{}", prefix.unwrap_or_default(), event.srn);
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,47 @@
+use std::time::Duration;
+
+use osa_events::prelude::*;
+use osa_events::{Handler, Shape};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "record.published")]
+struct RecordPublished {
+    srn: String,
+}
+
+#[event_handler(
+    name = "index.vector",
+    routing_key = "vector",
+    batch = 64,
+    poll = "500ms",
+    retries = 5,
+    claim_timeout = "5m",
+    concurrency = 4,
+    timeout = "30s",
+    backoff = "1s",
+    max_backoff = "1m"
+)]
+async fn index_vectors(events: Batch<RecordPublished>) -> Result<(), HandlerError> {
+    for event in &events {
+        let _ = &event.srn;
+    }
+    Ok(())
+}
+
+fn main() {
+    let spec = IndexVectorsHandler::SPEC;
+    assert_eq!(spec.name(), "index.vector");
+    assert_eq!(spec.event_type(), "record.published");
+    assert_eq!(spec.event_version(), 1);
+    assert_eq!(spec.shape(), Shape::Batch);
+    assert_eq!(spec.routing_key_filter(), Some("vector"));
+    assert_eq!(spec.batch_size(), 64);
+    assert_eq!(spec.poll_interval(), Duration::from_millis(500));
+    assert_eq!(spec.max_retries(), 5);
+    assert_eq!(spec.claim_timeout_duration(), Duration::from_secs(300));
+    assert_eq!(spec.concurrency_level(), 4);
+    assert_eq!(spec.call_timeout(), Some(Duration::from_secs(30)));
+    assert_eq!(spec.backoff_base(), Duration::from_secs(1));
+    assert_eq!(spec.backoff_cap(), Duration::from_secs(60));
+}
