@@ -1,4 +1,5 @@
-//! Compile-time diagnostics of `#[event_handler]` and `#[derive(Event)]`, checked with trybuild.
+//! Compile-time diagnostics of `#[event_handler]`, `#[derive(Event)]`, `#[projection]` and
+//! `#[derive(EventSet)]`, checked with trybuild.
 //!
 //! Each `tests/ui/<macro>/fail/<mistake>.rs` must fail with exactly the errors in its `.stderr`
 //! (one per mistake, spanned on the offending token); each `pass/<case>.rs` must compile and run.
@@ -12,6 +13,8 @@ fn ui() {
     t.pass("tests/ui/event_handler/pass/*.rs");
     t.compile_fail("tests/ui/derive_event/fail/*.rs");
     t.pass("tests/ui/derive_event/pass/*.rs");
+    t.compile_fail("tests/ui/projection/fail/*.rs");
+    t.pass("tests/ui/projection/pass/*.rs");
 }
 
 /// The expansion under clippy's strict groups, in the spirit of tokio's `macros_clippy.rs`: this

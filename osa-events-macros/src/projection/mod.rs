@@ -71,6 +71,8 @@ fn emit(args: &args::ProjectionArgs, item: &ItemFn, sig: &signature::Signature<'
             options.extend(quote!(.#method(::osa_events::__private::Duration::new(#secs, #nanos))));
         }
     }
+    // Spanned at the set, so a set that is not an `EventSet` is reported there.
+    let registered = syn::Ident::new(&projection.to_string(), signature::blame(set));
     let bind = bind(
         item,
         sig,
@@ -86,8 +88,13 @@ fn emit(args: &args::ProjectionArgs, item: &ItemFn, sig: &signature::Signature<'
         #[derive(Debug, Clone, Copy, Default)]
         #vis struct #projection;
 
+        // As for handlers: the impl holds only if the set implements `EventSet` (made non-trivial
+        // by `for<'__event>`), so a type that is not one is reported once, by `submit!`.
         #[automatically_derived]
-        impl ::osa_events::__private::Projection for #projection {
+        impl ::osa_events::__private::Projection for #projection
+        where
+            for<'__event> #set: ::osa_events::__private::EventSet,
+        {
             const SPEC: ::osa_events::__private::ProjectionSpec = ::osa_events::__private::ProjectionSpec::new(
                 #name,
                 ::core::concat!(::core::module_path!(), "::", #function_name),
@@ -102,7 +109,7 @@ fn emit(args: &args::ProjectionArgs, item: &ItemFn, sig: &signature::Signature<'
         }
 
         ::osa_events::__private::inventory::submit! {
-            ::osa_events::__private::ProjectionRegistration::of::<#projection>()
+            ::osa_events::__private::ProjectionRegistration::of::<#registered>()
         }
     }
 }
