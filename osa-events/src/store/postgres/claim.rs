@@ -10,36 +10,47 @@ use crate::store::{ClaimRequest, Delivery, Fence};
 
 use super::fenced::split;
 
-/// Picks due rows in index order (`deliveries_claimable`: subscription, run_at, position; dead rows
-/// are not in it) and skips rows another claimer holds. Eligibility is decided inside the locked
-/// sub-select, so two claimers can never both pass it for one row. The update then hands out a
-/// fresh token, counts the attempt, and sets `run_at` to the claim's expiry: an expired claim is
-/// simply a due row again.
-pub const CLAIM_SQL: &str = r#"
-with picked as (
+/// The two CTEs of every claim, `picked` and `claimed`, shared by [`CLAIM_SQL`] and
+/// `COMPLETE_AND_CLAIM_SQL` so the heart of the protocol is written once.
+///
+/// `picked` takes due rows in index order (`deliveries_claimable`: subscription, run_at,
+/// position; dead rows are not in it) and skips rows another claimer holds. Eligibility is decided
+/// inside the locked sub-select, so two claimers can never both pass it for one row. `claimed` hands
+/// out a fresh token, counts the attempt, and sets `run_at` to the claim's expiry: an expired claim
+/// is simply a due row again.
+macro_rules! claim_ctes {
+    () => {
+        r#"
+picked as (
     select subscription_id, event_position, run_at
     from osa_events.deliveries
     where subscription_id = $1 and status <> 'dead' and run_at <= now()
     order by run_at, event_position
     limit $2
     for no key update skip locked
+), claimed as (
+    update osa_events.deliveries d
+    set status = 'claimed',
+        attempts = d.attempts + 1,
+        claim_token = gen_random_uuid(),
+        claimed_by = $3,
+        run_at = now() + make_interval(secs => $4),
+        updated_at = now()
+    from picked, osa_events.events e
+    where d.subscription_id = picked.subscription_id
+      and d.event_position = picked.event_position
+      and e.position = picked.event_position
+    returning d.event_position, extract(epoch from picked.run_at)::float8 as due_at, d.claim_token,
+              d.attempts, d.last_error, e.id, e.event_type, e.event_version, e.routing_key,
+              e.payload::text as payload, e.metadata::text as metadata,
+              extract(epoch from e.created_at)::float8 as published_at
 )
-update osa_events.deliveries d
-set status = 'claimed',
-    attempts = d.attempts + 1,
-    claim_token = gen_random_uuid(),
-    claimed_by = $3,
-    run_at = now() + make_interval(secs => $4),
-    updated_at = now()
-from picked, osa_events.events e
-where d.subscription_id = picked.subscription_id
-  and d.event_position = picked.event_position
-  and e.position = picked.event_position
-returning d.event_position, extract(epoch from picked.run_at)::float8 as due_at, d.claim_token, d.attempts, d.last_error,
-          e.id, e.event_type, e.event_version, e.routing_key,
-          e.payload::text as payload, e.metadata::text as metadata,
-          extract(epoch from e.created_at)::float8 as published_at
-"#;
+"#
+    };
+}
+
+/// Claims up to `$2` due deliveries of subscription `$1` for worker `$3`, for `$4` seconds.
+pub const CLAIM_SQL: &str = concat!("with ", claim_ctes!(), "select * from claimed");
 
 #[derive(FromRow)]
 struct ClaimedRow {
@@ -82,7 +93,8 @@ fn in_claim_order(mut rows: Vec<ClaimedRow>) -> Vec<Delivery> {
 /// round trip, one commit). The completed rows are claimed rows whose `run_at` lies in the future,
 /// so the claim's sub-select never considers them. The outer left join yields one row even when
 /// nothing is claimed, to carry the completion count.
-const COMPLETE_AND_CLAIM_SQL: &str = r#"
+const COMPLETE_AND_CLAIM_SQL: &str = concat!(
+    r#"
 with done as (
     delete from osa_events.deliveries d
     using unnest($5::int8[], $6::uuid[]) as done (position, token)
@@ -91,34 +103,14 @@ with done as (
       and d.claim_token = done.token
       and d.status = 'claimed'
     returning 1
-), picked as (
-    select subscription_id, event_position, run_at
-    from osa_events.deliveries
-    where subscription_id = $1 and status <> 'dead' and run_at <= now()
-    order by run_at, event_position
-    limit $2
-    for no key update skip locked
-), claimed as (
-    update osa_events.deliveries d
-    set status = 'claimed',
-        attempts = d.attempts + 1,
-        claim_token = gen_random_uuid(),
-        claimed_by = $3,
-        run_at = now() + make_interval(secs => $4),
-        updated_at = now()
-    from picked, osa_events.events e
-    where d.subscription_id = picked.subscription_id
-      and d.event_position = picked.event_position
-      and e.position = picked.event_position
-    returning d.event_position, extract(epoch from picked.run_at)::float8 as due_at, d.claim_token,
-              d.attempts, d.last_error, e.id, e.event_type, e.event_version, e.routing_key,
-              e.payload::text as payload, e.metadata::text as metadata,
-              extract(epoch from e.created_at)::float8 as published_at
-)
+), "#,
+    claim_ctes!(),
+    r#"
 select counted.completed, claimed.*
 from (select count(*) as completed from done) as counted
 left join claimed on true
-"#;
+"#
+);
 
 pub(super) async fn complete_and_claim(
     pool: &PgPool,
