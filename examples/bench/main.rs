@@ -30,6 +30,7 @@ pub(crate) struct Plan {
     pub(crate) latency_events: usize,
     pub(crate) latency_gap: Duration,
     pub(crate) backlog_rows: u64,
+    pub(crate) overhead_events: u64,
 }
 
 impl Plan {
@@ -42,6 +43,7 @@ impl Plan {
             latency_events: 200,
             latency_gap: Duration::from_millis(20),
             backlog_rows: 1_000_000,
+            overhead_events: 200_000,
         }
     }
 
@@ -54,6 +56,7 @@ impl Plan {
             latency_events: 20,
             latency_gap: Duration::from_millis(20),
             backlog_rows: 20_000,
+            overhead_events: 20_000,
         }
     }
 }
@@ -63,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let plan = if quick { Plan::quick() } else { Plan::full() };
     let (admin_url, _cluster) = osa_events_testing::pg::database_url_or_throwaway()?;
-    let bench = Bench::new(admin_url, plan);
+    let bench = Bench::new(admin_url, plan.clone());
     bench.print_settings().await?;
 
     let mut rows: Vec<Row> = Vec::new();
@@ -71,6 +74,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rows.extend(bench.publish_all().await?);
     rows.extend(bench.latency().await?);
     rows.extend(bench.backlog(&rows).await?);
+    let overhead_events = plan.overhead_events;
+    let repetitions = plan.repetitions;
+    rows.push(
+        tokio::task::spawn_blocking(move || {
+            scenarios::in_memory_overhead(overhead_events, repetitions).map_err(|e| e.to_string())
+        })
+        .await??,
+    );
 
     println!();
     println!("| scenario | baseline | osa-events | osa / baseline |");

@@ -419,3 +419,44 @@ async fn fill_backlog(pool: &PgPool, other: i32, rows: u64) -> Result<(), BoxErr
         .await?;
     Ok(())
 }
+
+/// The runtime alone: the no-op batch-64 handler on the in-memory store, on one thread (a
+/// current-thread tokio runtime), so the figure is the runtime's own cost per event on one core.
+pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Row, BoxError> {
+    let mut rates = Vec::new();
+    for _ in 0..repetitions {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let rate = runtime.block_on(async {
+            let store = osa_events_testing::InMemoryStore::new();
+            let progress = Arc::new(Progress::new(events));
+            let app = Runtime::builder(store.clone())
+                .only(["bench.b64.c1"])
+                .resources(Resources::new().with_arc(progress.clone()))
+                .handle_signals(false)
+                .build()?;
+            app.register().await?;
+            for n in 0..events {
+                store.publish(&Job { n, sent_ns: 0 })?;
+            }
+            let shutdown = app.shutdown_token();
+            let started = Instant::now();
+            let running = tokio::spawn(app.run());
+            progress.done.notified().await;
+            let elapsed = started.elapsed();
+            shutdown.cancel();
+            running.await??;
+            Ok::<f64, BoxError>(events as f64 / elapsed.as_secs_f64())
+        })?;
+        rates.push(rate);
+    }
+    let rate = median(rates);
+    println!("in-memory store, one thread: {rate:.0} events/s");
+    Ok(Row {
+        scenario: format!("runtime overhead: in-memory store, one core, {events} events, batch 64"),
+        baseline: None,
+        osa: rate,
+        unit: "ev/s",
+    })
+}

@@ -262,13 +262,32 @@ async fn an_oversized_payload_is_rejected_before_anything_is_written() {
     }
 
     let db = Db::new().await;
-    let big = Blob { bytes: "x".repeat(osa_events::DEFAULT_MAX_PAYLOAD_BYTES) };
+    let big = Blob {
+        bytes: "x".repeat(osa_events::DEFAULT_MAX_PAYLOAD_BYTES),
+    };
     let error = osa_events::publish(db.pool(), &big).await.unwrap_err();
-    assert!(matches!(error, osa_events::Error::PayloadTooLarge { .. }), "{error:?}");
-    assert!(error.to_string().starts_with("cannot publish `test.publish.blob`: its payload is 1048588 bytes"), "{error}");
+    assert!(
+        matches!(error, osa_events::Error::PayloadTooLarge { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("cannot publish `test.publish.blob`: its payload is 1048588 bytes"),
+        "{error}"
+    );
     assert_eq!(events(&db).await, 0);
 
     let small_limit = Outgoing::with_max_payload_bytes(&Record { n: 1 }, 4).unwrap_err();
-    assert!(matches!(small_limit, osa_events::Error::PayloadTooLarge { size: 7, limit: 4, .. }));
-    assert!(Outgoing::with_max_payload_bytes(&big, 2 * osa_events::DEFAULT_MAX_PAYLOAD_BYTES).is_ok());
+    assert!(matches!(
+        small_limit,
+        osa_events::Error::PayloadTooLarge {
+            size: 7,
+            limit: 4,
+            ..
+        }
+    ));
+    assert!(
+        Outgoing::with_max_payload_bytes(&big, 2 * osa_events::DEFAULT_MAX_PAYLOAD_BYTES).is_ok()
+    );
 }
