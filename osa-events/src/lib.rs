@@ -114,6 +114,7 @@ pub mod __private {
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
     };
+    pub use crate::worker::step::{StepReport, Stepper};
     pub use crate::{Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
     pub use core::time::Duration;
 

@@ -11,6 +11,7 @@ use crate::projection::ProjectionSpec;
 use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
 use crate::worker::Worker;
+use crate::worker::step::Stepper;
 use crate::worker::wake::{self, WakeBoard};
 use crate::{Clock, Resources, Result, SystemClock};
 
@@ -157,6 +158,32 @@ impl Runtime {
             })
             .collect();
         self.store.register(&subscriptions).await
+    }
+
+    /// Not public API: hands the handlers to a [`Stepper`] instead of running them, for the
+    /// harness and the simulator of `osa-events-testing`, which drive the claim loops themselves
+    /// (see [`Stepper`]). Registers the subscriptions first, as [`run`](Self::run) does;
+    /// `jitter_seed` makes the retry delays repeatable. Projections are not run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`](crate::Error::Database) when the subscriptions cannot be registered.
+    #[doc(hidden)]
+    pub async fn into_stepper(self, jitter_seed: u64) -> Result<Stepper> {
+        let subscriptions = self.register().await?;
+        let handlers = self
+            .handlers
+            .into_iter()
+            .zip(subscriptions)
+            .map(|(handler, subscription)| (handler.spec, handler.invoker, subscription))
+            .collect();
+        Ok(Stepper::new(
+            self.store,
+            self.clock,
+            self.instance,
+            handlers,
+            jitter_seed,
+        ))
     }
 
     /// Registers the subscriptions, runs `concurrency` claim loops per handler, and returns after

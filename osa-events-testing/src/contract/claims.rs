@@ -6,7 +6,7 @@ use std::time::Duration;
 use osa_events::{ClaimRequest, Event, Failure, Fence, Store};
 
 use super::{
-    DeliveryStatus, Draft, EXPIRED, Job, LONG, Row, SHORT, StoreUnderTest, claim, claim_one,
+    DeliveryStatus, EXPIRED, Job, LONG, Row, SHORT, StoreUnderTest, claim, claim_one, outgoing,
     positions, publish_jobs, subscribe,
 };
 
@@ -59,18 +59,16 @@ pub async fn a_held_claim_is_not_claimed_again<S: StoreUnderTest>(subject: &S) {
 /// A delivery carries its event: id, type, version, routing key, payload and metadata.
 pub async fn a_claim_carries_the_event<S: StoreUnderTest>(subject: &S) {
     let subscription = subscribe(subject, "carried", None).await;
-    let draft = Draft {
-        routing_key: Some("k".into()),
-        metadata: Some(serde_json::json!({ "correlation_id": "c-1" })),
-        ..Draft::new(Job { n: 42 })
-    };
-    let bare = Draft::new(Job { n: 43 });
+    let draft = outgoing(&Job { n: 42 })
+        .with_routing_key("k")
+        .with_metadata(serde_json::json!({ "correlation_id": "c-1" }));
+    let bare = outgoing(&Job { n: 43 });
     assert_eq!(subject.publish(&[draft.clone(), bare]).await, 2);
 
     let claimed = claim(subject, subscription, 10, LONG).await;
     assert_eq!(claimed.len(), 2);
     let delivery = &claimed[0];
-    assert_eq!(delivery.event_id, draft.id);
+    assert_eq!(delivery.event_id, draft.id());
     assert_eq!(delivery.event_type, Job::NAME);
     assert_eq!(delivery.event_version, 3);
     assert_eq!(delivery.routing_key.as_deref(), Some("k"));

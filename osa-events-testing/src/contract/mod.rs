@@ -31,9 +31,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use osa_events::{ClaimRequest, Delivery, Event, Store, Subscription, SubscriptionId};
+use osa_events::{ClaimRequest, Delivery, Event, Outgoing, Store, Subscription, SubscriptionId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 pub use crate::memory::DeliveryStatus;
 
@@ -77,7 +76,7 @@ pub trait StoreUnderTest: Send + Sync + 'static {
 
     /// Publishes `batch` at once, through the store's own publishing path (one transaction for
     /// PostgreSQL), and returns how many events were new.
-    fn publish<E: Event>(&self, batch: &[Draft<E>]) -> impl Future<Output = u64> + Send;
+    fn publish(&self, batch: &[Outgoing]) -> impl Future<Output = u64> + Send;
 
     /// Lets `duration` pass on the store's clock: advances a fake clock, sleeps on a real one.
     fn pass(&self, duration: Duration) -> impl Future<Output = ()> + Send;
@@ -89,29 +88,9 @@ pub trait StoreUnderTest: Send + Sync + 'static {
     fn event_count(&self) -> impl Future<Output = u64> + Send;
 }
 
-/// One event for [`StoreUnderTest::publish`]: the event, with its id, routing key and metadata.
-#[derive(Debug, Clone)]
-pub struct Draft<E> {
-    /// The event id (the idempotency key).
-    pub id: Uuid,
-    /// The routing key, if any.
-    pub routing_key: Option<String>,
-    /// The metadata, if any (delivered as `{}` when `None`).
-    pub metadata: Option<serde_json::Value>,
-    /// The event.
-    pub event: E,
-}
-
-impl<E> Draft<E> {
-    /// `event` with a fresh random id, no routing key and no metadata.
-    pub fn new(event: E) -> Self {
-        Self {
-            id: Uuid::new_v4(),
-            routing_key: None,
-            metadata: None,
-            event,
-        }
-    }
+/// `event` ready for [`StoreUnderTest::publish`], with a fresh id.
+fn outgoing<E: Event>(event: &E) -> Outgoing {
+    Outgoing::new(event).expect("a contract event serializes")
 }
 
 /// One delivery row as the store holds it, for the rules to inspect.
@@ -229,7 +208,7 @@ async fn subscribe<S: StoreUnderTest>(
 
 /// Publishes jobs `0..count` in one batch.
 async fn publish_jobs<S: StoreUnderTest>(subject: &S, count: u32) {
-    let batch: Vec<Draft<Job>> = (0..count).map(|n| Draft::new(Job { n })).collect();
+    let batch: Vec<Outgoing> = (0..count).map(|n| outgoing(&Job { n })).collect();
     assert_eq!(subject.publish(&batch).await, u64::from(count));
 }
 

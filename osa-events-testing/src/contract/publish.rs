@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use osa_events::{Event, Store, Subscription};
 
-use super::{Draft, Job, LONG, Other, StoreUnderTest, claim, positions, publish_jobs, subscribe};
+use super::{
+    Job, LONG, Other, StoreUnderTest, claim, outgoing, positions, publish_jobs, subscribe,
+};
 
 /// Registration upserts by name: a known name keeps its id and takes the new filter.
 pub async fn subscriptions_are_upserted_by_name_with_stable_ids<S: StoreUnderTest>(subject: &S) {
@@ -38,14 +40,11 @@ pub async fn subscriptions_are_upserted_by_name_with_stable_ids<S: StoreUnderTes
 /// Publishing an id that is already logged, in an earlier batch or the same one, is a no-op.
 pub async fn publishing_an_existing_id_is_a_noop<S: StoreUnderTest>(subject: &S) {
     let subscription = subscribe(subject, "idempotent", None).await;
-    let once = Draft::new(Job { n: 1 });
+    let once = outgoing(&Job { n: 1 });
     assert_eq!(subject.publish(std::slice::from_ref(&once)).await, 1);
-    let replay = Draft {
-        event: Job { n: 99 },
-        ..once.clone()
-    };
+    let replay = outgoing(&Job { n: 99 }).with_id(once.id());
     assert_eq!(subject.publish(&[replay]).await, 0, "same id: skipped");
-    let twin = Draft::new(Job { n: 2 });
+    let twin = outgoing(&Job { n: 2 });
     assert_eq!(subject.publish(&[twin.clone(), twin]).await, 1);
     assert_eq!(subject.event_count().await, 2);
 
@@ -117,14 +116,8 @@ pub async fn routing_keys_select_subscriptions<S: StoreUnderTest>(subject: &S) {
     let every_key = subscribe(subject, "every-key", None).await;
     let vector_only = subscribe(subject, "vector-only", Some("vector")).await;
     let keyword_only = subscribe(subject, "keyword-only", Some("keyword")).await;
-    let routed = Draft {
-        routing_key: Some("vector".into()),
-        ..Draft::new(Job { n: 1 })
-    };
-    assert_eq!(
-        subject.publish(&[routed, Draft::new(Job { n: 2 })]).await,
-        2
-    );
+    let routed = outgoing(&Job { n: 1 }).with_routing_key("vector");
+    assert_eq!(subject.publish(&[routed, outgoing(&Job { n: 2 })]).await, 2);
     assert_eq!(subject.rows(every_key).await.len(), 2, "no filter: both");
     let vector = claim(subject, vector_only, 10, LONG).await;
     assert_eq!(vector.len(), 1, "vector filter: the vector event");
@@ -139,7 +132,7 @@ pub async fn routing_keys_select_subscriptions<S: StoreUnderTest>(subject: &S) {
 /// Events of another type are logged but delivered to no subscription of this one.
 pub async fn other_event_types_are_not_delivered<S: StoreUnderTest>(subject: &S) {
     let subscription = subscribe(subject, "jobs-only", None).await;
-    assert_eq!(subject.publish(&[Draft::new(Other { n: 1 })]).await, 1);
+    assert_eq!(subject.publish(&[outgoing(&Other { n: 1 })]).await, 1);
     assert_eq!(subject.rows(subscription).await.len(), 0);
     assert!(claim(subject, subscription, 10, LONG).await.is_empty());
     assert_eq!(

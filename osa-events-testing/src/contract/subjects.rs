@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use osa_events::{Event, Outgoing, PgStore, SubscriptionId};
+use osa_events::{Outgoing, PgStore, SubscriptionId};
 
-use super::{DeliveryStatus, Draft, Row, StoreUnderTest};
+use super::{DeliveryStatus, Row, StoreUnderTest};
 use crate::FakeClock;
-use crate::memory::{InMemoryStore, RawEvent};
+use crate::memory::InMemoryStore;
 use crate::pg::TestDatabase;
 
 /// An [`InMemoryStore`] on a [`FakeClock`]: time passes only when a rule lets it, instantly.
@@ -45,18 +45,8 @@ impl StoreUnderTest for MemoryUnderTest {
         &self.store
     }
 
-    async fn publish<E: Event>(&self, batch: &[Draft<E>]) -> u64 {
-        let raw: Vec<RawEvent> = batch
-            .iter()
-            .map(|draft| {
-                let mut raw = RawEvent::new(&draft.event).expect("serialize a contract event");
-                raw.id = draft.id;
-                raw.routing_key.clone_from(&draft.routing_key);
-                raw.metadata = draft.metadata.as_ref().map(ToString::to_string);
-                raw
-            })
-            .collect();
-        self.store.publish_raw(&raw)
+    async fn publish(&self, batch: &[Outgoing]) -> u64 {
+        self.store.publish_batch(batch)
     }
 
     async fn pass(&self, duration: Duration) {
@@ -123,23 +113,8 @@ impl StoreUnderTest for PgUnderTest {
         &self.store
     }
 
-    async fn publish<E: Event>(&self, batch: &[Draft<E>]) -> u64 {
-        let outgoing: Vec<Outgoing> = batch
-            .iter()
-            .map(|draft| {
-                let mut outgoing = Outgoing::new(&draft.event)
-                    .expect("serialize a contract event")
-                    .with_id(draft.id);
-                if let Some(key) = &draft.routing_key {
-                    outgoing = outgoing.with_routing_key(key.as_str());
-                }
-                if let Some(metadata) = &draft.metadata {
-                    outgoing = outgoing.with_metadata(metadata.clone());
-                }
-                outgoing
-            })
-            .collect();
-        osa_events::publish_batch(self.store.pool(), &outgoing)
+    async fn publish(&self, batch: &[Outgoing]) -> u64 {
+        osa_events::publish_batch(self.store.pool(), batch)
             .await
             .expect("publish to PostgreSQL")
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use osa_events::{
-    ClaimRequest, Clock, Delivery, Event, Failure, Fence, Result, Store, Subscription,
+    ClaimRequest, Clock, Delivery, Event, Failure, Fence, Outgoing, Result, Store, Subscription,
     SubscriptionId, SystemClock, WakeSource, WakeUps,
 };
 use tokio::sync::broadcast;
@@ -174,8 +174,35 @@ impl InMemoryStore {
         Ok(raw.id)
     }
 
-    /// Publishes a batch at once, like [`osa_events::publish_batch`], and returns how many events
-    /// were new (ids already logged are skipped). Wakes each subscription that got work once.
+    /// Publishes a batch at once, like [`osa_events::publish_batch`] in its own transaction, and
+    /// returns how many events were new (ids already logged are skipped). Wakes each subscription
+    /// that got work once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use osa_events::{Event, Outgoing};
+    /// use osa_events_testing::InMemoryStore;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize)]
+    /// # #[event(name = "record.published")]
+    /// # struct RecordPublished { srn: String }
+    ///
+    /// let store = InMemoryStore::new();
+    /// let batch = (0..3)
+    ///     .map(|i| Outgoing::new(&RecordPublished { srn: format!("srn:{i}") }))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// assert_eq!(store.publish_batch(&batch), 3);
+    /// assert_eq!(store.publish_batch(&batch), 0, "ids are idempotency keys");
+    /// # Ok::<(), osa_events::Error>(())
+    /// ```
+    pub fn publish_batch(&self, events: &[Outgoing]) -> u64 {
+        let raw: Vec<RawEvent> = events.iter().map(RawEvent::from).collect();
+        self.publish_raw(&raw)
+    }
+
+    /// Publishes a batch of [`RawEvent`]s at once, as [`publish_batch`](Self::publish_batch)
+    /// does, and returns how many were new.
     pub fn publish_raw(&self, events: &[RawEvent]) -> u64 {
         let now = self.shared.clock.now();
         let (published, woken) = self.tables().publish(events, now, self.wall_time(now));

@@ -1,14 +1,15 @@
 //! [`RawEvent`]: an event as the store keeps it, for publishing to an in-memory store.
 
-use osa_events::{Error, Event, Outgoing, Result};
+use osa_events::{Event, Outgoing, Result};
 use uuid::Uuid;
 
 /// An event as a store keeps it: id, type name, version, routing key, and JSON text.
 ///
-/// [`InMemoryStore::publish`](super::InMemoryStore::publish) builds one from a typed event.
-/// Build one yourself for what [`Outgoing`] offers (a chosen id, a
-/// routing key, metadata) or for what no Rust type produces: a payload that fails to decode, an
-/// old version, an event type with no Rust type at all.
+/// [`InMemoryStore::publish`](super::InMemoryStore::publish) builds one from a typed event, and
+/// [`InMemoryStore::publish_batch`](super::InMemoryStore::publish_batch) from each [`Outgoing`]
+/// (with its chosen id, routing key and metadata). Build one yourself for what no Rust type
+/// produces: a payload that fails to decode, an old version, an event type with no Rust type at
+/// all.
 ///
 /// # Examples
 ///
@@ -43,17 +44,11 @@ impl RawEvent {
     ///
     /// # Errors
     ///
-    /// As for [`Outgoing::new`]: [`Error::Serialize`] when serde cannot serialize the event,
-    /// [`Error::PayloadTooLarge`] when its JSON is over the limit.
+    /// As for [`Outgoing::new`]: [`Error::Serialize`](osa_events::Error::Serialize) when serde
+    /// cannot serialize the event, [`Error::PayloadTooLarge`](osa_events::Error::PayloadTooLarge)
+    /// when its JSON is over the limit.
     pub fn new<E: Event>(event: &E) -> Result<Self> {
-        // `Outgoing` has the checks but does not give its payload out: serialize a second time.
-        let checked = Outgoing::new(event)?;
-        let payload = serde_json::to_string(event).map_err(|source| Error::Serialize {
-            event_type: E::NAME,
-            source,
-        })?;
-        let version = i32::try_from(E::VERSION).unwrap_or(i32::MAX);
-        Ok(Self::from_json(E::NAME, version, payload).with_id(checked.id()))
+        Outgoing::new(event).map(|outgoing| Self::from(&outgoing))
     }
 
     /// An event of any type name and version with `payload` as its JSON text, unchecked, with a
@@ -92,5 +87,20 @@ impl RawEvent {
     pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
         self.metadata = Some(metadata.to_string());
         self
+    }
+}
+
+/// The event exactly as [`osa_events::publish_batch`] would store it: same id, type, version,
+/// routing key, payload and metadata.
+impl From<&Outgoing> for RawEvent {
+    fn from(outgoing: &Outgoing) -> Self {
+        Self {
+            id: outgoing.id(),
+            event_type: outgoing.event_type().to_owned(),
+            event_version: outgoing.event_version(),
+            routing_key: outgoing.routing_key().map(str::to_owned),
+            payload: outgoing.payload_json().to_owned(),
+            metadata: outgoing.metadata_json().map(str::to_owned),
+        }
     }
 }

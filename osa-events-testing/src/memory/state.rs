@@ -21,6 +21,10 @@ pub(super) struct Tables {
     event_ids: HashSet<Uuid>,
     /// Open work and dead letters, by (subscription, position), like the primary key.
     deliveries: BTreeMap<(SubscriptionId, i64), Row>,
+    /// The rows that are not dead, by (run_at, position) per subscription: the counterpart of the
+    /// partial index `deliveries_claimable`, so a claim reads only what it takes, whatever the
+    /// number of rows. Kept in step with every change of a row's status or `run_at`.
+    claimable: HashMap<SubscriptionId, BTreeSet<(Instant, i64)>>,
 }
 
 #[derive(Debug)]
@@ -53,6 +57,36 @@ fn later(at: Instant, duration: Duration) -> Instant {
     const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
     at.checked_add(duration.min(FOREVER))
         .unwrap_or_else(|| at + Duration::from_secs(1))
+}
+
+/// Sets a row's status and `run_at`, keeping the claimable index in step.
+fn reschedule(
+    claimable: &mut HashMap<SubscriptionId, BTreeSet<(Instant, i64)>>,
+    (subscription, position): (SubscriptionId, i64),
+    row: &mut Row,
+    status: DeliveryStatus,
+    run_at: Instant,
+) {
+    let index = claimable.entry(subscription).or_default();
+    if row.status != DeliveryStatus::Dead {
+        index.remove(&(row.run_at, position));
+    }
+    row.status = status;
+    row.run_at = run_at;
+    if status != DeliveryStatus::Dead {
+        index.insert((run_at, position));
+    }
+}
+
+/// The row of `fence` if its claim is still held.
+fn held(
+    deliveries: &mut BTreeMap<(SubscriptionId, i64), Row>,
+    subscription: SubscriptionId,
+    fence: Fence,
+) -> Option<&mut Row> {
+    deliveries
+        .get_mut(&(subscription, fence.position))
+        .filter(|row| row.held_by(fence.token))
 }
 
 impl Tables {
@@ -115,6 +149,10 @@ impl Tables {
                             last_error: None,
                         },
                     );
+                    self.claimable
+                        .entry(*id)
+                        .or_default()
+                        .insert((now, position));
                     woken.insert(*id);
                 }
             }
@@ -126,13 +164,19 @@ impl Tables {
     /// position)`: a fresh token each, the attempt counted, `run_at` moved to the claim's expiry.
     pub(super) fn claim(&mut self, request: ClaimRequest<'_>, now: Instant) -> Vec<Delivery> {
         let subscription = request.subscription;
-        let mut due: Vec<(Instant, i64)> = self
-            .rows_of(subscription)
-            .filter(|(_, row)| row.status != DeliveryStatus::Dead && row.run_at <= now)
-            .map(|(position, row)| (row.run_at, position))
-            .collect();
-        due.sort_unstable();
-        due.truncate(usize::try_from(request.limit).unwrap_or(usize::MAX));
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let due: Vec<(Instant, i64)> = self
+            .claimable
+            .get(&subscription)
+            .map(|index| {
+                index
+                    .iter()
+                    .take_while(|(run_at, _)| *run_at <= now)
+                    .take(limit)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
 
         let expires = later(now, request.claim_timeout);
         due.into_iter()
@@ -142,11 +186,16 @@ impl Tables {
                     .get_mut(&(subscription, position))
                     .expect("a row just found");
                 let token = Uuid::new_v4();
-                row.status = DeliveryStatus::Claimed;
+                reschedule(
+                    &mut self.claimable,
+                    (subscription, position),
+                    row,
+                    DeliveryStatus::Claimed,
+                    expires,
+                );
                 row.attempts = row.attempts.saturating_add(1);
                 row.claim_token = Some(token);
                 row.claimed_by = Some(request.worker.to_owned());
-                row.run_at = expires;
                 let logged = &self.events[usize::try_from(position - 1).expect("positions from 1")];
                 Delivery {
                     fence: Fence { position, token },
@@ -177,8 +226,11 @@ impl Tables {
                 .deliveries
                 .get(&key)
                 .is_some_and(|row| row.held_by(fence.token))
+                && let Some(row) = self.deliveries.remove(&key)
             {
-                self.deliveries.remove(&key);
+                if let Some(index) = self.claimable.get_mut(&subscription) {
+                    index.remove(&(row.run_at, fence.position));
+                }
                 completed += 1;
             }
         }
@@ -194,13 +246,15 @@ impl Tables {
     ) -> u64 {
         let mut failed = 0;
         for failure in failures {
-            let Some(row) = self.held(subscription, failure.fence) else {
+            let Some(row) = held(&mut self.deliveries, subscription, failure.fence) else {
                 continue;
             };
-            (row.status, row.run_at) = match failure.retry_in {
+            let (status, run_at) = match failure.retry_in {
                 Some(delay) => (DeliveryStatus::Pending, later(now, delay)),
                 None => (DeliveryStatus::Dead, now),
             };
+            let key = (subscription, failure.fence.position);
+            reschedule(&mut self.claimable, key, row, status, run_at);
             row.last_error = Some(failure.error.clone());
             row.claim_token = None;
             row.claimed_by = None;
@@ -217,14 +271,22 @@ impl Tables {
         claim_timeout: Duration,
         now: Instant,
     ) -> Vec<i64> {
-        let mut held = Vec::new();
+        let mut still_held = Vec::new();
         for fence in claims {
-            if let Some(row) = self.held(subscription, *fence) {
-                row.run_at = later(now, claim_timeout);
-                held.push(fence.position);
+            if let Some(row) = held(&mut self.deliveries, subscription, *fence) {
+                let key = (subscription, fence.position);
+                let expires = later(now, claim_timeout);
+                reschedule(
+                    &mut self.claimable,
+                    key,
+                    row,
+                    DeliveryStatus::Claimed,
+                    expires,
+                );
+                still_held.push(fence.position);
             }
         }
-        held
+        still_held
     }
 
     /// Pending and due now, with the attempt given back.
@@ -236,9 +298,9 @@ impl Tables {
     ) -> u64 {
         let mut released = 0;
         for fence in claims {
-            if let Some(row) = self.held(subscription, *fence) {
-                row.status = DeliveryStatus::Pending;
-                row.run_at = now;
+            if let Some(row) = held(&mut self.deliveries, subscription, *fence) {
+                let key = (subscription, fence.position);
+                reschedule(&mut self.claimable, key, row, DeliveryStatus::Pending, now);
                 row.attempts = row.attempts.saturating_sub(1);
                 row.claim_token = None;
                 row.claimed_by = None;
@@ -288,11 +350,5 @@ impl Tables {
         self.deliveries
             .range((subscription, i64::MIN)..=(subscription, i64::MAX))
             .map(|(&(_, position), row)| (position, row))
-    }
-
-    fn held(&mut self, subscription: SubscriptionId, fence: Fence) -> Option<&mut Row> {
-        self.deliveries
-            .get_mut(&(subscription, fence.position))
-            .filter(|row| row.held_by(fence.token))
     }
 }

@@ -11,6 +11,14 @@ use super::heartbeat::{self, Lost};
 use crate::handler::error::HandlerError;
 use crate::store::{Delivery, Failure, Fence};
 
+/// What became of a processed batch, as far as the caller still has to know.
+pub(super) struct Processed {
+    /// The fences of the succeeded deliveries, whose completion the caller writes.
+    pub(super) completed: Vec<Fence>,
+    /// The failures, already written (also for the exhausted deliveries, which were not run).
+    pub(super) failures: Vec<Failure>,
+}
+
 /// How the handler calls of a batch ended.
 enum Ended {
     Finished,
@@ -20,13 +28,14 @@ enum Ended {
 
 impl Worker {
     /// Runs the batch and records its failures; returns the fences of the succeeded deliveries,
-    /// whose completion the caller writes (alone, or together with the next claim).
+    /// whose completion the caller writes (alone, or together with the next claim), and the
+    /// failures it wrote (which only the [`Stepper`](super::step::Stepper) reports).
     pub(super) async fn process(
         &self,
         deliveries: Vec<Delivery>,
         claimed_at: tokio::time::Instant,
         jitter: &mut Jitter,
-    ) -> Vec<Fence> {
+    ) -> Processed {
         let span = tracing::info_span!(
             "osa_events.batch",
             handler = self.spec.name(),
@@ -43,7 +52,7 @@ impl Worker {
         deliveries: Vec<Delivery>,
         claimed_at: tokio::time::Instant,
         jitter: &mut Jitter,
-    ) -> Vec<Fence> {
+    ) -> Processed {
         let max_attempts = self.spec.max_retries().saturating_add(1);
         // A claim beyond the last allowed attempt means earlier claims expired unfinished (the
         // worker crashed or hung): give up instead of running the handler again.
@@ -95,7 +104,10 @@ impl Worker {
                 "abandoned the batch: its claims could not be kept; the deliveries will be claimed again"
             ),
         }
-        completed
+        Processed {
+            completed,
+            failures,
+        }
     }
 
     fn failure(&self, delivery: &Delivery, error: &HandlerError, jitter: &mut Jitter) -> Failure {

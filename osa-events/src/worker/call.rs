@@ -162,6 +162,9 @@ impl Worker {
                 None => caught.await,
                 Some(limit) => {
                     tokio::select! {
+                        // A call that finished by its deadline counts as finished, rather than
+                        // a coin toss deciding (so a fake clock gives the same result every run).
+                        biased;
                         outcome = caught => outcome,
                         () = self.clock.sleep(limit) => {
                             return Err(HandlerError::retry(format!("the handler timed out after {}", display_duration(limit))));

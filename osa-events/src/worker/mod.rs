@@ -18,6 +18,7 @@ mod backoff;
 mod batch;
 mod call;
 mod heartbeat;
+pub(crate) mod step;
 pub(crate) mod wake;
 
 /// One claim loop of one handler.
@@ -37,8 +38,13 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) async fn run(mut self) {
-        let mut jitter = backoff::Jitter::from_entropy();
+    pub(crate) async fn run(self) {
+        self.run_with(backoff::Jitter::from_entropy()).await;
+    }
+
+    /// The claim loop with a given source of retry jitter: seeded by the
+    /// [`Stepper`](step::Stepper), so that a simulation's retry delays repeat with its seed.
+    async fn run_with(mut self, mut jitter: backoff::Jitter) {
         let mut store_errors: u32 = 0;
         // Completions of the last batch, written together with the next claim: after a full
         // batch more work is likely, so one statement (one commit) does both.
@@ -51,7 +57,10 @@ impl Worker {
                     completed.clear();
                     let full = deliveries.len() >= self.spec.batch_size() as usize;
                     if !deliveries.is_empty() {
-                        completed = self.process(deliveries, claimed_at, &mut jitter).await;
+                        completed = self
+                            .process(deliveries, claimed_at, &mut jitter)
+                            .await
+                            .completed;
                     }
                     if !full || self.stopping.is_cancelled() {
                         self.write_completions(&completed).await;

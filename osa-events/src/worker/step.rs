@@ -1,0 +1,200 @@
+//! Not public API: driving handlers one claim-loop iteration at a time, for the harness and the
+//! deterministic simulator of `osa-events-testing`.
+//!
+//! [`Runtime::run`](crate::Runtime::run) spawns every claim loop on tokio and lets them go. A test
+//! that must control time and interleaving takes a [`Stepper`] from `Runtime::into_stepper`
+//! instead, and either runs single iterations ([`Stepper::step`]) or polls the real claim loops
+//! itself, in an order it chooses ([`Stepper::claim_loop`]). Both run the code the runtime runs:
+//! the claim, the handler calls under a heartbeat, the fenced writes of the outcomes. Only the
+//! scheduling is the caller's, and the retry jitter is seeded so that retry delays repeat.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Worker;
+use super::backoff::Jitter;
+use crate::handler::{HandlerSpec, Invoker};
+use crate::store::{Delivery, Failure, Fence, Store, SubscriptionId};
+use crate::{Clock, Error, Result};
+
+/// Not public API: a runtime's handlers, for a test to drive with its own scheduling, built by
+/// `Runtime::into_stepper`: single claim-loop iterations ([`step`](Self::step)), or the real
+/// claim loops to poll in an order the test chooses ([`claim_loop`](Self::claim_loop)).
+pub struct Stepper {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    instance: String,
+    handlers: Vec<Stepped>,
+}
+
+struct Stepped {
+    spec: HandlerSpec,
+    invoker: Arc<Invoker>,
+    subscription: SubscriptionId,
+    /// The retry jitter of [`Stepper::step`], carried from one step to the next.
+    jitter: Jitter,
+}
+
+/// Not public API: what one [`Stepper::step`] did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StepReport {
+    /// The deliveries claimed, in claim order; empty when nothing was due.
+    pub claimed: Vec<Delivery>,
+    /// The fences of the deliveries whose handler succeeded, whose completion was sent.
+    pub completed: Vec<Fence>,
+    /// How many of those completions the store accepted: fewer than `completed.len()` when
+    /// claims were taken over while the handler ran.
+    pub completions_written: u64,
+    /// The failed attempts recorded: retries (`retry_in` is `Some`) and dead letters.
+    pub failures: Vec<Failure>,
+}
+
+impl Stepper {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        instance: String,
+        handlers: Vec<(HandlerSpec, Arc<Invoker>, SubscriptionId)>,
+        jitter_seed: u64,
+    ) -> Self {
+        let handlers = handlers
+            .into_iter()
+            .map(|(spec, invoker, subscription)| Stepped {
+                spec,
+                invoker,
+                subscription,
+                jitter: Jitter::seeded(jitter_seed ^ name_hash(spec.name())),
+            })
+            .collect();
+        Self {
+            store,
+            clock,
+            instance,
+            handlers,
+        }
+    }
+
+    /// The handlers and their subscriptions, sorted by name.
+    pub fn handlers(&self) -> impl Iterator<Item = (&HandlerSpec, SubscriptionId)> {
+        self.handlers
+            .iter()
+            .map(|handler| (&handler.spec, handler.subscription))
+    }
+
+    /// One iteration of `handler`'s claim loop: claims a batch of due deliveries, runs the handler
+    /// on it under a heartbeat, writes the failures and then the completions (alone, not with a
+    /// next claim). Returns at once with an empty report when nothing is due.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownHandler`] when this stepper has no such handler; the store's error when the
+    /// claim or the completion fails.
+    pub async fn step(&mut self, handler: &str) -> Result<StepReport> {
+        let index = self.index(handler)?;
+        let (worker, _hints) = self.worker(index, format!("{}/{handler}#step", self.instance));
+        let jitter = &mut self.handlers[index].jitter;
+        let claimed_at = worker.clock.now();
+        let claimed = worker.claim(&[]).await?;
+        if claimed.is_empty() {
+            return Ok(StepReport::default());
+        }
+        let processed = worker.process(claimed.clone(), claimed_at, jitter).await;
+        let completions_written = if processed.completed.is_empty() {
+            0
+        } else {
+            let written = worker
+                .store
+                .complete(worker.subscription, &processed.completed)
+                .await?;
+            worker.check_completed(processed.completed.len(), written);
+            written
+        };
+        Ok(StepReport {
+            claimed,
+            completed: processed.completed,
+            completions_written,
+            failures: processed.failures,
+        })
+    }
+
+    /// The real claim loop of `handler`, named `worker` in `claimed_by`, for the caller to poll:
+    /// it claims, runs the handler under a heartbeat, completes the batch with the next claim,
+    /// and sleeps `poll` on the runtime's clock when idle, forever (there are no wake-up hints).
+    /// Dropping it is what a crash does: nothing is released, the claims expire.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownHandler`] when this stepper has no such handler.
+    pub fn claim_loop(
+        &self,
+        handler: &str,
+        worker: &str,
+        jitter_seed: u64,
+    ) -> Result<BoxFuture<'static, ()>> {
+        let index = self.index(handler)?;
+        let (worker, hints) = self.worker(index, worker.to_owned());
+        let jitter = Jitter::seeded(jitter_seed);
+        Ok(Box::pin(async move {
+            let _hints = hints;
+            worker.run_with(jitter).await;
+        }))
+    }
+
+    fn index(&self, handler: &str) -> Result<usize> {
+        self.handlers
+            .iter()
+            .position(|stepped| stepped.spec.name() == handler)
+            .ok_or_else(|| Error::UnknownHandler {
+                name: handler.to_owned(),
+                known: self
+                    .handlers
+                    .iter()
+                    .map(|stepped| stepped.spec.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// A worker of handler `index`, with the sender of its wake-up channel. No hint is ever sent,
+    /// so an idle loop waits its poll interval; keep the sender while the worker runs, or `idle`
+    /// takes another (equally timed) path.
+    fn worker(&self, index: usize, name: String) -> (Worker, watch::Sender<u64>) {
+        let handler = &self.handlers[index];
+        let (hints, wake) = watch::channel(0);
+        let worker = Worker {
+            spec: handler.spec,
+            subscription: handler.subscription,
+            invoker: Arc::clone(&handler.invoker),
+            store: Arc::clone(&self.store),
+            clock: Arc::clone(&self.clock),
+            name,
+            wake,
+            stopping: CancellationToken::new(),
+            aborting: CancellationToken::new(),
+        };
+        (worker, hints)
+    }
+}
+
+impl fmt::Debug for Stepper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.handlers.iter().map(|h| h.spec.name()).collect();
+        f.debug_struct("Stepper")
+            .field("instance", &self.instance)
+            .field("handlers", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// FNV-1a: a stable hash of a handler's name, so that each handler's jitter has its own sequence
+/// and adding a handler does not change the others'.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
