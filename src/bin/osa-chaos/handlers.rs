@@ -1,0 +1,176 @@
+//! The handlers `osa-chaos` runs. Each records its effect in the application's ledger table,
+//! `chaos_ledger (handler, seq, pid, attempt, handled_at)`, which the tests create and read:
+//!
+//! - `chaos.ledger` writes its row in a statement of its own, after the work: a worker killed
+//!   between that write and the completion leaves a row the next worker writes again, so the
+//!   ledger shows every duplicate at-least-once delivery produces.
+//! - `chaos.tx` writes its row through its [`Tx`], which also carries the fenced completion: its
+//!   rows must never repeat.
+//! - `chaos.slow` sleeps `--work-ms` and then writes through its `Tx`: the shutdown test's handler,
+//!   with a long claim timeout so that released claims can be told apart from expired ones.
+//! - `chaos.heartbeat` is `chaos.slow` with 1 s claims and batches of 4, so that heartbeats run
+//!   between the per-event commits of one batch.
+//! - `chaos.poison` succeeds, fails, panics or hangs as its event says.
+
+use std::time::Duration;
+
+use osa_events::prelude::*;
+use sqlx::PgPool;
+
+use crate::events::{Item, Mode, Poison};
+
+/// What the handlers share: the pool for the ledger, this process's id, the simulated work.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) pool: PgPool,
+    pub(crate) pid: i32,
+    pub(crate) work: Duration,
+}
+
+impl App {
+    async fn work(&self) {
+        if !self.work.is_zero() {
+            tokio::time::sleep(self.work).await;
+        }
+    }
+}
+
+const RECORD_SQL: &str =
+    "insert into chaos_ledger (handler, seq, pid, attempt) values ($1, $2, $3, $4)";
+
+fn attempt(ctx: &Ctx) -> i32 {
+    i32::try_from(ctx.attempt()).unwrap_or(i32::MAX)
+}
+
+/// Short claims (a killed worker's deliveries come back after 3 s) and retries to spare: a
+/// delivery may be claimed by several workers that are killed in turn.
+#[event_handler(
+    name = "chaos.ledger",
+    batch = 16,
+    concurrency = 2,
+    claim_timeout = "3s",
+    retries = 100,
+    backoff = "50ms",
+    max_backoff = "1s",
+    poll = "250ms"
+)]
+async fn ledger(item: Item, app: State<App>, ctx: Ctx) -> Result<(), HandlerError> {
+    app.work().await;
+    sqlx::query(RECORD_SQL)
+        .bind("chaos.ledger")
+        .bind(item.seq)
+        .bind(app.pid)
+        .bind(attempt(&ctx))
+        .execute(&app.pool)
+        .await?;
+    Ok(())
+}
+
+#[event_handler(
+    name = "chaos.tx",
+    batch = 16,
+    concurrency = 2,
+    claim_timeout = "3s",
+    retries = 100,
+    backoff = "50ms",
+    max_backoff = "1s",
+    poll = "250ms"
+)]
+async fn ledger_in_tx(
+    item: Item,
+    app: State<App>,
+    ctx: Ctx,
+    mut tx: Tx,
+) -> Result<(), HandlerError> {
+    app.work().await;
+    sqlx::query(RECORD_SQL)
+        .bind("chaos.tx")
+        .bind(item.seq)
+        .bind(app.pid)
+        .bind(attempt(&ctx))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+#[event_handler(
+    name = "chaos.slow",
+    batch = 8,
+    concurrency = 2,
+    claim_timeout = "60s",
+    retries = 10,
+    backoff = "50ms",
+    poll = "100ms"
+)]
+async fn slow(item: Item, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<(), HandlerError> {
+    app.work().await;
+    sqlx::query(RECORD_SQL)
+        .bind("chaos.slow")
+        .bind(item.seq)
+        .bind(app.pid)
+        .bind(attempt(&ctx))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A `Tx` handler whose batch outlives several heartbeats (1 s claims are renewed every 333 ms):
+/// the heartbeat test's handler.
+#[event_handler(
+    name = "chaos.heartbeat",
+    batch = 4,
+    claim_timeout = "1s",
+    retries = 10,
+    backoff = "50ms",
+    poll = "100ms"
+)]
+async fn heartbeat(item: Item, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<(), HandlerError> {
+    app.work().await;
+    sqlx::query(RECORD_SQL)
+        .bind("chaos.heartbeat")
+        .bind(item.seq)
+        .bind(app.pid)
+        .bind(attempt(&ctx))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Two retries with short backoff, and a timeout the `hang` events blow through.
+#[event_handler(
+    name = "chaos.poison",
+    batch = 8,
+    concurrency = 4,
+    retries = 2,
+    backoff = "20ms",
+    max_backoff = "100ms",
+    timeout = "300ms",
+    poll = "100ms"
+)]
+async fn poison(event: Poison, app: State<App>, ctx: Ctx) -> Result<(), HandlerError> {
+    match event.mode {
+        Mode::Ok => {
+            sqlx::query(RECORD_SQL)
+                .bind("chaos.poison")
+                .bind(event.seq)
+                .bind(app.pid)
+                .bind(attempt(&ctx))
+                .execute(&app.pool)
+                .await?;
+            Ok(())
+        }
+        Mode::Fail => Err(HandlerError::retry(format!(
+            "poison {}: the backend rejects it every time",
+            event.seq
+        ))),
+        Mode::Permanent => Err(HandlerError::permanent(format!(
+            "poison {}: malformed beyond repair",
+            event.seq
+        ))),
+        Mode::Panic => panic!("poison {}: the handler hit a bug", event.seq),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        }
+    }
+}
