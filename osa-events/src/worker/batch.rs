@@ -7,7 +7,7 @@ use tracing::Instrument;
 use super::Worker;
 use super::backoff::{self, Jitter};
 use super::call::Outcome;
-use super::heartbeat::{self, Lost};
+use super::heartbeat::{self, Lost, Settled};
 use crate::handler::error::HandlerError;
 use crate::store::{Delivery, Failure, Fence};
 
@@ -63,12 +63,14 @@ impl Worker {
 
         let fences: Vec<Fence> = runnable.iter().map(|delivery| delivery.fence).collect();
         let mut outcomes: Vec<Option<Outcome>> = runnable.iter().map(|_| None).collect();
+        let settled = Settled::new(runnable.len());
         let ended = {
-            let calls = pin!(self.call_handler(&runnable, &mut outcomes));
+            let calls = pin!(self.call_handler(&runnable, &mut outcomes, &settled));
             let heartbeat = pin!(heartbeat::keep(
                 &*self.store,
                 self.subscription,
                 &fences,
+                &settled,
                 self.spec.claim_timeout_duration(),
                 &*self.clock,
                 claimed_at,

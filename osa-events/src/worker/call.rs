@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use tracing::Instrument;
 
 use super::Worker;
+use super::heartbeat::Settled;
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, Tx, TxSlot};
 use crate::handler::invoke::{BatchFn, EachFn, InvokerKind};
@@ -27,6 +28,14 @@ pub(super) enum Outcome {
     Lost,
 }
 
+impl Outcome {
+    /// Whether the delivery no longer holds a claim to keep alive: completed in the handler's
+    /// transaction, or taken over.
+    pub(super) fn left_the_claim(&self) -> bool {
+        matches!(self, Outcome::CompletedInTx | Outcome::Lost)
+    }
+}
+
 impl Worker {
     /// Calls the handler for the batch, recording each outcome as soon as it is known, so a
     /// shutdown mid-batch releases only what did not finish.
@@ -34,6 +43,7 @@ impl Worker {
         &self,
         deliveries: &[Delivery],
         outcomes: &mut [Option<Outcome>],
+        settled: &Settled,
     ) {
         match &self.invoker.kind {
             InvokerKind::Each(call) => {
@@ -45,10 +55,21 @@ impl Worker {
                         event_id = %delivery.event_id,
                         attempt = delivery.attempt,
                     );
-                    outcomes[index] = Some(self.call_each(call, delivery).instrument(span).await);
+                    let outcome = self.call_each(call, delivery).instrument(span).await;
+                    if outcome.left_the_claim() {
+                        settled.mark(index);
+                    }
+                    outcomes[index] = Some(outcome);
                 }
             }
-            InvokerKind::Batch(call) => self.call_batch(call, deliveries, outcomes).await,
+            InvokerKind::Batch(call) => {
+                self.call_batch(call, deliveries, outcomes).await;
+                for (index, outcome) in outcomes.iter().enumerate() {
+                    if outcome.as_ref().is_some_and(Outcome::left_the_claim) {
+                        settled.mark(index);
+                    }
+                }
+            }
         }
     }
 

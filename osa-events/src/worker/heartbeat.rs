@@ -4,7 +4,13 @@
 //! `now()`. If extending keeps failing (database unreachable), the heartbeat gives up shortly
 //! before the last confirmed expiry, so the worker stops the handlers before another worker could
 //! legitimately take the deliveries over.
+//!
+//! Deliveries that already left the claim (completed inside a `Tx` handler's transaction, or found
+//! taken over) are [`Settled`]: they are not extended any more, and their missing rows are not
+//! mistaken for takeovers.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::Clock;
@@ -13,10 +19,29 @@ use crate::store::{Fence, Store, SubscriptionId};
 /// Why a heartbeat stopped: the batch must be abandoned.
 #[derive(Debug)]
 pub(crate) enum Lost {
-    /// Every claim of the batch has been taken over by another worker.
+    /// Every unsettled claim of the batch has been taken over by another worker.
     TakenOver,
     /// The claims could not be extended in time.
     Unreachable,
+}
+
+/// Which deliveries of a batch no longer hold a claim to keep, by index in the batch. Shared
+/// between the handler calls (which mark) and the heartbeat (which reads) of one batch.
+#[derive(Debug)]
+pub(crate) struct Settled(Vec<AtomicBool>);
+
+impl Settled {
+    pub(crate) fn new(len: usize) -> Self {
+        Self((0..len).map(|_| AtomicBool::new(false)).collect())
+    }
+
+    pub(crate) fn mark(&self, index: usize) {
+        self.0[index].store(true, Ordering::Release);
+    }
+
+    fn is_settled(&self, index: usize) -> bool {
+        self.0[index].load(Ordering::Acquire)
+    }
 }
 
 /// Runs until the batch's claims are lost; never returns while they are held. `claimed_at` is a
@@ -26,13 +51,14 @@ pub(crate) async fn keep(
     store: &dyn Store,
     subscription: SubscriptionId,
     fences: &[Fence],
+    settled: &Settled,
     claim_timeout: Duration,
     clock: &dyn Clock,
     claimed_at: tokio::time::Instant,
 ) -> Lost {
     let interval = claim_timeout / 3;
     let margin = claim_timeout / 10;
-    let mut held: Vec<Fence> = fences.to_vec();
+    let mut taken_over: HashSet<usize> = HashSet::new();
     let mut held_until = claimed_at + claim_timeout;
     let mut failing = false;
     loop {
@@ -46,18 +72,37 @@ pub(crate) async fn keep(
         if clock.now() >= give_up_at {
             continue;
         }
+        let active: Vec<usize> = (0..fences.len())
+            .filter(|&index| !settled.is_settled(index) && !taken_over.contains(&index))
+            .collect();
         let sent_at = clock.now();
-        match store.extend(subscription, &held, claim_timeout).await {
+        if active.is_empty() {
+            // Nothing left to keep: the batch is writing its outcomes.
+            held_until = sent_at + claim_timeout;
+            continue;
+        }
+        let claims: Vec<Fence> = active.iter().map(|&index| fences[index]).collect();
+        match store.extend(subscription, &claims, claim_timeout).await {
             Ok(still_held) => {
                 failing = false;
                 held_until = sent_at + claim_timeout;
-                if still_held.len() < held.len() {
+                // A delivery may have settled while the extension was in flight: only the
+                // unsettled ones whose rows did not answer were taken over.
+                let lost: Vec<usize> = active
+                    .into_iter()
+                    .filter(|&index| {
+                        !still_held.contains(&fences[index].position) && !settled.is_settled(index)
+                    })
+                    .collect();
+                if !lost.is_empty() {
                     tracing::warn!(
-                        lost = held.len() - still_held.len(),
+                        lost = lost.len(),
                         "claims were taken over by another worker; their completions will be refused"
                     );
-                    held.retain(|fence| still_held.contains(&fence.position));
-                    if held.is_empty() {
+                    taken_over.extend(lost);
+                    if (0..fences.len())
+                        .all(|index| settled.is_settled(index) || taken_over.contains(&index))
+                    {
                         return Lost::TakenOver;
                     }
                 }

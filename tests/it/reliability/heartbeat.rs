@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::{Scene, count_lines, serial};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runtime bug: heartbeats report a Tx handler's own completions as takeovers (RELIABILITY.md, Known issues)"]
+
 async fn heartbeats_do_not_mistake_a_tx_handlers_own_completions_for_takeovers() {
     let _turn = serial().await;
     let scene = Scene::new("heartbeat").await;

@@ -12,8 +12,8 @@
 //! The tests take turns (`serial`): they measure rates, latencies and memory, which two of them
 //! running side by side on a small machine would distort. Other tests still run alongside.
 //!
-//! The `#[ignore]`d tests reproduce runtime bugs these tests found (RELIABILITY.md, "Known
-//! issues"); they fail until the bugs are fixed: run them with `-- --ignored`.
+//! Some tests reproduce runtime bugs these tests found, since fixed (RELIABILITY.md, "Issues
+//! these tests found").
 
 #![cfg(target_os = "linux")]
 

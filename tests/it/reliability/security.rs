@@ -543,7 +543,7 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
 /// migrations on an up-to-date schema it owns. Fails until `migrate` creates the schema only
 /// when `pg_namespace` has none.
 #[tokio::test]
-#[ignore = "runtime bug: migrate needs CREATE on the database every time (RELIABILITY.md, Known issues)"]
+
 async fn migrate_needs_create_on_the_database_only_the_first_time() {
     let roles = Roles::new(); // dropped after the database
     let scene = Scene::unmigrated("security_migrate").await;
@@ -577,7 +577,7 @@ async fn migrate_needs_create_on_the_database_only_the_first_time() {
 /// the first connection, which retries a refused connection until the 10 s acquire timeout and
 /// then reports "pool timed out while waiting for an open connection", without the cause.
 #[tokio::test]
-#[ignore = "runtime shortcoming: PgStore::connect hides why it cannot connect (RELIABILITY.md, Known issues)"]
+
 async fn a_refused_connection_is_reported_with_its_cause() {
     let started = std::time::Instant::now();
     let error = PgStore::connect("postgres://u@127.0.0.1:1/db")

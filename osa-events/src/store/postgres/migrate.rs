@@ -17,7 +17,8 @@ impl PgStore {
     /// (`osa_events._sqlx_migrations`), leaving the application's own schemas alone.
     ///
     /// Safe to call from every process at start-up: concurrent calls wait for each other, and
-    /// applied migrations are skipped. The role needs `CREATE` on the database the first time.
+    /// applied migrations are skipped. The role needs `CREATE` on the database the first time (to
+    /// create the schema), then only ownership of the schema (see `docs/privileges.md`).
     ///
     /// # Errors
     ///
@@ -38,8 +39,15 @@ async fn migrate_on(conn: &mut PgConnection) -> Result<()> {
         .bind(MIGRATE_LOCK_KEY)
         .execute(&mut *conn)
         .await?;
-    conn.execute("create schema if not exists osa_events")
-        .await?;
+    // `create schema if not exists` checks the CREATE privilege even when the schema exists:
+    // look first, so later migrations need only the schema's privileges.
+    let (exists,): (bool,) =
+        sqlx::query_as("select exists (select 1 from pg_namespace where nspname = 'osa_events')")
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        conn.execute("create schema osa_events").await?;
+    }
     conn.execute("set search_path to osa_events").await?;
     MIGRATOR.run(&mut *conn).await?;
     Ok(())

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
 
 use crate::Result;
 use crate::store::{
@@ -60,10 +61,14 @@ impl PgStore {
     ///
     /// [`Error::Database`](crate::Error::Database) when the URL is malformed or the first connection fails.
     pub async fn connect(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        // A first connection of our own: a pool that cannot connect reports only "pool timed
+        // out", while this reports why (refused, unknown host, authentication, ...).
+        PgConnection::connect_with(&options).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Ok(Self { pool })
     }
