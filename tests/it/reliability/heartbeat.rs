@@ -1,13 +1,11 @@
 //! Heartbeats of a `Tx` handler's batch, with a single worker: nothing can take its claims over.
 //!
-//! Runtime bug, found by the load test (RELIABILITY.md, "Known issues"): a `Tx` handler
-//! completes each delivery in its own transaction while the batch runs, but the heartbeat keeps
-//! extending the batch's original fences. It finds the completed rows gone, warns "claims were
-//! taken over by another worker", and once the last delivery's commit has removed every row it
-//! returns `Lost::TakenOver`: the batch is "abandoned" while its last call is still finishing,
-//! and dropping that call mid-commit makes sqlx roll back a transaction that is already
-//! committed ("there is no transaction in progress"). No event is lost or duplicated, but the
-//! warnings are false and point operators at a takeover that never happened.
+//! A regression test for a runtime bug found by the load test (RELIABILITY.md, "Issues these
+//! tests found"): a `Tx` handler completes each delivery in its own transaction while the batch
+//! runs, and the heartbeat used to keep extending the batch's original fences, find the completed
+//! rows gone, warn "claims were taken over by another worker", and finally abandon the batch while
+//! its last call was still committing. The heartbeat now skips deliveries settled in the handler's
+//! transaction.
 
 use std::time::Duration;
 

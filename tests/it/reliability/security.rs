@@ -537,11 +537,10 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
     drop(roles);
 }
 
-/// Runtime bug (RELIABILITY.md, "Known issues"): `PgStore::migrate` runs
+/// A regression test (RELIABILITY.md, "Issues these tests found"): `PgStore::migrate` used to run
 /// `create schema if not exists osa_events` every time, and PostgreSQL checks `CREATE` on the
-/// database before it looks for the schema, so an owner without that privilege cannot re-run
-/// migrations on an up-to-date schema it owns. Fails until `migrate` creates the schema only
-/// when `pg_namespace` has none.
+/// database before it looks for the schema, so an owner without that privilege could not re-run
+/// migrations on an up-to-date schema it owns.
 #[tokio::test]
 
 async fn migrate_needs_create_on_the_database_only_the_first_time() {
@@ -573,9 +572,10 @@ async fn migrate_needs_create_on_the_database_only_the_first_time() {
     drop(roles);
 }
 
-/// Runtime shortcoming (RELIABILITY.md, "Known issues"): `PgStore::connect` lets the pool make
-/// the first connection, which retries a refused connection until the 10 s acquire timeout and
-/// then reports "pool timed out while waiting for an open connection", without the cause.
+/// A regression test (RELIABILITY.md, "Issues these tests found"): `PgStore::connect` used to let
+/// the pool make the first connection, which retried a refused connection until the 10 s acquire
+/// timeout and then reported "pool timed out while waiting for an open connection", without the
+/// cause.
 #[tokio::test]
 
 async fn a_refused_connection_is_reported_with_its_cause() {
