@@ -198,12 +198,13 @@ impl Runtime {
     /// [`Error::Signal`](crate::Error::Signal) when signal handlers cannot be installed. Once running,
     /// store errors are logged and retried, never returned.
     pub async fn run(self) -> Result<()> {
-        let subscriptions = self.register().await?;
         let stopping = self.shutdown.clone();
         let aborting = CancellationToken::new();
+        // Listen before the first round trip, so a signal during start-up stops cleanly too.
         if self.handle_signals {
             spawn_signal_listener(stopping.clone())?;
         }
+        let subscriptions = self.register().await?;
 
         let board = Arc::new(WakeBoard::new(subscriptions.iter().copied()));
         let mut tasks = JoinSet::new();

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use osa_events::{PgStore, Resources, Runtime};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 
 mod events;
 mod handlers;
@@ -62,15 +63,45 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
     let mut options = Options::parse(rest)?;
     let url = std::env::var(URL_VAR).map_err(|_| format!("{URL_VAR} is not set"))?;
     let connect_for = Duration::from_millis(options.take("connect-for-ms", 30_000)?);
-    let pool = connect(&url, options.take("connections", 8)?, connect_for).await?;
+    let connections = options.take("connections", 8)?;
+    if mode == "work" {
+        // SIGTERM must stop a worker cleanly at any moment, also while it is still connecting
+        // (the runtime only listens once it runs): listen from the start, and hand the token on.
+        let shutdown = CancellationToken::new();
+        spawn_sigterm_listener(shutdown.clone())?;
+        let pool = tokio::select! {
+            pool = connect(&url, connections, connect_for) => pool?,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        return work(pool, options, shutdown).await;
+    }
+    let pool = connect(&url, connections, connect_for).await?;
     match mode.as_str() {
-        "work" => work(pool, options).await,
         "publish" => publish(pool, options).await,
         other => Err(format!("unknown mode `{other}`: expected `work` or `publish`").into()),
     }
 }
 
-async fn work(pool: PgPool, mut options: Options) -> Result<(), Failure> {
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+fn spawn_sigterm_listener(shutdown: CancellationToken) -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+async fn work(
+    pool: PgPool,
+    mut options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), Failure> {
     let handlers: String = options.take("handlers", String::new())?;
     let grace = Duration::from_millis(options.take("grace-ms", 5000)?);
     let work = Duration::from_millis(options.take("work-ms", 0)?);
@@ -90,6 +121,8 @@ async fn work(pool: PgPool, mut options: Options) -> Result<(), Failure> {
         .resources(Resources::new().with(app))
         .only(handlers.split(',').filter(|name| !name.is_empty()))
         .grace_period(grace)
+        .handle_signals(false)
+        .shutdown_token(shutdown)
         .build()?;
     runtime.run().await?;
     Ok(())
