@@ -5,45 +5,28 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::ItemFn;
 
-use crate::diag::{Errors, with_errors};
 use crate::event_handler::emit::{bind, handler_type_name};
+use crate::event_handler::expand_fn;
 use crate::event_handler::signature::{self, Shape};
 
 mod args;
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item: ItemFn = match syn::parse2(item.clone()) {
-        Ok(item) => item,
-        Err(_) => {
-            let error = syn::Error::new_spanned(
-                &item,
-                "#[projection] goes on an `async fn` whose first parameter is `Batch<E>`",
-            );
-            return with_errors(item, error);
-        }
-    };
-    let mut errors = Errors::new();
-    let args = match args::ProjectionArgs::parse(args, &mut errors) {
-        Ok(args) => Some(args),
-        Err(error) => {
-            errors.push(error);
-            None
-        }
-    };
-    let signature = signature::analyze(&item, &mut errors);
-    if let Some(signature) = &signature
-        && signature.shape == Shape::Each
-    {
-        errors.spanned(
-            signature.event,
-            "a projection takes its events as `Batch<E>`, where `E` is an event type or a `#[derive(EventSet)]` enum",
-        );
-    }
-    match (errors.finish(), args, signature) {
-        (Ok(()), Some(args), Some(signature)) => emit(&args, &item, &signature),
-        (Err(error), _, _) => with_errors(&item, error),
-        (Ok(()), _, _) => unreachable!("a missing part always records an error"),
-    }
+    expand_fn(
+        args,
+        item,
+        "#[projection] goes on an `async fn` whose first parameter is `Batch<E>`",
+        args::ProjectionArgs::parse,
+        |signature, errors| {
+            if signature.shape == Shape::Each {
+                errors.spanned(
+                    signature.event,
+                    "a projection takes its events as `Batch<E>`, where `E` is an event type or a `#[derive(EventSet)]` enum",
+                );
+            }
+        },
+        emit,
+    )
 }
 
 fn emit(args: &args::ProjectionArgs, item: &ItemFn, sig: &signature::Signature<'_>) -> TokenStream {
