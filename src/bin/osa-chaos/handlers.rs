@@ -82,15 +82,7 @@ async fn ledger_in_tx(
     ctx: Ctx,
     mut tx: Tx,
 ) -> Result<(), HandlerError> {
-    app.work().await;
-    sqlx::query(RECORD_SQL)
-        .bind("chaos.tx")
-        .bind(item.seq)
-        .bind(app.pid)
-        .bind(attempt(&ctx))
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    record_in_tx("chaos.tx", &item, &app, &ctx, &mut tx).await
 }
 
 #[event_handler(
@@ -103,15 +95,7 @@ async fn ledger_in_tx(
     poll = "100ms"
 )]
 async fn slow(item: Item, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<(), HandlerError> {
-    app.work().await;
-    sqlx::query(RECORD_SQL)
-        .bind("chaos.slow")
-        .bind(item.seq)
-        .bind(app.pid)
-        .bind(attempt(&ctx))
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    record_in_tx("chaos.slow", &item, &app, &ctx, &mut tx).await
 }
 
 /// A `Tx` handler whose batch outlives several heartbeats (1 s claims are renewed every 333 ms):
@@ -125,15 +109,7 @@ async fn slow(item: Item, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<(), H
     poll = "100ms"
 )]
 async fn heartbeat(item: Item, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<(), HandlerError> {
-    app.work().await;
-    sqlx::query(RECORD_SQL)
-        .bind("chaos.heartbeat")
-        .bind(item.seq)
-        .bind(app.pid)
-        .bind(attempt(&ctx))
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    record_in_tx("chaos.heartbeat", &item, &app, &ctx, &mut tx).await
 }
 
 /// Two retries with short backoff, and a timeout the `hang` events blow through.
@@ -173,4 +149,24 @@ async fn poison(event: Poison, app: State<App>, ctx: Ctx) -> Result<(), HandlerE
             Ok(())
         }
     }
+}
+
+/// What the `Tx` handlers do: after the configured work, write one ledger row through the
+/// handler's transaction, so it commits exactly once with the delivery's completion.
+async fn record_in_tx(
+    handler: &str,
+    item: &Item,
+    app: &App,
+    ctx: &Ctx,
+    tx: &mut Tx,
+) -> Result<(), HandlerError> {
+    app.work().await;
+    sqlx::query(RECORD_SQL)
+        .bind(handler)
+        .bind(item.seq)
+        .bind(app.pid)
+        .bind(attempt(ctx))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
