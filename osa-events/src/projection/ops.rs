@@ -1,12 +1,13 @@
 //! Operating projections: where each stands, how far behind, who leads; rewinding one.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use sqlx::{Executor, Postgres};
 
 use super::ProjectionRegistration;
 use super::leader::{LOCK_HOLDER_SQL, lock_namespace};
 use super::read::parse_xid;
+use crate::store::postgres::from_epoch_seconds;
 use crate::{Error, PgStore, Result};
 
 /// A projection's state, from [`PgStore::projection_status`].
@@ -96,7 +97,7 @@ impl PgStore {
                 lag,
                 leader,
                 last_error,
-                updated_at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(updated_at.max(0.0)),
+                updated_at: from_epoch_seconds(updated_at),
             });
         }
         Ok(statuses)

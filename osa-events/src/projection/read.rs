@@ -14,12 +14,11 @@
 //! skipped, and nothing is read twice. The price: a projection lags behind the oldest transaction
 //! running in the cluster (a long transaction anywhere holds it back), which the status reports.
 
-use std::time::{Duration, SystemTime};
-
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::Result;
+use crate::store::postgres::from_epoch_seconds;
 use crate::store::{Delivery, Fence};
 
 /// Where a projection stands: the last applied event's `(commit_xid, position)`; `(0, 0)` before
@@ -121,8 +120,7 @@ pub(crate) async fn events_after(
             routing_key: row.routing_key,
             payload: row.payload,
             metadata: row.metadata,
-            published_at: SystemTime::UNIX_EPOCH
-                + Duration::from_secs_f64(row.published_at.max(0.0)),
+            published_at: from_epoch_seconds(row.published_at),
         })
         .collect();
     Ok((events, last))

@@ -1,10 +1,9 @@
 //! The claim: one statement that locks, claims and returns up to `limit` due deliveries.
 
-use std::time::{Duration, SystemTime};
-
 use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
+use super::from_epoch_seconds;
 use crate::Result;
 use crate::store::{ClaimRequest, Delivery, Fence};
 
@@ -158,8 +157,7 @@ impl From<ClaimedRow> for Delivery {
             routing_key: row.routing_key,
             payload: row.payload,
             metadata: row.metadata,
-            published_at: SystemTime::UNIX_EPOCH
-                + Duration::from_secs_f64(row.published_at.max(0.0)),
+            published_at: from_epoch_seconds(row.published_at),
         }
     }
 }

@@ -162,6 +162,12 @@ impl Store for PgStore {
     }
 }
 
+/// A database timestamp read as `extract(epoch from ..)::float8`, as a `SystemTime` (sqlx is built
+/// without a date-time crate; negative values, before 1970, are clamped to the epoch).
+pub(crate) fn from_epoch_seconds(seconds: f64) -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+}
+
 impl PgStore {
     /// Completes `done` on `conn` (inside a handler's transaction): the fenced delete of
     /// [`Store::complete`], so it commits or rolls back with the handler's writes.
