@@ -97,5 +97,5 @@ pub mod pg;
 pub mod sim;
 
 pub use clock::FakeClock;
-pub use harness::{Attempt, AttemptOutcome, Harness, HarnessBuilder};
+pub use harness::{Attempt, AttemptOutcome, Harness, HarnessBuilder, ProjectionFailed};
 pub use memory::{DeliveryInfo, DeliveryStatus, InMemoryStore, RawEvent};

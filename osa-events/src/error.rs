@@ -89,6 +89,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(Cow<'static, str>),
 
+    /// A projection's leadership was lost (its session ended, or the store deposed it): the
+    /// batch wrote nothing, and the runner follows until it can lead again.
+    #[error("this process no longer leads projection `{projection}`")]
+    NotLeader {
+        /// The projection's name.
+        projection: String,
+    },
+
     /// The process could not install its signal handlers.
     #[error("cannot listen for shutdown signals: {0}")]
     Signal(#[source] std::io::Error),

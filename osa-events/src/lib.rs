@@ -75,9 +75,10 @@ pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
 pub use handler::invoke::{IntoBatchResult, IntoHandlerResult};
 pub use handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
-pub use projection::ops::reset_projection;
+pub use projection::pg::ops::reset_projection;
 pub use projection::{
-    EventSet, Projection, ProjectionRegistration, ProjectionSpec, ProjectionStatus, ResetTo,
+    Advance, Checkpoint, EventSet, Leadership, OpenBatch, PgTransaction, Projection,
+    ProjectionRegistration, ProjectionSpec, ProjectionStatus, ProjectionStore, ResetTo,
     decode_event,
 };
 pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, publish, publish_batch, publish_routed};
@@ -114,7 +115,7 @@ pub mod __private {
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
     };
-    pub use crate::worker::step::{StepReport, Stepper};
+    pub use crate::worker::step::{ProjectionStep, StepReport, Stepper};
     pub use crate::{Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
     pub use core::time::Duration;
 

@@ -163,7 +163,8 @@ impl Runtime {
     /// Not public API: hands the handlers to a [`Stepper`] instead of running them, for the
     /// harness and the simulator of `osa-events-testing`, which drive the claim loops themselves
     /// (see [`Stepper`]). Registers the subscriptions first, as [`run`](Self::run) does;
-    /// `jitter_seed` makes the retry delays repeatable. Projections are not run.
+    /// `jitter_seed` makes the retry delays repeatable. Projections are stepped with
+    /// [`Stepper::project`].
     ///
     /// # Errors
     ///
@@ -177,11 +178,17 @@ impl Runtime {
             .zip(subscriptions)
             .map(|(handler, subscription)| (handler.spec, handler.invoker, subscription))
             .collect();
+        let projections = self
+            .projections
+            .into_iter()
+            .map(|projection| (projection.spec, projection.invoker))
+            .collect();
         Ok(Stepper::new(
             self.store,
             self.clock,
             self.instance,
             handlers,
+            projections,
             jitter_seed,
         ))
     }
@@ -231,13 +238,13 @@ impl Runtime {
                 tasks.spawn(worker.run());
             }
         }
-        if let Some(pg) = self.store.postgres() {
+        if let Some(store) = self.store.projections() {
             for projection in &self.projections {
                 tasks.spawn(
                     ProjectionRunner {
                         spec: projection.spec,
                         invoker: Arc::clone(&projection.invoker),
-                        store: pg.clone(),
+                        store: Arc::clone(&store),
                         clock: Arc::clone(&self.clock),
                         process: process.clone(),
                         stopping: stopping.clone(),
@@ -401,14 +408,21 @@ impl RuntimeBuilder {
             .projections
             .into_iter()
             .map(|registration| {
-                if self.store.postgres().is_none() {
+                let name = registration.spec.name();
+                if self.store.projections().is_none() {
                     return Err(crate::Error::Config(
-                        format!("projection `{}` needs `PgStore`", registration.spec.name()).into(),
+                        format!("projection `{name}` needs a store that runs projections (`PgStore`, or `InMemoryStore` in tests)").into(),
+                    ));
+                }
+                let invoker = (registration.bind)(&self.resources)?;
+                if invoker.transactional && self.store.postgres().is_none() {
+                    return Err(crate::Error::Config(
+                        format!("projection `{name}` takes a `Tx`, which needs `PgStore`; this store has no PostgreSQL transactions").into(),
                     ));
                 }
                 Ok(BoundProjection {
                     spec: registration.spec,
-                    invoker: Arc::new((registration.bind)(&self.resources)?),
+                    invoker: Arc::new(invoker),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -373,3 +373,66 @@ async fn reset_rebuilds_the_read_model_from_the_beginning() {
         "{error}"
     );
 }
+
+/// The case a reader ordered by position gets wrong, step by step: a transaction takes an id and a
+/// position first but commits last. Nothing after it is read while it runs, and once it commits
+/// its event comes first, in `(commit_xid, position)` order, even though its position is higher.
+#[tokio::test]
+async fn a_transaction_that_commits_late_is_read_in_its_place() {
+    use osa_events::ProjectionStore;
+    const TYPES: &[&str] = &[Placed::NAME];
+    let db = Db::new().await;
+    let placed = |customer: &str| Placed {
+        customer: customer.to_owned(),
+        cents: 1,
+    };
+    let mut late = db.pool().begin().await.unwrap();
+    // Its transaction id is taken now; its event is inserted after the others.
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *late)
+        .await
+        .unwrap();
+    osa_events::publish(db.pool(), &placed("early"))
+        .await
+        .unwrap();
+    osa_events::publish(&mut *late, &placed("late"))
+        .await
+        .unwrap();
+    osa_events::publish(db.pool(), &placed("after"))
+        .await
+        .unwrap();
+
+    let mut leadership = db
+        .store
+        .try_lead("test.late", "test")
+        .await
+        .unwrap()
+        .expect("nobody else leads");
+    let held_back = leadership.next_batch(TYPES, 10).await.unwrap();
+    assert!(
+        held_back.events.is_empty(),
+        "events of transactions younger than a running one are not read yet: {:?}",
+        held_back.events
+    );
+    drop(held_back);
+    late.commit().await.unwrap();
+
+    let started = std::time::Instant::now();
+    let customers: Vec<String> = loop {
+        let batch = leadership.next_batch(TYPES, 10).await.unwrap();
+        if batch.events.len() == 3 || started.elapsed() > WAIT {
+            break batch
+                .events
+                .iter()
+                .map(|event| {
+                    serde_json::from_str::<Placed>(&event.payload)
+                        .unwrap()
+                        .customer
+                })
+                .collect();
+        }
+        drop(batch);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(customers, ["late", "early", "after"]);
+}

@@ -1,5 +1,5 @@
-//! The store contract suite: the rules of the claim protocol and of publishing that every
-//! [`Store`] must follow, one function per rule.
+//! The store contract suite: the rules of the claim protocol, of publishing and of projections
+//! that every [`Store`] (and its [`ProjectionStore`]) must follow, one function per rule.
 //!
 //! **Not a stable public API.** Rules are added, renamed and tightened as the protocol evolves,
 //! in any release. It is public so that every store, in this workspace or outside it, runs the
@@ -31,13 +31,16 @@
 use std::future::Future;
 use std::time::Duration;
 
-use osa_events::{ClaimRequest, Delivery, Event, Outgoing, Store, Subscription, SubscriptionId};
+use osa_events::{
+    ClaimRequest, Delivery, Event, Outgoing, ProjectionStore, Store, Subscription, SubscriptionId,
+};
 use serde::{Deserialize, Serialize};
 
 pub use crate::memory::DeliveryStatus;
 
 mod claims;
 mod fences;
+mod projections;
 mod publish;
 mod subjects;
 
@@ -56,6 +59,13 @@ pub use fences::{
     a_stale_release_is_refused, fences_belong_to_their_subscription,
     writes_need_a_claimed_delivery,
 };
+pub use projections::{
+    a_deposed_leader_writes_nothing, a_leadership_that_ends_passes_on,
+    a_new_leader_resumes_from_the_checkpoint, a_reset_during_a_batch_stands,
+    a_reset_rewinds_the_checkpoint, an_uncommitted_batch_leaves_the_checkpoint,
+    batches_follow_the_log_after_the_checkpoint, one_leader_per_projection,
+    the_status_shows_checkpoint_lag_and_leader,
+};
 pub use publish::{
     deliveries_are_created_at_publish_time, each_subscription_gets_its_own_delivery,
     other_event_types_are_not_delivered, positions_follow_publish_order,
@@ -68,8 +78,8 @@ pub use subjects::{MemoryUnderTest, PgUnderTest};
 ///
 /// Implementations panic when the store fails: a store error fails the rule.
 pub trait StoreUnderTest: Send + Sync + 'static {
-    /// The store whose [`Store`] methods the rules call.
-    type Store: Store + Clone;
+    /// The store whose [`Store`] and [`ProjectionStore`] methods the rules call.
+    type Store: Store + ProjectionStore + Clone;
 
     /// The store.
     fn store(&self) -> &Self::Store;
@@ -86,6 +96,10 @@ pub trait StoreUnderTest: Send + Sync + 'static {
 
     /// How many events the log holds.
     fn event_count(&self) -> impl Future<Output = u64> + Send;
+
+    /// Ends the leadership of `projection` from outside, as the database ending the leader's
+    /// session would; returns whether anyone led it.
+    fn depose(&self, projection: &str) -> impl Future<Output = bool> + Send;
 }
 
 /// `event` ready for [`StoreUnderTest::publish`], with a fresh id.
@@ -152,6 +166,15 @@ macro_rules! store_contract_tests {
             other_event_types_are_not_delivered,
             deliveries_are_created_at_publish_time,
             publish_wakes_listening_workers,
+            one_leader_per_projection,
+            a_leadership_that_ends_passes_on,
+            batches_follow_the_log_after_the_checkpoint,
+            an_uncommitted_batch_leaves_the_checkpoint,
+            a_new_leader_resumes_from_the_checkpoint,
+            a_deposed_leader_writes_nothing,
+            a_reset_rewinds_the_checkpoint,
+            a_reset_during_a_batch_stands,
+            the_status_shows_checkpoint_lag_and_leader,
         );
     };
     (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {

@@ -69,6 +69,10 @@ impl StoreUnderTest for MemoryUnderTest {
     async fn event_count(&self) -> u64 {
         u64::try_from(self.store.events().len()).unwrap_or(u64::MAX)
     }
+
+    async fn depose(&self, projection: &str) -> bool {
+        self.store.depose_projection_leader(projection)
+    }
 }
 
 /// A migrated [`PgStore`] in a fresh [`TestDatabase`], on real time: rules sleep to let time pass.
@@ -153,5 +157,20 @@ impl StoreUnderTest for PgUnderTest {
             .await
             .expect("count events");
         u64::try_from(count).unwrap_or(0)
+    }
+
+    /// Terminates the session holding the projection's advisory lock, and waits until it is gone.
+    async fn depose(&self, projection: &str) -> bool {
+        let terminated: i64 = sqlx::query_scalar(
+            "select count(*) filter (where pg_terminate_backend(l.pid, 5000)) from pg_locks l \
+             where l.locktype = 'advisory' and l.granted \
+               and l.database = (select oid from pg_database where datname = current_database()) \
+               and l.objid = hashtext('osa_events.projection:' || $1)::oid and l.objsubid = 2",
+        )
+        .bind(projection)
+        .fetch_one(self.store.pool())
+        .await
+        .expect("terminate the leader's session");
+        terminated > 0
     }
 }

@@ -13,8 +13,10 @@ use crate::{DeliveryInfo, DeliveryStatus, FakeClock, InMemoryStore, RawEvent};
 mod assert;
 mod drive;
 mod journal;
+mod project;
 
 pub use journal::{Attempt, AttemptOutcome};
+pub use project::ProjectionFailed;
 
 /// Runs registered handlers on an [`InMemoryStore`] and a [`FakeClock`], one claim at a time,
 /// and records what became of every attempt: a handler test with no database, no sleeping and no
@@ -28,7 +30,9 @@ pub use journal::{Attempt, AttemptOutcome};
 /// - [`step`](Self::step) runs one iteration of one handler's claim loop (claim a batch, handle
 ///   it, record the outcomes) and returns its [`Attempt`]s;
 /// - [`drain`](Self::drain) steps every handler until nothing is due, moving the fake clock to the
-///   next retry when only backoff is left, so a retry schedule of minutes runs in microseconds.
+///   next retry when only backoff is left, so a retry schedule of minutes runs in microseconds;
+/// - [`project`](Self::project) applies a projection until it has caught up, batch by batch, with
+///   its checkpoint in the store (projections that take a `Tx` need PostgreSQL).
 ///
 /// Then inspect the journal ([`attempts`](Self::attempts), [`handled`](Self::handled),
 /// [`retries`](Self::retries), [`dead_letters`](Self::dead_letters)) or assert on it
@@ -316,10 +320,9 @@ impl HarnessBuilder {
         self
     }
 
-    /// Runs only the handlers with these names. Without it the harness runs every handler
-    /// registered in the test binary, which fails [`build`](Self::build) when one of them needs a
-    /// resource this test does not provide, takes a `Tx`, or is a projection (both need
-    /// PostgreSQL).
+    /// Runs only the handlers and projections with these names. Without it the harness runs every
+    /// one registered in the test binary, which fails [`build`](Self::build) when one of them
+    /// needs a resource this test does not provide, or takes a `Tx` (which needs PostgreSQL).
     #[must_use]
     pub fn only<I, S>(mut self, names: I) -> Self
     where
@@ -370,8 +373,8 @@ impl HarnessBuilder {
     /// # Errors
     ///
     /// The errors of [`RuntimeBuilder::build`](osa_events::RuntimeBuilder::build): an unknown
-    /// name, no handler left, a `State<T>` with no `T` in the resources, a handler that takes a
-    /// `Tx` or a projection (they need `PgStore`).
+    /// name, no handler left, a `State<T>` with no `T` in the resources, a handler or projection
+    /// that takes a `Tx` (it needs `PgStore`).
     pub async fn build(self) -> osa_events::Result<Harness> {
         let clock = self.clock.unwrap_or_default();
         let store = InMemoryStore::with_clock(clock.clone());

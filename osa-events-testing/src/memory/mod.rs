@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod projections;
 mod raw;
 mod state;
 
@@ -355,6 +356,10 @@ impl Store for InMemoryStore {
             let now = self.now();
             Ok(self.tables().release(subscription, claims, now))
         })
+    }
+
+    fn projections(&self) -> Option<Arc<dyn osa_events::ProjectionStore>> {
+        Some(Arc::new(self.clone()))
     }
 
     /// Hints from [`publish`](InMemoryStore::publish) and its siblings, one per subscription

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use super::{DeliveryInfo, DeliveryStatus, RawEvent};
 
+mod projections;
+
 /// The event log, subscriptions and deliveries, as in the `osa_events` schema.
 #[derive(Debug, Default)]
 pub(super) struct Tables {
@@ -25,12 +27,37 @@ pub(super) struct Tables {
     /// partial index `deliveries_claimable`, so a claim reads only what it takes, whatever the
     /// number of rows. Kept in step with every change of a row's status or `run_at`.
     claimable: HashMap<SubscriptionId, BTreeSet<(Instant, i64)>>,
+    /// How many publishes have logged events: the counterpart of the publishing transaction id.
+    commits: u64,
+    /// Projection checkpoints and leaders, by name (see `projections.rs`).
+    projections: BTreeMap<String, projections::ProjectionRow>,
 }
 
 #[derive(Debug)]
 struct LoggedEvent {
     raw: RawEvent,
     published_at: SystemTime,
+    /// The publish that logged it (all events of one publish share it), as PostgreSQL's
+    /// `commit_xid`: publishes are atomic and in order here, so it grows with the position.
+    commit: u64,
+}
+
+impl LoggedEvent {
+    /// The event at `position`, as handed to a handler.
+    fn delivery(&self, fence: Fence, attempt: u32, last_error: Option<String>) -> Delivery {
+        Delivery {
+            fence,
+            attempt,
+            last_error,
+            event_id: self.raw.id,
+            event_type: self.raw.event_type.clone(),
+            event_version: self.raw.event_version,
+            routing_key: self.raw.routing_key.clone(),
+            payload: self.raw.payload.clone(),
+            metadata: self.raw.metadata.clone().unwrap_or_else(|| "{}".to_owned()),
+            published_at: self.published_at,
+        }
+    }
 }
 
 /// A delivery row. While claimed, `run_at` is the claim's expiry, so an expired claim is simply
@@ -121,6 +148,7 @@ impl Tables {
     ) -> (u64, BTreeSet<SubscriptionId>) {
         let mut published = 0;
         let mut woken = BTreeSet::new();
+        let commit = self.commits + 1;
         for raw in events {
             if !self.event_ids.insert(raw.id) {
                 continue;
@@ -128,6 +156,7 @@ impl Tables {
             self.events.push(LoggedEvent {
                 raw: raw.clone(),
                 published_at,
+                commit,
             });
             published += 1;
             let position = i64::try_from(self.events.len()).expect("fewer than 2^63 events");
@@ -156,6 +185,9 @@ impl Tables {
                     woken.insert(*id);
                 }
             }
+        }
+        if published > 0 {
+            self.commits = commit;
         }
         (published, woken)
     }
@@ -197,22 +229,11 @@ impl Tables {
                 row.claim_token = Some(token);
                 row.claimed_by = Some(request.worker.to_owned());
                 let logged = &self.events[usize::try_from(position - 1).expect("positions from 1")];
-                Delivery {
-                    fence: Fence { position, token },
-                    attempt: row.attempts,
-                    last_error: row.last_error.clone(),
-                    event_id: logged.raw.id,
-                    event_type: logged.raw.event_type.clone(),
-                    event_version: logged.raw.event_version,
-                    routing_key: logged.raw.routing_key.clone(),
-                    payload: logged.raw.payload.clone(),
-                    metadata: logged
-                        .raw
-                        .metadata
-                        .clone()
-                        .unwrap_or_else(|| "{}".to_owned()),
-                    published_at: logged.published_at,
-                }
+                logged.delivery(
+                    Fence { position, token },
+                    row.attempts,
+                    row.last_error.clone(),
+                )
             })
             .collect()
     }

@@ -2,4 +2,5 @@
 //! no sleeping. One binary (see STYLE.md); the handlers they run are registered here.
 
 mod harness;
+mod projections;
 mod sim;

@@ -4,22 +4,24 @@
 //! checkpoint in the same transaction as the batch's effects. One process at a time runs each
 //! projection: the leader, elected with a PostgreSQL session advisory lock.
 //!
-//! - [`read`]: which events are safe to read, and in what order (the no-skip argument).
-//! - [`leader`]: the advisory-lock leadership and its dedicated connection.
+//! - [`store`]: what a store does for projections ([`ProjectionStore`]): leadership, reading in
+//!   order, atomic checkpoints, status and reset.
+//! - [`pg`]: the PostgreSQL implementation, with the no-skip argument and the advisory lock.
 //! - [`runner`]: the loop: lead, read a batch, apply it with the checkpoint, repeat.
-//! - [`ops`]: status, lag, leader, reset.
 
 use std::time::Duration;
 
 use crate::handler::error::HandlerError;
 use crate::{Event, Resources, Result};
 
-pub(crate) mod leader;
-pub(crate) mod ops;
-pub(crate) mod read;
+pub(crate) mod pg;
 pub(crate) mod runner;
+pub(crate) mod store;
 
-pub use ops::{ProjectionStatus, ResetTo};
+pub use store::{
+    Advance, Checkpoint, Leadership, OpenBatch, PgTransaction, ProjectionStatus, ProjectionStore,
+    ResetTo,
+};
 
 /// The set of event types a projection reads: one [`Event`] type, or an enum of them with
 /// `#[derive(EventSet)]`.

@@ -9,58 +9,47 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::ProjectionSpec;
-use super::leader::Leader;
-use super::read::{self, Checkpoint};
+use super::store::{Leadership, ProjectionStore};
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, TxSlot};
 use crate::handler::invoke::InvokerKind;
-use crate::{Clock, Invoker, PgStore};
+use crate::{Clock, Invoker};
 
 /// How often a follower tries to take leadership over.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
-const RECORD_FAILURE_SQL: &str =
-    "update osa_events.checkpoints set last_error = $2, failed_at = now() where name = $1";
-
 pub(crate) struct ProjectionRunner {
     pub(crate) spec: ProjectionSpec,
     pub(crate) invoker: Arc<Invoker>,
-    pub(crate) store: PgStore,
+    pub(crate) store: Arc<dyn ProjectionStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) process: String,
     pub(crate) stopping: CancellationToken,
 }
 
 /// Why a batch was not applied.
-enum BatchError {
+pub(crate) enum BatchError {
     /// The handler failed, or an event did not decode: retried with backoff, checkpoint unchanged.
     Failed(String),
-    /// The session lost the lock (or the connection): stop leading.
-    LostLeadership(String),
-}
-
-impl From<sqlx::Error> for BatchError {
-    fn from(error: sqlx::Error) -> Self {
-        BatchError::LostLeadership(error.to_string())
-    }
+    /// The store failed or the leadership is lost: stop leading, follow, try again.
+    Store(crate::Error),
 }
 
 impl From<crate::Error> for BatchError {
     fn from(error: crate::Error) -> Self {
-        // Any database error inside a batch may mean a broken session: re-check leadership.
-        BatchError::LostLeadership(error.to_string())
+        // Any store error inside a batch may mean a broken session: give the leadership up.
+        BatchError::Store(error)
     }
 }
 
 impl ProjectionRunner {
     pub(crate) async fn run(self) {
-        let options = self.store.pool().connect_options();
         while !self.stopping.is_cancelled() {
-            match Leader::acquire(&options, self.spec.name(), &self.process).await {
-                Ok(Some(leader)) => {
+            match self.store.try_lead(self.spec.name(), &self.process).await {
+                Ok(Some(leadership)) => {
                     tracing::info!(projection = self.spec.name(), "leading the projection");
-                    self.lead(&leader).await;
-                    leader.resign().await;
+                    let leadership = self.lead(leadership).await;
+                    leadership.resign().await;
                     if !self.stopping.is_cancelled() {
                         tracing::warn!(
                             projection = self.spec.name(),
@@ -77,14 +66,13 @@ impl ProjectionRunner {
         }
     }
 
-    async fn lead(&self, leader: &Leader) {
+    /// Applies batches until shutdown or a store error; hands the leadership back to resign.
+    async fn lead(&self, mut leadership: Box<dyn Leadership>) -> Box<dyn Leadership> {
         let mut failures: u32 = 0;
-        if let Err(error) = self.ensure_checkpoint(leader).await {
-            tracing::warn!(projection = self.spec.name(), %error, "cannot create the checkpoint");
-            return;
-        }
         while !self.stopping.is_cancelled() {
-            match self.apply_next_batch(leader, failures + 1).await {
+            let applied =
+                apply_next_batch(&self.spec, &self.invoker, &mut *leadership, failures + 1).await;
+            match applied {
                 Ok(0) => {
                     failures = 0;
                     self.pause(self.spec.poll_interval()).await;
@@ -94,96 +82,18 @@ impl ProjectionRunner {
                     failures = failures.saturating_add(1);
                     let delay = retry_delay(&self.spec, failures);
                     tracing::warn!(projection = self.spec.name(), %error, failures, retry_in = ?delay, "projection batch failed; checkpoint not advanced");
-                    if let Err(error) = sqlx::query(RECORD_FAILURE_SQL)
-                        .bind(self.spec.name())
-                        .bind(&error)
-                        .execute(&leader.pool)
-                        .await
-                    {
+                    if let Err(error) = leadership.record_failure(&error).await {
                         tracing::warn!(projection = self.spec.name(), %error, "cannot record the failure");
                     }
                     self.pause(delay).await;
                 }
-                Err(BatchError::LostLeadership(error)) => {
-                    tracing::warn!(projection = self.spec.name(), %error, "projection session lost");
-                    return;
+                Err(BatchError::Store(error)) => {
+                    tracing::warn!(projection = self.spec.name(), %error, "projection store failed");
+                    break;
                 }
             }
         }
-    }
-
-    async fn ensure_checkpoint(&self, leader: &Leader) -> crate::Result<()> {
-        let mut conn = leader.pool.acquire().await?;
-        read::ensure_checkpoint(&mut conn, self.spec.name()).await
-    }
-
-    /// Applies the next batch in one transaction; returns how many events it applied.
-    async fn apply_next_batch(&self, leader: &Leader, attempt: u32) -> Result<usize, BatchError> {
-        let mut tx = leader.pool.begin().await?;
-        if !leader.holds_lock(&mut tx).await? {
-            return Err(BatchError::LostLeadership(
-                "the session no longer holds the projection's lock".into(),
-            ));
-        }
-        let after: Checkpoint = read::checkpoint(&mut tx, self.spec.name()).await?;
-        let (events, last) = read::events_after(
-            &mut tx,
-            self.spec.event_types(),
-            after,
-            self.spec.batch_size(),
-            attempt,
-        )
-        .await?;
-        if events.is_empty() {
-            return Ok(0);
-        }
-        let InvokerKind::Batch(call) = &self.invoker.kind else {
-            unreachable!("#[projection] always builds a batch invoker");
-        };
-        // The handler writes through the batch's transaction when it takes a `Tx`; it comes back
-        // through the slot for the checkpoint and the commit.
-        let (handler_tx, kept) = if self.invoker.transactional {
-            let (handle, slot) = TxSlot::new(tx);
-            (Some(handle), Err(slot))
-        } else {
-            (None, Ok(tx))
-        };
-        let mut parts = Call::new(&events, handler_tx);
-        let batch = call(&mut parts);
-        drop(parts);
-        if let Some((index, error)) = batch.rejected.into_iter().next() {
-            return Err(BatchError::Failed(format!(
-                "event {} (position {}) cannot be applied: {error}",
-                events[index].event_id, events[index].fence.position
-            )));
-        }
-        if let Some(future) = batch.future {
-            let outcome = AssertUnwindSafe(future)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(HandlerError::retry("the projection panicked")));
-            match outcome {
-                Ok(reported) if reported.failed_count() == 0 => {}
-                Ok(reported) => {
-                    let (index, error) = reported.into_failures().remove(0);
-                    return Err(BatchError::Failed(format!(
-                        "event at batch index {index} failed: {error}"
-                    )));
-                }
-                Err(error) => return Err(BatchError::Failed(error.to_string())),
-            }
-        }
-        let mut tx = match kept {
-            Ok(tx) => tx,
-            Err(slot) => slot.take_back().ok_or_else(|| {
-                BatchError::Failed(
-                    "the projection kept its `Tx` after returning, so nothing was committed".into(),
-                )
-            })?,
-        };
-        read::save(&mut tx, self.spec.name(), last).await?;
-        tx.commit().await?;
-        Ok(events.len())
+        leadership
     }
 
     async fn pause(&self, duration: Duration) {
@@ -192,6 +102,75 @@ impl ProjectionRunner {
             () = self.stopping.cancelled() => {}
         }
     }
+}
+
+/// Applies the next batch of projection `spec`, with its checkpoint, in one transaction where the
+/// store has them; returns how many events it applied. `attempt` is the batch's attempt number
+/// (1 unless the previous batches failed).
+pub(crate) async fn apply_next_batch(
+    spec: &ProjectionSpec,
+    invoker: &Invoker,
+    leadership: &mut dyn Leadership,
+    attempt: u32,
+) -> Result<usize, BatchError> {
+    let mut batch = leadership
+        .next_batch(spec.event_types(), spec.batch_size())
+        .await?;
+    if batch.events.is_empty() {
+        return Ok(0);
+    }
+    for event in &mut batch.events {
+        event.attempt = attempt;
+    }
+    let InvokerKind::Batch(call) = &invoker.kind else {
+        unreachable!("#[projection] always builds a batch invoker");
+    };
+    // The handler writes through the batch's transaction when it takes a `Tx`; it comes back
+    // through the slot for the checkpoint and the commit.
+    let (handler_tx, slot) = match batch.transaction.take() {
+        Some(tx) if invoker.transactional => {
+            let (handle, slot) = TxSlot::new(tx);
+            (Some(handle), Some(slot))
+        }
+        kept => {
+            batch.transaction = kept;
+            (None, None)
+        }
+    };
+    let mut parts = Call::new(&batch.events, handler_tx);
+    let outcome = call(&mut parts);
+    drop(parts);
+    if let Some((index, error)) = outcome.rejected.into_iter().next() {
+        return Err(BatchError::Failed(format!(
+            "event {} (position {}) cannot be applied: {error}",
+            batch.events[index].event_id, batch.events[index].fence.position
+        )));
+    }
+    if let Some(future) = outcome.future {
+        let result = AssertUnwindSafe(future)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::retry("the projection panicked")));
+        match result {
+            Ok(reported) if reported.failed_count() == 0 => {}
+            Ok(reported) => {
+                let (index, error) = reported.into_failures().remove(0);
+                return Err(BatchError::Failed(format!(
+                    "event at batch index {index} failed: {error}"
+                )));
+            }
+            Err(error) => return Err(BatchError::Failed(error.to_string())),
+        }
+    }
+    if let Some(slot) = slot {
+        batch.transaction = Some(slot.take_back().ok_or_else(|| {
+            BatchError::Failed(
+                "the projection kept its `Tx` after returning, so nothing was committed".into(),
+            )
+        })?);
+    }
+    leadership.commit(batch.advance, batch.transaction).await?;
+    Ok(batch.events.len())
 }
 
 fn retry_delay(spec: &ProjectionSpec, failures: u32) -> Duration {

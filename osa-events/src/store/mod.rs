@@ -163,6 +163,13 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// The same store's projection side, if it runs projections (see
+    /// [`ProjectionStore`](crate::ProjectionStore)); the runtime refuses to start projections on a
+    /// store without one.
+    fn projections(&self) -> Option<std::sync::Arc<dyn crate::ProjectionStore>> {
+        None
+    }
+
     /// The PostgreSQL store behind this one, if any: handlers that take a
     /// [`Tx`](crate::Tx) need it, and the runtime refuses to start them on any other store.
     fn postgres(&self) -> Option<&crate::PgStore> {

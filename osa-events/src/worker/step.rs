@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::Worker;
 use super::backoff::Jitter;
 use crate::handler::{HandlerSpec, Invoker};
+use crate::projection::runner::{BatchError, apply_next_batch};
+use crate::projection::{Leadership, ProjectionSpec};
 use crate::store::{Delivery, Failure, Fence, Store, SubscriptionId};
 use crate::{Clock, Error, Result};
 
@@ -29,6 +31,28 @@ pub struct Stepper {
     clock: Arc<dyn Clock>,
     instance: String,
     handlers: Vec<Stepped>,
+    projections: Vec<SteppedProjection>,
+}
+
+struct SteppedProjection {
+    spec: ProjectionSpec,
+    invoker: Arc<Invoker>,
+    /// Taken at the first [`Stepper::project`], kept until the store fails.
+    leadership: Option<Box<dyn Leadership>>,
+    /// Failed batches in a row: the next batch's attempt is one more.
+    failures: u32,
+}
+
+/// Not public API: what one [`Stepper::project`] did.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ProjectionStep {
+    /// How many events the batch applied and committed: 0 when the projection has caught up, or
+    /// when the batch failed.
+    pub applied: usize,
+    /// Why the batch failed (recorded as the projection's last error); its checkpoint did not
+    /// move.
+    pub failed: Option<String>,
 }
 
 struct Stepped {
@@ -60,6 +84,7 @@ impl Stepper {
         clock: Arc<dyn Clock>,
         instance: String,
         handlers: Vec<(HandlerSpec, Arc<Invoker>, SubscriptionId)>,
+        projections: Vec<(ProjectionSpec, Arc<Invoker>)>,
         jitter_seed: u64,
     ) -> Self {
         let handlers = handlers
@@ -71,11 +96,86 @@ impl Stepper {
                 jitter: Jitter::seeded(jitter_seed ^ name_hash(spec.name())),
             })
             .collect();
+        let projections = projections
+            .into_iter()
+            .map(|(spec, invoker)| SteppedProjection {
+                spec,
+                invoker,
+                leadership: None,
+                failures: 0,
+            })
+            .collect();
         Self {
             store,
             clock,
             instance,
             handlers,
+            projections,
+        }
+    }
+
+    /// The projections, sorted by name.
+    pub fn projections(&self) -> impl Iterator<Item = &ProjectionSpec> {
+        self.projections.iter().map(|projection| &projection.spec)
+    }
+
+    /// Applies the next batch of projection `name`, as its runner would: leads it first if this
+    /// stepper does not yet, applies and commits one batch, or records why it failed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownHandler`] when this stepper has no such projection,
+    /// [`Error::NotLeader`] when another instance leads it, the store's error when reading or
+    /// committing fails (the leadership is then given up, and the next call leads again).
+    pub async fn project(&mut self, name: &str) -> Result<ProjectionStep> {
+        let index = self
+            .projections
+            .iter()
+            .position(|projection| projection.spec.name() == name)
+            .ok_or_else(|| Error::UnknownHandler {
+                name: name.to_owned(),
+                known: self
+                    .projections
+                    .iter()
+                    .map(|projection| projection.spec.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let store = self
+            .store
+            .projections()
+            .ok_or_else(|| Error::Config("this store runs no projections".into()))?;
+        let projection = &mut self.projections[index];
+        let spec = projection.spec;
+        if projection.leadership.is_none() {
+            projection.leadership = store.try_lead(spec.name(), &self.instance).await?;
+        }
+        let Some(leadership) = projection.leadership.as_mut() else {
+            return Err(Error::NotLeader {
+                projection: spec.name().to_owned(),
+            });
+        };
+        let attempt = projection.failures.saturating_add(1);
+        match apply_next_batch(&spec, &projection.invoker, &mut **leadership, attempt).await {
+            Ok(applied) => {
+                projection.failures = 0;
+                Ok(ProjectionStep {
+                    applied,
+                    failed: None,
+                })
+            }
+            Err(BatchError::Failed(error)) => {
+                projection.failures = attempt;
+                leadership.record_failure(&error).await?;
+                Ok(ProjectionStep {
+                    applied: 0,
+                    failed: Some(error),
+                })
+            }
+            Err(BatchError::Store(error)) => {
+                projection.leadership = None;
+                Err(error)
+            }
         }
     }
 
@@ -184,9 +284,11 @@ impl Stepper {
 impl fmt::Debug for Stepper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.handlers.iter().map(|h| h.spec.name()).collect();
+        let projections: Vec<&str> = self.projections().map(ProjectionSpec::name).collect();
         f.debug_struct("Stepper")
             .field("instance", &self.instance)
             .field("handlers", &names)
+            .field("projections", &projections)
             .finish_non_exhaustive()
     }
 }

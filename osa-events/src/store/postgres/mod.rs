@@ -157,6 +157,10 @@ impl Store for PgStore {
         Some(Box::pin(async move { notify::listen(&pool).await }))
     }
 
+    fn projections(&self) -> Option<std::sync::Arc<dyn crate::ProjectionStore>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     fn postgres(&self) -> Option<&PgStore> {
         Some(self)
     }

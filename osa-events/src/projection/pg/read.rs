@@ -18,18 +18,9 @@ use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
 use crate::Result;
+pub(crate) use crate::projection::store::Checkpoint;
 use crate::store::postgres::from_epoch_seconds;
 use crate::store::{Delivery, Fence};
-
-/// Where a projection stands: the last applied event's `(commit_xid, position)`; `(0, 0)` before
-/// the first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub(crate) struct Checkpoint {
-    pub(crate) commit_xid: u64,
-    pub(crate) position: i64,
-}
-
-const ENSURE_CHECKPOINT_SQL: &str = "insert into osa_events.checkpoints (name, position, commit_xid) values ($1, 0, '0') on conflict (name) do nothing";
 
 /// Locks the checkpoint row for the batch's transaction (a concurrent reset waits for it).
 const CHECKPOINT_SQL: &str = "select position, coalesce(commit_xid, '0')::text from osa_events.checkpoints where name = $1 for update";
@@ -66,14 +57,6 @@ struct EventRow {
     published_at: f64,
 }
 
-pub(crate) async fn ensure_checkpoint(conn: &mut PgConnection, name: &str) -> Result<()> {
-    sqlx::query(ENSURE_CHECKPOINT_SQL)
-        .bind(name)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 pub(crate) async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint> {
     let (position, commit_xid): (i64, String) = sqlx::query_as(CHECKPOINT_SQL)
         .bind(name)
@@ -85,14 +68,13 @@ pub(crate) async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Ch
     })
 }
 
-/// Up to `limit` events after `after`, as deliveries (no claim: the token is nil), with the
-/// checkpoint of the last one.
+/// Up to `limit` events after `after`, as deliveries (no claim: the token is nil; attempt 1), with
+/// the checkpoint of the last one.
 pub(crate) async fn events_after(
     conn: &mut PgConnection,
     event_types: &[&str],
     after: Checkpoint,
     limit: u32,
-    attempt: u32,
 ) -> Result<(Vec<Delivery>, Checkpoint)> {
     let rows: Vec<EventRow> = sqlx::query_as(READ_SQL)
         .bind(event_types)
@@ -112,7 +94,7 @@ pub(crate) async fn events_after(
                 position: row.position,
                 token: Uuid::nil(),
             },
-            attempt,
+            attempt: 1,
             last_error: None,
             event_id: row.id,
             event_type: row.event_type,

@@ -1,0 +1,134 @@
+//! [`ProjectionStore`] for [`InMemoryStore`]: projections in unit tests, on a fake clock.
+
+use futures_util::future::BoxFuture;
+use osa_events::{
+    Advance, Leadership, OpenBatch, PgTransaction, ProjectionStatus, ProjectionStore, ResetTo,
+    Result,
+};
+use uuid::Uuid;
+
+use super::InMemoryStore;
+
+/// Leadership as in `PgStore`, with a token in place of the advisory lock: one leader per name
+/// until it resigns, is dropped (a session that ends) or is deposed
+/// ([`depose_projection_leader`](InMemoryStore::depose_projection_leader)). Checkpoints move only
+/// by a leader's commit or a reset, and a reset made while a batch is applied stands. Projections
+/// that take a `Tx` need `PgStore`; the runtime refuses them here.
+impl ProjectionStore for InMemoryStore {
+    fn try_lead<'a>(
+        &'a self,
+        name: &'static str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Leadership>>>> {
+        Box::pin(async move {
+            let now = self.wall_time(self.now());
+            let token = self.tables().try_lead(name, holder, now);
+            Ok(token.map(|token| {
+                Box::new(MemoryLeadership {
+                    store: self.clone(),
+                    name,
+                    token,
+                    resets: 0,
+                }) as Box<dyn Leadership>
+            }))
+        })
+    }
+
+    fn status<'a>(
+        &'a self,
+        name: &'a str,
+        event_types: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<ProjectionStatus>> {
+        Box::pin(async move { Ok(self.tables().projection_status(name, event_types)) })
+    }
+
+    fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let now = self.wall_time(self.now());
+            self.tables().reset_projection(name, to, now)
+        })
+    }
+}
+
+impl InMemoryStore {
+    /// The state of every projection registered in this program, sorted by name, as
+    /// [`PgStore::projection_status`](osa_events::PgStore::projection_status) reports it.
+    ///
+    /// # Errors
+    ///
+    /// Never, in memory; the signature is the store-independent one.
+    pub async fn projection_status(&self) -> Result<Vec<ProjectionStatus>> {
+        self.statuses().await
+    }
+
+    /// Ends the leadership of projection `name`, as PostgreSQL ending the leader's session would:
+    /// the old leader's next call fails and writes nothing, and another runtime can take over.
+    /// Returns whether anyone led it.
+    pub fn depose_projection_leader(&self, name: &str) -> bool {
+        self.tables().depose_projection_leader(name)
+    }
+}
+
+/// A leadership of the in-memory store: the projection's name and the token that proves it.
+struct MemoryLeadership {
+    store: InMemoryStore,
+    name: &'static str,
+    token: Uuid,
+    /// The resets the checkpoint had seen when the last batch was read.
+    resets: u64,
+}
+
+impl Leadership for MemoryLeadership {
+    fn next_batch<'a>(
+        &'a mut self,
+        event_types: &'static [&'static str],
+        limit: u32,
+    ) -> BoxFuture<'a, Result<OpenBatch>> {
+        Box::pin(async move {
+            let (events, advance, resets) =
+                self.store
+                    .tables()
+                    .projection_batch(self.name, self.token, event_types, limit)?;
+            self.resets = resets;
+            Ok(OpenBatch {
+                events,
+                advance,
+                transaction: None,
+            })
+        })
+    }
+
+    fn commit<'a>(
+        &'a mut self,
+        advance: Advance,
+        transaction: Option<PgTransaction>,
+    ) -> BoxFuture<'a, Result<()>> {
+        debug_assert!(transaction.is_none(), "the in-memory store opens none");
+        Box::pin(async move {
+            let now = self.store.wall_time(self.store.now());
+            self.store
+                .tables()
+                .commit_projection(self.name, self.token, advance, self.resets, now)
+        })
+    }
+
+    fn record_failure<'a>(&'a mut self, error: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.store
+                .tables()
+                .record_projection_failure(self.name, self.token, error)
+        })
+    }
+
+    fn resign(self: Box<Self>) -> BoxFuture<'static, ()> {
+        drop(self);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A leadership dropped without resigning ends like a PostgreSQL session whose process died.
+impl Drop for MemoryLeadership {
+    fn drop(&mut self) {
+        self.store.tables().resign_projection(self.name, self.token);
+    }
+}

@@ -1,0 +1,259 @@
+//! Projections on the in-memory store: stepped by the harness (catch-up, failure and retry, reset),
+//! and run by the runtime on two "nodes" sharing one store (leadership, take-over, deposing).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use osa_events::prelude::*;
+use osa_events::{ProjectionStore, ResetTo, Runtime};
+use osa_events_testing::{Harness, InMemoryStore};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "projection.test.placed")]
+struct Placed {
+    n: u32,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "projection.test.noise")]
+struct Noise;
+
+/// The read model: every applied position in order of application, and the events' numbers.
+#[derive(Default)]
+struct Applied {
+    positions: Mutex<Vec<i64>>,
+    numbers: Mutex<Vec<u32>>,
+    /// While set, an event with `n == 13` fails its batch.
+    refuse_13: AtomicBool,
+}
+
+impl Applied {
+    fn positions(&self) -> Vec<i64> {
+        self.positions.lock().unwrap().clone()
+    }
+
+    fn numbers(&self) -> Vec<u32> {
+        self.numbers.lock().unwrap().clone()
+    }
+}
+
+#[projection(
+    name = "projection.test.applied",
+    batch = 4,
+    poll = "10ms",
+    backoff = "10ms"
+)]
+async fn apply(events: Batch<Placed>, applied: State<Applied>) -> Result<(), HandlerError> {
+    let mut staged = Vec::new();
+    for (ctx, placed) in events.iter_with_ctx() {
+        if placed.n == 13 && applied.refuse_13.load(Ordering::SeqCst) {
+            return Err(HandlerError::retry("13 is refused today"));
+        }
+        staged.push((ctx.position(), placed.n));
+    }
+    // A read model that writes all of a batch or nothing, as a transaction would.
+    for (position, n) in staged {
+        applied.positions.lock().unwrap().push(position);
+        applied.numbers.lock().unwrap().push(n);
+    }
+    Ok(())
+}
+
+async fn harness(applied: &Arc<Applied>) -> Harness {
+    Harness::builder()
+        .resources(Resources::new().with_arc(Arc::clone(applied)))
+        .only(["projection.test.applied"])
+        .build()
+        .await
+        .expect("a harness for the projection")
+}
+
+#[tokio::test]
+async fn the_harness_applies_every_event_once_in_order_and_resumes() {
+    let applied = Arc::new(Applied::default());
+    let mut harness = harness(&applied).await;
+    assert_eq!(
+        harness.projection_names().collect::<Vec<_>>(),
+        ["projection.test.applied"]
+    );
+    for n in 0..6 {
+        harness.publish(&Placed { n });
+        harness.publish(&Noise);
+    }
+    assert_eq!(harness.project("projection.test.applied").await, Ok(6));
+    assert_eq!(applied.numbers(), [0, 1, 2, 3, 4, 5]);
+    assert!(applied.positions().windows(2).all(|pair| pair[0] < pair[1]));
+
+    for n in 6..9 {
+        harness.publish(&Placed { n });
+    }
+    assert_eq!(harness.project("projection.test.applied").await, Ok(3));
+    assert_eq!(harness.project("projection.test.applied").await, Ok(0));
+    assert_eq!(applied.numbers(), (0..9).collect::<Vec<_>>());
+
+    let status = harness.store().projection_status().await.unwrap();
+    let status = status
+        .iter()
+        .find(|status| status.name == "projection.test.applied")
+        .unwrap();
+    assert_eq!(status.position, *applied.positions().last().unwrap());
+    assert_eq!(status.lag, 0);
+    assert_eq!(status.leader.as_deref(), Some("harness"));
+}
+
+#[tokio::test]
+async fn a_failing_batch_moves_nothing_reports_its_error_and_is_retried() {
+    let applied = Arc::new(Applied::default());
+    applied.refuse_13.store(true, Ordering::SeqCst);
+    let mut harness = harness(&applied).await;
+    for n in 10..16 {
+        harness.publish(&Placed { n });
+    }
+    let failed = harness
+        .project("projection.test.applied")
+        .await
+        .unwrap_err();
+    assert_eq!(failed.applied, 0, "13 is in the first batch of 4");
+    assert!(failed.error.contains("13 is refused today"), "{failed}");
+    assert_eq!(applied.numbers(), [] as [u32; 0]);
+    let status = harness
+        .store()
+        .status("projection.test.applied", &[Placed::NAME])
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.position, status.lag),
+        (0, 6),
+        "the checkpoint did not move"
+    );
+    assert!(status.last_error.unwrap().contains("13 is refused today"));
+
+    applied.refuse_13.store(false, Ordering::SeqCst);
+    assert_eq!(harness.project("projection.test.applied").await, Ok(6));
+    assert_eq!(applied.numbers(), (10..16).collect::<Vec<_>>(), "each once");
+    let status = harness
+        .store()
+        .status("projection.test.applied", &[Placed::NAME])
+        .await
+        .unwrap();
+    assert_eq!((status.lag, status.last_error), (0, None));
+}
+
+#[tokio::test]
+async fn a_reset_replays_from_the_chosen_point() {
+    let applied = Arc::new(Applied::default());
+    let mut harness = harness(&applied).await;
+    for n in 0..5 {
+        harness.publish(&Placed { n });
+    }
+    assert_eq!(harness.project("projection.test.applied").await, Ok(5));
+    let third = applied.positions()[2];
+    harness
+        .store()
+        .reset("projection.test.applied", ResetTo::AfterPosition(third))
+        .await
+        .unwrap();
+    assert_eq!(harness.project("projection.test.applied").await, Ok(2));
+    assert_eq!(applied.numbers(), [0, 1, 2, 3, 4, 3, 4]);
+}
+
+/// Starts a runtime on `store` that runs the projection only, as `instance`.
+fn node(
+    store: &InMemoryStore,
+    applied: &Arc<Applied>,
+    instance: &str,
+) -> tokio::task::JoinHandle<osa_events::Result<()>> {
+    let runtime = Runtime::builder(store.clone())
+        .resources(Resources::new().with_arc(Arc::clone(applied)))
+        .only(["projection.test.applied"])
+        .handle_signals(false)
+        .instance_name(instance)
+        .build()
+        .unwrap();
+    tokio::spawn(runtime.run())
+}
+
+async fn leader(store: &InMemoryStore) -> Option<String> {
+    store
+        .status("projection.test.applied", &[Placed::NAME])
+        .await
+        .unwrap()
+        .leader
+}
+
+/// Waits up to 10 s for `condition`.
+async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let started = tokio::time::Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_share_one_leader_and_the_survivor_takes_over() {
+    let store = InMemoryStore::new();
+    let applied = Arc::new(Applied::default());
+    let node_a = node(&store, &applied, "node-a");
+    let node_b = node(&store, &applied, "node-b");
+    eventually("a leader", async || leader(&store).await.is_some()).await;
+    let first = leader(&store).await.unwrap();
+
+    for n in 0..40 {
+        store.publish(&Placed { n }).unwrap();
+    }
+    eventually("the first 40 applied", async || {
+        applied.numbers().len() == 40
+    })
+    .await;
+    // The leader dies: its task is gone, and with it its leadership.
+    let (dead, survivor) = if first == "node-a" {
+        (node_a, node_b)
+    } else {
+        (node_b, node_a)
+    };
+    dead.abort();
+    for n in 40..80 {
+        store.publish(&Placed { n }).unwrap();
+    }
+    eventually("the survivor leads", async || {
+        leader(&store).await.is_some_and(|now| now != first)
+    })
+    .await;
+    eventually("all 80 applied", async || applied.numbers().len() == 80).await;
+
+    // Deposed (its session ended, as PostgreSQL would end it): it follows, then leads again.
+    assert!(store.depose_projection_leader("projection.test.applied"));
+    for n in 80..100 {
+        store.publish(&Placed { n }).unwrap();
+    }
+    eventually("all 100 applied after deposing", async || {
+        applied.numbers().len() == 100
+    })
+    .await;
+    survivor.abort();
+    assert_eq!(
+        applied.numbers(),
+        (0..100).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+}
+
+#[projection(name = "projection.test.transactional")]
+async fn transactional(_events: Batch<Placed>, _tx: Tx) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_projection_that_takes_a_tx_is_refused_in_memory() {
+    let error = Runtime::builder(InMemoryStore::new())
+        .only(["projection.test.transactional"])
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("takes a `Tx`"), "{error}");
+}

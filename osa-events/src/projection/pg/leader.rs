@@ -1,0 +1,200 @@
+//! Leadership of a projection on PostgreSQL: a session advisory lock on a dedicated connection.
+//!
+//! The lock is taken with [`pg_try_advisory_lock`](https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS)
+//! on a pool of exactly one connection, separate from the application's pool, so the lock never
+//! leaks onto a connection someone else uses. Every batch runs its transaction on that same
+//! connection and first checks, inside the transaction, that its session still holds the lock:
+//! if the connection was lost (and with it the lock, which another process may hold by now), the
+//! check fails, or the transaction dies with the session; either way nothing is written.
+//!
+//! Leadership is about efficiency and the order of effects outside the database, not about
+//! exactly-once: each batch also locks the checkpoint row (`for update`) before it reads, so two
+//! sessions that both believed they led would still apply each event once.
+//!
+//! # Poolers in transaction mode
+//!
+//! Session locks do not survive a pooler in transaction mode (PgBouncer `pool_mode =
+//! transaction`): each transaction may run on another server session, the lock stays behind on
+//! the session that took it, and, since advisory locks are re-entrant within a session, another
+//! client that lands on that session "takes" it too. The leader records its session's process id
+//! when it takes the lock. When a later batch runs on another process id while the recorded one
+//! still holds the lock, the session cannot have been lost and retaken: a pooler moved the
+//! connection, and the batch fails with [`Error::Config`] naming the cause. Connect projections
+//! directly or through session-mode pooling.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::read::{self, Checkpoint};
+use crate::projection::store::{Advance, Leadership, OpenBatch, PgTransaction};
+use crate::{Error, Result};
+
+/// The first half of every projection lock key: "osae" in ASCII. The second half is
+/// `hashtext('osa_events.projection:' || name)`.
+pub(super) const LOCK_NAMESPACE: i32 = 0x6f73_6165;
+
+/// Takes the lock, and names the session that took it.
+const TRY_LOCK_SQL: &str =
+    "select pg_try_advisory_lock($1, hashtext('osa_events.projection:' || $2)), pg_backend_pid()";
+
+/// Whether the session with process id `$3` holds the projection's lock (session-level advisory
+/// locks show in `pg_locks` with `objsubid = 2` for the two-key form), and which session this is.
+const CHECK_LOCK_SQL: &str = r#"
+select exists (
+    select 1 from pg_locks
+    where locktype = 'advisory' and granted and pid = $3
+      and classid = $1::int4::oid
+      and objid = hashtext('osa_events.projection:' || $2)::oid
+      and objsubid = 2
+), pg_backend_pid()
+"#;
+
+/// Creates the checkpoint at the beginning if there is none, and names its leader.
+const CLAIM_CHECKPOINT_SQL: &str = r#"
+insert into osa_events.checkpoints (name, position, commit_xid, leader) values ($1, 0, '0', $2)
+on conflict (name) do update set leader = excluded.leader
+"#;
+
+const RECORD_FAILURE_SQL: &str =
+    "update osa_events.checkpoints set last_error = $2, failed_at = now() where name = $1";
+
+/// The leadership of one projection: the dedicated connection whose session holds the lock.
+#[derive(Debug)]
+pub(super) struct PgLeadership {
+    pool: PgPool,
+    name: &'static str,
+    /// The process id of the session that took the lock.
+    pid: i32,
+}
+
+impl PgLeadership {
+    /// Tries to take projection `name`'s lock on a new dedicated connection; `Ok(None)` when
+    /// another session holds it.
+    pub(super) async fn try_take(
+        options: &PgConnectOptions,
+        name: &'static str,
+        holder: &str,
+    ) -> Result<Option<PgLeadership>> {
+        let options = options
+            .clone()
+            .application_name(&format!("osa-events projection {name} {holder}"));
+        // One connection, never recycled by the pool on its own: recycling would drop the lock.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        let (locked, pid): (bool, i32) = sqlx::query_as(TRY_LOCK_SQL)
+            .bind(LOCK_NAMESPACE)
+            .bind(name)
+            .fetch_one(&pool)
+            .await?;
+        if !locked {
+            pool.close().await;
+            return Ok(None);
+        }
+        let leadership = PgLeadership { pool, name, pid };
+        // A pooler in transaction mode shows at once if this statement lands on another session.
+        let mut conn = leadership.pool.acquire().await?;
+        leadership.confirm(&mut conn).await?;
+        sqlx::query(CLAIM_CHECKPOINT_SQL)
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *conn)
+            .await?;
+        drop(conn);
+        Ok(Some(leadership))
+    }
+
+    /// Fails unless the session of `conn` is the one that took the lock and still holds it.
+    async fn confirm(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        let (held, pid): (bool, i32) = sqlx::query_as(CHECK_LOCK_SQL)
+            .bind(LOCK_NAMESPACE)
+            .bind(self.name)
+            .bind(self.pid)
+            .fetch_one(conn)
+            .await?;
+        match (held, pid == self.pid) {
+            (true, true) => Ok(()),
+            (true, false) => Err(Error::Config(
+                format!(
+                    "projection `{}`: this connection now runs on server session {pid}, but the \
+                     projection's lock is still held by session {}, which took it: a connection \
+                     pooler in transaction mode (PgBouncer `pool_mode = transaction`) is between \
+                     this process and PostgreSQL. Session advisory locks cannot work through it; \
+                     connect projections directly or through a session-mode pool",
+                    self.name, self.pid
+                )
+                .into(),
+            )),
+            (false, _) => Err(Error::NotLeader {
+                projection: self.name.to_owned(),
+            }),
+        }
+    }
+}
+
+impl Leadership for PgLeadership {
+    fn next_batch<'a>(
+        &'a mut self,
+        event_types: &'static [&'static str],
+        limit: u32,
+    ) -> BoxFuture<'a, Result<OpenBatch>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            self.confirm(&mut tx).await?;
+            let from: Checkpoint = read::checkpoint(&mut tx, self.name).await?;
+            let (events, to) = read::events_after(&mut tx, event_types, from, limit).await?;
+            Ok(OpenBatch {
+                events,
+                advance: Advance { from, to },
+                transaction: Some(tx),
+            })
+        })
+    }
+
+    fn commit<'a>(
+        &'a mut self,
+        advance: Advance,
+        transaction: Option<PgTransaction>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            // The batch's transaction still holds the checkpoint row and was opened after the lock
+            // was confirmed; a lost session takes the transaction down with it.
+            let mut tx = transaction.ok_or_else(|| {
+                Error::Config(
+                    format!(
+                        "projection `{}`: the batch's transaction was not handed back",
+                        self.name
+                    )
+                    .into(),
+                )
+            })?;
+            read::save(&mut tx, self.name, advance.to).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn record_failure<'a>(&'a mut self, error: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query(RECORD_FAILURE_SQL)
+                .bind(self.name)
+                .bind(error)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Closing the connection ends the session, which releases the lock.
+    fn resign(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.pool.close().await })
+    }
+}

@@ -1,0 +1,40 @@
+//! Projections on PostgreSQL: [`ProjectionStore`] for [`PgStore`].
+//!
+//! - [`read`]: which events are safe to read, and in what order (the no-skip argument).
+//! - [`leader`]: the advisory-lock leadership on its dedicated connection, and what poolers break.
+//! - [`ops`]: status, lag, leader, reset.
+
+use futures_util::future::BoxFuture;
+
+use crate::projection::store::{Leadership, ProjectionStatus, ProjectionStore, ResetTo};
+use crate::{PgStore, Result};
+
+mod leader;
+pub(crate) mod ops;
+mod read;
+
+impl ProjectionStore for PgStore {
+    fn try_lead<'a>(
+        &'a self,
+        name: &'static str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Leadership>>>> {
+        Box::pin(async move {
+            let options = self.pool().connect_options();
+            let leadership = leader::PgLeadership::try_take(&options, name, holder).await?;
+            Ok(leadership.map(|leadership| Box::new(leadership) as Box<dyn Leadership>))
+        })
+    }
+
+    fn status<'a>(
+        &'a self,
+        name: &'a str,
+        event_types: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<ProjectionStatus>> {
+        Box::pin(ops::status(self.pool(), name, event_types))
+    }
+
+    fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ops::reset_projection(self.pool(), name, to))
+    }
+}

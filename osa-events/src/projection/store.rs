@@ -1,0 +1,185 @@
+//! [`ProjectionStore`]: what a store does for projections, so the same runner drives them on
+//! [`PgStore`](crate::PgStore) in production and on an in-memory store in unit tests.
+//!
+//! A projection needs three things from its store, each a rule of the contract suite of
+//! `osa-events-testing`:
+//!
+//! - **Leadership.** [`ProjectionStore::try_lead`] makes at most one [`Leadership`] per projection
+//!   name at a time, across every process sharing the store. It lasts until it is resigned, its
+//!   holder is gone (for PostgreSQL: the session that holds the advisory lock ends), or the store
+//!   deposes it; once lost, every call through it fails and writes nothing.
+//! - **Order.** [`Leadership::next_batch`] reads the events of the projection's types after its
+//!   checkpoint, in a stable order in which no event can ever appear before the checkpoint once
+//!   the checkpoint has passed it (for PostgreSQL: `(commit_xid, position)` below the snapshot's
+//!   `xmin`, see `pg/read.rs`).
+//! - **Atomic checkpoints.** [`Leadership::commit`] saves the batch's new checkpoint together
+//!   with the batch's effects when they go through the batch's transaction (PostgreSQL), and only
+//!   while the leadership holds. A batch that is not committed leaves the checkpoint where it was.
+
+use std::time::SystemTime;
+
+use futures_util::future::BoxFuture;
+use sqlx::{Postgres, Transaction};
+
+use super::ProjectionRegistration;
+use crate::Result;
+use crate::store::Delivery;
+
+/// A transaction of the PostgreSQL store, which a batch's `Tx` writes through.
+pub type PgTransaction = Transaction<'static, Postgres>;
+
+/// Where a projection stands: the sort key of the last event it applied, `(0, 0)` before the
+/// first. Events are read in `(commit_xid, position)` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Checkpoint {
+    /// The id of the transaction that published the event (PostgreSQL's `xid8`; the in-memory
+    /// store numbers its publishes).
+    pub commit_xid: u64,
+    /// The event's position in the log.
+    pub position: i64,
+}
+
+/// Where a [`ProjectionStore::reset`] rewinds a projection to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// Before the first event: the projection applies the whole log again.
+    Beginning,
+    /// Just after the event at this position: the projection applies what follows it.
+    AfterPosition(i64),
+}
+
+/// A projection's state, from [`ProjectionStore::status`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: String,
+    /// The position of the last applied event (0 before the first).
+    pub position: i64,
+    /// The publishing transaction id of the last applied event.
+    pub commit_xid: u64,
+    /// Events of its types not applied yet (committed ones only).
+    pub lag: i64,
+    /// The runtime instance that leads it (`host:pid` unless
+    /// [`RuntimeBuilder::instance_name`](crate::RuntimeBuilder::instance_name) says otherwise),
+    /// if one does.
+    pub leader: Option<String>,
+    /// The error of the last failed batch, cleared by the next successful one.
+    pub last_error: Option<String>,
+    /// When the checkpoint last changed (`UNIX_EPOCH` for a projection that never ran).
+    pub updated_at: SystemTime,
+}
+
+impl ProjectionStatus {
+    /// The status of a projection that has never run: at the beginning, led by nobody.
+    pub fn never_ran(name: &str, lag: i64) -> Self {
+        Self {
+            name: name.to_owned(),
+            position: 0,
+            commit_xid: 0,
+            lag,
+            leader: None,
+            last_error: None,
+            updated_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
+/// The events of one batch, read by [`Leadership::next_batch`] and not yet committed.
+#[derive(Debug)]
+pub struct OpenBatch {
+    /// The events after the checkpoint, in order, as deliveries with a nil claim token (there is
+    /// no claim) and attempt 1 (the runner sets the attempt).
+    pub events: Vec<Delivery>,
+    /// The checkpoint before and after this batch.
+    pub advance: Advance,
+    /// The transaction the batch was read in, which its effects and its checkpoint commit in:
+    /// `Some` for PostgreSQL, `None` for a store without transactions.
+    pub transaction: Option<PgTransaction>,
+}
+
+/// A batch's move of the checkpoint, from [`OpenBatch::advance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    /// The checkpoint the batch was read after.
+    pub from: Checkpoint,
+    /// The checkpoint of its last event.
+    pub to: Checkpoint,
+}
+
+/// Storage of projection checkpoints and leadership. Implement it, next to [`Store`](crate::Store),
+/// for a store that runs projections; it must pass the projection rules of the contract suite of
+/// `osa-events-testing`.
+pub trait ProjectionStore: Send + Sync + 'static {
+    /// Tries to become the leader of projection `name` as `holder` (a runtime instance name,
+    /// shown in [`ProjectionStatus::leader`]), creating its checkpoint at the beginning if it has
+    /// none. `Ok(None)` while another leadership of `name` holds.
+    fn try_lead<'a>(
+        &'a self,
+        name: &'static str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn Leadership>>>>;
+
+    /// The state of projection `name`, which reads `event_types`.
+    fn status<'a>(
+        &'a self,
+        name: &'a str,
+        event_types: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<ProjectionStatus>>;
+
+    /// Rewinds projection `name` to `to`. A batch being applied meanwhile does not overwrite the
+    /// reset: the projection continues from the new point.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) when `AfterPosition` names no event.
+    fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<()>>;
+
+    /// The state of every projection registered in this program, sorted by name.
+    fn statuses(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>> {
+        Box::pin(async move {
+            let mut registrations: Vec<&ProjectionRegistration> =
+                inventory::iter::<ProjectionRegistration>
+                    .into_iter()
+                    .collect();
+            registrations.sort_by_key(|registration| registration.spec.name());
+            let mut statuses = Vec::with_capacity(registrations.len());
+            for registration in registrations {
+                let spec = registration.spec;
+                statuses.push(self.status(spec.name(), spec.event_types()).await?);
+            }
+            Ok(statuses)
+        })
+    }
+}
+
+/// The leadership of one projection, from [`ProjectionStore::try_lead`]. Dropping it gives it up,
+/// like [`resign`](Self::resign) without waiting.
+///
+/// Every method fails, writing nothing, once the leadership is lost; the runner then resigns and
+/// tries to lead again later.
+pub trait Leadership: Send {
+    /// Confirms the leadership and reads up to `limit` events of `event_types` after the
+    /// checkpoint, in order.
+    fn next_batch<'a>(
+        &'a mut self,
+        event_types: &'static [&'static str],
+        limit: u32,
+    ) -> BoxFuture<'a, Result<OpenBatch>>;
+
+    /// Moves the checkpoint as `advance` says and commits `transaction` (the batch's, with its
+    /// effects), if the leadership still holds. If the checkpoint was reset since the batch was
+    /// read, the reset stands.
+    fn commit<'a>(
+        &'a mut self,
+        advance: Advance,
+        transaction: Option<PgTransaction>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Records why the last batch failed, for [`ProjectionStatus::last_error`]; the checkpoint
+    /// does not move.
+    fn record_failure<'a>(&'a mut self, error: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Gives the leadership up, so another process can take it at once.
+    fn resign(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
