@@ -45,6 +45,11 @@ use state::Tables;
 /// Publishing is immediate, like a publish in its own committed transaction, and sends a
 /// wake-up hint ([`Store::wake_ups`]) to each subscription that got work.
 ///
+/// It runs projections too ([`ProjectionStore`](osa_events::ProjectionStore)): checkpoints and
+/// one leader per projection name, as `PgStore` keeps them, with
+/// [`depose_projection_leader`](Self::depose_projection_leader) to end a leadership as a lost
+/// database session would. Projections that take a `Tx` need `PgStore`.
+///
 /// Cloning is cheap: clones share the same data.
 ///
 /// # Examples
