@@ -7,6 +7,10 @@
 //! if the connection was lost (and with it the lock, which another process may hold by now), the
 //! check fails, or the transaction dies with the session; either way nothing is written.
 //!
+//! A leader that dies frees the lock when the server ends its session: at once when its process
+//! exits (the kernel closes the socket), and within about 6 s when its machine vanishes, thanks
+//! to the session's TCP keepalive settings (see `TRY_LOCK_SQL`). Followers try every second.
+//!
 //! Leadership is about efficiency and the order of effects outside the database, not about
 //! exactly-once: each batch also locks the checkpoint row (`for update`) before it reads, so two
 //! sessions that both believed they led would still apply each event once.
@@ -36,9 +40,18 @@ use crate::{Error, Result};
 /// `hashtext('osa_events.projection:' || name)`.
 pub(super) const LOCK_NAMESPACE: i32 = 0x6f73_6165;
 
-/// Takes the lock, and names the session that took it.
-const TRY_LOCK_SQL: &str =
-    "select pg_try_advisory_lock($1, hashtext('osa_events.projection:' || $2)), pg_backend_pid()";
+/// Takes the lock, names the session that took it, and makes the server notice within seconds
+/// that this client is gone (TCP keepalives every second after 3 idle seconds, 3 unanswered probes;
+/// at most 5 s of unacknowledged data), so the lock is freed when the leader's machine dies
+/// without closing its connection, not hours later. No effect on Unix sockets, where a dead
+/// process always closes its end.
+const TRY_LOCK_SQL: &str = r#"
+select pg_try_advisory_lock($1, hashtext('osa_events.projection:' || $2)), pg_backend_pid(),
+       set_config('tcp_keepalives_idle', '3', false),
+       set_config('tcp_keepalives_interval', '1', false),
+       set_config('tcp_keepalives_count', '3', false),
+       set_config('tcp_user_timeout', '5000', false)
+"#;
 
 /// Whether the session with process id `$3` holds the projection's lock (session-level advisory
 /// locks show in `pg_locks` with `objsubid = 2` for the two-key form), and which session this is.
@@ -90,11 +103,12 @@ impl PgLeadership {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let (locked, pid): (bool, i32) = sqlx::query_as(TRY_LOCK_SQL)
-            .bind(LOCK_NAMESPACE)
-            .bind(name)
-            .fetch_one(&pool)
-            .await?;
+        let (locked, pid, ..): (bool, i32, String, String, String, String) =
+            sqlx::query_as(TRY_LOCK_SQL)
+                .bind(LOCK_NAMESPACE)
+                .bind(name)
+                .fetch_one(&pool)
+                .await?;
         if !locked {
             pool.close().await;
             return Ok(None);
