@@ -436,3 +436,44 @@ async fn a_transaction_that_commits_late_is_read_in_its_place() {
     };
     assert_eq!(customers, ["late", "early", "after"]);
 }
+
+/// Transaction ids compare as numbers, not as text: with events of transactions 8, 9, 10 and 11,
+/// the first batch of two holds 8 and 9 ("10" sorts before "8" as text, which once made a reader
+/// skip transactions when the cluster's ids gained a digit).
+#[tokio::test]
+async fn transaction_ids_are_ordered_as_numbers_across_a_new_digit() {
+    use osa_events::ProjectionStore;
+    const TYPES: &[&str] = &[Placed::NAME];
+    let db = Db::new().await;
+    for xid in [11, 10, 9, 8] {
+        sqlx::query(
+            "insert into osa_events.events (id, event_type, event_version, payload, commit_xid) \
+             values (gen_random_uuid(), $1, 1, jsonb_build_object('customer', $2::text, 'cents', 1), $2::text::xid8)",
+        )
+        .bind(Placed::NAME)
+        .bind(xid.to_string())
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    let mut leadership = db
+        .store
+        .try_lead("test.digits", "test")
+        .await
+        .unwrap()
+        .expect("nobody else leads");
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        let batch = leadership.next_batch(TYPES, 2).await.unwrap();
+        order.extend(batch.events.iter().map(|event| {
+            serde_json::from_str::<Placed>(&event.payload)
+                .unwrap()
+                .customer
+        }));
+        leadership
+            .commit(batch.advance, batch.transaction)
+            .await
+            .unwrap();
+    }
+    assert_eq!(order, ["8", "9", "10", "11"]);
+}

@@ -25,15 +25,17 @@ use crate::store::{Delivery, Fence};
 /// Locks the checkpoint row for the batch's transaction (a concurrent reset waits for it).
 const CHECKPOINT_SQL: &str = "select position, coalesce(commit_xid, '0')::text from osa_events.checkpoints where name = $1 for update";
 
+/// Ordered by the `xid8` columns themselves: an output column of the same name would win in
+/// `order by`, and the text of a transaction id sorts "1000" before "999".
 const READ_SQL: &str = r#"
-select position, commit_xid::text as commit_xid, id, event_type, event_version, routing_key,
+select position, commit_xid::text as commit_xid_text, id, event_type, event_version, routing_key,
        payload::text as payload, metadata::text as metadata,
        extract(epoch from created_at)::float8 as published_at
 from osa_events.events
 where event_type = any($1)
   and (commit_xid, position) > ($2::text::xid8, $3)
   and commit_xid < pg_snapshot_xmin(pg_current_snapshot())
-order by commit_xid, position
+order by events.commit_xid, events.position
 limit $4
 "#;
 
@@ -47,7 +49,7 @@ where name = $1
 #[derive(FromRow)]
 struct EventRow {
     position: i64,
-    commit_xid: String,
+    commit_xid_text: String,
     id: Uuid,
     event_type: String,
     event_version: i32,
@@ -84,7 +86,7 @@ pub(crate) async fn events_after(
         .fetch_all(conn)
         .await?;
     let last = rows.last().map_or(after, |row| Checkpoint {
-        commit_xid: parse_xid(&row.commit_xid),
+        commit_xid: parse_xid(&row.commit_xid_text),
         position: row.position,
     });
     let events = rows
