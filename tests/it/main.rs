@@ -6,6 +6,7 @@ mod claim;
 mod contract;
 mod failures;
 mod options;
+mod pooler;
 mod projections;
 mod publish;
 mod reliability;

@@ -53,32 +53,52 @@ pub(crate) fn find_or_install(root: bool) -> Result<ServerBinaries, FixtureError
                    (`sudo apt-get install postgresql`) or set DATABASE_URL to an existing server",
         });
     }
+    apt_install("postgresql", SEARCHED, find, INSTALL_HINT)?.ok_or_else(|| {
+        FixtureError::BinariesNotFound {
+            tried: SEARCHED.to_owned(),
+            hint: "`apt-get install -y postgresql` succeeded but installed no server binaries; \
+                   set DATABASE_URL to an existing server",
+        }
+    })
+}
+
+/// Installs the Debian `package` with `apt-get update && apt-get install -y <package>`, then
+/// returns what `find` finds. Call it as root, after `find` came up empty: it serializes
+/// installs within this process and looks again first, in case another thread installed the
+/// package meanwhile. `searched` (where `find` looks) and `hint` (what to do when apt fails)
+/// are for messages.
+///
+/// # Errors
+///
+/// The error of a failed `apt-get`, with `hint`.
+pub(crate) fn apt_install<T>(
+    package: &str,
+    searched: &str,
+    find: impl Fn() -> Option<T>,
+    hint: &'static str,
+) -> Result<Option<T>, FixtureError> {
     let _guard = SETUP
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(found) = find() {
-        return Ok(found); // another thread installed them while we waited
+        return Ok(Some(found)); // another thread installed it while we waited
     }
     eprintln!(
-        "osa-events-testing: postgresql server binaries not found ({SEARCHED}); \
-         installing them with `apt-get update && apt-get install -y postgresql`"
+        "osa-events-testing: {package} not found ({searched}); \
+         installing it with `apt-get update && apt-get install -y {package}`"
     );
-    apt_get(&["update"])?;
-    apt_get(&["install", "-y", "postgresql"])?;
-    find().ok_or_else(|| FixtureError::BinariesNotFound {
-        tried: SEARCHED.to_owned(),
-        hint: "`apt-get install -y postgresql` succeeded but installed no server binaries; \
-               set DATABASE_URL to an existing server",
-    })
+    apt_get(&["update"], hint)?;
+    apt_get(&["install", "-y", package], hint)?;
+    Ok(find())
 }
 
 /// Runs `apt-get <args>` non-interactively, waiting for the dpkg lock if another apt holds it.
-fn apt_get(args: &[&str]) -> Result<(), FixtureError> {
+fn apt_get(args: &[&str], hint: &'static str) -> Result<(), FixtureError> {
     let mut cmd = Command::new("apt-get");
     cmd.args(["-q", "-o", "DPkg::Lock::Timeout=300"])
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive");
-    run(&mut cmd, INSTALL_HINT).map(drop)
+    run(&mut cmd, hint).map(drop)
 }
 
 /// Finds the server binaries: `pg_config --bindir`, else the highest
@@ -160,12 +180,12 @@ fn effective_uid(status: &str) -> Option<&str> {
 }
 
 /// Makes sure the `postgres` system user exists (the `postgresql` package creates it), so a
-/// process running as root can run the server binaries as that user.
+/// process running as root can run the server binaries, or pgbouncer, as that user.
 ///
 /// # Errors
 ///
-/// The error of a failed `useradd`.
-pub(crate) fn ensure_postgres_user() -> Result<(), FixtureError> {
+/// The error of a failed `useradd`, with `hint`.
+pub(crate) fn ensure_postgres_user(hint: &'static str) -> Result<(), FixtureError> {
     let exists = || {
         Command::new("id")
             .args(["-u", "postgres"])
@@ -192,12 +212,7 @@ pub(crate) fn ensure_postgres_user() -> Result<(), FixtureError> {
         "/usr/sbin/nologin",
         "postgres",
     ]);
-    run(
-        &mut cmd,
-        "initdb refuses to run as root and needs a `postgres` user: create one, \
-         run as a regular user, or set DATABASE_URL to an existing server",
-    )
-    .map(drop)
+    run(&mut cmd, hint).map(drop)
 }
 
 #[cfg(test)]

@@ -88,10 +88,13 @@ impl ThrowawayCluster {
         let root = binaries::is_root();
         let ServerBinaries { initdb, pg_ctl } = binaries::find_or_install(root)?;
         if root {
-            binaries::ensure_postgres_user()?;
+            binaries::ensure_postgres_user(
+                "initdb refuses to run as root and needs a `postgres` user: create one, \
+                 run as a regular user, or set DATABASE_URL to an existing server",
+            )?;
         }
         let mut cluster = Self {
-            dir: create_temp_dir()?,
+            dir: create_temp_dir("osa-pg")?,
             pg_ctl,
             as_postgres: root,
             port: 0,
@@ -192,7 +195,7 @@ impl ThrowawayCluster {
     fn start_server(&mut self) -> Result<(), FixtureError> {
         let mut attempt = 1;
         loop {
-            let port = free_port()?;
+            let port = free_port(CLUSTER_HINT)?;
             let mut cmd = self.command(&self.pg_ctl);
             cmd.arg("-D")
                 .arg(self.data_dir())
@@ -271,9 +274,9 @@ impl Drop for ThrowawayCluster {
     }
 }
 
-/// Creates `$TMPDIR/osa-pg-<uuid>` with mode 0700.
-fn create_temp_dir() -> Result<PathBuf, FixtureError> {
-    let dir = env::temp_dir().join(format!("osa-pg-{}", Uuid::new_v4().simple()));
+/// Creates `$TMPDIR/<prefix>-<uuid>` with mode 0700.
+pub(crate) fn create_temp_dir(prefix: &str) -> Result<PathBuf, FixtureError> {
+    let dir = env::temp_dir().join(format!("{prefix}-{}", Uuid::new_v4().simple()));
     DirBuilder::new()
         .mode(0o700)
         .create(&dir)
@@ -285,15 +288,13 @@ fn create_temp_dir() -> Result<PathBuf, FixtureError> {
     Ok(dir)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it for port 0).
-fn free_port() -> Result<u16, FixtureError> {
+/// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it for port 0); `hint` says
+/// what to do when there is none.
+pub(crate) fn free_port(hint: &'static str) -> Result<u16, FixtureError> {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
-        .map_err(|source| FixtureError::NoFreePort {
-            source,
-            hint: CLUSTER_HINT,
-        })
+        .map_err(|source| FixtureError::NoFreePort { source, hint })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! [`TestDatabase`]: a fresh database per test, dropped afterwards.
 
+use std::ops::Range;
 use std::thread;
 
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
@@ -179,22 +180,26 @@ fn with_database(url: &str, database: &str) -> String {
 
 /// `url` with the password, if any, replaced by `***`, for messages.
 pub(crate) fn redact(url: &str) -> String {
+    match password_bounds(url) {
+        Some(password) => format!("{}***{}", &url[..password.start], &url[password.end..]),
+        None => url.to_owned(),
+    }
+}
+
+/// The byte range of the password of `url` (`scheme://user:password@host/…`, still
+/// percent-encoded), if it has one.
+pub(crate) fn password_bounds(url: &str) -> Option<Range<usize>> {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
     let (authority_end, _) = path_bounds(url);
     let authority = &url[authority_start..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let Some(colon) = authority[..at].find(':') else {
-        return url.to_owned();
-    };
-    let password = authority_start + colon + 1..authority_start + at;
-    format!("{}***{}", &url[..password.start], &url[password.end..])
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some(authority_start + colon + 1..authority_start + at)
 }
 
 /// The byte range of the path of `url` (`scheme://authority/path?query#fragment`); empty, at
 /// the end of the authority, when there is no path.
-fn path_bounds(url: &str) -> (usize, usize) {
+pub(crate) fn path_bounds(url: &str) -> (usize, usize) {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
     let after = &url[authority_start..];
     let start = authority_start + after.find(['/', '?', '#']).unwrap_or(after.len());

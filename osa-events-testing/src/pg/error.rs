@@ -13,13 +13,15 @@ pub(crate) const CLUSTER_HINT: &str =
 pub(crate) const INSTALL_HINT: &str = "install postgresql yourself (`apt-get install postgresql`), \
      or set DATABASE_URL to use an existing PostgreSQL server instead";
 
-/// An error from the PostgreSQL test fixtures ([`ThrowawayCluster`], [`TestDatabase`]).
+/// An error from the PostgreSQL test fixtures ([`ThrowawayCluster`], [`TestDatabase`],
+/// [`PgBouncer`]).
 ///
 /// Every message says what was tried and what to do next. The `Debug` output is the
 /// `Display` message, so a failed `.unwrap()` or `.expect()` in a test prints it readably.
 ///
 /// [`ThrowawayCluster`]: super::ThrowawayCluster
 /// [`TestDatabase`]: super::TestDatabase
+/// [`PgBouncer`]: super::PgBouncer
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum FixtureError {
@@ -70,7 +72,7 @@ pub enum FixtureError {
         hint: &'static str,
     },
 
-    /// No free TCP port could be found on 127.0.0.1 for a throwaway cluster.
+    /// No free TCP port could be found on 127.0.0.1 for a throwaway cluster or a PgBouncer.
     #[error("could not find a free TCP port on 127.0.0.1: {source}; {hint}")]
     NoFreePort {
         /// Why binding port 0 failed.
@@ -96,7 +98,46 @@ pub enum FixtureError {
         hint: &'static str,
     },
 
-    /// A file system operation on the cluster's temporary directory failed.
+    /// No `pgbouncer` binary was found, and it was not installed.
+    #[error("pgbouncer not found (tried {tried}); {hint}")]
+    PgBouncerNotFound {
+        /// The places that were searched.
+        tried: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
+    /// `pgbouncer` exited, or did not accept connections in time.
+    #[error(
+        "pgbouncer did not start on 127.0.0.1:{port} (`{command}`): {reason}; {hint}; \
+         its log ends with:\n{log_tail}"
+    )]
+    PgBouncerStart {
+        /// The `pgbouncer` command line.
+        command: String,
+        /// The TCP port it was asked to listen on.
+        port: u16,
+        /// What went wrong: how it exited, or how long it was waited for.
+        reason: String,
+        /// The last lines of its log.
+        log_tail: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
+    /// A database url given to a fixture could not be parsed.
+    #[error(
+        "invalid database url {url}: {source}; expected e.g. postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    InvalidUrl {
+        /// The url, with any password replaced by `***`.
+        url: String,
+        /// Why it was rejected.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A file system operation on a fixture's temporary directory failed.
     #[error("could not {action} {}: {source}", path.display())]
     Io {
         /// What was being done, e.g. "create directory".

@@ -1,5 +1,5 @@
-//! PostgreSQL for tests and examples: a fresh database per test, and a throwaway cluster when
-//! there is no server.
+//! PostgreSQL for tests and examples: a fresh database per test, a throwaway cluster when
+//! there is no server, and PgBouncer in transaction mode in front of a database.
 //!
 //! - [`TestDatabase`] creates an `osa_test_<uuid>` database on the server named by the admin
 //!   url in `DATABASE_URL`, and drops it afterwards. Without `DATABASE_URL` it fails (it never
@@ -9,6 +9,9 @@
 //!   test suite under the `with-postgres` binary of this crate, which starts one when
 //!   `DATABASE_URL` is unset and points `DATABASE_URL` at it.
 //! - [`database_url_or_throwaway`] is the same fallback inside one process, for examples.
+//! - [`PgBouncer`] runs PgBouncer with `pool_mode = transaction` in front of a database (the
+//!   local `pgbouncer`, installed with apt when it is missing and the process is root), for
+//!   tests of what such a pooler breaks.
 //!
 //! # Examples
 //!
@@ -25,11 +28,13 @@
 //! ```
 
 mod binaries;
+mod bouncer;
 mod cluster;
 mod command;
 mod database;
 mod error;
 
+pub use bouncer::PgBouncer;
 pub use cluster::ThrowawayCluster;
 pub use database::TestDatabase;
 pub use error::FixtureError;

@@ -20,11 +20,18 @@
 //! Session locks do not survive a pooler in transaction mode (PgBouncer `pool_mode =
 //! transaction`): each transaction may run on another server session, the lock stays behind on
 //! the session that took it, and, since advisory locks are re-entrant within a session, another
-//! client that lands on that session "takes" it too. The leader records its session's process id
-//! when it takes the lock. When a later batch runs on another process id while the recorded one
-//! still holds the lock, the session cannot have been lost and retaken: a pooler moved the
-//! connection, and the batch fails with [`Error::Config`] naming the cause. Connect projections
-//! directly or through session-mode pooling.
+//! client that lands on that session "takes" it too. Two checks catch it, each failing with
+//! [`Error::Config`] naming the cause:
+//!
+//! - Taking the lock: a brand-new connection whose session already holds the lock must share
+//!   its server session with another client, so it does not take the lock a second time.
+//! - Each batch: the leader records its session's process id when it takes the lock. When a
+//!   batch runs on another process id while the recorded one still holds the lock, the session
+//!   cannot have been lost and retaken: a pooler moved the connection.
+//!
+//! These statements are unnamed (not cached), so that, behind a pooler, the error names the pooler
+//! instead of a prepared statement missing on the new session. Connect projections directly or
+//! through session-mode pooling.
 
 use std::time::Duration;
 
@@ -74,6 +81,30 @@ on conflict (name) do update set leader = excluded.leader
 const RECORD_FAILURE_SQL: &str =
     "update osa_events.checkpoints set last_error = $2, failed_at = now() where name = $1";
 
+/// Whether this session already holds the projection's lock.
+const HELD_HERE_SQL: &str = r#"
+select exists (
+    select 1 from pg_locks
+    where locktype = 'advisory' and granted and pid = pg_backend_pid()
+      and classid = $1::int4::oid
+      and objid = hashtext('osa_events.projection:' || $2)::oid
+      and objsubid = 2
+)
+"#;
+
+/// The error for a leader behind a pooler in transaction mode; `seen` says how it showed.
+fn pooler_error(name: &str, seen: &str) -> Error {
+    Error::Config(
+        format!(
+            "projection `{name}`: {seen}: a connection pooler in transaction mode (PgBouncer \
+             `pool_mode = transaction`) is between this process and PostgreSQL. Session advisory \
+             locks cannot work through it; connect projections directly or through a session-mode \
+             pool"
+        )
+        .into(),
+    )
+}
+
 /// The leadership of one projection: the dedicated connection whose session holds the lock.
 #[derive(Debug)]
 pub(super) struct PgLeadership {
@@ -103,32 +134,57 @@ impl PgLeadership {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
+        // One transaction, so a pooler in transaction mode keeps it on one server session, and
+        // unnamed statements, so no two clients of a pooler collide on statement names.
+        let mut tx = pool.begin().await?;
+        let held_here: bool = sqlx::query_scalar(HELD_HERE_SQL)
+            .persistent(false)
+            .bind(LOCK_NAMESPACE)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if held_here {
+            // This connection is new, so its session cannot have taken the lock: a pooler gave
+            // it the session of another client, which leads. Taking the (re-entrant) lock again
+            // would make a second leader. Roll back before closing: a pooler closes a server
+            // session whose client leaves mid-transaction, and that would end the leader's.
+            let _ = tx.rollback().await;
+            pool.close().await;
+            return Err(pooler_error(
+                name,
+                "this new connection runs on a server session that already holds the \
+                 projection's lock, which another client took",
+            ));
+        }
         let (locked, pid, ..): (bool, i32, String, String, String, String) =
             sqlx::query_as(TRY_LOCK_SQL)
+                .persistent(false)
                 .bind(LOCK_NAMESPACE)
                 .bind(name)
-                .fetch_one(&pool)
+                .fetch_one(&mut *tx)
                 .await?;
         if !locked {
+            let _ = tx.rollback().await;
             pool.close().await;
             return Ok(None);
         }
-        let leadership = PgLeadership { pool, name, pid };
-        // A pooler in transaction mode shows at once if this statement lands on another session.
-        let mut conn = leadership.pool.acquire().await?;
-        leadership.confirm(&mut conn).await?;
         sqlx::query(CLAIM_CHECKPOINT_SQL)
+            .persistent(false)
             .bind(name)
             .bind(holder)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
-        drop(conn);
-        Ok(Some(leadership))
+        // A session lock outlives the transaction that took it; the keepalive settings too.
+        tx.commit().await?;
+        Ok(Some(PgLeadership { pool, name, pid }))
     }
 
     /// Fails unless the session of `conn` is the one that took the lock and still holds it.
     async fn confirm(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        // Unnamed: behind a pooler, a cached statement would not exist on the new session, and
+        // the error would not say why.
         let (held, pid): (bool, i32) = sqlx::query_as(CHECK_LOCK_SQL)
+            .persistent(false)
             .bind(LOCK_NAMESPACE)
             .bind(self.name)
             .bind(self.pid)
@@ -136,16 +192,13 @@ impl PgLeadership {
             .await?;
         match (held, pid == self.pid) {
             (true, true) => Ok(()),
-            (true, false) => Err(Error::Config(
-                format!(
-                    "projection `{}`: this connection now runs on server session {pid}, but the \
-                     projection's lock is still held by session {}, which took it: a connection \
-                     pooler in transaction mode (PgBouncer `pool_mode = transaction`) is between \
-                     this process and PostgreSQL. Session advisory locks cannot work through it; \
-                     connect projections directly or through a session-mode pool",
-                    self.name, self.pid
-                )
-                .into(),
+            (true, false) => Err(pooler_error(
+                self.name,
+                &format!(
+                    "this connection now runs on server session {pid}, but the projection's lock \
+                     is still held by session {}, which took it",
+                    self.pid
+                ),
             )),
             (false, _) => Err(Error::NotLeader {
                 projection: self.name.to_owned(),
@@ -199,6 +252,7 @@ impl Leadership for PgLeadership {
     fn record_failure<'a>(&'a mut self, error: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             sqlx::query(RECORD_FAILURE_SQL)
+                .persistent(false)
                 .bind(self.name)
                 .bind(error)
                 .execute(&self.pool)

@@ -1,0 +1,236 @@
+//! Projections behind PgBouncer in transaction mode: their leadership is a session advisory lock,
+//! which such a pooler breaks, so leading through it must fail with the runtime's error naming the
+//! pooler, never lead on one server session while the lock sits on another, never make a second
+//! leader of a session that already holds the lock, and never move a checkpoint.
+
+use std::env;
+
+use osa_events::prelude::*;
+use osa_events::{Error, PgStore, ProjectionStore};
+use osa_events_testing::pg::{FixtureError, PgBouncer, TestDatabase};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+
+const PROJECTION: &str = "test.pooled";
+const EVENT_TYPES: &[&str] = &["test.pooled.happened"];
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "test.pooled.happened")]
+struct Happened {
+    n: i64,
+}
+
+#[tokio::test]
+async fn projection_leadership_through_a_transaction_pooler_fails_naming_it() {
+    // Without the cache, sqlx prepares each statement anew on the session it runs on, so the
+    // leader's check runs wherever pgbouncer puts it and sees the lock on another session.
+    let Some(error) = lead_through_pgbouncer(|options| options.statement_cache_capacity(0)).await
+    else {
+        return;
+    };
+    assert!(matches!(error, Error::Config(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("pooler in transaction mode (PgBouncer `pool_mode = transaction`)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn projection_leadership_through_a_transaction_pooler_fails_naming_it_with_the_statement_cache_too()
+ {
+    // With sqlx's default statement cache: the leader's own statements are unnamed, so its check
+    // runs on the new session too, instead of failing for a missing prepared statement.
+    let Some(error) = lead_through_pgbouncer(|options| options).await else {
+        return;
+    };
+    assert!(matches!(error, Error::Config(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("pooler in transaction mode"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_client_of_the_pooler_never_leads_on_the_leaders_session() {
+    let database = migrated_database_with_events().await;
+    let Some(bouncer) = start_bouncer(database.url()) else {
+        return;
+    };
+    let first = PgStore::connect(bouncer.url()).await.unwrap();
+    let second = PgStore::connect(bouncer.url()).await.unwrap();
+    let leadership = first
+        .try_lead(PROJECTION, "first")
+        .await
+        .expect("the first client takes the lock")
+        .expect("nobody else leads");
+    // pgbouncer hands the most recently released server session out first: the one that just
+    // took the lock. Advisory locks are re-entrant, so a plain try-lock there would succeed.
+    let holder = lock_holder(database.pool()).await;
+    let mut refusals = 0;
+    for _ in 0..10 {
+        match second.try_lead(PROJECTION, "second").await {
+            Ok(None) => {}
+            Ok(Some(_)) => panic!("a second leader of `{PROJECTION}` through the pooler"),
+            Err(error @ Error::Config(_)) => {
+                assert!(error.to_string().contains("already holds"), "{error}");
+                refusals += 1;
+            }
+            Err(error) => panic!("unexpected error: {error:?}"),
+        }
+    }
+    assert!(
+        refusals > 0,
+        "the leader's session was never handed to the second client"
+    );
+    assert_eq!(
+        lock_holder(database.pool()).await,
+        holder,
+        "refusing leaves the leader's session and its lock alone"
+    );
+    leadership.resign().await;
+}
+
+/// A fresh, migrated database holding 3 events of the projection's type.
+async fn migrated_database_with_events() -> TestDatabase {
+    let database = TestDatabase::create()
+        .await
+        .unwrap_or_else(|error| panic!("no test database: {error}"));
+    let direct = PgStore::from_pool(database.pool().clone());
+    direct
+        .migrate()
+        .await
+        .expect("migrations apply to a fresh database");
+    for n in 0..3 {
+        osa_events::publish(direct.pool(), &Happened { n })
+            .await
+            .unwrap();
+    }
+    database
+}
+
+/// In a fresh database with events of the projection's types, takes the lead of [`PROJECTION`]
+/// through PgBouncer (`configure` sets the client's connect options), then reads a batch while
+/// another client's transaction holds the server session that took the lock. Returns the error
+/// of `try_lead` or `next_batch`, after checking that the batch was not read and the checkpoint
+/// did not move; `None` when the test is skipped for want of pgbouncer.
+async fn lead_through_pgbouncer(
+    configure: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
+) -> Option<Error> {
+    let database = migrated_database_with_events().await;
+    let bouncer = start_bouncer(database.url())?;
+    let options: PgConnectOptions = bouncer.url().parse().unwrap();
+    let pooled = PgStore::from_pool(
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(configure(options))
+            .await
+            .unwrap(),
+    );
+
+    let error = match pooled.try_lead(PROJECTION, "t").await {
+        // The lock and its confirmation ran on different server sessions.
+        Err(error) => error,
+        Ok(None) => panic!("nothing else leads `{PROJECTION}`, yet try_lead found it taken"),
+        Ok(Some(mut leadership)) => {
+            let holder = lock_holder(database.pool()).await;
+            // The leader's session is idle between transactions: another client's transaction
+            // takes it, so the leader's next transaction must run on another session.
+            let pinned = pin_session(&bouncer, holder).await;
+            let batch = leadership.next_batch(EVENT_TYPES, 10).await;
+            drop(pinned);
+            leadership.resign().await;
+            match batch {
+                Ok(batch) => panic!(
+                    "next_batch read {} event(s) on a server session other than {holder}, \
+                     which holds the lock",
+                    batch.events.len()
+                ),
+                Err(error @ Error::Config(_)) => {
+                    let message = error.to_string();
+                    assert!(
+                        message.contains(&format!("still held by session {holder}")),
+                        "{message}"
+                    );
+                    error
+                }
+                Err(error) => error,
+            }
+        }
+    };
+
+    let checkpoint = checkpoint(database.pool()).await;
+    assert!(
+        checkpoint
+            .as_ref()
+            .is_none_or(|(position, xid)| *position == 0 && xid == "0"),
+        "the checkpoint moved: {checkpoint:?}"
+    );
+    Some(error)
+}
+
+/// Starts pgbouncer in front of `url`, or panics with the reason. Outside CI, a machine that has
+/// no pgbouncer and cannot install it skips the test with a note; under `CI=true` it fails.
+fn start_bouncer(url: &str) -> Option<PgBouncer> {
+    match PgBouncer::start_transaction_mode(url) {
+        Ok(bouncer) => Some(bouncer),
+        Err(
+            error @ (FixtureError::PgBouncerNotFound { .. }
+            | FixtureError::Spawn { .. }
+            | FixtureError::CommandFailed { .. }),
+        ) if env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: no pgbouncer (under CI=true this fails): {error}");
+            None
+        }
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// The process id of the server session holding [`PROJECTION`]'s lock in `pool`'s database
+/// (advisory locks are per database, and other tests take the same one in theirs).
+async fn lock_holder(pool: &PgPool) -> i32 {
+    sqlx::query_scalar(
+        "select pid from pg_locks where locktype = 'advisory' and granted and objsubid = 2 \
+         and objid = hashtext('osa_events.projection:' || $1)::oid \
+         and database = (select oid from pg_database where datname = current_database())",
+    )
+    .bind(PROJECTION)
+    .fetch_one(pool)
+    .await
+    .expect("one session holds the projection's lock")
+}
+
+/// Opens transactions through `bouncer`, each on its own client connection, until one runs on
+/// server session `pid`, and returns them open. pgbouncer hands out the most recently released
+/// idle session first, so the first one does; at most `pool_size - 1` are opened, leaving a
+/// session for the client under test.
+async fn pin_session(bouncer: &PgBouncer, pid: i32) -> Vec<PgConnection> {
+    let mut open = Vec::new();
+    let mut seen = Vec::new();
+    while open.len() + 1 < bouncer.pool_size() as usize {
+        let mut conn = PgConnection::connect(bouncer.url()).await.unwrap();
+        // Simple queries: nothing is prepared on the shared sessions.
+        sqlx::raw_sql("begin").execute(&mut conn).await.unwrap();
+        let row = sqlx::raw_sql("select pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let session: i32 = row.get(0);
+        open.push(conn);
+        if session == pid {
+            return open;
+        }
+        seen.push(session);
+    }
+    panic!("no transaction through pgbouncer ran on session {pid} (they ran on {seen:?})");
+}
+
+/// `(position, commit_xid)` of [`PROJECTION`]'s checkpoint, if it has one.
+async fn checkpoint(pool: &PgPool) -> Option<(i64, String)> {
+    sqlx::query_as("select position, commit_xid::text from osa_events.checkpoints where name = $1")
+        .bind(PROJECTION)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
