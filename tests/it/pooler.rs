@@ -4,6 +4,7 @@
 //! leader of a session that already holds the lock, and never move a checkpoint.
 
 use std::env;
+use std::time::Duration;
 
 use osa_events::prelude::*;
 use osa_events::{Error, PgStore, ProjectionStore};
@@ -61,7 +62,7 @@ async fn a_second_client_of_the_pooler_never_leads_on_the_leaders_session() {
     let first = PgStore::connect(bouncer.url()).await.unwrap();
     let second = PgStore::connect(bouncer.url()).await.unwrap();
     let leadership = first
-        .try_lead(PROJECTION, "first")
+        .try_lead(PROJECTION, "first", Duration::ZERO)
         .await
         .expect("the first client takes the lock")
         .expect("nobody else leads");
@@ -70,7 +71,7 @@ async fn a_second_client_of_the_pooler_never_leads_on_the_leaders_session() {
     let holder = lock_holder(database.pool()).await;
     let mut refusals = 0;
     for _ in 0..10 {
-        match second.try_lead(PROJECTION, "second").await {
+        match second.try_lead(PROJECTION, "second", Duration::ZERO).await {
             Ok(None) => {}
             Ok(Some(_)) => panic!("a second leader of `{PROJECTION}` through the pooler"),
             Err(error @ Error::Config(_)) => {
@@ -129,7 +130,7 @@ async fn lead_through_pgbouncer(
             .unwrap(),
     );
 
-    let error = match pooled.try_lead(PROJECTION, "t").await {
+    let error = match pooled.try_lead(PROJECTION, "t", Duration::ZERO).await {
         // The lock and its confirmation ran on different server sessions.
         Err(error) => error,
         Ok(None) => panic!("nothing else leads `{PROJECTION}`, yet try_lead found it taken"),

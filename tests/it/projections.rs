@@ -404,7 +404,7 @@ async fn a_transaction_that_commits_late_is_read_in_its_place() {
 
     let mut leadership = db
         .store
-        .try_lead("test.late", "test")
+        .try_lead("test.late", "test", Duration::ZERO)
         .await
         .unwrap()
         .expect("nobody else leads");
@@ -458,7 +458,7 @@ async fn transaction_ids_are_ordered_as_numbers_across_a_new_digit() {
     }
     let mut leadership = db
         .store
-        .try_lead("test.digits", "test")
+        .try_lead("test.digits", "test", Duration::ZERO)
         .await
         .unwrap()
         .expect("nobody else leads");

@@ -62,9 +62,9 @@ pub use fences::{
 pub use projections::{
     a_deposed_leader_writes_nothing, a_leadership_that_ends_passes_on,
     a_new_leader_resumes_from_the_checkpoint, a_reset_during_a_batch_stands,
-    a_reset_rewinds_the_checkpoint, an_uncommitted_batch_leaves_the_checkpoint,
-    batches_follow_the_log_after_the_checkpoint, one_leader_per_projection,
-    the_status_shows_checkpoint_lag_and_leader,
+    a_reset_rewinds_the_checkpoint, a_waiting_candidate_takes_over_when_the_leadership_ends,
+    an_uncommitted_batch_leaves_the_checkpoint, batches_follow_the_log_after_the_checkpoint,
+    one_leader_per_projection, the_status_shows_checkpoint_lag_and_leader,
 };
 pub use publish::{
     deliveries_are_created_at_publish_time, each_subscription_gets_its_own_delivery,
@@ -168,6 +168,7 @@ macro_rules! store_contract_tests {
             publish_wakes_listening_workers,
             one_leader_per_projection,
             a_leadership_that_ends_passes_on,
+            a_waiting_candidate_takes_over_when_the_leadership_ends,
             batches_follow_the_log_after_the_checkpoint,
             an_uncommitted_batch_leaves_the_checkpoint,
             a_new_leader_resumes_from_the_checkpoint,

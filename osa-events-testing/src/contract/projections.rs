@@ -24,7 +24,7 @@ const RETRY: Duration = Duration::from_millis(20);
 async fn lead<S: StoreUnderTest>(subject: &S, holder: &str) -> Box<dyn Leadership> {
     let started = tokio::time::Instant::now();
     loop {
-        let attempt = subject.store().try_lead(NAME, holder).await;
+        let attempt = subject.store().try_lead(NAME, holder, Duration::ZERO).await;
         if let Some(leadership) = attempt.expect("try to lead") {
             return leadership;
         }
@@ -106,9 +106,14 @@ async fn status_when<S: StoreUnderTest>(
 pub async fn one_leader_per_projection<S: StoreUnderTest>(subject: &S) {
     let store = subject.store();
     let _first = lead(subject, "first").await;
-    let second = store.try_lead(NAME, "second").await.expect("try to lead");
+    let second = store
+        .try_lead(NAME, "second", Duration::ZERO)
+        .await
+        .expect("try to lead");
     assert!(second.is_none(), "a second leader of `{NAME}`");
-    let other = store.try_lead("contract.elsewhere", "second").await;
+    let other = store
+        .try_lead("contract.elsewhere", "second", Duration::ZERO)
+        .await;
     assert!(
         other.expect("try to lead").is_some(),
         "another projection has its own leader"
@@ -125,6 +130,41 @@ pub async fn a_leadership_that_ends_passes_on<S: StoreUnderTest>(subject: &S) {
     drop(second);
     let _third = lead(subject, "third").await;
     assert_eq!(status(subject).await.leader.as_deref(), Some("third"));
+}
+
+/// A candidate that waits for the leadership gives up when its wait is over while the leader
+/// holds on, and takes over the moment the leadership ends, long before its wait is over.
+pub async fn a_waiting_candidate_takes_over_when_the_leadership_ends<S: StoreUnderTest>(
+    subject: &S,
+) {
+    let first = lead(subject, "first").await;
+    let store = subject.store();
+    let (gave_up, ()) = tokio::join!(
+        store.try_lead(NAME, "second", Duration::from_millis(200)),
+        subject.pass(Duration::from_millis(300)),
+    );
+    assert!(
+        gave_up.expect("wait for the leadership").is_none(),
+        "the leader still holds"
+    );
+
+    let started = tokio::time::Instant::now();
+    let (second, ()) = tokio::join!(
+        store.try_lead(NAME, "second", Duration::from_secs(60)),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            first.resign().await;
+        }
+    );
+    let _second = second
+        .expect("wait for the leadership")
+        .expect("the waiting candidate leads once the leadership ends");
+    assert!(
+        started.elapsed() < PATIENCE,
+        "took over only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status(subject).await.leader.as_deref(), Some("second"));
 }
 
 /// Batches hold the projection's event types only, in log order, at most `limit`, starting after

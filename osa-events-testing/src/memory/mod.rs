@@ -98,6 +98,8 @@ struct Shared {
     /// One reading of both clocks, to turn the store clock's instants into wall-clock times.
     epoch: (Instant, SystemTime),
     wake: broadcast::Sender<SubscriptionId>,
+    /// Notified whenever a projection's leadership ends, for those waiting to take it.
+    leadership_freed: tokio::sync::Notify,
 }
 
 /// The state of a delivery, as in the `status` column of `PgStore`.
@@ -151,6 +153,7 @@ impl InMemoryStore {
                 clock: Arc::new(clock),
                 epoch,
                 wake: broadcast::Sender::new(1024),
+                leadership_freed: tokio::sync::Notify::new(),
             }),
         }
     }

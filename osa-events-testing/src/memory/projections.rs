@@ -1,5 +1,7 @@
 //! [`ProjectionStore`] for [`InMemoryStore`]: projections in unit tests, on a fake clock.
 
+use std::time::Duration;
+
 use futures_util::future::BoxFuture;
 use osa_events::{
     Advance, Leadership, OpenBatch, PgTransaction, ProjectionStatus, ProjectionStore, ResetTo,
@@ -15,22 +17,37 @@ use super::InMemoryStore;
 /// by a leader's commit or a reset, and a reset made while a batch is applied stands. Projections
 /// that take a `Tx` need `PgStore`; the runtime refuses them here.
 impl ProjectionStore for InMemoryStore {
+    /// Waits on the store's clock, and takes over the moment the leadership ends.
     fn try_lead<'a>(
         &'a self,
         name: &'static str,
         holder: &'a str,
+        wait: Duration,
     ) -> BoxFuture<'a, Result<Option<Box<dyn Leadership>>>> {
         Box::pin(async move {
-            let now = self.wall_time(self.now());
-            let token = self.tables().try_lead(name, holder, now);
-            Ok(token.map(|token| {
-                Box::new(MemoryLeadership {
-                    store: self.clone(),
-                    name,
-                    token,
-                    resets: 0,
-                }) as Box<dyn Leadership>
-            }))
+            let deadline = self.now() + wait;
+            loop {
+                // Listen before looking, so a leadership that ends in between is not missed.
+                let freed = self.shared.leadership_freed.notified();
+                let mut freed = std::pin::pin!(freed);
+                freed.as_mut().enable();
+                let now = self.now();
+                if let Some(token) = self.tables().try_lead(name, holder, self.wall_time(now)) {
+                    return Ok(Some(Box::new(MemoryLeadership {
+                        store: self.clone(),
+                        name,
+                        token,
+                        resets: 0,
+                    }) as Box<dyn Leadership>));
+                }
+                if now >= deadline {
+                    return Ok(None);
+                }
+                tokio::select! {
+                    () = freed => {}
+                    () = self.shared.clock.sleep(deadline - now) => return Ok(None),
+                }
+            }
         })
     }
 
@@ -65,7 +82,9 @@ impl InMemoryStore {
     /// the old leader's next call fails and writes nothing, and another runtime can take over.
     /// Returns whether anyone led it.
     pub fn depose_projection_leader(&self, name: &str) -> bool {
-        self.tables().depose_projection_leader(name)
+        let deposed = self.tables().depose_projection_leader(name);
+        self.shared.leadership_freed.notify_waiters();
+        deposed
     }
 }
 
@@ -130,5 +149,6 @@ impl Leadership for MemoryLeadership {
 impl Drop for MemoryLeadership {
     fn drop(&mut self) {
         self.store.tables().resign_projection(self.name, self.token);
+        self.store.shared.leadership_freed.notify_waiters();
     }
 }

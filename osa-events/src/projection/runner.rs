@@ -15,7 +15,10 @@ use crate::handler::extract::{Call, TxSlot};
 use crate::handler::invoke::InvokerKind;
 use crate::{Clock, Invoker};
 
-/// How often a follower tries to take leadership over.
+/// How long a follower waits for the leadership in one attempt; a store that can (PostgreSQL's lock
+/// queue) hands it over the moment the leader goes.
+const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+/// The least time between two attempts, for stores that return before the wait is over.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) struct ProjectionRunner {
@@ -45,7 +48,12 @@ impl From<crate::Error> for BatchError {
 impl ProjectionRunner {
     pub(crate) async fn run(self) {
         while !self.stopping.is_cancelled() {
-            match self.store.try_lead(self.spec.name(), &self.process).await {
+            let attempt_started = self.clock.now();
+            let attempt = tokio::select! {
+                attempt = self.store.try_lead(self.spec.name(), &self.process, FOLLOW_WAIT) => attempt,
+                () = self.stopping.cancelled() => break,
+            };
+            match attempt {
                 Ok(Some(leadership)) => {
                     tracing::info!(projection = self.spec.name(), "leading the projection");
                     let leadership = self.lead(leadership).await;
@@ -62,7 +70,8 @@ impl ProjectionRunner {
                     tracing::warn!(projection = self.spec.name(), %error, "cannot try for leadership");
                 }
             }
-            self.pause(FOLLOW_INTERVAL).await;
+            let spent = self.clock.now().saturating_duration_since(attempt_started);
+            self.pause(FOLLOW_INTERVAL.saturating_sub(spent)).await;
         }
     }
 

@@ -16,7 +16,7 @@
 //!   with the batch's effects when they go through the batch's transaction (PostgreSQL), and only
 //!   while the leadership holds. A batch that is not committed leaves the checkpoint where it was.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use sqlx::{Postgres, Transaction};
@@ -113,11 +113,13 @@ pub struct Advance {
 pub trait ProjectionStore: Send + Sync + 'static {
     /// Tries to become the leader of projection `name` as `holder` (a runtime instance name,
     /// shown in [`ProjectionStatus::leader`]), creating its checkpoint at the beginning if it has
-    /// none. `Ok(None)` while another leadership of `name` holds.
+    /// none. While another leadership of `name` holds, waits up to `wait` for it to end (taking
+    /// over as soon as it does), then returns `Ok(None)`; `Duration::ZERO` does not wait.
     fn try_lead<'a>(
         &'a self,
         name: &'static str,
         holder: &'a str,
+        wait: Duration,
     ) -> BoxFuture<'a, Result<Option<Box<dyn Leadership>>>>;
 
     /// The state of projection `name`, which reads `event_types`.

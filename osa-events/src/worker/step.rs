@@ -148,7 +148,9 @@ impl Stepper {
         let projection = &mut self.projections[index];
         let spec = projection.spec;
         if projection.leadership.is_none() {
-            projection.leadership = store.try_lead(spec.name(), &self.instance).await?;
+            projection.leadership = store
+                .try_lead(spec.name(), &self.instance, std::time::Duration::ZERO)
+                .await?;
         }
         let Some(leadership) = projection.leadership.as_mut() else {
             return Err(Error::NotLeader {

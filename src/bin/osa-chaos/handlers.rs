@@ -19,7 +19,8 @@ use sqlx::PgPool;
 
 use crate::events::{Item, Mode, Poison};
 
-/// What the handlers share: the pool for the ledger, this process's id, the simulated work.
+/// What the handlers and the projection share: the pool for the ledger, this process's id, the
+/// simulated work.
 #[derive(Debug)]
 pub(crate) struct App {
     pub(crate) pool: PgPool,
@@ -28,7 +29,8 @@ pub(crate) struct App {
 }
 
 impl App {
-    async fn work(&self) {
+    /// Simulates `--work-ms` of work.
+    pub(crate) async fn work(&self) {
         if !self.work.is_zero() {
             tokio::time::sleep(self.work).await;
         }

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! osa-chaos work    --handlers chaos.ledger,chaos.tx [--grace-ms 5000] [--work-ms 0] [--migrate]
-//! osa-chaos publish --events 1000 [--first 0] [--publishers 4] [--batch 50] [--rate 0] [--pad 64] [--hold-ms 0]
+//! osa-chaos work    --handlers chaos.projection
+//! osa-chaos publish --events 1000 [--first 0] [--publishers 4] [--batch 50] [--rate 0] [--pad 64]
+//!                   [--hold-ms 0] [--hold-jitter-ms 0]
 //! ```
 //!
 //! Both also take `--connections 8` (pool size) and `--connect-for-ms 30000` (how long to retry
@@ -12,11 +14,13 @@
 //! `ps` would show a password), and log with `tracing` to stderr (filter: `OSA_CHAOS_LOG`,
 //! default `info`).
 //!
-//! `work` runs the selected handlers (see `handlers.rs`) until SIGTERM or SIGINT, then shuts down
-//! gracefully and exits with 0. `publish` publishes `chaos.item` events `first..first+events` with
-//! deterministic ids from concurrent tasks, retrying failed transactions until they commit, prints
-//! `published=.. batches=.. retries=.. elapsed_ms=..` on stdout and exits with 0. A start-up error,
-//! or a publish the database refuses outright (a missing privilege), exits with 1.
+//! `work` runs the selected handlers and projections (`--handlers` takes the names of both; see
+//! `handlers.rs` and `projection.rs`) until SIGTERM or SIGINT, then shuts down gracefully and
+//! exits with 0. `publish` publishes `chaos.item` events `first..first+events` with deterministic
+//! ids from concurrent tasks, retrying failed transactions until they commit, prints
+//! `published=.. batches=.. retries=.. elapsed_ms=..` on stdout and exits with 0; on SIGTERM or
+//! SIGINT it starts no more transactions, commits those under way, and does the same. A start-up
+//! error, or a publish the database refuses outright (a missing privilege), exits with 1.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -30,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 mod events;
 mod handlers;
+mod projection;
 mod publisher;
 
 /// The environment variable that holds the database url.
@@ -64,21 +69,21 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
     let url = std::env::var(URL_VAR).map_err(|_| format!("{URL_VAR} is not set"))?;
     let connect_for = Duration::from_millis(options.take("connect-for-ms", 30_000)?);
     let connections = options.take("connections", 8)?;
-    if mode == "work" {
-        // SIGTERM must stop a worker cleanly at any moment, also while it is still connecting
-        // (the runtime only listens once it runs): listen from the start, and hand the token on.
-        let shutdown = CancellationToken::new();
-        spawn_sigterm_listener(shutdown.clone())?;
-        let pool = tokio::select! {
-            pool = connect(&url, connections, connect_for) => pool?,
-            () = shutdown.cancelled() => return Ok(()),
-        };
-        return work(pool, options, shutdown).await;
+    if mode != "work" && mode != "publish" {
+        return Err(format!("unknown mode `{mode}`: expected `work` or `publish`").into());
     }
-    let pool = connect(&url, connections, connect_for).await?;
-    match mode.as_str() {
-        "publish" => publish(pool, options).await,
-        other => Err(format!("unknown mode `{other}`: expected `work` or `publish`").into()),
+    // SIGTERM must stop either mode cleanly at any moment, also while it is still connecting
+    // (the runtime only listens once it runs): listen from the start, and hand the token on.
+    let shutdown = CancellationToken::new();
+    spawn_sigterm_listener(shutdown.clone())?;
+    let pool = tokio::select! {
+        pool = connect(&url, connections, connect_for) => pool?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    if mode == "work" {
+        work(pool, options, shutdown).await
+    } else {
+        publish(pool, options, shutdown).await
     }
 }
 
@@ -128,7 +133,11 @@ async fn work(
     Ok(())
 }
 
-async fn publish(pool: PgPool, mut options: Options) -> Result<(), Failure> {
+async fn publish(
+    pool: PgPool,
+    mut options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), Failure> {
     let plan = publisher::Plan {
         first: options.take("first", 0)?,
         events: options.take("events", 1000)?,
@@ -137,10 +146,11 @@ async fn publish(pool: PgPool, mut options: Options) -> Result<(), Failure> {
         rate: options.take("rate", 0.0)?,
         pad: options.take("pad", 64)?,
         hold: Duration::from_millis(options.take("hold-ms", 0)?),
+        hold_jitter: Duration::from_millis(options.take("hold-jitter-ms", 0)?),
     };
     options.finish()?;
     let started = Instant::now();
-    let summary = publisher::run(pool, plan).await?;
+    let summary = publisher::run(pool, plan, shutdown).await?;
     println!(
         "published={} batches={} retries={} elapsed_ms={}",
         summary.published.load(std::sync::atomic::Ordering::Relaxed),

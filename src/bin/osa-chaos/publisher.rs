@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use osa_events::Outgoing;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::events;
 
@@ -28,6 +29,24 @@ pub(crate) struct Plan {
     /// How long each transaction stays open after its publish, as if the application did more
     /// work in it before committing.
     pub(crate) hold: Duration,
+    /// Up to this much longer, different for each transaction (fixed by its first event), so
+    /// that concurrent transactions commit in another order than they began.
+    pub(crate) hold_jitter: Duration,
+}
+
+impl Plan {
+    /// How long the transaction whose first event is `first` stays open.
+    fn hold_for(&self, first: i64) -> Duration {
+        // SplitMix64's finalizer: a well-spread fraction of the jitter per transaction.
+        let mut z = (first as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        self.hold
+            + self
+                .hold_jitter
+                .mul_f64((z >> 11) as f64 / (1u64 << 53) as f64)
+    }
 }
 
 /// What the publishers did, printed on stdout for the test to read.
@@ -43,13 +62,18 @@ pub(crate) struct Summary {
 }
 
 /// Publishes `plan.events` events with deterministic ids, retrying every failed transaction with
-/// capped exponential backoff until it commits.
+/// capped exponential backoff until it commits. Once `stop` is cancelled no publisher starts
+/// another transaction; those under way still commit.
 ///
 /// # Errors
 ///
 /// The first error no retry can fix: a statement the database refuses outright (SQLSTATE class 42,
 /// e.g. a missing privilege) or an authentication failure (class 28).
-pub(crate) async fn run(pool: PgPool, plan: Plan) -> Result<Arc<Summary>, osa_events::Error> {
+pub(crate) async fn run(
+    pool: PgPool,
+    plan: Plan,
+    stop: CancellationToken,
+) -> Result<Arc<Summary>, osa_events::Error> {
     let summary = Arc::new(Summary::default());
     let next = Arc::new(AtomicI64::new(plan.first));
     let started = Instant::now();
@@ -58,22 +82,26 @@ pub(crate) async fn run(pool: PgPool, plan: Plan) -> Result<Arc<Summary>, osa_ev
             let pool = pool.clone();
             let next = Arc::clone(&next);
             let summary = Arc::clone(&summary);
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let end = plan.first + plan.events;
                 loop {
                     let start = next.fetch_add(plan.batch as i64, Ordering::SeqCst);
-                    if start >= end {
+                    if start >= end || stop.is_cancelled() {
                         return Ok::<(), osa_events::Error>(());
                     }
                     if plan.rate > 0.0 {
                         let due = started
                             + Duration::from_secs_f64((start - plan.first) as f64 / plan.rate);
-                        tokio::time::sleep_until(due.into()).await;
+                        tokio::select! {
+                            () = tokio::time::sleep_until(due.into()) => {}
+                            () = stop.cancelled() => return Ok(()),
+                        }
                     }
                     let batch: Vec<Outgoing> = (start..end.min(start + plan.batch as i64))
                         .map(|seq| events::item(seq, plan.pad))
                         .collect();
-                    publish_until_committed(&pool, &batch, plan.hold, &summary).await?;
+                    publish_until_committed(&pool, &batch, plan.hold_for(start), &summary).await?;
                 }
             })
         })

@@ -22,6 +22,7 @@ mod db_restart;
 mod heartbeat;
 mod load;
 mod poison;
+mod projection_failover;
 mod security;
 mod shutdown;
 
@@ -49,6 +50,16 @@ const LEDGER_DDL: &str = "create table chaos_ledger (
     pid int not null,
     attempt int not null,
     handled_at timestamptz not null default clock_timestamp()
+)";
+
+/// The read model of the `chaos.projection` projection (see `src/bin/osa-chaos/projection.rs`).
+/// One row per applied event: the primary key makes applying an event twice fail its batch, and
+/// `applied_seq` records the order of application.
+const PROJECTED_DDL: &str = "create table chaos_projected (
+    position bigint primary key,
+    n bigint not null,
+    applied_seq bigserial not null,
+    applied_by int not null
 )";
 
 /// One reliability test at a time (see the module docs).
@@ -123,8 +134,9 @@ impl Rng {
     }
 }
 
-/// A fresh, migrated database with the ledger table, and a directory for the processes' logs
-/// (kept when the test fails or `OSA_RELIABILITY_KEEP_LOGS` is set, removed otherwise).
+/// A fresh, migrated database with the tables `osa-chaos` writes, and a directory for the
+/// processes' logs (kept when the test fails or `OSA_RELIABILITY_KEEP_LOGS` is set, removed
+/// otherwise).
 pub(crate) struct Scene {
     pub(crate) test: &'static str,
     pub(crate) pool: PgPool,
@@ -133,7 +145,8 @@ pub(crate) struct Scene {
 }
 
 impl Scene {
-    /// A fresh database, migrated (as the superuser of `DATABASE_URL`), with the ledger table.
+    /// A fresh database, migrated (as the superuser of `DATABASE_URL`), with the tables
+    /// `osa-chaos` writes.
     pub(crate) async fn new(test: &'static str) -> Scene {
         let scene = Scene::unmigrated(test).await;
         PgStore::from_pool(scene.pool.clone())
@@ -164,12 +177,14 @@ impl Scene {
         }
     }
 
-    /// Creates the handlers' ledger table.
+    /// Creates the handlers' ledger table and the projection's read model.
     pub(crate) async fn create_ledger(&self) {
-        sqlx::query(LEDGER_DDL)
-            .execute(&self.pool)
-            .await
-            .expect("create the ledger");
+        for ddl in [LEDGER_DDL, PROJECTED_DDL] {
+            sqlx::query(ddl)
+                .execute(&self.pool)
+                .await
+                .expect("create the ledger");
+        }
     }
 
     /// The url of the test database (superuser, as `DATABASE_URL`).

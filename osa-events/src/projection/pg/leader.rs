@@ -9,7 +9,9 @@
 //!
 //! A leader that dies frees the lock when the server ends its session: at once when its process
 //! exits (the kernel closes the socket), and within about 6 s when its machine vanishes, thanks
-//! to the session's TCP keepalive settings (see `TRY_LOCK_SQL`). Followers try every second.
+//! to the session's TCP keepalive settings (see `SESSION_SQL`). A follower waits for the lock in
+//! PostgreSQL's lock queue (for up to the wait the runner asks for), so it is granted the lock the
+//! moment the leader's session ends.
 //!
 //! Leadership is about efficiency and the order of effects outside the database, not about
 //! exactly-once: each batch also locks the checkpoint row (`for update`) before it reads, so two
@@ -36,8 +38,8 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
 
 use super::read::{self, Checkpoint};
 use crate::projection::store::{Advance, Leadership, OpenBatch, PgTransaction};
@@ -47,13 +49,28 @@ use crate::{Error, Result};
 /// `hashtext('osa_events.projection:' || name)`.
 pub(super) const LOCK_NAMESPACE: i32 = 0x6f73_6165;
 
-/// Takes the lock, names the session that took it, and makes the server notice within seconds
-/// that this client is gone (TCP keepalives every second after 3 idle seconds, 3 unanswered probes;
-/// at most 5 s of unacknowledged data), so the lock is freed when the leader's machine dies
-/// without closing its connection, not hours later. No effect on Unix sockets, where a dead
-/// process always closes its end.
-const TRY_LOCK_SQL: &str = r#"
-select pg_try_advisory_lock($1, hashtext('osa_events.projection:' || $2)), pg_backend_pid(),
+/// Takes the lock if it is free.
+const TRY_LOCK_SQL: &str =
+    "select pg_try_advisory_lock($1, hashtext('osa_events.projection:' || $2))";
+
+/// Waits for the lock, up to the transaction's `lock_timeout` (set by `LOCK_TIMEOUT_SQL`): the
+/// waiter is granted the lock the moment its holder's session ends.
+const WAIT_LOCK_SQL: &str =
+    "select pg_advisory_lock($1, hashtext('osa_events.projection:' || $2))::text";
+
+/// Bounds `WAIT_LOCK_SQL`'s wait, for this transaction only.
+const LOCK_TIMEOUT_SQL: &str = "select set_config('lock_timeout', $1, true)";
+
+/// PostgreSQL's `lock_not_available`: the wait for the lock timed out.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Names the session that took the lock, and makes the server notice within seconds that this
+/// client is gone (TCP keepalives every second after 3 idle seconds, 3 unanswered probes; at most
+/// 5 s of unacknowledged data), so the lock is freed when the leader's machine dies without
+/// closing its connection, not hours later. No effect on Unix sockets, where a dead process always
+/// closes its end.
+const SESSION_SQL: &str = r#"
+select pg_backend_pid(),
        set_config('tcp_keepalives_idle', '3', false),
        set_config('tcp_keepalives_interval', '1', false),
        set_config('tcp_keepalives_count', '3', false),
@@ -105,6 +122,40 @@ fn pooler_error(name: &str, seen: &str) -> Error {
     )
 }
 
+/// Takes projection `name`'s lock in `tx`: at once if it is free, else waiting up to `wait`.
+/// Whether it took it.
+async fn take_lock(tx: &mut PgTransaction, name: &str, wait: Duration) -> Result<bool> {
+    if wait.is_zero() {
+        let locked: bool = sqlx::query_scalar(TRY_LOCK_SQL)
+            .persistent(false)
+            .bind(LOCK_NAMESPACE)
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await?;
+        return Ok(locked);
+    }
+    sqlx::query(LOCK_TIMEOUT_SQL)
+        .persistent(false)
+        .bind(format!("{}ms", wait.as_millis().max(1)))
+        .execute(&mut **tx)
+        .await?;
+    let waited = sqlx::query(WAIT_LOCK_SQL)
+        .persistent(false)
+        .bind(LOCK_NAMESPACE)
+        .bind(name)
+        .execute(&mut **tx)
+        .await;
+    match waited {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(error))
+            if error.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The leadership of one projection: the dedicated connection whose session holds the lock.
 #[derive(Debug)]
 pub(super) struct PgLeadership {
@@ -115,16 +166,20 @@ pub(super) struct PgLeadership {
 }
 
 impl PgLeadership {
-    /// Tries to take projection `name`'s lock on a new dedicated connection; `Ok(None)` when
-    /// another session holds it.
+    /// Tries to take projection `name`'s lock on a new dedicated connection, waiting up to `wait`
+    /// for its holder to let go; `Ok(None)` when another session still holds it.
     pub(super) async fn try_take(
         options: &PgConnectOptions,
         name: &'static str,
         holder: &str,
+        wait: Duration,
     ) -> Result<Option<PgLeadership>> {
+        // Statement logs off: waiting seconds for the lock is this connection's job, not a slow
+        // statement worth a warning.
         let options = options
             .clone()
-            .application_name(&format!("osa-events projection {name} {holder}"));
+            .application_name(&format!("osa-events projection {name} {holder}"))
+            .disable_statement_logging();
         // One connection, never recycled by the pool on its own: recycling would drop the lock.
         let pool = PgPoolOptions::new()
             .max_connections(1)
@@ -156,18 +211,15 @@ impl PgLeadership {
                  projection's lock, which another client took",
             ));
         }
-        let (locked, pid, ..): (bool, i32, String, String, String, String) =
-            sqlx::query_as(TRY_LOCK_SQL)
-                .persistent(false)
-                .bind(LOCK_NAMESPACE)
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-        if !locked {
+        if !take_lock(&mut tx, name, wait).await? {
             let _ = tx.rollback().await;
             pool.close().await;
             return Ok(None);
         }
+        let (pid, ..): (i32, String, String, String, String) = sqlx::query_as(SESSION_SQL)
+            .persistent(false)
+            .fetch_one(&mut *tx)
+            .await?;
         sqlx::query(CLAIM_CHECKPOINT_SQL)
             .persistent(false)
             .bind(name)

@@ -4,6 +4,8 @@
 //! - [`leader`]: the advisory-lock leadership on its dedicated connection, and what poolers break.
 //! - [`ops`]: status, lag, leader, reset.
 
+use std::time::Duration;
+
 use futures_util::future::BoxFuture;
 
 use crate::projection::store::{Leadership, ProjectionStatus, ProjectionStore, ResetTo};
@@ -14,14 +16,16 @@ pub(crate) mod ops;
 mod read;
 
 impl ProjectionStore for PgStore {
+    /// Waits in PostgreSQL's lock queue, so it leads the moment the leader's session ends.
     fn try_lead<'a>(
         &'a self,
         name: &'static str,
         holder: &'a str,
+        wait: Duration,
     ) -> BoxFuture<'a, Result<Option<Box<dyn Leadership>>>> {
         Box::pin(async move {
             let options = self.pool().connect_options();
-            let leadership = leader::PgLeadership::try_take(&options, name, holder).await?;
+            let leadership = leader::PgLeadership::try_take(&options, name, holder, wait).await?;
             Ok(leadership.map(|leadership| Box::new(leadership) as Box<dyn Leadership>))
         })
     }

@@ -1,0 +1,566 @@
+//! 7. Projection failover: the leader of a projection, a real process, SIGKILLed mid-run; the
+//!    other process takes over, and the read model is still exact.
+//!
+//! Two `osa-chaos work --handlers chaos.projection` processes run the projection: one leads (its
+//! dedicated session holds the projection's advisory lock), the other follows. Each batch works
+//! 20 ms after writing its rows, so a kill often lands between its writes and its commit. An
+//! `osa-chaos publish` process publishes `chaos.item` events at 250/s from 8 concurrent
+//! publishers, each holding its transaction open 20-220 ms, so transactions commit in another
+//! order than they began (the test samples that they did). A few times, at a random moment, the
+//! test finds the leader (the `application_name` of the session holding the lock ends with the
+//! leader's process id), SIGKILLs it, measures how long the other process takes to lead and to
+//! commit a batch of its own, and then starts a replacement, which follows. Then the publisher
+//! stops, the projection catches up, and the read model `chaos_projected` must be exact: one row
+//! per published event, none missing, none extra, none applied twice (the primary key would have
+//! failed the batch), all applied in the log's `(commit_xid, position)` order, by one leader after
+//! another, and no batch rolled back except by a kill.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
+
+const PROJECTION: &str = "chaos.projection";
+/// Each batch works 20 ms after writing its rows, inside its transaction: a kill often lands
+/// between the writes and the commit.
+const NODE_ARGS: &[&str] = &["--work-ms", "20"];
+/// Events per second over all publishers: enough that every leader has batches to apply.
+const RATE: u64 = 250;
+/// A takeover (the other process leads and commits its first batch) must take less than this.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The session holding the projection's lock: its leader. The lock key is the runtime's business;
+/// the `application_name` of a projection's session is documented (`ProjectionStatus::leader`),
+/// and a follower's session, which fails to take the lock, holds no advisory lock.
+const LEADER_SQL: &str = "select a.application_name from pg_stat_activity a \
+     where a.datname = current_database() \
+       and starts_with(a.application_name, 'osa-events projection chaos.projection ') \
+       and exists (select 1 from pg_locks l \
+                   where l.pid = a.pid and l.locktype = 'advisory' and l.granted)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_in_order() {
+    let _turn = serial().await;
+    let scene = Scene::new("projection_failover").await;
+    let mut rng = Rng::from_env("projection_failover");
+    let seed = rng.seed();
+    let replay = format!("(replay with OSA_RELIABILITY_SEED={seed})");
+    let kills = scaled(6);
+    let started = Instant::now();
+
+    let mut nodes = [
+        scene.worker("node0", PROJECTION, NODE_ARGS),
+        scene.worker("node1", PROJECTION, NODE_ARGS),
+    ];
+    // A cap far beyond the run: the test stops the publisher with SIGTERM once the kills are done.
+    let cap = (RATE * 3600).to_string();
+    let mut publisher = scene.publisher(
+        "publisher",
+        &[
+            "--events",
+            &cap,
+            "--publishers",
+            "8",
+            "--batch",
+            "10",
+            "--rate",
+            &RATE.to_string(),
+            "--hold-ms",
+            "20",
+            "--hold-jitter-ms",
+            "200",
+        ],
+    );
+    let sampling = CancellationToken::new();
+    let sampler = tokio::spawn(held_back(scene.pool.clone(), sampling.clone()));
+    for node in &nodes {
+        following(node).await;
+    }
+    eventually(WAIT, "a node leads the projection", || async {
+        leader(&scene).await.is_some()
+    })
+    .await;
+
+    let mut takeovers: Vec<Takeover> = Vec::new();
+    let mut killed: Vec<Proc> = Vec::new();
+    for round in 0..kills {
+        tokio::time::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(1500)))
+            .await;
+        let victim = leading_node(&scene, &nodes).await;
+        let survivor = 1 - victim;
+        let survivor_pid = nodes[survivor].pid();
+        let applied_before = applied_by(&scene, survivor_pid).await;
+        let killed_at = Instant::now();
+        nodes[victim].kill().await;
+        let victim_pid = nodes[victim].pid();
+        let takeover = take_over(
+            &scene,
+            victim_pid,
+            &nodes[survivor],
+            applied_before,
+            killed_at,
+            &replay,
+        )
+        .await;
+        takeovers.push(takeover);
+        let replacement = scene.worker(&format!("node{}", round + 2), PROJECTION, NODE_ARGS);
+        following(&replacement).await;
+        killed.push(std::mem::replace(&mut nodes[victim], replacement));
+    }
+
+    let (status, _) = publisher.stop(WAIT).await;
+    assert!(status.success(), "the publisher exited with {status}");
+    sampling.cancel();
+    let held_back = sampler.await.expect("the sampling task");
+    let published: i64 = publisher
+        .stdout_text()
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix("published="))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no summary from the publisher: {}", publisher.stdout_text()));
+    let events: i64 = sqlx::query_scalar(
+        "select count(*) from osa_events.events where event_type = 'chaos.item'",
+    )
+    .fetch_one(&scene.pool)
+    .await
+    .unwrap();
+    let catch_up = catch_up(&scene, events, &replay).await;
+    for node in &mut nodes {
+        let (status, _) = node.stop(WAIT).await;
+        assert!(status.success(), "{} exited with {status}", node.name);
+    }
+
+    let exact = exactness(&scene).await;
+    let handovers = handovers(&scene).await;
+    let last_error = last_error(&scene).await;
+    let pids: Vec<i32> = nodes
+        .iter()
+        .chain(&killed)
+        .map(|node| node.pid() as i32)
+        .collect();
+    let strangers: i64 =
+        sqlx::query_scalar("select count(*) from chaos_projected where applied_by <> all($1)")
+            .bind(&pids)
+            .fetch_one(&scene.pool)
+            .await
+            .unwrap();
+    let warnings: usize = nodes
+        .iter()
+        .chain(&killed)
+        .map(|node| count_lines(&node.stderr_text(), &[" WARN "]))
+        .sum();
+    let peak_rss = nodes
+        .iter()
+        .chain(&killed)
+        .map(|node| node.peak_rss_kib)
+        .max()
+        .unwrap_or(0);
+    let released: Vec<Duration> = takeovers.iter().map(|t| t.released).collect();
+    let lead: Vec<Duration> = takeovers.iter().map(|t| t.lead).collect();
+    let applied: Vec<Duration> = takeovers.iter().map(|t| t.applied).collect();
+
+    report(
+        "projection_failover",
+        &[
+            ("events", events.to_string()),
+            ("published", published.to_string()),
+            ("nodes", "2".to_owned()),
+            ("kills", kills.to_string()),
+            ("kills_mid_batch", handovers.mid_batch.to_string()),
+            ("leaders", handovers.leaders.to_string()),
+            ("session_ended_max", ms(max(&released))),
+            ("lead_after_avg", ms(avg(&lead))),
+            ("lead_after_max", ms(max(&lead))),
+            ("takeover_avg", ms(avg(&applied))),
+            ("takeover_max", ms(max(&applied))),
+            ("held_back_max", held_back.max.to_string()),
+            (
+                "held_back_samples",
+                format!("{}/{}", held_back.held, held_back.samples),
+            ),
+            ("catch_up", ms(catch_up)),
+            ("warnings", warnings.to_string()),
+            ("peak_rss", mib(peak_rss)),
+            ("seconds", format!("{:.1}", started.elapsed().as_secs_f64())),
+            ("seed", seed.to_string()),
+        ],
+    );
+    assert_eq!(
+        published, events,
+        "the publisher's count differs from the log {replay}"
+    );
+    assert_eq!(exact.missing, 0, "published events never applied {replay}");
+    assert_eq!(exact.extra, 0, "applied events never published {replay}");
+    assert_eq!(
+        exact.wrong_payload, 0,
+        "rows whose `n` is not their event's `seq` {replay}"
+    );
+    assert_eq!(
+        exact.out_of_commit_order, 0,
+        "events applied out of (commit_xid, position) order {replay}"
+    );
+    assert_eq!(
+        held_back.error, None,
+        "sampling the held-back events failed"
+    );
+    assert!(
+        held_back.held > 0,
+        "no sample saw a transaction commit before an older one: the publishers did not \
+         interleave their commits {replay}"
+    );
+    assert_eq!(
+        last_error, None,
+        "a batch of the projection failed {replay}"
+    );
+    assert_eq!(
+        strangers, 0,
+        "rows applied by a process the test never started"
+    );
+    assert_eq!(
+        handovers.rolled_back_without_kill, 0,
+        "a batch wrote rows and was rolled back though its leader was not killed {replay}"
+    );
+    assert!(
+        handovers.leaders <= kills as i64 + 1 && handovers.runs == handovers.leaders,
+        "leadership changed hands without a kill or came back to an earlier leader: \
+         {} runs of {} leaders after {kills} kills {replay}",
+        handovers.runs,
+        handovers.leaders
+    );
+}
+
+/// One takeover, measured from the SIGKILL of the leader.
+#[derive(Debug, Clone, Copy)]
+struct Takeover {
+    /// Until the killed leader's session no longer held the projection's lock: PostgreSQL ends
+    /// the session once it reads the end of the closed connection.
+    released: Duration,
+    /// Until the other process held the lock.
+    lead: Duration,
+    /// Until it had committed a batch of its own (its rows, with the checkpoint).
+    applied: Duration,
+}
+
+/// Waits until the session of `victim` (a process id) has let the lock go and `survivor` leads
+/// and has committed rows beyond `applied_before`; panics after [`TAKEOVER_LIMIT`] with its log.
+async fn take_over(
+    scene: &Scene,
+    victim: u32,
+    survivor: &Proc,
+    applied_before: i64,
+    killed_at: Instant,
+    replay: &str,
+) -> Takeover {
+    let (mut released, mut lead) = (None, None);
+    loop {
+        let holder = leader(scene).await;
+        if holder != Some(victim) {
+            released.get_or_insert_with(|| killed_at.elapsed());
+        }
+        match holder {
+            Some(pid) if pid == survivor.pid() => {
+                lead.get_or_insert_with(|| killed_at.elapsed());
+            }
+            // The killed process's session has not ended yet, or nobody leads yet.
+            Some(pid) if pid == victim => {}
+            None => {}
+            Some(pid) => panic!(
+                "after the kill, process {pid} leads, not {} (pid {}) {replay}",
+                survivor.name,
+                survivor.pid()
+            ),
+        }
+        if let (Some(released), Some(lead)) = (released, lead)
+            && applied_by(scene, survivor.pid()).await > applied_before
+        {
+            return Takeover {
+                released,
+                lead,
+                applied: killed_at.elapsed(),
+            };
+        }
+        if killed_at.elapsed() >= TAKEOVER_LIMIT {
+            panic!(
+                "{} did not take the projection over within {TAKEOVER_LIMIT:?} of the leader's \
+                 death (its session ended after {released:?}, {} led after {lead:?}) {replay}; \
+                 {}; its log:\n{}",
+                survivor.name,
+                survivor.name,
+                checkpoint_gap(scene).await,
+                tail(&survivor.stderr_text(), 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the projection has a row for each of the `events` published, and returns how
+/// long that took; panics after [`WAIT`] with where the projection stands.
+async fn catch_up(scene: &Scene, events: i64, replay: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let applied = projected(scene).await;
+        if applied >= events {
+            return started.elapsed();
+        }
+        if started.elapsed() >= WAIT {
+            let never: Vec<(i64, String)> = sqlx::query_as(
+                "select position, commit_xid::text from osa_events.events e \
+                 where event_type = 'chaos.item' \
+                   and not exists (select 1 from chaos_projected p where p.position = e.position) \
+                 order by position limit 20",
+            )
+            .fetch_all(&scene.pool)
+            .await
+            .expect("compare the read model with the log");
+            panic!(
+                "the projection applied {applied} of {events} events within {WAIT:?} {replay}; \
+                 not applied (position, commit_xid), first 20: {never:?}; last error: {:?}; {}",
+                last_error(scene).await,
+                checkpoint_gap(scene).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The error of the projection's last failed batch, cleared by its next successful one.
+async fn last_error(scene: &Scene) -> Option<String> {
+    sqlx::query_scalar("select last_error from osa_events.checkpoints where name = $1")
+        .bind(PROJECTION)
+        .fetch_one(&scene.pool)
+        .await
+        .expect("the projection has a checkpoint")
+}
+
+/// The rows whose event sorts after the checkpoint (committed effects the checkpoint does not
+/// cover: the next batch would apply their events again and fail on the primary key), described
+/// for a failure message.
+async fn checkpoint_gap(scene: &Scene) -> String {
+    let checkpoint: Option<(i64, String)> = sqlx::query_as(
+        "select position, commit_xid::text from osa_events.checkpoints where name = $1",
+    )
+    .bind(PROJECTION)
+    .fetch_optional(&scene.pool)
+    .await
+    .expect("read the checkpoint");
+    let beyond: Vec<(i64, String, i64, i32)> = sqlx::query_as(
+        "select p.position, e.commit_xid::text, p.applied_seq, p.applied_by \
+         from chaos_projected p join osa_events.events e using (position) \
+         join osa_events.checkpoints c on c.name = $1 \
+         where (e.commit_xid, e.position) > (c.commit_xid, c.position) \
+         order by p.applied_seq limit 20",
+    )
+    .bind(PROJECTION)
+    .fetch_all(&scene.pool)
+    .await
+    .expect("compare the read model with the checkpoint");
+    format!(
+        "checkpoint (position, commit_xid) {checkpoint:?}; rows beyond it \
+         (position, commit_xid, applied_seq, applied_by): {beyond:?}"
+    )
+}
+
+/// Waits until `node`'s runtime has started: its projection runner tries for the lead from then on.
+async fn following(node: &Proc) {
+    eventually(
+        WAIT,
+        &format!("{} started its runtime", node.name),
+        || async { count_lines(&node.stderr_text(), &["osa-events runtime started"]) > 0 },
+    )
+    .await;
+}
+
+/// The process id of the projection's leader, if a session holds its lock. Panics if two do.
+async fn leader(scene: &Scene) -> Option<u32> {
+    let names: Vec<String> = sqlx::query_scalar(LEADER_SQL)
+        .fetch_all(&scene.pool)
+        .await
+        .expect("read the lock holders");
+    assert!(
+        names.len() <= 1,
+        "two sessions lead the projection: {names:?}"
+    );
+    // `osa-events projection NAME HOST:PID`
+    names.first().map(|name| {
+        name.rsplit_once(':')
+            .and_then(|(_, pid)| pid.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("the leader's application_name `{name}` does not end with `:PID`")
+            })
+    })
+}
+
+/// The index in `nodes` of the leader. PostgreSQL cuts `application_name` at 63 bytes: with a long
+/// host name the process id may be cut too, and no node matches.
+async fn leading_node(scene: &Scene, nodes: &[Proc; 2]) -> usize {
+    let pid = leader(scene)
+        .await
+        .expect("a node leads the projection before each kill");
+    nodes
+        .iter()
+        .position(|node| node.pid() == pid)
+        .unwrap_or_else(|| {
+            panic!(
+                "the leader's pid {pid} is no running node's ({}, {}); is the host name so \
+                 long that PostgreSQL cut the application_name?",
+                nodes[0].pid(),
+                nodes[1].pid()
+            )
+        })
+}
+
+async fn applied_by(scene: &Scene, pid: u32) -> i64 {
+    sqlx::query_scalar("select count(*) from chaos_projected where applied_by = $1")
+        .bind(pid as i32)
+        .fetch_one(&scene.pool)
+        .await
+        .expect("read the read model")
+}
+
+async fn projected(scene: &Scene) -> i64 {
+    sqlx::query_scalar("select count(*) from chaos_projected")
+        .fetch_one(&scene.pool)
+        .await
+        .expect("read the read model")
+}
+
+/// The read model against the log.
+#[derive(Debug)]
+struct Exactness {
+    /// Published `chaos.item` events with no row.
+    missing: i64,
+    /// Rows with no published `chaos.item` event.
+    extra: i64,
+    /// Rows whose `n` is not their event's `seq`.
+    wrong_payload: i64,
+    /// Rows whose rank by `applied_seq` differs from their event's rank by `(commit_xid, position)`.
+    out_of_commit_order: i64,
+}
+
+async fn exactness(scene: &Scene) -> Exactness {
+    let (missing, extra, wrong_payload, out_of_commit_order) =
+        sqlx::query_as(
+            "with item as (select position, commit_xid, (payload->>'seq')::bigint as seq \
+                           from osa_events.events where event_type = 'chaos.item'), \
+                  ranked as (select p.position, \
+                                    row_number() over (order by p.applied_seq) as by_application, \
+                                    row_number() over (order by i.commit_xid, i.position) as by_log \
+                             from chaos_projected p join item i using (position)) \
+             select (select count(*) from item where position not in (select position from chaos_projected)), \
+                    (select count(*) from chaos_projected where position not in (select position from item)), \
+                    (select count(*) from chaos_projected p join item i using (position) where p.n <> i.seq), \
+                    (select count(*) from ranked where by_application <> by_log)",
+        )
+        .fetch_one(&scene.pool)
+        .await
+        .expect("compare the read model with the log");
+    Exactness {
+        missing,
+        extra,
+        wrong_payload,
+        out_of_commit_order,
+    }
+}
+
+/// Who applied what, in the order of application.
+#[derive(Debug)]
+struct Handovers {
+    /// Processes that applied rows.
+    leaders: i64,
+    /// Maximal runs of rows by one process: equal to `leaders` when no leader came back.
+    runs: i64,
+    /// Handovers where the killed leader had written rows of a batch it never committed: its
+    /// `applied_seq` values are missing between its last row and its successor's first.
+    mid_batch: i64,
+    /// Gaps in `applied_seq` within one leader's rows: a batch that wrote rows, then rolled back.
+    rolled_back_without_kill: i64,
+}
+
+async fn handovers(scene: &Scene) -> Handovers {
+    let (leaders, runs, mid_batch, rolled_back_without_kill) = sqlx::query_as(
+        "with steps as (select applied_by, applied_seq, \
+                               lag(applied_by) over (order by applied_seq) as previous_by, \
+                               lag(applied_seq) over (order by applied_seq) as previous_seq \
+                        from chaos_projected) \
+         select (select count(distinct applied_by) from chaos_projected), \
+                count(*) filter (where previous_by is null or previous_by <> applied_by), \
+                count(*) filter (where previous_by <> applied_by and applied_seq > previous_seq + 1), \
+                count(*) filter (where previous_by = applied_by and applied_seq > previous_seq + 1) \
+         from steps",
+    )
+    .fetch_one(&scene.pool)
+    .await
+    .expect("read the order of application");
+    Handovers {
+        leaders,
+        runs,
+        mid_batch,
+        rolled_back_without_kill,
+    }
+}
+
+/// What [`held_back`] saw.
+#[derive(Debug, Default)]
+struct HeldBack {
+    samples: u64,
+    /// Samples in which some committed event was held back.
+    held: u64,
+    /// The most committed events held back at once.
+    max: i64,
+    /// The error that ended the sampling early.
+    error: Option<String>,
+}
+
+/// Committed `chaos.item` events published by a transaction younger than one of the publishers'
+/// transactions still open: commits out of transaction order, which the projection's reader must
+/// hold back. The open transactions are those of the snapshot (64-bit ids) that belong to this
+/// database's sessions other than the projection's own (`backend_xid` has the low 32 bits): other
+/// tests' transactions on the same server do not count.
+const HELD_BACK_SQL: &str = "with publishing as ( \
+         select x from pg_snapshot_xip(pg_current_snapshot()) x \
+         where (x::text::numeric % 4294967296)::text in ( \
+             select backend_xid::text from pg_stat_activity \
+             where datname = current_database() and backend_xid is not null \
+               and not starts_with(application_name, 'osa-events projection '))) \
+     select count(*) from osa_events.events \
+     where event_type = 'chaos.item' and commit_xid > (select min(x) from publishing)";
+
+/// Samples every 100 ms, until `stop`, how many committed events an older open transaction of
+/// the publishers holds back (see [`HELD_BACK_SQL`]).
+async fn held_back(pool: PgPool, stop: CancellationToken) -> HeldBack {
+    let mut seen = HeldBack::default();
+    while !stop.is_cancelled() {
+        let held: i64 = match sqlx::query_scalar(HELD_BACK_SQL).fetch_one(&pool).await {
+            Ok(held) => held,
+            Err(error) => {
+                seen.error = Some(error.to_string());
+                break;
+            }
+        };
+        seen.samples += 1;
+        seen.held += u64::from(held > 0);
+        seen.max = seen.max.max(held);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+    seen
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+fn max(durations: &[Duration]) -> Duration {
+    durations.iter().copied().max().unwrap_or_default()
+}
+
+fn avg(durations: &[Duration]) -> Duration {
+    let count = u32::try_from(durations.len()).unwrap_or(u32::MAX).max(1);
+    durations.iter().sum::<Duration>() / count
+}
