@@ -13,7 +13,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_fn(
         args,
         item,
-        "#[event_handler] goes on an `async fn` whose first parameter is the event",
+        signature::Kind::Handler,
         args::HandlerArgs::parse,
         |_, _| {},
         emit::emit,
@@ -26,14 +26,14 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 pub(crate) fn expand_fn<A>(
     args: TokenStream,
     item: TokenStream,
-    misplaced: &str,
+    kind: signature::Kind,
     parse_args: impl FnOnce(TokenStream, &mut Errors) -> syn::Result<A>,
     check: impl FnOnce(&signature::Signature<'_>, &mut Errors),
     emit: impl FnOnce(&A, &ItemFn, &signature::Signature<'_>) -> TokenStream,
 ) -> TokenStream {
     let item: ItemFn = match syn::parse2(item.clone()) {
         Ok(item) => item,
-        Err(_) => return with_errors(&item, syn::Error::new_spanned(&item, misplaced)),
+        Err(_) => return with_errors(&item, syn::Error::new_spanned(&item, kind.misplaced())),
     };
     let mut errors = Errors::new();
     let args = match parse_args(args, &mut errors) {
@@ -43,7 +43,7 @@ pub(crate) fn expand_fn<A>(
             None
         }
     };
-    let signature = signature::analyze(&item, &mut errors);
+    let signature = signature::analyze(&item, kind, &mut errors);
     if let Some(signature) = &signature {
         check(signature, &mut errors);
     }

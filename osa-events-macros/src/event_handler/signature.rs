@@ -6,6 +6,61 @@ use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
 
 use crate::diag::Errors;
 
+/// Which attribute the function carries: the checks are shared, the wording names the attribute.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    /// `#[event_handler]`
+    Handler,
+    /// `#[projection]`
+    Projection,
+}
+
+impl Kind {
+    /// The function as the messages name it.
+    const fn noun(self) -> &'static str {
+        match self {
+            Self::Handler => "an event handler",
+            Self::Projection => "a projection",
+        }
+    }
+
+    /// The error for an item that is not a function at all.
+    pub(crate) const fn misplaced(self) -> &'static str {
+        match self {
+            Self::Handler => {
+                "#[event_handler] goes on an `async fn` whose first parameter is the event"
+            }
+            Self::Projection => {
+                "#[projection] goes on an `async fn` whose first parameter is `Batch<E>`"
+            }
+        }
+    }
+
+    /// The error for a function without parameters.
+    const fn missing_event(self) -> &'static str {
+        match self {
+            Self::Handler => {
+                "an event handler takes its event as the first parameter, e.g. `event: RecordPublished` or `events: Batch<RecordPublished>`"
+            }
+            Self::Projection => {
+                "a projection takes its events as the first parameter, e.g. `events: Batch<OrderEvent>`"
+            }
+        }
+    }
+
+    /// The error for a second `Batch<E>` parameter.
+    const fn second_event(self) -> &'static str {
+        match self {
+            Self::Handler => {
+                "only the first parameter is the event: a handler receives one event (or one `Batch<E>`) per call"
+            }
+            Self::Projection => {
+                "only the first parameter holds events: a projection receives one `Batch<E>` per call"
+            }
+        }
+    }
+}
+
 /// How the handler takes its event.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Shape {
@@ -27,25 +82,30 @@ pub(crate) struct Signature<'a> {
 }
 
 /// Checks the signature, recording every problem; `None` when emission is impossible.
-pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signature<'a>> {
+pub(crate) fn analyze<'a>(
+    item: &'a ItemFn,
+    kind: Kind,
+    errors: &mut Errors,
+) -> Option<Signature<'a>> {
     let sig = &item.sig;
+    let noun = kind.noun();
     if sig.asyncness.is_none() {
         errors.spanned(
             sig.fn_token,
-            "an event handler must be an `async fn`: add the `async` keyword",
+            format!("{noun} must be an `async fn`: add the `async` keyword"),
         );
     }
     if let Some(constness) = &sig.constness {
-        errors.spanned(constness, "an event handler cannot be a `const fn`");
+        errors.spanned(constness, format!("{noun} cannot be a `const fn`"));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.spanned(
             &sig.generics,
-            "an event handler cannot be generic: the runtime must know its event type",
+            format!("{noun} cannot be generic: the runtime must know its event type"),
         );
     }
     if let Some(variadic) = &sig.variadic {
-        errors.spanned(variadic, "an event handler cannot be variadic");
+        errors.spanned(variadic, format!("{noun} cannot be variadic"));
     }
 
     let mut typed = Vec::new();
@@ -53,7 +113,7 @@ pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signa
         match input {
             FnArg::Receiver(receiver) => errors.spanned(
                 receiver,
-                "an event handler cannot take `self`: make it a free function and pass shared values as `State<T>`",
+                format!("{noun} cannot take `self`: make it a free function and pass shared values as `State<T>`"),
             ),
             FnArg::Typed(pattern) => typed.push(&*pattern.ty),
         }
@@ -62,7 +122,7 @@ pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signa
         if let Type::ImplTrait(impl_trait) = ty {
             errors.spanned(
                 impl_trait,
-                "an event handler cannot take `impl Trait` parameters",
+                format!("{noun} cannot take `impl Trait` parameters"),
             );
         }
     }
@@ -72,7 +132,7 @@ pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signa
         ReturnType::Default => {
             errors.spanned(
                 &sig.ident,
-                "an event handler must return `Result<(), E>`, e.g. `-> Result<(), HandlerError>`",
+                format!("{noun} must return `Result<(), E>`, e.g. `-> Result<(), HandlerError>`"),
             );
             None
         }
@@ -82,7 +142,7 @@ pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signa
         // Spanned at the parentheses, where the event is missing.
         errors.push(syn::Error::new(
             sig.paren_token.span.join(),
-            "an event handler takes its event as the first parameter, e.g. `event: RecordPublished` or `events: Batch<RecordPublished>`",
+            kind.missing_event(),
         ));
         return None;
     };
@@ -92,10 +152,7 @@ pub(crate) fn analyze<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Signa
     };
     for ty in rest {
         if batch_item(ty).is_some() {
-            errors.spanned(
-                ty,
-                "only the first parameter is the event: a handler receives one event (or one `Batch<E>`) per call",
-            );
+            errors.spanned(ty, kind.second_event());
         }
     }
     Some(Signature {
@@ -134,7 +191,7 @@ mod tests {
 
     fn check(item: ItemFn) -> (Option<Shape>, Vec<String>) {
         let mut errors = Errors::new();
-        let shape = analyze(&item, &mut errors).map(|sig| sig.shape);
+        let shape = analyze(&item, Kind::Handler, &mut errors).map(|sig| sig.shape);
         let messages = match errors.finish() {
             Ok(()) => Vec::new(),
             Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
@@ -165,6 +222,27 @@ mod tests {
         assert!(errors[2].contains("cannot take `self`"));
         assert!(errors[3].contains("must return `Result<(), E>`"));
         assert!(errors[4].contains("only the first parameter is the event"));
+    }
+
+    #[test]
+    fn names_the_attribute_in_its_messages() {
+        let item: ItemFn = parse_quote!(
+            fn p() {}
+        );
+        let mut errors = Errors::new();
+        assert!(analyze(&item, Kind::Projection, &mut errors).is_none());
+        let messages: Vec<String> = errors
+            .finish()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(
+            messages.iter().all(|m| m.starts_with("a projection ")),
+            "{messages:?}"
+        );
+        assert!(messages[2].contains("`events: Batch<OrderEvent>`"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use syn::ItemFn;
 
 use crate::event_handler::emit::{bind, handler_type_name};
 use crate::event_handler::expand_fn;
-use crate::event_handler::signature::{self, Shape};
+use crate::event_handler::signature::{self, Kind, Shape};
 
 mod args;
 
@@ -15,7 +15,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_fn(
         args,
         item,
-        "#[projection] goes on an `async fn` whose first parameter is `Batch<E>`",
+        Kind::Projection,
         args::ProjectionArgs::parse,
         |signature, errors| {
             if signature.shape == Shape::Each {

@@ -61,6 +61,23 @@ async fn apply(events: Batch<Placed>, applied: State<Applied>) -> Result<(), Han
     Ok(())
 }
 
+/// Reports the refused event in a `BatchOutcome` instead of returning an error.
+#[projection(name = "projection.test.outcome", batch = 4, backoff = "10ms")]
+async fn apply_with_outcome(
+    events: Batch<Placed>,
+    applied: State<Applied>,
+) -> Result<BatchOutcome, HandlerError> {
+    let mut outcome = BatchOutcome::new();
+    for (index, placed) in events.iter().enumerate() {
+        if placed.n == 13 && applied.refuse_13.load(Ordering::SeqCst) {
+            outcome.fail(index, HandlerError::retry("13 is refused today"));
+        } else {
+            applied.numbers.lock().unwrap().push(placed.n);
+        }
+    }
+    Ok(outcome)
+}
+
 async fn harness(applied: &Arc<Applied>) -> Harness {
     Harness::builder()
         .resources(Resources::new().with_arc(Arc::clone(applied)))
@@ -136,6 +153,44 @@ async fn a_failing_batch_moves_nothing_reports_its_error_and_is_retried() {
     let status = harness
         .store()
         .status("projection.test.applied", &[Placed::NAME])
+        .await
+        .unwrap();
+    assert_eq!((status.lag, status.last_error), (0, None));
+}
+
+#[tokio::test]
+async fn one_failed_event_of_a_batch_outcome_fails_the_whole_batch() {
+    let applied = Arc::new(Applied::default());
+    applied.refuse_13.store(true, Ordering::SeqCst);
+    let mut harness = Harness::builder()
+        .resources(Resources::new().with_arc(Arc::clone(&applied)))
+        .only(["projection.test.outcome"])
+        .build()
+        .await
+        .unwrap();
+    let published: Vec<_> = (10..16).map(|n| harness.publish(&Placed { n })).collect();
+    let failed = harness
+        .project("projection.test.outcome")
+        .await
+        .unwrap_err();
+    assert_eq!(failed.applied, 0);
+    // Named by id and position, not by its index in the batch.
+    assert!(
+        failed.error.contains(&published[3].to_string()) && failed.error.contains("13 is refused"),
+        "{failed}"
+    );
+    let status = harness
+        .store()
+        .status("projection.test.outcome", &[Placed::NAME])
+        .await
+        .unwrap();
+    assert_eq!((status.position, status.lag), (0, 6), "nothing skipped");
+
+    applied.refuse_13.store(false, Ordering::SeqCst);
+    assert_eq!(harness.project("projection.test.outcome").await, Ok(6));
+    let status = harness
+        .store()
+        .status("projection.test.outcome", &[Placed::NAME])
         .await
         .unwrap();
     assert_eq!((status.lag, status.last_error), (0, None));

@@ -176,12 +176,14 @@ impl<E: Into<HandlerError>> IntoHandlerResult for Result<(), E> {
     }
 }
 
-/// What a batch handler function may return: `Result<(), E>` (all succeeded or all failed) or
-/// `Result<BatchOutcome, E>` (some failed), for any `E` that converts into [`HandlerError`].
+/// What a batch handler or projection function may return: `Result<(), E>` (all succeeded or
+/// all failed) or `Result<BatchOutcome, E>` (some failed), for any `E` that converts into
+/// [`HandlerError`]. A projection cannot skip events, so any failure in a `BatchOutcome` fails its
+/// whole batch.
 #[diagnostic::on_unimplemented(
-    message = "a batch handler must return `Result<(), E>` or `Result<BatchOutcome, E>` where `E: Into<HandlerError>`, not `{Self}`",
+    message = "a batch handler or projection must return `Result<(), E>` or `Result<BatchOutcome, E>` where `E: Into<HandlerError>`, not `{Self}`",
     label = "unsupported return type",
-    note = "return `Result<(), HandlerError>`, or `Result<BatchOutcome, HandlerError>` to fail single events"
+    note = "return `Result<(), HandlerError>`, or `Result<BatchOutcome, HandlerError>` to fail single events of a batch handler"
 )]
 pub trait IntoBatchResult {
     /// Converts the return value.

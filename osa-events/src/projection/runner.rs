@@ -162,11 +162,19 @@ pub(crate) async fn apply_next_batch(
             .unwrap_or_else(|_| Err(HandlerError::retry("the projection panicked")));
         match result {
             Ok(reported) if reported.failed_count() == 0 => {}
+            // A projection cannot skip an event: one failed event fails the whole batch.
             Ok(reported) => {
                 let (index, error) = reported.into_failures().remove(0);
-                return Err(BatchError::Failed(format!(
-                    "event at batch index {index} failed: {error}"
-                )));
+                let event = batch.events.get(index).map_or_else(
+                    || format!("event at batch index {index}"),
+                    |event| {
+                        format!(
+                            "event {} (position {})",
+                            event.event_id, event.fence.position
+                        )
+                    },
+                );
+                return Err(BatchError::Failed(format!("{event} failed: {error}")));
             }
             Err(error) => return Err(BatchError::Failed(error.to_string())),
         }

@@ -78,11 +78,11 @@ pub trait FromEventArg: Sized + Send + 'static {
     fn extract(bound: &Self::Bound, call: &mut Call<'_>) -> Self;
 }
 
-/// A parameter of a batch handler (`fn(events: Batch<E>, ..)`), after the batch.
+/// A parameter of a batch handler or a projection (`fn(events: Batch<E>, ..)`), after the batch.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a parameter of a batch handler",
+    message = "`{Self}` cannot be a parameter of a batch handler or a projection",
     label = "not a batch extractor",
-    note = "a batch handler takes `Batch<E>` first, then any of: `State<T>`, `Tx`; each event's context is in `Batch::iter_with_ctx`"
+    note = "batch handlers and projections take `Batch<E>` first, then any of: `State<T>`, `Tx`; each event's context is in `Batch::iter_with_ctx`"
 )]
 pub trait FromBatchArg: Sized + Send + 'static {
     /// What is resolved once at start-up.

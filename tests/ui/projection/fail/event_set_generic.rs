@@ -1,0 +1,16 @@
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "order.placed")]
+struct OrderPlaced {
+    cents: i64,
+}
+
+#[derive(EventSet)]
+enum OrderEvent<T> {
+    Placed(OrderPlaced),
+    Other(T),
+}
+
+fn main() {}

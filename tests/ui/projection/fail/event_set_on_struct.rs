@@ -1,0 +1,13 @@
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "order.placed")]
+struct OrderPlaced {
+    cents: i64,
+}
+
+#[derive(EventSet)]
+struct OrderEvent(OrderPlaced);
+
+fn main() {}
