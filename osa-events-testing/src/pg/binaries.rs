@@ -71,7 +71,7 @@ pub(crate) fn find_or_install(root: bool) -> Result<ServerBinaries, FixtureError
 /// # Errors
 ///
 /// The error of a failed `apt-get`, with `hint`.
-pub(crate) fn apt_install<T>(
+fn apt_install<T>(
     package: &str,
     searched: &str,
     find: impl Fn() -> Option<T>,
@@ -154,6 +154,63 @@ fn on_path() -> Option<ServerBinaries> {
         initdb: which("initdb")?,
         pg_ctl: which("pg_ctl")?,
     })
+}
+
+/// A helper program a fixture runs (`pgbouncer`, `iptables`), and the Debian package that has it.
+pub(crate) struct Tool {
+    /// The program's file name.
+    pub(crate) program: &'static str,
+    /// The Debian package to install when it is missing.
+    pub(crate) package: &'static str,
+    /// Where [`Tool::find`] looks, in order, for messages.
+    pub(crate) searched: &'static str,
+    /// What to do when `apt-get` fails.
+    pub(crate) install_hint: &'static str,
+    /// What to do when it is missing and the process is not root.
+    pub(crate) not_root_hint: &'static str,
+    /// What to do when the package installed no such program.
+    pub(crate) installed_none_hint: &'static str,
+}
+
+impl Tool {
+    /// The program from the first `PATH` entry that has it, else `/usr/sbin` (Debian's place for
+    /// administration tools, often not on a regular user's `PATH`), else `/usr/bin`.
+    pub(crate) fn find(&self) -> Option<PathBuf> {
+        let on_path = env::var_os("PATH").into_iter().flat_map(|path| {
+            env::split_paths(&path)
+                .map(|dir| dir.join(self.program))
+                .collect::<Vec<_>>()
+        });
+        on_path
+            .chain(["/usr/sbin", "/usr/bin"].map(|dir| Path::new(dir).join(self.program)))
+            .find(|candidate| candidate.is_file())
+    }
+
+    /// [`find`](Self::find), else, when `root`, installs the package with apt and looks again.
+    /// `not_found(searched, hint)` is the fixture's error for a program that is still missing.
+    ///
+    /// # Errors
+    ///
+    /// `not_found`'s error, or the error of a failed `apt-get`.
+    pub(crate) fn find_or_install(
+        &self,
+        root: bool,
+        not_found: impl Fn(String, &'static str) -> FixtureError,
+    ) -> Result<PathBuf, FixtureError> {
+        if let Some(found) = self.find() {
+            return Ok(found);
+        }
+        if !root {
+            return Err(not_found(self.searched.to_owned(), self.not_root_hint));
+        }
+        apt_install(
+            self.package,
+            self.searched,
+            || self.find(),
+            self.install_hint,
+        )?
+        .ok_or_else(|| not_found(self.searched.to_owned(), self.installed_none_hint))
+    }
 }
 
 /// Whether this process runs with effective user id 0, which `initdb`, `pg_ctl` and `postgres`

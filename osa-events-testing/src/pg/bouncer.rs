@@ -1,7 +1,6 @@
 //! [`PgBouncer`]: PgBouncer in transaction mode in front of a database, to test what such a
 //! pooler breaks.
 
-use std::env;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io;
@@ -14,17 +13,25 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnectOptions;
 
 use super::FixtureError;
-use super::binaries;
+use super::binaries::{self, Tool};
 use super::cluster::{create_temp_dir, free_port};
 use super::command::{describe, tail};
 use super::database::{password_bounds, path_bounds, redact};
 
-/// Where [`find`] looks, in order, for messages.
-const SEARCHED: &str = "pgbouncer on PATH, /usr/sbin/pgbouncer, /usr/bin/pgbouncer";
-
 /// The way out when pgbouncer cannot be found, installed or started.
 const BOUNCER_HINT: &str =
     "install pgbouncer yourself (`apt-get install pgbouncer`, which puts it in /usr/sbin)";
+
+/// The `pgbouncer` program, from Debian's package of the same name.
+const PGBOUNCER: Tool = Tool {
+    program: "pgbouncer",
+    package: "pgbouncer",
+    searched: "pgbouncer on PATH, /usr/sbin/pgbouncer, /usr/bin/pgbouncer",
+    install_hint: BOUNCER_HINT,
+    not_root_hint: "not running as root, so nothing was installed: install pgbouncer \
+                    (`sudo apt-get install pgbouncer`)",
+    installed_none_hint: "`apt-get install -y pgbouncer` succeeded but installed no pgbouncer binary",
+};
 
 /// How often [`PgBouncer::start_transaction_mode`] picks a new port when another process took
 /// the last one.
@@ -119,7 +126,9 @@ impl PgBouncer {
     pub fn start_transaction_mode(database_url: &str) -> Result<Self, FixtureError> {
         let upstream = Upstream::parse(database_url)?;
         let root = binaries::is_root();
-        let program = find_or_install(root)?;
+        let program = PGBOUNCER.find_or_install(root, |tried, hint| {
+            FixtureError::PgBouncerNotFound { tried, hint }
+        })?;
         if root {
             binaries::ensure_postgres_user(
                 "pgbouncer refuses to run as root and is run as the `postgres` user \
@@ -361,40 +370,6 @@ fn wait_until_ready(child: &mut Child, port: u16) -> Result<(), String> {
         }
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Finds pgbouncer; when it is missing and `root` is true, installs the Debian `pgbouncer`
-/// package first.
-fn find_or_install(root: bool) -> Result<PathBuf, FixtureError> {
-    if let Some(found) = find() {
-        return Ok(found);
-    }
-    if !root {
-        return Err(FixtureError::PgBouncerNotFound {
-            tried: SEARCHED.to_owned(),
-            hint: "not running as root, so nothing was installed: install pgbouncer \
-                   (`sudo apt-get install pgbouncer`)",
-        });
-    }
-    binaries::apt_install("pgbouncer", SEARCHED, find, BOUNCER_HINT)?.ok_or_else(|| {
-        FixtureError::PgBouncerNotFound {
-            tried: SEARCHED.to_owned(),
-            hint: "`apt-get install -y pgbouncer` succeeded but installed no pgbouncer binary",
-        }
-    })
-}
-
-/// `pgbouncer` from the first `PATH` entry that has it, else `/usr/sbin` (Debian's place, often
-/// not on a regular user's `PATH`), else `/usr/bin`.
-fn find() -> Option<PathBuf> {
-    let on_path = env::var_os("PATH").into_iter().flat_map(|path| {
-        env::split_paths(&path)
-            .map(|dir| dir.join("pgbouncer"))
-            .collect::<Vec<_>>()
-    });
-    on_path
-        .chain(["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"].map(PathBuf::from))
-        .find(|candidate| candidate.is_file())
 }
 
 /// A database name as a key of `[databases]`: bare when it is `[0-9A-Za-z_]+`, else quoted

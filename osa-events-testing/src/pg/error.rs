@@ -14,7 +14,7 @@ pub(crate) const INSTALL_HINT: &str = "install postgresql yourself (`apt-get ins
      or set DATABASE_URL to use an existing PostgreSQL server instead";
 
 /// An error from the PostgreSQL test fixtures ([`ThrowawayCluster`], [`TestDatabase`],
-/// [`PgBouncer`]).
+/// [`PgBouncer`], [`Partition`]).
 ///
 /// Every message says what was tried and what to do next. The `Debug` output is the
 /// `Display` message, so a failed `.unwrap()` or `.expect()` in a test prints it readably.
@@ -22,6 +22,7 @@ pub(crate) const INSTALL_HINT: &str = "install postgresql yourself (`apt-get ins
 /// [`ThrowawayCluster`]: super::ThrowawayCluster
 /// [`TestDatabase`]: super::TestDatabase
 /// [`PgBouncer`]: super::PgBouncer
+/// [`Partition`]: super::Partition
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum FixtureError {
@@ -123,6 +124,26 @@ pub enum FixtureError {
         log_tail: String,
         /// What to do about it.
         hint: &'static str,
+    },
+
+    /// No `iptables` binary was found, and it was not installed.
+    #[error("iptables not found (tried {tried}); {hint}")]
+    IptablesNotFound {
+        /// The places that were searched.
+        tried: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
+    /// The server session to cut does not exist, or is connected through a Unix socket, which
+    /// no packet filter can cut.
+    #[error(
+        "server session {pid} was not found in pg_stat_activity with a TCP client port; to cut \
+         a session's connection, connect it with a host and port, not a Unix socket"
+    )]
+    NotTcpSession {
+        /// The process id of the server session.
+        pid: i32,
     },
 
     /// A database url given to a fixture could not be parsed.

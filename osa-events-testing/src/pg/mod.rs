@@ -12,6 +12,8 @@
 //! - [`PgBouncer`] runs PgBouncer with `pool_mode = transaction` in front of a database (the
 //!   local `pgbouncer`, installed with apt when it is missing and the process is root), for
 //!   tests of what such a pooler breaks.
+//! - [`Partition`] cuts one TCP connection to the server with iptables, both ways, for tests of
+//!   what a failed network does (root only; installs `iptables` with apt when it is missing).
 //!
 //! # Examples
 //!
@@ -33,11 +35,13 @@ mod cluster;
 mod command;
 mod database;
 mod error;
+mod partition;
 
 pub use bouncer::PgBouncer;
 pub use cluster::ThrowawayCluster;
 pub use database::TestDatabase;
 pub use error::FixtureError;
+pub use partition::Partition;
 
 use std::env::{self, VarError};
 
