@@ -23,6 +23,7 @@ mod heartbeat;
 mod load;
 mod poison;
 mod projection_failover;
+mod projection_partition;
 mod security;
 mod shutdown;
 

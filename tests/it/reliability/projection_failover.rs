@@ -22,20 +22,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
 
-const PROJECTION: &str = "chaos.projection";
+pub(super) const PROJECTION: &str = "chaos.projection";
 /// Each batch works 20 ms after writing its rows, inside its transaction: a kill often lands
 /// between the writes and the commit.
-const NODE_ARGS: &[&str] = &["--work-ms", "20"];
+pub(super) const NODE_ARGS: &[&str] = &["--work-ms", "20"];
 /// Events per second over all publishers: enough that every leader has batches to apply.
 const RATE: u64 = 250;
 /// A takeover (the other process leads and commits its first batch) must take less than this.
 const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
-const WAIT: Duration = Duration::from_secs(30);
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 /// The session holding the projection's lock: its leader. The lock key is the runtime's business;
 /// the `application_name` of a projection's session is documented (`ProjectionStatus::leader`),
 /// and a follower's session, which fails to take the lock, holds no advisory lock.
-const LEADER_SQL: &str = "select a.application_name from pg_stat_activity a \
+const LEADER_SQL: &str = "select a.pid, a.application_name from pg_stat_activity a \
      where a.datname = current_database() \
        and starts_with(a.application_name, 'osa-events projection chaos.projection ') \
        and exists (select 1 from pg_locks l \
@@ -55,25 +55,7 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
         scene.worker("node0", PROJECTION, NODE_ARGS),
         scene.worker("node1", PROJECTION, NODE_ARGS),
     ];
-    // A cap far beyond the run: the test stops the publisher with SIGTERM once the kills are done.
-    let cap = (RATE * 3600).to_string();
-    let mut publisher = scene.publisher(
-        "publisher",
-        &[
-            "--events",
-            &cap,
-            "--publishers",
-            "8",
-            "--batch",
-            "10",
-            "--rate",
-            &RATE.to_string(),
-            "--hold-ms",
-            "20",
-            "--hold-jitter-ms",
-            "200",
-        ],
-    );
+    let mut publisher = start_publisher(&scene);
     let sampling = CancellationToken::new();
     let sampler = tokio::spawn(held_back(scene.pool.clone(), sampling.clone()));
     for node in &nodes {
@@ -101,7 +83,7 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
             victim_pid,
             &nodes[survivor],
             applied_before,
-            killed_at,
+            (killed_at, TAKEOVER_LIMIT),
             &replay,
         )
         .await;
@@ -115,12 +97,7 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
     assert!(status.success(), "the publisher exited with {status}");
     sampling.cancel();
     let held_back = sampler.await.expect("the sampling task");
-    let published: i64 = publisher
-        .stdout_text()
-        .split_whitespace()
-        .find_map(|pair| pair.strip_prefix("published="))
-        .and_then(|count| count.parse().ok())
-        .unwrap_or_else(|| panic!("no summary from the publisher: {}", publisher.stdout_text()));
+    let published = published(&publisher);
     let events: i64 = sqlx::query_scalar(
         "select count(*) from osa_events.events where event_type = 'chaos.item'",
     )
@@ -232,26 +209,60 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
     );
 }
 
+/// Starts `osa-chaos publish` at [`RATE`] events per second from 8 concurrent publishers, each
+/// holding its transaction open 20-220 ms, so that transactions commit out of order. Its cap is
+/// far beyond any run: stop it with SIGTERM.
+pub(super) fn start_publisher(scene: &Scene) -> Proc {
+    let cap = (RATE * 3600).to_string();
+    scene.publisher(
+        "publisher",
+        &[
+            "--events",
+            &cap,
+            "--publishers",
+            "8",
+            "--batch",
+            "10",
+            "--rate",
+            &RATE.to_string(),
+            "--hold-ms",
+            "20",
+            "--hold-jitter-ms",
+            "200",
+        ],
+    )
+}
+
+/// The count of events a stopped publisher says it published.
+pub(super) fn published(publisher: &Proc) -> i64 {
+    publisher
+        .stdout_text()
+        .split_whitespace()
+        .find_map(|pair| pair.strip_prefix("published="))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no summary from the publisher: {}", publisher.stdout_text()))
+}
+
 /// One takeover, measured from the SIGKILL of the leader.
 #[derive(Debug, Clone, Copy)]
-struct Takeover {
+pub(super) struct Takeover {
     /// Until the killed leader's session no longer held the projection's lock: PostgreSQL ends
     /// the session once it reads the end of the closed connection.
-    released: Duration,
+    pub(super) released: Duration,
     /// Until the other process held the lock.
-    lead: Duration,
+    pub(super) lead: Duration,
     /// Until it had committed a batch of its own (its rows, with the checkpoint).
-    applied: Duration,
+    pub(super) applied: Duration,
 }
 
 /// Waits until the session of `victim` (a process id) has let the lock go and `survivor` leads
-/// and has committed rows beyond `applied_before`; panics after [`TAKEOVER_LIMIT`] with its log.
-async fn take_over(
+/// and has committed rows beyond `applied_before`; panics after `limit` with its log.
+pub(super) async fn take_over(
     scene: &Scene,
     victim: u32,
     survivor: &Proc,
     applied_before: i64,
-    killed_at: Instant,
+    (killed_at, limit): (Instant, Duration),
     replay: &str,
 ) -> Takeover {
     let (mut released, mut lead) = (None, None);
@@ -282,10 +293,10 @@ async fn take_over(
                 applied: killed_at.elapsed(),
             };
         }
-        if killed_at.elapsed() >= TAKEOVER_LIMIT {
+        if killed_at.elapsed() >= limit {
             panic!(
-                "{} did not take the projection over within {TAKEOVER_LIMIT:?} of the leader's \
-                 death (its session ended after {released:?}, {} led after {lead:?}) {replay}; \
+                "{} did not take the projection over within {limit:?} of losing its leader \
+                 (its session ended after {released:?}, {} led after {lead:?}) {replay}; \
                  {}; its log:\n{}",
                 survivor.name,
                 survivor.name,
@@ -299,7 +310,7 @@ async fn take_over(
 
 /// Waits until the projection has a row for each of the `events` published, and returns how
 /// long that took; panics after [`WAIT`] with where the projection stands.
-async fn catch_up(scene: &Scene, events: i64, replay: &str) -> Duration {
+pub(super) async fn catch_up(scene: &Scene, events: i64, replay: &str) -> Duration {
     let started = Instant::now();
     loop {
         let applied = projected(scene).await;
@@ -328,7 +339,7 @@ async fn catch_up(scene: &Scene, events: i64, replay: &str) -> Duration {
 }
 
 /// The error of the projection's last failed batch, cleared by its next successful one.
-async fn last_error(scene: &Scene) -> Option<String> {
+pub(super) async fn last_error(scene: &Scene) -> Option<String> {
     sqlx::query_scalar("select last_error from osa_events.checkpoints where name = $1")
         .bind(PROJECTION)
         .fetch_one(&scene.pool)
@@ -339,7 +350,7 @@ async fn last_error(scene: &Scene) -> Option<String> {
 /// The rows whose event sorts after the checkpoint (committed effects the checkpoint does not
 /// cover: the next batch would apply their events again and fail on the primary key), described
 /// for a failure message.
-async fn checkpoint_gap(scene: &Scene) -> String {
+pub(super) async fn checkpoint_gap(scene: &Scene) -> String {
     let checkpoint: Option<(i64, String)> = sqlx::query_as(
         "select position, commit_xid::text from osa_events.checkpoints where name = $1",
     )
@@ -365,7 +376,7 @@ async fn checkpoint_gap(scene: &Scene) -> String {
 }
 
 /// Waits until `node`'s runtime has started: its projection runner tries for the lead from then on.
-async fn following(node: &Proc) {
+pub(super) async fn following(node: &Proc) {
     eventually(
         WAIT,
         &format!("{} started its runtime", node.name),
@@ -375,28 +386,36 @@ async fn following(node: &Proc) {
 }
 
 /// The process id of the projection's leader, if a session holds its lock. Panics if two do.
-async fn leader(scene: &Scene) -> Option<u32> {
-    let names: Vec<String> = sqlx::query_scalar(LEADER_SQL)
+pub(super) async fn leader(scene: &Scene) -> Option<u32> {
+    leader_session(scene).await.map(|(_, process)| process)
+}
+
+/// The server process id of the session holding the projection's lock, and the process id of the
+/// node it belongs to. Panics if two sessions hold it.
+pub(super) async fn leader_session(scene: &Scene) -> Option<(i32, u32)> {
+    let sessions: Vec<(i32, String)> = sqlx::query_as(LEADER_SQL)
         .fetch_all(&scene.pool)
         .await
         .expect("read the lock holders");
     assert!(
-        names.len() <= 1,
-        "two sessions lead the projection: {names:?}"
+        sessions.len() <= 1,
+        "two sessions lead the projection: {sessions:?}"
     );
     // `osa-events projection NAME HOST:PID`
-    names.first().map(|name| {
-        name.rsplit_once(':')
+    sessions.first().map(|(session, name)| {
+        let process = name
+            .rsplit_once(':')
             .and_then(|(_, pid)| pid.parse().ok())
             .unwrap_or_else(|| {
                 panic!("the leader's application_name `{name}` does not end with `:PID`")
-            })
+            });
+        (*session, process)
     })
 }
 
 /// The index in `nodes` of the leader. PostgreSQL cuts `application_name` at 63 bytes: with a long
 /// host name the process id may be cut too, and no node matches.
-async fn leading_node(scene: &Scene, nodes: &[Proc; 2]) -> usize {
+pub(super) async fn leading_node(scene: &Scene, nodes: &[Proc; 2]) -> usize {
     let pid = leader(scene)
         .await
         .expect("a node leads the projection before each kill");
@@ -413,7 +432,7 @@ async fn leading_node(scene: &Scene, nodes: &[Proc; 2]) -> usize {
         })
 }
 
-async fn applied_by(scene: &Scene, pid: u32) -> i64 {
+pub(super) async fn applied_by(scene: &Scene, pid: u32) -> i64 {
     sqlx::query_scalar("select count(*) from chaos_projected where applied_by = $1")
         .bind(pid as i32)
         .fetch_one(&scene.pool)
@@ -421,7 +440,7 @@ async fn applied_by(scene: &Scene, pid: u32) -> i64 {
         .expect("read the read model")
 }
 
-async fn projected(scene: &Scene) -> i64 {
+pub(super) async fn projected(scene: &Scene) -> i64 {
     sqlx::query_scalar("select count(*) from chaos_projected")
         .fetch_one(&scene.pool)
         .await
@@ -430,18 +449,18 @@ async fn projected(scene: &Scene) -> i64 {
 
 /// The read model against the log.
 #[derive(Debug)]
-struct Exactness {
+pub(super) struct Exactness {
     /// Published `chaos.item` events with no row.
-    missing: i64,
+    pub(super) missing: i64,
     /// Rows with no published `chaos.item` event.
-    extra: i64,
+    pub(super) extra: i64,
     /// Rows whose `n` is not their event's `seq`.
-    wrong_payload: i64,
+    pub(super) wrong_payload: i64,
     /// Rows whose rank by `applied_seq` differs from their event's rank by `(commit_xid, position)`.
-    out_of_commit_order: i64,
+    pub(super) out_of_commit_order: i64,
 }
 
-async fn exactness(scene: &Scene) -> Exactness {
+pub(super) async fn exactness(scene: &Scene) -> Exactness {
     let (missing, extra, wrong_payload, out_of_commit_order) =
         sqlx::query_as(
             "with item as (select position, commit_xid, (payload->>'seq')::bigint as seq \
@@ -468,19 +487,19 @@ async fn exactness(scene: &Scene) -> Exactness {
 
 /// Who applied what, in the order of application.
 #[derive(Debug)]
-struct Handovers {
+pub(super) struct Handovers {
     /// Processes that applied rows.
-    leaders: i64,
+    pub(super) leaders: i64,
     /// Maximal runs of rows by one process: equal to `leaders` when no leader came back.
-    runs: i64,
+    pub(super) runs: i64,
     /// Handovers where the killed leader had written rows of a batch it never committed: its
     /// `applied_seq` values are missing between its last row and its successor's first.
-    mid_batch: i64,
+    pub(super) mid_batch: i64,
     /// Gaps in `applied_seq` within one leader's rows: a batch that wrote rows, then rolled back.
-    rolled_back_without_kill: i64,
+    pub(super) rolled_back_without_kill: i64,
 }
 
-async fn handovers(scene: &Scene) -> Handovers {
+pub(super) async fn handovers(scene: &Scene) -> Handovers {
     let (leaders, runs, mid_batch, rolled_back_without_kill) = sqlx::query_as(
         "with steps as (select applied_by, applied_seq, \
                                lag(applied_by) over (order by applied_seq) as previous_by, \
@@ -552,15 +571,15 @@ async fn held_back(pool: PgPool, stop: CancellationToken) -> HeldBack {
     seen
 }
 
-fn ms(duration: Duration) -> String {
+pub(super) fn ms(duration: Duration) -> String {
     format!("{}ms", duration.as_millis())
 }
 
-fn max(durations: &[Duration]) -> Duration {
+pub(super) fn max(durations: &[Duration]) -> Duration {
     durations.iter().copied().max().unwrap_or_default()
 }
 
-fn avg(durations: &[Duration]) -> Duration {
+pub(super) fn avg(durations: &[Duration]) -> Duration {
     let count = u32::try_from(durations.len()).unwrap_or(u32::MAX).max(1);
     durations.iter().sum::<Duration>() / count
 }
