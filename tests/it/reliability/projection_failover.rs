@@ -243,11 +243,12 @@ pub(super) fn published(publisher: &Proc) -> i64 {
         .unwrap_or_else(|| panic!("no summary from the publisher: {}", publisher.stdout_text()))
 }
 
-/// One takeover, measured from the SIGKILL of the leader.
+/// One takeover, measured from the moment the leader was lost (killed, or cut off).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Takeover {
-    /// Until the killed leader's session no longer held the projection's lock: PostgreSQL ends
-    /// the session once it reads the end of the closed connection.
+    /// Until the lost leader's session no longer held the projection's lock: PostgreSQL ends
+    /// the session once it reads the end of the closed connection (after a kill), or once its
+    /// keepalives or user timeout give up (after a cut).
     pub(super) released: Duration,
     /// Until the other process held the lock.
     pub(super) lead: Duration,
@@ -256,24 +257,25 @@ pub(super) struct Takeover {
 }
 
 /// Waits until the session of `victim` (a process id) has let the lock go and `survivor` leads
-/// and has committed rows beyond `applied_before`; panics after `limit` with its log.
+/// and has committed rows beyond `applied_before`, measuring from `lost_at`, when the leader was
+/// killed or cut off; panics `limit` after `lost_at` with its log.
 pub(super) async fn take_over(
     scene: &Scene,
     victim: u32,
     survivor: &Proc,
     applied_before: i64,
-    (killed_at, limit): (Instant, Duration),
+    (lost_at, limit): (Instant, Duration),
     replay: &str,
 ) -> Takeover {
     let (mut released, mut lead) = (None, None);
     loop {
         let holder = leader(scene).await;
         if holder != Some(victim) {
-            released.get_or_insert_with(|| killed_at.elapsed());
+            released.get_or_insert_with(|| lost_at.elapsed());
         }
         match holder {
             Some(pid) if pid == survivor.pid() => {
-                lead.get_or_insert_with(|| killed_at.elapsed());
+                lead.get_or_insert_with(|| lost_at.elapsed());
             }
             // The killed process's session has not ended yet, or nobody leads yet.
             Some(pid) if pid == victim => {}
@@ -290,10 +292,10 @@ pub(super) async fn take_over(
             return Takeover {
                 released,
                 lead,
-                applied: killed_at.elapsed(),
+                applied: lost_at.elapsed(),
             };
         }
-        if killed_at.elapsed() >= limit {
+        if lost_at.elapsed() >= limit {
             panic!(
                 "{} did not take the projection over within {limit:?} of losing its leader \
                  (its session ended after {released:?}, {} led after {lead:?}) {replay}; \
