@@ -10,9 +10,9 @@
 //! A leader that dies frees the lock when the server ends its session: at once when its process
 //! exits (the kernel closes the socket), and within about 6 s when its machine vanishes or the
 //! network fails, thanks to the session's TCP keepalive and user timeout settings (see
-//! `SESSION_SQL`; 5.4–5.7 s in the partition test, `tests/it/reliability/projection_partition.rs`). A follower waits for the lock in
-//! PostgreSQL's lock queue (for up to the wait the runner asks for), so it is granted the lock the
-//! moment the leader's session ends.
+//! `SESSION_SQL`; 5.4–5.7 s in the partition test, `tests/it/reliability/projection_partition.rs`).
+//! A follower waits for the lock in PostgreSQL's lock queue (for up to the wait the runner asks
+//! for), so it is granted the lock the moment the leader's session ends.
 //!
 //! Leadership is about efficiency and the order of effects outside the database, not about
 //! exactly-once: each batch also locks the checkpoint row (`for update`) before it reads, so two
