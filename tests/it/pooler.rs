@@ -3,12 +3,11 @@
 //! pooler, never lead on one server session while the lock sits on another, never make a second
 //! leader of a session that already holds the lock, and never move a checkpoint.
 
-use std::env;
 use std::time::Duration;
 
 use osa_events::prelude::*;
 use osa_events::{Error, PgStore, ProjectionStore};
-use osa_events_testing::pg::{FixtureError, PgBouncer, TestDatabase};
+use osa_events_testing::pg::{PgBouncer, TestDatabase, unless_unavailable};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
@@ -174,18 +173,10 @@ async fn lead_through_pgbouncer(
 /// Starts pgbouncer in front of `url`, or panics with the reason. Outside CI, a machine that has
 /// no pgbouncer and cannot install it skips the test with a note; under `CI=true` it fails.
 fn start_bouncer(url: &str) -> Option<PgBouncer> {
-    match PgBouncer::start_transaction_mode(url) {
-        Ok(bouncer) => Some(bouncer),
-        Err(
-            error @ (FixtureError::PgBouncerNotFound { .. }
-            | FixtureError::Spawn { .. }
-            | FixtureError::CommandFailed { .. }),
-        ) if env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: no pgbouncer (under CI=true this fails): {error}");
-            None
-        }
-        Err(error) => panic!("{error}"),
-    }
+    unless_unavailable(
+        PgBouncer::start_transaction_mode(url),
+        "pgbouncer in transaction mode",
+    )
 }
 
 /// The process id of the server session holding [`PROJECTION`]'s lock in `pool`'s database

@@ -14,6 +14,8 @@
 //!   tests of what such a pooler breaks.
 //! - [`Partition`] cuts one TCP connection to the server with iptables, both ways, for tests of
 //!   what a failed network does (root only; installs `iptables` with apt when it is missing).
+//! - [`unless_unavailable`] lets a test that needs pgbouncer or iptables skip, with a note, on a
+//!   machine that has neither and cannot install them, except under `CI=true`.
 //!
 //! # Examples
 //!
@@ -44,6 +46,46 @@ pub use error::FixtureError;
 pub use partition::Partition;
 
 use std::env::{self, VarError};
+
+/// A fixture's result, for a test that needs a tool this machine may lack: `Some` of the value;
+/// or, when the tool is missing or cannot run (no `pgbouncer` or `iptables` and no way to
+/// install it, not root) and `CI` is not `true`, `None` after printing on stderr why the test is
+/// skipped, so the test can return early. Under `CI=true`, and for any other error, it panics
+/// with `needed` (what the test needs, e.g. "pgbouncer in transaction mode") and the error.
+///
+/// # Examples
+///
+/// ```no_run
+/// use osa_events_testing::pg::{PgBouncer, unless_unavailable};
+///
+/// # fn example(url: &str) {
+/// let Some(bouncer) = unless_unavailable(PgBouncer::start_transaction_mode(url), "pgbouncer")
+/// else {
+///     return; // skipped, and said why
+/// };
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// On any error under `CI=true`, and on errors other than a missing or failing tool.
+pub fn unless_unavailable<T>(result: Result<T, FixtureError>, needed: &str) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(
+            error @ (FixtureError::PgBouncerNotFound { .. }
+            | FixtureError::IptablesNotFound { .. }
+            | FixtureError::Spawn { .. }
+            | FixtureError::CommandFailed { .. }),
+        ) if env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "skipping: {needed} is not available here (under CI=true this fails): {error}"
+            );
+            None
+        }
+        Err(error) => panic!("{needed}: {error}"),
+    }
+}
 
 /// The admin url in `DATABASE_URL`, for creating test databases.
 ///

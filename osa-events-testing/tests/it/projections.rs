@@ -78,10 +78,11 @@ async fn apply_with_outcome(
     Ok(outcome)
 }
 
-async fn harness(applied: &Arc<Applied>) -> Harness {
+/// A harness running only `projection`, with `applied` as its state.
+async fn harness(applied: &Arc<Applied>, projection: &str) -> Harness {
     Harness::builder()
         .resources(Resources::new().with_arc(Arc::clone(applied)))
-        .only(["projection.test.applied"])
+        .only([projection])
         .build()
         .await
         .expect("a harness for the projection")
@@ -90,7 +91,7 @@ async fn harness(applied: &Arc<Applied>) -> Harness {
 #[tokio::test]
 async fn the_harness_applies_every_event_once_in_order_and_resumes() {
     let applied = Arc::new(Applied::default());
-    let mut harness = harness(&applied).await;
+    let mut harness = harness(&applied, "projection.test.applied").await;
     assert_eq!(
         harness.projection_names().collect::<Vec<_>>(),
         ["projection.test.applied"]
@@ -124,7 +125,7 @@ async fn the_harness_applies_every_event_once_in_order_and_resumes() {
 async fn a_failing_batch_moves_nothing_reports_its_error_and_is_retried() {
     let applied = Arc::new(Applied::default());
     applied.refuse_13.store(true, Ordering::SeqCst);
-    let mut harness = harness(&applied).await;
+    let mut harness = harness(&applied, "projection.test.applied").await;
     for n in 10..16 {
         harness.publish(&Placed { n });
     }
@@ -162,12 +163,7 @@ async fn a_failing_batch_moves_nothing_reports_its_error_and_is_retried() {
 async fn one_failed_event_of_a_batch_outcome_fails_the_whole_batch() {
     let applied = Arc::new(Applied::default());
     applied.refuse_13.store(true, Ordering::SeqCst);
-    let mut harness = Harness::builder()
-        .resources(Resources::new().with_arc(Arc::clone(&applied)))
-        .only(["projection.test.outcome"])
-        .build()
-        .await
-        .unwrap();
+    let mut harness = harness(&applied, "projection.test.outcome").await;
     let published: Vec<_> = (10..16).map(|n| harness.publish(&Placed { n })).collect();
     let failed = harness
         .project("projection.test.outcome")
@@ -199,7 +195,7 @@ async fn one_failed_event_of_a_batch_outcome_fails_the_whole_batch() {
 #[tokio::test]
 async fn a_reset_replays_from_the_chosen_point() {
     let applied = Arc::new(Applied::default());
-    let mut harness = harness(&applied).await;
+    let mut harness = harness(&applied, "projection.test.applied").await;
     for n in 0..5 {
         harness.publish(&Placed { n });
     }

@@ -98,12 +98,7 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
     sampling.cancel();
     let held_back = sampler.await.expect("the sampling task");
     let published = published(&publisher);
-    let events: i64 = sqlx::query_scalar(
-        "select count(*) from osa_events.events where event_type = 'chaos.item'",
-    )
-    .fetch_one(&scene.pool)
-    .await
-    .unwrap();
+    let events = logged_events(&scene).await;
     let catch_up = catch_up(&scene, events, &replay).await;
     for node in &mut nodes {
         let (status, _) = node.stop(WAIT).await;
@@ -165,20 +160,7 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
             ("seed", seed.to_string()),
         ],
     );
-    assert_eq!(
-        published, events,
-        "the publisher's count differs from the log {replay}"
-    );
-    assert_eq!(exact.missing, 0, "published events never applied {replay}");
-    assert_eq!(exact.extra, 0, "applied events never published {replay}");
-    assert_eq!(
-        exact.wrong_payload, 0,
-        "rows whose `n` is not their event's `seq` {replay}"
-    );
-    assert_eq!(
-        exact.out_of_commit_order, 0,
-        "events applied out of (commit_xid, position) order {replay}"
-    );
+    exact.assert_exact(published, events, &replay);
     assert_eq!(
         held_back.error, None,
         "sampling the held-back events failed"
@@ -460,6 +442,35 @@ pub(super) struct Exactness {
     pub(super) wrong_payload: i64,
     /// Rows whose rank by `applied_seq` differs from their event's rank by `(commit_xid, position)`.
     pub(super) out_of_commit_order: i64,
+}
+
+impl Exactness {
+    /// Panics unless the log holds the `published` events (`events` of them are logged) and the
+    /// read model is exactly those events, applied in the log's order.
+    pub(super) fn assert_exact(&self, published: i64, events: i64, replay: &str) {
+        assert_eq!(
+            published, events,
+            "the publisher's count differs from the log {replay}"
+        );
+        assert_eq!(self.missing, 0, "published events never applied {replay}");
+        assert_eq!(self.extra, 0, "applied events never published {replay}");
+        assert_eq!(
+            self.wrong_payload, 0,
+            "rows whose `n` is not their event's `seq` {replay}"
+        );
+        assert_eq!(
+            self.out_of_commit_order, 0,
+            "events applied out of (commit_xid, position) order {replay}"
+        );
+    }
+}
+
+/// The `chaos.item` events in the log.
+pub(super) async fn logged_events(scene: &Scene) -> i64 {
+    sqlx::query_scalar("select count(*) from osa_events.events where event_type = 'chaos.item'")
+        .fetch_one(&scene.pool)
+        .await
+        .expect("count the log's events")
 }
 
 pub(super) async fn exactness(scene: &Scene) -> Exactness {

@@ -18,15 +18,14 @@
 //! Cutting a connection needs root and iptables (installed with apt when missing): outside CI a
 //! machine without them skips the test with a note; under `CI=true` it fails.
 
-use std::env;
 use std::time::{Duration, Instant};
 
-use osa_events_testing::pg::{FixtureError, Partition};
+use osa_events_testing::pg::{Partition, unless_unavailable};
 
 use super::projection_failover::{
     NODE_ARGS, PROJECTION, WAIT, applied_by, avg, catch_up, exactness, following, handovers,
-    last_error, leader, leader_session, leading_node, max, ms, published, start_publisher,
-    take_over,
+    last_error, leader, leader_session, leading_node, logged_events, max, ms, published,
+    start_publisher, take_over,
 };
 use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
 
@@ -125,12 +124,7 @@ async fn a_cut_off_leader_is_replaced_within_seconds_and_follows_once_the_networ
     let (status, _) = publisher.stop(WAIT).await;
     assert!(status.success(), "the publisher exited with {status}");
     let published = published(&publisher);
-    let events: i64 = sqlx::query_scalar(
-        "select count(*) from osa_events.events where event_type = 'chaos.item'",
-    )
-    .fetch_one(&scene.pool)
-    .await
-    .unwrap();
+    let events = logged_events(&scene).await;
     let catch_up = catch_up(&scene, events, &replay).await;
     for node in &mut nodes {
         let (status, _) = node.stop(WAIT).await;
@@ -171,20 +165,7 @@ async fn a_cut_off_leader_is_replaced_within_seconds_and_follows_once_the_networ
             ("seed", seed.to_string()),
         ],
     );
-    assert_eq!(
-        published, events,
-        "the publisher's count differs from the log {replay}"
-    );
-    assert_eq!(exact.missing, 0, "published events never applied {replay}");
-    assert_eq!(exact.extra, 0, "applied events never published {replay}");
-    assert_eq!(
-        exact.wrong_payload, 0,
-        "rows whose `n` is not their event's `seq` {replay}"
-    );
-    assert_eq!(
-        exact.out_of_commit_order, 0,
-        "events applied out of (commit_xid, position) order {replay}"
-    );
+    exact.assert_exact(published, events, &replay);
     assert_eq!(
         last_error, None,
         "a batch of the projection failed {replay}"
@@ -204,18 +185,10 @@ async fn a_cut_off_leader_is_replaced_within_seconds_and_follows_once_the_networ
 /// Cuts the connection of server session `session`, or, outside CI on a machine where that is
 /// impossible (not root, no iptables, no netfilter), says why and returns `None`.
 async fn cut(scene: &Scene, session: i32) -> Option<Partition> {
-    match Partition::cut_session(&scene.pool, session).await {
-        Ok(partition) => Some(partition),
-        Err(
-            error @ (FixtureError::IptablesNotFound { .. }
-            | FixtureError::Spawn { .. }
-            | FixtureError::CommandFailed { .. }),
-        ) if env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: cannot cut a connection (under CI=true this fails): {error}");
-            None
-        }
-        Err(error) => panic!("cut the leader's connection: {error}"),
-    }
+    unless_unavailable(
+        Partition::cut_session(&scene.pool, session).await,
+        "cutting the leader's connection",
+    )
 }
 
 /// Waits until `node`, cut off while it led, has a session queued for the lock again, and

@@ -1,26 +1,17 @@
-use std::env;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::*;
-use crate::pg::{TestDatabase, database_url_or_throwaway};
+use crate::pg::{TestDatabase, ThrowawayCluster, database_url_or_throwaway, unless_unavailable};
 
 /// Cuts `pid`'s connection, or panics with the reason. Outside CI, a machine where connections
 /// cannot be cut (not root, no iptables, no netfilter) skips the test with a note.
 async fn cut(pool: &PgPool, pid: i32) -> Option<Partition> {
-    match Partition::cut_session(pool, pid).await {
-        Ok(partition) => Some(partition),
-        Err(
-            err @ (FixtureError::IptablesNotFound { .. }
-            | FixtureError::Spawn { .. }
-            | FixtureError::CommandFailed { .. }),
-        ) if env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: {err}");
-            None
-        }
-        Err(err) => panic!("{err}"),
-    }
+    unless_unavailable(
+        Partition::cut_session(pool, pid).await,
+        "cutting a connection",
+    )
 }
 
 async fn backend_pid(conn: &mut PgConnection) -> i32 {
@@ -45,9 +36,21 @@ fn rules_for(port: u16) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_cut_connection_is_silent_until_healed_and_others_are_untouched() {
-    let (admin_url, _cluster) = database_url_or_throwaway().unwrap();
+/// A fresh database, a pool on it, and one more connection: the one a test cuts. Fields drop in
+/// order: the connections before the database, the database before the cluster.
+struct Scene {
+    pool: PgPool,
+    victim: PgConnection,
+    /// The victim's server process id.
+    pid: i32,
+    /// The victim's local TCP port.
+    client_port: u16,
+    _db: TestDatabase,
+    _cluster: Option<ThrowawayCluster>,
+}
+
+async fn scene() -> Scene {
+    let (admin_url, cluster) = database_url_or_throwaway().unwrap();
     let db = TestDatabase::create_on(&admin_url).await.unwrap();
     let pool = PgPool::connect(db.url()).await.unwrap();
     let mut victim = PgConnection::connect(db.url()).await.unwrap();
@@ -58,8 +61,23 @@ async fn a_cut_connection_is_silent_until_healed_and_others_are_untouched() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    let client_port = u16::try_from(client_port).expect("a TCP session");
-    let Some(partition) = cut(&pool, pid).await else {
+    Scene {
+        pool,
+        victim,
+        pid,
+        client_port: u16::try_from(client_port).expect("a TCP session"),
+        _db: db,
+        _cluster: cluster,
+    }
+}
+
+#[tokio::test]
+async fn a_cut_connection_is_silent_until_healed_and_others_are_untouched() {
+    // Keeps the database and cluster alive to the end; `victim` is moved out of it.
+    let scene = scene().await;
+    let (pool, mut victim, pid, client_port) =
+        (&scene.pool, scene.victim, scene.pid, scene.client_port);
+    let Some(partition) = cut(pool, pid).await else {
         return;
     };
     assert_eq!(rules_for(client_port).len(), 2, "one rule each way");
@@ -75,7 +93,7 @@ async fn a_cut_connection_is_silent_until_healed_and_others_are_untouched() {
     assert!(!query.is_finished(), "the cut connection answered");
     let started = Instant::now();
     let other: i32 = sqlx::query_scalar("select 1")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
     assert_eq!(other, 1);
@@ -100,15 +118,13 @@ async fn a_cut_connection_is_silent_until_healed_and_others_are_untouched() {
 
 #[tokio::test]
 async fn dropping_a_partition_heals_it() {
-    let (admin_url, _cluster) = database_url_or_throwaway().unwrap();
-    let db = TestDatabase::create_on(&admin_url).await.unwrap();
-    let pool = PgPool::connect(db.url()).await.unwrap();
-    let mut victim = PgConnection::connect(db.url()).await.unwrap();
-    let pid = backend_pid(&mut victim).await;
-    let Some(partition) = cut(&pool, pid).await else {
+    // Keeps the database and cluster alive to the end; `victim` is moved out of it.
+    let scene = scene().await;
+    let (pool, mut victim, pid, client_port) =
+        (&scene.pool, scene.victim, scene.pid, scene.client_port);
+    let Some(partition) = cut(pool, pid).await else {
         return;
     };
-    let client_port = partition.added[0][4].parse::<u16>().unwrap();
     assert_eq!(rules_for(client_port).len(), 2);
     drop(partition);
     assert_eq!(rules_for(client_port), Vec::<String>::new());
@@ -123,11 +139,10 @@ async fn dropping_a_partition_heals_it() {
 
 #[tokio::test]
 async fn a_session_that_does_not_exist_cannot_be_cut() {
-    let (admin_url, _cluster) = database_url_or_throwaway().unwrap();
-    let db = TestDatabase::create_on(&admin_url).await.unwrap();
-    let pool = PgPool::connect(db.url()).await.unwrap();
+    let scene = scene().await;
+    let pool = &scene.pool;
     // No session has process id 0.
-    let error = Partition::cut_session(&pool, 0).await.unwrap_err();
+    let error = Partition::cut_session(pool, 0).await.unwrap_err();
     assert!(
         matches!(error, FixtureError::NotTcpSession { pid: 0 }),
         "{error}"
