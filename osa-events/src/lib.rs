@@ -25,15 +25,28 @@
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let store = PgStore::connect(&std::env::var("DATABASE_URL")?).await?;
 //!     store.migrate().await?;
+//!     let runtime = osa_events::Runtime::builder(store.clone()).build()?;
+//!     // Handlers receive the events published after their subscriptions exist: register them
+//!     // first (`run_all_handlers` and `Runtime::run` do it too, but only once they start).
+//!     runtime.register().await?;
 //!
 //!     let mut tx = store.pool().begin().await?;
-//!     osa_events::publish_routed(&mut *tx, "vector", &RecordPublished { srn: "srn:1".into() }).await?;
+//!     let published =
+//!         osa_events::publish_routed(&mut *tx, "vector", &RecordPublished { srn: "srn:1".into() })
+//!             .await?;
 //!     tx.commit().await?; // delivered if and only if this commits
+//!     assert_eq!(published.deliveries, 1, "one handler subscribed");
 //!
-//!     osa_events::run_all_handlers(store, Resources::new()).await?;
+//!     runtime.run().await?; // until SIGINT/SIGTERM
 //!     Ok(())
 //! }
 //! ```
+//!
+//! A handler sees the events published after its subscription was first registered, that is after
+//! the first start of a runtime that runs it (or its [`Runtime::register`]); events published
+//! before then get no delivery for it ([`PublishedEvent::deliveries`] says how many they got, and
+//! a DEBUG line under `osa_events::publish` names event types that reached no handler). A
+//! projection reads the log itself and sees every event, whenever it starts.
 //!
 //! # Guarantees
 //!
@@ -81,7 +94,10 @@ pub use projection::{
     ProjectionRegistration, ProjectionSpec, ProjectionStatus, ProjectionStore, ResetTo,
     decode_event,
 };
-pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, publish, publish_batch, publish_routed};
+pub use publish::{
+    DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, Published, PublishedEvent, publish, publish_batch,
+    publish_routed,
+};
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
 pub use store::postgres::PgStore;

@@ -195,7 +195,8 @@ async fn an_undecodable_payload_is_dead_lettered_at_once() {
         .await;
     let bad = osa_events::publish(db.pool(), &MisshapenJob { label: "x".into() })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     osa_events::publish(db.pool(), &JobV2 { n: 9 })
         .await
         .unwrap();

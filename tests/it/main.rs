@@ -3,6 +3,7 @@
 //! when `DATABASE_URL` is unset.
 
 mod claim;
+mod commit_order;
 mod contract;
 mod failures;
 mod options;

@@ -38,7 +38,7 @@ struct LoggedEvent {
     raw: RawEvent,
     published_at: SystemTime,
     /// The publish that logged it (all events of one publish share it), as PostgreSQL's
-    /// `commit_xid`: publishes are atomic and in order here, so it grows with the position.
+    /// `commit_seq`: publishes are atomic and in order here, so it grows with the position.
     commit: u64,
 }
 

@@ -126,6 +126,10 @@ pub(crate) async fn apply_next_batch(
         .next_batch(spec.event_types(), spec.batch_size())
         .await?;
     if batch.events.is_empty() {
+        // Read past events of other types only: move the cursor, so the next read starts there.
+        if batch.advance.to != batch.advance.from {
+            leadership.commit(batch.advance, batch.transaction).await?;
+        }
         return Ok(0);
     }
     for event in &mut batch.events {

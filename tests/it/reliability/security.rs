@@ -95,7 +95,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
     let published = osa_events::publish_batch(&scene.pool, std::slice::from_ref(&outgoing))
         .await
         .expect("publish");
-    assert_eq!(published, 1);
+    assert_eq!(published.events, 1);
 
     let claim = |subscription| ClaimRequest {
         subscription,
