@@ -82,7 +82,7 @@ pub mod guide {
 }
 
 pub use clock::{Clock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SubscriptionConflict};
 pub use event::Event;
 pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
@@ -102,8 +102,8 @@ pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
 pub use store::postgres::PgStore;
 pub use store::{
-    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource,
-    WakeUps,
+    ClaimRequest, Delivery, Failure, Fence, Reconcile, Store, Subscription, SubscriptionId,
+    WakeSource, WakeUps,
 };
 
 #[doc = include_str!("../docs/derive_event.md")]

@@ -20,6 +20,7 @@ fn subscription(name: &str, routing_key: Option<&str>) -> Subscription {
         event_type: Record::NAME.to_owned(),
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({}),
+        revision: 1,
     }
 }
 

@@ -42,6 +42,7 @@ mod claims;
 mod fences;
 mod projections;
 mod publish;
+mod registration;
 mod subjects;
 
 pub use claims::{
@@ -71,6 +72,10 @@ pub use publish::{
     other_event_types_are_not_delivered, positions_follow_publish_order,
     publish_wakes_listening_workers, publishing_an_existing_id_is_a_noop,
     routing_keys_select_subscriptions, subscriptions_are_upserted_by_name_with_stable_ids,
+};
+pub use registration::{
+    a_conflicting_registration_is_refused_and_changes_nothing,
+    a_higher_revision_repoints_and_a_lower_one_cannot_revert,
 };
 pub use subjects::{MemoryUnderTest, PgUnderTest};
 
@@ -159,6 +164,8 @@ macro_rules! store_contract_tests {
             writes_need_a_claimed_delivery,
             fences_belong_to_their_subscription,
             subscriptions_are_upserted_by_name_with_stable_ids,
+            a_conflicting_registration_is_refused_and_changes_nothing,
+            a_higher_revision_repoints_and_a_lower_one_cannot_revert,
             publishing_an_existing_id_is_a_noop,
             positions_follow_publish_order,
             each_subscription_gets_its_own_delivery,
@@ -221,6 +228,7 @@ async fn subscribe<S: StoreUnderTest>(
         event_type: Job::NAME.to_owned(),
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({ "rule": name }),
+        revision: 1,
     };
     let ids = subject
         .store()

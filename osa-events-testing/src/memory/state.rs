@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use osa_events::{ClaimRequest, Delivery, Failure, Fence, Subscription, SubscriptionId};
+use osa_events::{
+    ClaimRequest, Delivery, Failure, Fence, Reconcile, Result, Subscription, SubscriptionId,
+};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -117,24 +119,50 @@ fn held(
 }
 
 impl Tables {
-    /// Upserts by name: a known name keeps its id and takes the new type, filter and config.
-    pub(super) fn register(&mut self, subscriptions: &[Subscription]) -> Vec<SubscriptionId> {
-        let mut by_name: HashMap<String, SubscriptionId> = self
-            .subscriptions
-            .iter()
-            .map(|(id, subscription)| (subscription.name.clone(), *id))
-            .collect();
-        subscriptions
-            .iter()
-            .map(|subscription| {
-                let id = *by_name.entry(subscription.name.clone()).or_insert_with(|| {
-                    let last = self.subscriptions.keys().next_back().map_or(0, |id| id.0);
-                    SubscriptionId(last + 1)
-                });
-                self.subscriptions.insert(id, subscription.clone());
-                id
-            })
-            .collect()
+    /// Registers by name, by the rule of [`Subscription::reconcile`]: a known name keeps its id,
+    /// and is re-pointed only at a higher revision. All or nothing: on a conflict, nothing changes.
+    pub(super) fn register(
+        &mut self,
+        subscriptions: &[Subscription],
+    ) -> Result<Vec<SubscriptionId>> {
+        let mut staged = self.subscriptions.clone();
+        let mut ids = Vec::with_capacity(subscriptions.len());
+        for subscription in subscriptions {
+            let known = staged
+                .iter()
+                .find(|(_, stored)| stored.name == subscription.name)
+                .map(|(id, stored)| (*id, stored.clone()));
+            let id = match known {
+                None => {
+                    let last = staged.keys().next_back().map_or(0, |id| id.0);
+                    let id = SubscriptionId(last + 1);
+                    staged.insert(id, subscription.clone());
+                    id
+                }
+                Some((id, stored)) => {
+                    match subscription.reconcile(&stored)? {
+                        Reconcile::Keep => {}
+                        Reconcile::Update => {
+                            staged.insert(
+                                id,
+                                Subscription {
+                                    config: subscription.config.clone(),
+                                    revision: subscription.revision,
+                                    ..stored
+                                },
+                            );
+                        }
+                        Reconcile::Repoint => {
+                            staged.insert(id, subscription.clone());
+                        }
+                    }
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        self.subscriptions = staged;
+        Ok(ids)
     }
 
     /// Appends the new events in order and fans each out to the subscriptions of its type whose
