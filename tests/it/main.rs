@@ -13,3 +13,4 @@ mod reliability;
 mod runtime;
 mod support;
 mod transactional;
+mod versions;

@@ -4,3 +4,4 @@
 mod harness;
 mod projections;
 mod sim;
+mod versions;
