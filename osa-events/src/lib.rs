@@ -83,7 +83,7 @@ pub mod guide {
 
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, Result, SubscriptionConflict};
-pub use event::Event;
+pub use event::{Event, PayloadError};
 pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
 pub use handler::invoke::{IntoBatchResult, IntoHandlerResult};
@@ -126,13 +126,16 @@ pub mod __private {
     pub use tokio_util::sync::CancellationToken;
 
     pub use crate::HandlerError;
+    pub use crate::event::{Previous, previous};
     pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
     pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
     };
     pub use crate::worker::step::{ProjectionStep, StepReport, Stepper};
-    pub use crate::{Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
+    pub use crate::{
+        Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, PayloadError, Resources, Result,
+    };
     pub use core::time::Duration;
 
     /// The store's statements, for the benchmark's raw-SQL baseline (which must issue exactly

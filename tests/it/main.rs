@@ -14,3 +14,4 @@ mod reliability;
 mod runtime;
 mod support;
 mod transactional;
+mod versions;

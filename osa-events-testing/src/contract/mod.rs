@@ -51,7 +51,8 @@ pub use claims::{
     backoff_delays_the_next_claim, batch_writes_touch_only_their_own_fences,
     claims_come_in_run_at_then_position_order, claims_never_overlap_under_concurrency,
     complete_and_claim_completes_then_claims, completed_deliveries_are_gone,
-    dead_deliveries_keep_their_error_and_are_never_claimed, every_claim_gets_a_fresh_token,
+    dead_deliveries_keep_their_error_and_are_never_claimed,
+    defer_gives_back_the_attempt_and_delays_the_next_claim, every_claim_gets_a_fresh_token,
     extending_a_claim_keeps_it_from_expiring,
     release_gives_back_the_attempt_and_makes_the_delivery_due_now,
 };
@@ -154,6 +155,7 @@ macro_rules! store_contract_tests {
             backoff_delays_the_next_claim,
             dead_deliveries_keep_their_error_and_are_never_claimed,
             release_gives_back_the_attempt_and_makes_the_delivery_due_now,
+            defer_gives_back_the_attempt_and_delays_the_next_claim,
             completed_deliveries_are_gone,
             batch_writes_touch_only_their_own_fences,
             complete_and_claim_completes_then_claims,

@@ -369,6 +369,17 @@ impl Store for InMemoryStore {
         })
     }
 
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let now = self.now();
+            Ok(self.tables().defer(subscription, deferred, now))
+        })
+    }
+
     fn projections(&self) -> Option<Arc<dyn osa_events::ProjectionStore>> {
         Some(Arc::new(self.clone()))
     }

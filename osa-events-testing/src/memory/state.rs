@@ -359,6 +359,37 @@ impl Tables {
         released
     }
 
+    /// Gives held claims back: pending after each delay, with the reason kept and the attempt
+    /// given back.
+    pub(super) fn defer(
+        &mut self,
+        subscription: SubscriptionId,
+        deferred: &[Failure],
+        now: Instant,
+    ) -> u64 {
+        let mut done = 0;
+        for failure in deferred {
+            let Some(row) = held(&mut self.deliveries, subscription, failure.fence) else {
+                continue;
+            };
+            let run_at = later(now, failure.retry_in.unwrap_or_default());
+            let key = (subscription, failure.fence.position);
+            reschedule(
+                &mut self.claimable,
+                key,
+                row,
+                DeliveryStatus::Pending,
+                run_at,
+            );
+            row.attempts = row.attempts.saturating_sub(1);
+            row.last_error = Some(failure.error.clone());
+            row.claim_token = None;
+            row.claimed_by = None;
+            done += 1;
+        }
+        done
+    }
+
     /// Every row of `subscription`, by position.
     pub(super) fn deliveries(&self, subscription: SubscriptionId) -> Vec<DeliveryInfo> {
         self.rows_of(subscription)

@@ -5,3 +5,4 @@ mod harness;
 mod projections;
 mod registration;
 mod sim;
+mod versions;

@@ -211,6 +211,30 @@ pub trait Store: Send + Sync + 'static {
         claims: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>>;
 
+    /// Gives held claims back unfinished, with the attempt not counted, due again after each
+    /// failure's `retry_in` (due now when `None`) and with its `error` kept as the delivery's last
+    /// error: for work this process cannot do yet (an event version newer than its code), which
+    /// should neither use up the delivery's retries nor be claimed again at once.
+    ///
+    /// The default records the deferrals as retryable failures with [`fail`](Self::fail), which
+    /// counts the attempts: stores should override it.
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let retries: Vec<Failure> = deferred
+                .iter()
+                .map(|failure| Failure {
+                    retry_in: Some(failure.retry_in.unwrap_or_default()),
+                    ..failure.clone()
+                })
+                .collect();
+            self.fail(subscription, &retries).await
+        })
+    }
+
     /// A source of wake-ups: a hint that a subscription may have new work. `None` when the store
     /// has none; workers then rely on polling alone. Hints may be lost; polling is the safety net.
     fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {

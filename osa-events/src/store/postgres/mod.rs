@@ -152,6 +152,14 @@ impl Store for PgStore {
         Box::pin(fenced::release(&self.pool, subscription, claims))
     }
 
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(fenced::defer(&self.pool, subscription, deferred))
+    }
+
     fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {
         let pool = self.pool.clone();
         Some(Box::pin(async move { notify::listen(&pool).await }))
