@@ -107,3 +107,8 @@ alter table checkpoints drop column commit_xid;
 
 -- The reader walks commits by number, then each commit's events by position.
 create index events_commit on events (commit_id, position);
+
+-- The event types a projection read when its checkpoint was built (null until recorded, and after
+-- a reset): a projection that reads another set later is refused at start-up, since the events of
+-- an added type before its checkpoint were never applied.
+alter table checkpoints add column event_types text[];

@@ -111,6 +111,23 @@ pub enum Error {
         projection: String,
     },
 
+    /// A projection's event types changed since its checkpoint was built: events of an added
+    /// type before the checkpoint were never applied, and would never be.
+    #[error(
+        "projection `{projection}` now reads {now:?}, but its checkpoint was built reading \
+         {stored:?}: the events of the added types before the checkpoint were never applied. \
+         Rebuild it (`reset_projection(.., ResetTo::Beginning)` with the read model cleared), or \
+         accept that it applies them only from here (`ProjectionStore::acknowledge_event_types`)"
+    )]
+    ProjectionEventTypesChanged {
+        /// The projection's (stored) name.
+        projection: String,
+        /// The event types its checkpoint was built from.
+        stored: Vec<String>,
+        /// The event types it reads now.
+        now: Vec<String>,
+    },
+
     /// The process could not install its signal handlers.
     #[error("cannot listen for shutdown signals: {0}")]
     Signal(#[source] std::io::Error),

@@ -179,6 +179,20 @@ impl Runtime {
         self.store.register(&subscriptions).await
     }
 
+    /// Records each projection's event types with its checkpoint, refusing a projection whose
+    /// types changed since its checkpoint was built (see
+    /// [`ProjectionStore::record_event_types`](crate::ProjectionStore::record_event_types)).
+    async fn record_projection_event_types(&self) -> Result<()> {
+        if let Some(store) = self.store.projections() {
+            for projection in &self.projections {
+                store
+                    .record_event_types(projection.stored_name, projection.spec.event_types())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Not public API: hands the handlers to a [`Stepper`] instead of running them, for the
     /// harness and the simulator of `osa-events-testing`, which drive the claim loops themselves
     /// (see [`Stepper`]). Registers the subscriptions first, as [`run`](Self::run) does;
@@ -191,6 +205,7 @@ impl Runtime {
     #[doc(hidden)]
     pub async fn into_stepper(self, jitter_seed: u64) -> Result<Stepper> {
         let subscriptions = self.register().await?;
+        self.record_projection_event_types().await?;
         let handlers = self
             .handlers
             .into_iter()
@@ -233,6 +248,7 @@ impl Runtime {
             spawn_signal_listener(stopping.clone())?;
         }
         let subscriptions = self.register().await?;
+        self.record_projection_event_types().await?;
 
         let board = Arc::new(WakeBoard::new(subscriptions.iter().copied()));
         let mut tasks = JoinSet::new();

@@ -503,3 +503,106 @@ async fn a_poll_costs_the_same_whatever_the_log_behind_it() {
         "a poll behind a long log costs more: {small:?} vs {large:?}"
     );
 }
+
+/// Issue #12 item 6: a projection whose event types changed since its checkpoint was built does
+/// not start, naming both sets and the two ways on; acknowledging the change lets it start.
+#[tokio::test]
+async fn a_projection_whose_event_types_changed_fails_start_up() {
+    let db = Db::new().await;
+    sqlx::query("create table order_model (id bigint primary key)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // The checkpoint of an earlier build that read another set, past the beginning.
+    sqlx::query(
+        "insert into osa_events.checkpoints (name, position, commit_seq, event_types) \
+         values ('test.order.slow', 7, 3, '{test.order.cancelled}')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let runtime = osa_events::Runtime::builder(db.store.clone())
+        .only(["test.order.slow"])
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let refused = runtime.run().await.unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(
+            refused,
+            osa_events::Error::ProjectionEventTypesChanged { .. }
+        ) && message.contains("test.order.cancelled")
+            && message.contains("test.order.placed")
+            && message.contains("ResetTo::Beginning"),
+        "{message}"
+    );
+
+    db.store
+        .acknowledge_event_types("test.order.slow")
+        .await
+        .unwrap();
+    let runtime = osa_events::Runtime::builder(db.store.clone())
+        .only(["test.order.slow"])
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let shutdown = runtime.shutdown_token();
+    let running = tokio::spawn(runtime.run());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown.cancel();
+    running.await.unwrap().expect("starts once acknowledged");
+    let recorded: Vec<String> =
+        sqlx::query_scalar("select event_types from osa_events.checkpoints where name = $1")
+            .bind("test.order.slow")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(recorded, [Placed::NAME]);
+}
+
+/// Issue #12 item 2, the case a restore of the sequences misses: rows carried over without their
+/// sequences (logical replication copies none) would number new commits below every checkpoint.
+/// Projections refuse to read, naming the fix, and `migrate()` moves the sequences past the rows.
+#[tokio::test]
+async fn a_commit_sequence_left_behind_is_refused_until_migrate_rebases_it() {
+    const TYPES: &[&str] = &[Placed::NAME];
+    const NAME: &str = "test.order.rebased";
+    let db = Db::new().await;
+    for order in 1..=3 {
+        osa_events::publish(db.pool(), &Placed { order })
+            .await
+            .unwrap();
+    }
+    let mut leadership = lead(&db, NAME).await;
+    assert_eq!(read_all(&mut *leadership, TYPES, 3).await.len(), 3);
+    // What a logical copy of the rows leaves: the sequences at their start.
+    sqlx::raw_sql(
+        "select setval('osa_events.commit_seq', 1, false); \
+         select setval('osa_events.events_position_seq', 1, false); \
+         select setval('osa_events.commits_id_seq', 1, false);",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let refused = leadership.next_batch(TYPES, 10).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("commit_seq")
+            && refused.to_string().contains("PgStore::migrate()"),
+        "{refused:?}"
+    );
+    leadership.resign().await;
+
+    db.store.migrate().await.unwrap();
+    osa_events::publish(db.pool(), &Placed { order: 4 })
+        .await
+        .unwrap();
+    let mut leadership = lead(&db, NAME).await;
+    let read = read_all(&mut *leadership, TYPES, 1).await;
+    let orders: Vec<i64> = read
+        .iter()
+        .map(|(_, payload)| serde_json::from_str::<Placed>(payload).unwrap().order)
+        .collect();
+    assert_eq!(orders, [4], "the new event is read, after the checkpoint");
+    leadership.resign().await;
+}

@@ -62,6 +62,7 @@ pub use fences::{
     writes_need_a_claimed_delivery,
 };
 pub use projections::{
+    a_changed_event_type_set_is_refused_until_reset_or_acknowledged,
     a_deposed_leader_writes_nothing, a_leadership_that_ends_passes_on,
     a_new_leader_resumes_from_the_checkpoint, a_reset_during_a_batch_stands,
     a_reset_rewinds_the_checkpoint, a_waiting_candidate_takes_over_when_the_leadership_ends,
@@ -185,6 +186,7 @@ macro_rules! store_contract_tests {
             a_reset_rewinds_the_checkpoint,
             a_reset_during_a_batch_stands,
             the_status_shows_checkpoint_lag_and_leader,
+            a_changed_event_type_set_is_refused_until_reset_or_acknowledged,
         );
     };
     (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {

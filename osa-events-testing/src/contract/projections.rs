@@ -370,3 +370,59 @@ pub async fn the_status_shows_checkpoint_lag_and_leader<S: StoreUnderTest>(subje
     })
     .await;
 }
+
+/// A projection's event types are recorded with its checkpoint: a projection at the beginning
+/// takes a new set as it is; one past the beginning is refused another set (the events of an added
+/// type before its checkpoint were never applied), until a reset or an acknowledgement.
+pub async fn a_changed_event_type_set_is_refused_until_reset_or_acknowledged<S: StoreUnderTest>(
+    subject: &S,
+) {
+    const WIDER: &[&str] = &[Job::NAME, "contract.other"];
+    let store = subject.store();
+    store
+        .record_event_types(NAME, WIDER)
+        .await
+        .expect("a new projection records its set");
+    store
+        .record_event_types(NAME, TYPES)
+        .await
+        .expect("at the beginning, another set is taken as it is");
+    publish_jobs(subject, 2).await;
+    let mut leadership = lead(subject, "leader").await;
+    apply(&mut *leadership, 2).await;
+    leadership.resign().await;
+    store
+        .record_event_types(NAME, TYPES)
+        .await
+        .expect("the same set again");
+    let refused = store.record_event_types(NAME, WIDER).await;
+    match refused {
+        Err(Error::ProjectionEventTypesChanged { stored, now, .. }) => {
+            assert_eq!(stored, [Job::NAME]);
+            assert_eq!(now, [Job::NAME, "contract.other"], "sorted");
+        }
+        other => panic!("a changed set past the beginning is refused: {other:?}"),
+    }
+    store
+        .acknowledge_event_types(NAME)
+        .await
+        .expect("acknowledge");
+    store
+        .record_event_types(NAME, WIDER)
+        .await
+        .expect("an acknowledged change is recorded");
+    assert_eq!(
+        status(subject).await.position,
+        2,
+        "acknowledging does not move the checkpoint"
+    );
+    assert!(store.record_event_types(NAME, TYPES).await.is_err());
+    store
+        .reset(NAME, ResetTo::AfterPosition(1))
+        .await
+        .expect("reset");
+    store
+        .record_event_types(NAME, TYPES)
+        .await
+        .expect("after a reset, the new set is recorded");
+}

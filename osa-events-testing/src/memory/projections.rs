@@ -65,6 +65,24 @@ impl ProjectionStore for InMemoryStore {
             self.tables().reset_projection(name, to, now)
         })
     }
+
+    fn record_event_types<'a>(
+        &'a self,
+        name: &'a str,
+        event_types: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let now = self.wall_time(self.now());
+            self.tables().record_event_types(name, event_types, now)
+        })
+    }
+
+    fn acknowledge_event_types<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.tables().acknowledge_event_types(name);
+            Ok(())
+        })
+    }
 }
 
 impl InMemoryStore {

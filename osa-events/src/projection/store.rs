@@ -149,6 +149,28 @@ pub trait ProjectionStore: Send + Sync + 'static {
     /// [`Error::Config`](crate::Error::Config) when `AfterPosition` names no event.
     fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<()>>;
 
+    /// Records that projection `name` reads `event_types`, at start-up. A projection whose
+    /// checkpoint was built from another set is refused: events of a type added since then,
+    /// published before the checkpoint, were never applied and never would be. A projection still
+    /// at the beginning takes the new set as it is; a [`reset`](Self::reset) or
+    /// [`acknowledge_event_types`](Self::acknowledge_event_types) makes the next call record the
+    /// new set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProjectionEventTypesChanged`](crate::Error::ProjectionEventTypesChanged) naming
+    /// both sets and the two ways on.
+    fn record_event_types<'a>(
+        &'a self,
+        name: &'a str,
+        event_types: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Accepts a change of projection `name`'s event types without rewinding it: it applies the
+    /// events of added types from its checkpoint on (the earlier ones stay unapplied), and the
+    /// next [`record_event_types`](Self::record_event_types) records the new set.
+    fn acknowledge_event_types<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;
+
     /// The state of every projection registered in this program, sorted by name.
     fn statuses(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>> {
         Box::pin(async move {
@@ -196,4 +218,12 @@ pub trait Leadership: Send {
 
     /// Gives the leadership up, so another process can take it at once.
     fn resign(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// The sorted, de-duplicated set of `event_types`, as recorded with a checkpoint.
+pub(crate) fn event_type_set(event_types: &[&str]) -> Vec<String> {
+    let mut set: Vec<String> = event_types.iter().map(|t| (*t).to_owned()).collect();
+    set.sort();
+    set.dedup();
+    set
 }

@@ -17,7 +17,6 @@
 
 use std::time::{Duration, Instant};
 
-
 use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
 
 pub(super) const PROJECTION: &str = "chaos.projection";
@@ -143,7 +142,10 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
             ("lead_after_max", ms(max(&lead))),
             ("takeover_avg", ms(avg(&applied))),
             ("takeover_max", ms(max(&applied))),
-            ("committed_out_of_position_order", out_of_position.to_string()),
+            (
+                "committed_out_of_position_order",
+                out_of_position.to_string(),
+            ),
             ("catch_up", ms(catch_up)),
             ("warnings", warnings.to_string()),
             ("peak_rss", mib(peak_rss)),
@@ -322,13 +324,12 @@ pub(super) async fn last_error(scene: &Scene) -> Option<String> {
 /// cover: the next batch would apply their events again and fail on the primary key), described
 /// for a failure message.
 pub(super) async fn checkpoint_gap(scene: &Scene) -> String {
-    let checkpoint: Option<(i64, i64)> = sqlx::query_as(
-        "select position, commit_seq from osa_events.checkpoints where name = $1",
-    )
-    .bind(PROJECTION)
-    .fetch_optional(&scene.pool)
-    .await
-    .expect("read the checkpoint");
+    let checkpoint: Option<(i64, i64)> =
+        sqlx::query_as("select position, commit_seq from osa_events.checkpoints where name = $1")
+            .bind(PROJECTION)
+            .fetch_optional(&scene.pool)
+            .await
+            .expect("read the checkpoint");
     let beyond: Vec<(i64, i64, i64, i32)> = sqlx::query_as(
         "select p.position, m.seq, p.applied_seq, p.applied_by \
          from chaos_projected p join osa_events.events e using (position) \

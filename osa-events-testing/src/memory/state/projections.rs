@@ -22,6 +22,9 @@ pub(in crate::memory) struct ProjectionRow {
     leader: Option<Lease>,
     last_error: Option<String>,
     updated_at: SystemTime,
+    /// The event types the checkpoint was built from, sorted (`None` until recorded, and after
+    /// a reset or an acknowledgement).
+    event_types: Option<Vec<String>>,
 }
 
 /// Who leads, and the token their calls must show.
@@ -39,6 +42,7 @@ impl ProjectionRow {
             leader: None,
             last_error: None,
             updated_at: now,
+            event_types: None,
         }
     }
 
@@ -143,6 +147,43 @@ impl Tables {
         Ok(())
     }
 
+    /// Records that `name` reads `event_types`, refusing another set than its checkpoint was
+    /// built from (as `osa_events.checkpoints.event_types` does).
+    pub(in crate::memory) fn record_event_types(
+        &mut self,
+        name: &str,
+        event_types: &[&str],
+        now: SystemTime,
+    ) -> Result<()> {
+        let mut set: Vec<String> = event_types.iter().map(|t| (*t).to_owned()).collect();
+        set.sort();
+        set.dedup();
+        let row = self
+            .projections
+            .entry(name.to_owned())
+            .or_insert_with(|| ProjectionRow::at_beginning(now));
+        match &row.event_types {
+            Some(stored) if *stored != set && row.checkpoint != Checkpoint::default() => {
+                Err(Error::ProjectionEventTypesChanged {
+                    projection: name.to_owned(),
+                    stored: stored.clone(),
+                    now: set,
+                })
+            }
+            _ => {
+                row.event_types = Some(set);
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets the event types recorded for `name`, so the next record takes the new set.
+    pub(in crate::memory) fn acknowledge_event_types(&mut self, name: &str) {
+        if let Some(row) = self.projections.get_mut(name) {
+            row.event_types = None;
+        }
+    }
+
     /// Ends the leadership `token` of `name`, if it still holds.
     pub(in crate::memory) fn resign_projection(&mut self, name: &str, token: Uuid) {
         if let Some(row) = self.projections.get_mut(name)
@@ -219,6 +260,7 @@ impl Tables {
             .or_insert_with(|| ProjectionRow::at_beginning(now));
         row.checkpoint = checkpoint;
         row.resets += 1;
+        row.event_types = None;
         row.last_error = None;
         row.updated_at = now;
         Ok(())

@@ -41,4 +41,16 @@ impl ProjectionStore for PgStore {
     fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<()>> {
         Box::pin(ops::reset_projection(self.pool(), name, to))
     }
+
+    fn record_event_types<'a>(
+        &'a self,
+        name: &'a str,
+        event_types: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ops::record_event_types(self.pool(), name, event_types))
+    }
+
+    fn acknowledge_event_types<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ops::acknowledge_event_types(self.pool(), name))
+    }
 }

@@ -5,7 +5,7 @@ use sqlx::{Executor, PgPool, Postgres};
 
 use super::leader::LOCK_NAMESPACE;
 use super::read;
-use crate::projection::store::{ProjectionStatus, ProjectionStore, ResetTo};
+use crate::projection::store::{ProjectionStatus, ProjectionStore, ResetTo, event_type_set};
 use crate::store::postgres::from_epoch_seconds;
 use crate::{Error, PgStore, Result};
 
@@ -38,7 +38,7 @@ where e.event_type = any($1) and c.seq is not null
 
 const RESET_BEGINNING_SQL: &str = r#"
 insert into osa_events.checkpoints (name, position, commit_seq) values ($1, 0, 0)
-on conflict (name) do update set position = 0, commit_seq = 0, last_error = null, failed_at = null, updated_at = now()
+on conflict (name) do update set position = 0, commit_seq = 0, event_types = null, last_error = null, failed_at = null, updated_at = now()
 "#;
 
 /// After the last event of the highest commit number this transaction sees (`(0, 0)` on an empty
@@ -55,7 +55,7 @@ left join lateral (
     limit 1
 ) as last on true
 on conflict (name) do update
-    set position = excluded.position, commit_seq = excluded.commit_seq,
+    set position = excluded.position, commit_seq = excluded.commit_seq, event_types = null,
         last_error = null, failed_at = null, updated_at = now()
 "#;
 
@@ -66,9 +66,61 @@ select $1, e.position, c.seq
 from osa_events.events e join osa_events.commits c on c.id = e.commit_id
 where e.position = $2
 on conflict (name) do update
-    set position = excluded.position, commit_seq = excluded.commit_seq,
+    set position = excluded.position, commit_seq = excluded.commit_seq, event_types = null,
         last_error = null, failed_at = null, updated_at = now()
 "#;
+
+/// The recorded event types of a projection, and whether its checkpoint is at the beginning.
+const EVENT_TYPES_SQL: &str = r#"
+select event_types, position = 0 and commit_seq = 0 from osa_events.checkpoints where name = $1
+"#;
+
+const RECORD_EVENT_TYPES_SQL: &str = r#"
+insert into osa_events.checkpoints (name, position, commit_seq, event_types) values ($1, 0, 0, $2)
+on conflict (name) do update set event_types = excluded.event_types
+"#;
+
+const ACKNOWLEDGE_EVENT_TYPES_SQL: &str =
+    "update osa_events.checkpoints set event_types = null where name = $1";
+
+/// See [`ProjectionStore::record_event_types`].
+pub(super) async fn record_event_types(
+    pool: &PgPool,
+    name: &str,
+    event_types: &[&str],
+) -> Result<()> {
+    let now = event_type_set(event_types);
+    let row: Option<(Option<Vec<String>>, bool)> = sqlx::query_as(EVENT_TYPES_SQL)
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        Some((Some(stored), at_beginning)) if stored != now && !at_beginning => {
+            return Err(Error::ProjectionEventTypesChanged {
+                projection: name.to_owned(),
+                stored,
+                now,
+            });
+        }
+        Some((Some(stored), _)) if stored == now => return Ok(()),
+        _ => {}
+    }
+    sqlx::query(RECORD_EVENT_TYPES_SQL)
+        .bind(name)
+        .bind(&now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// See [`ProjectionStore::acknowledge_event_types`].
+pub(super) async fn acknowledge_event_types(pool: &PgPool, name: &str) -> Result<()> {
+    sqlx::query(ACKNOWLEDGE_EVENT_TYPES_SQL)
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
 
 impl PgStore {
     /// The state of every projection registered in this program, sorted by name (see

@@ -50,9 +50,8 @@ async fn migrate_on(conn: &mut PgConnection) -> Result<()> {
     }
     conn.execute("set search_path to osa_events").await?;
     MIGRATOR.run(&mut *conn).await?;
-    sqlx::raw_sql(REBASE_SEQUENCES_SQL)
-        .execute(&mut *conn)
-        .await?;
+    // A constant, sent as a simple query: several statements, no parameters.
+    conn.execute(REBASE_SEQUENCES_SQL).await?;
     Ok(())
 }
 
