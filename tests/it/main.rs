@@ -5,11 +5,13 @@
 mod claim;
 mod contract;
 mod failures;
+mod migrate;
 mod options;
 mod pooler;
 mod projections;
 mod publish;
 mod reliability;
 mod runtime;
+mod send;
 mod support;
 mod transactional;
