@@ -89,6 +89,10 @@ pub use store::{
     ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource,
     WakeUps,
 };
+/// The token of [`Runtime::shutdown_token`] and [`RuntimeBuilder::shutdown_token`]: tokio-util's
+/// `CancellationToken`, re-exported so an application can store and cancel it without depending
+/// on tokio-util itself (if it does, the types are the same).
+pub use tokio_util::sync::CancellationToken;
 
 #[doc = include_str!("../docs/derive_event.md")]
 #[doc(inline)]

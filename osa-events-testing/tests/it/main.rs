@@ -3,4 +3,5 @@
 
 mod harness;
 mod projections;
+mod runtime;
 mod sim;
