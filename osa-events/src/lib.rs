@@ -56,6 +56,7 @@ mod event;
 mod handler;
 mod projection;
 mod publish;
+mod redact;
 mod resources;
 mod runtime;
 mod store;

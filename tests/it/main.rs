@@ -6,6 +6,7 @@ mod claim;
 mod contract;
 mod failures;
 mod migrate;
+mod nul;
 mod options;
 mod pooler;
 mod projections;

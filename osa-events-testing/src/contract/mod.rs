@@ -45,13 +45,13 @@ mod publish;
 mod subjects;
 
 pub use claims::{
-    a_claim_carries_the_event, a_held_claim_is_not_claimed_again,
-    an_expired_claim_is_claimed_again_with_the_next_attempt, attempts_are_counted_at_claim,
-    backoff_delays_the_next_claim, batch_writes_touch_only_their_own_fences,
-    claims_come_in_run_at_then_position_order, claims_never_overlap_under_concurrency,
-    complete_and_claim_completes_then_claims, completed_deliveries_are_gone,
-    dead_deliveries_keep_their_error_and_are_never_claimed, every_claim_gets_a_fresh_token,
-    extending_a_claim_keeps_it_from_expiring,
+    a_claim_carries_the_event, a_failure_error_with_nul_is_kept_with_a_replacement_character,
+    a_held_claim_is_not_claimed_again, an_expired_claim_is_claimed_again_with_the_next_attempt,
+    attempts_are_counted_at_claim, backoff_delays_the_next_claim,
+    batch_writes_touch_only_their_own_fences, claims_come_in_run_at_then_position_order,
+    claims_never_overlap_under_concurrency, complete_and_claim_completes_then_claims,
+    completed_deliveries_are_gone, dead_deliveries_keep_their_error_and_are_never_claimed,
+    every_claim_gets_a_fresh_token, extending_a_claim_keeps_it_from_expiring,
     release_gives_back_the_attempt_and_makes_the_delivery_due_now,
 };
 pub use fences::{
@@ -148,6 +148,7 @@ macro_rules! store_contract_tests {
             claims_come_in_run_at_then_position_order,
             backoff_delays_the_next_claim,
             dead_deliveries_keep_their_error_and_are_never_claimed,
+            a_failure_error_with_nul_is_kept_with_a_replacement_character,
             release_gives_back_the_attempt_and_makes_the_delivery_due_now,
             completed_deliveries_are_gone,
             batch_writes_touch_only_their_own_fences,

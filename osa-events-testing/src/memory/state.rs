@@ -276,7 +276,7 @@ impl Tables {
             };
             let key = (subscription, failure.fence.position);
             reschedule(&mut self.claimable, key, row, status, run_at);
-            row.last_error = Some(failure.error.clone());
+            row.last_error = Some(failure.stored_error().into_owned());
             row.claim_token = None;
             row.claimed_by = None;
             failed += 1;

@@ -2,6 +2,7 @@
 //! no sleeping. One binary (see STYLE.md); the handlers they run are registered here.
 
 mod harness;
+mod inputs;
 mod projections;
 mod runtime;
 mod sim;

@@ -55,7 +55,11 @@ impl<E: Event> EventSet for E {
 ///
 /// # Errors
 ///
-/// When the type name or version is not `E`'s, or serde cannot decode the payload.
+/// When the type name or version is not `E`'s, or serde cannot decode the payload. The error
+/// names where and what (`at $.card.number: invalid type: string, expected u64`) but never quotes
+/// a value of the payload, since it is stored as `last_error` and logged: serde's own wording
+/// (`invalid type: string "4111-1111-1111-1111", expected u64`) is shortened to its shape, and the
+/// message of a custom `Deserialize` impl, which may quote anything, is withheld.
 pub fn decode_event<E: Event>(
     event_type: &str,
     event_version: i32,
@@ -76,9 +80,11 @@ pub fn decode_event<E: Event>(
         )));
     }
     serde_json::from_str(payload).map_err(|error| {
+        // Without the payload's values: they would end up in `last_error` and the logs.
         HandlerError::permanent(format!(
-            "the payload does not decode as `{}`: {error}",
-            std::any::type_name::<E>()
+            "the payload does not decode as `{}`: {}",
+            std::any::type_name::<E>(),
+            crate::redact::decode_error(&error, payload)
         ))
     })
 }

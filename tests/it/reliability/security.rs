@@ -91,7 +91,8 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
     let outgoing = Outgoing::new(&event)
         .unwrap()
         .with_routing_key(HOSTILE)
-        .with_metadata(serde_json::json!({ HOSTILE: HOSTILE }));
+        .with_metadata(serde_json::json!({ HOSTILE: HOSTILE }))
+        .unwrap();
     let published = osa_events::publish_batch(&scene.pool, std::slice::from_ref(&outgoing))
         .await
         .expect("publish");
@@ -555,12 +556,10 @@ async fn migrate_needs_create_on_the_database_only_the_first_time() {
         .await
         .expect("the owner connects");
     owner.migrate().await.expect("the first migration");
+    // The documented revoke (docs/privileges.md), so the doc stays true.
     execute(
         &mut admin,
-        format!(
-            "revoke create on database \"{database}\" from \"{}\"",
-            roles.owner
-        ),
+        roles.sql("owner (after the first migrate)", &database),
     )
     .await;
     owner
