@@ -68,9 +68,10 @@ pub use projections::{
 };
 pub use publish::{
     deliveries_are_created_at_publish_time, each_subscription_gets_its_own_delivery,
-    other_event_types_are_not_delivered, positions_follow_publish_order,
-    publish_wakes_listening_workers, publishing_an_existing_id_is_a_noop,
-    routing_keys_select_subscriptions, subscriptions_are_upserted_by_name_with_stable_ids,
+    other_event_types_are_not_delivered, payloads_come_back_as_jsonb_returns_them,
+    positions_follow_publish_order, publish_wakes_listening_workers,
+    publishing_an_existing_id_is_a_noop, routing_keys_select_subscriptions,
+    subscriptions_are_upserted_by_name_with_stable_ids,
 };
 pub use subjects::{MemoryUnderTest, PgUnderTest};
 
@@ -165,6 +166,7 @@ macro_rules! store_contract_tests {
             each_subscription_gets_its_own_delivery,
             routing_keys_select_subscriptions,
             other_event_types_are_not_delivered,
+            payloads_come_back_as_jsonb_returns_them,
             deliveries_are_created_at_publish_time,
             publish_wakes_listening_workers,
             one_leader_per_projection,

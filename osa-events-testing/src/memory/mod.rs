@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod jsonb;
 mod projections;
 mod raw;
 mod state;
@@ -243,7 +244,9 @@ impl InMemoryStore {
             .count()
     }
 
-    /// Every event logged so far, in publish order (an event's position is its index plus one).
+    /// Every event logged so far, in publish order (an event's position is its index plus one),
+    /// as stored: payloads and metadata normalised as `jsonb` returns them (see
+    /// [`RawEvent::payload`]).
     pub fn events(&self) -> Vec<RawEvent> {
         self.tables().events()
     }

@@ -31,9 +31,12 @@ pub struct RawEvent {
     pub event_version: i32,
     /// The routing key; `None` reaches only subscriptions without a routing-key filter.
     pub routing_key: Option<String>,
-    /// The payload, as JSON text. It is not checked: a handler decodes it.
+    /// The payload, as JSON text. It is not checked: a handler decodes it. The store keeps it as
+    /// PostgreSQL's `jsonb` returns it (keys ordered by length then bytes, the last of duplicate
+    /// keys kept, `1e2` as `100`, one space after `:` and `,`), so handlers see what they would
+    /// see on PostgreSQL; text that is not JSON (which PostgreSQL refuses) is kept as written.
     pub payload: String,
-    /// The metadata, as JSON text; `None` is delivered as `{}`.
+    /// The metadata, as JSON text; `None` is delivered as `{}`. Normalised like the payload.
     pub metadata: Option<String>,
 }
 
