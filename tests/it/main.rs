@@ -3,6 +3,7 @@
 //! when `DATABASE_URL` is unset.
 
 mod claim;
+mod connect;
 mod contract;
 mod failures;
 mod migrate;

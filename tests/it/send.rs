@@ -30,6 +30,10 @@ async fn osa_events_fns(
     batch: &[Outgoing],
 ) {
     assert_send(PgStore::connect("postgres://localhost/app"));
+    assert_send(PgStore::connect_with(
+        "postgres://localhost/app",
+        osa_events::ConnectRetry::default(),
+    ));
     assert_send(store.migrate());
     assert_send(store.projection_status());
     assert_send(osa_events::run_all_handlers(
