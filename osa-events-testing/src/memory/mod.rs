@@ -163,7 +163,8 @@ impl InMemoryStore {
     ///
     /// # Errors
     ///
-    /// As for [`RawEvent::new`]: the event cannot be serialized, or its payload is too large.
+    /// As for [`RawEvent::new`]: the event cannot be serialized, its payload is too large, or it
+    /// holds a NUL character.
     /// Nothing is published then.
     pub fn publish<E: Event>(&self, event: &E) -> Result<Uuid> {
         let raw = RawEvent::new(event)?;
@@ -176,7 +177,8 @@ impl InMemoryStore {
     ///
     /// # Errors
     ///
-    /// As for [`RawEvent::new`]: the event cannot be serialized, or its payload is too large.
+    /// As for [`RawEvent::new`]: the event cannot be serialized, its payload is too large, or it
+    /// holds a NUL character.
     /// Nothing is published then.
     pub fn publish_routed<E: Event>(&self, routing_key: &str, event: &E) -> Result<Uuid> {
         let raw = RawEvent::new(event)?.with_routing_key(routing_key);

@@ -42,14 +42,16 @@ pub struct RawEvent {
 
 impl RawEvent {
     /// Serializes `event` with a fresh random id, no routing key and no metadata, with the checks
-    /// of [`Outgoing::new`]: serialization, and the payload size limit
-    /// ([`DEFAULT_MAX_PAYLOAD_BYTES`](osa_events::DEFAULT_MAX_PAYLOAD_BYTES)).
+    /// of [`Outgoing::new`]: serialization, the payload size limit
+    /// ([`DEFAULT_MAX_PAYLOAD_BYTES`](osa_events::DEFAULT_MAX_PAYLOAD_BYTES)), and no NUL
+    /// characters.
     ///
     /// # Errors
     ///
     /// As for [`Outgoing::new`]: [`Error::Serialize`](osa_events::Error::Serialize) when serde
     /// cannot serialize the event, [`Error::PayloadTooLarge`](osa_events::Error::PayloadTooLarge)
-    /// when its JSON is over the limit.
+    /// when its JSON is over the limit, [`Error::NulCharacter`](osa_events::Error::NulCharacter)
+    /// when a string in it holds a NUL character.
     pub fn new<E: Event>(event: &E) -> Result<Self> {
         Outgoing::new(event).map(|outgoing| Self::from(&outgoing))
     }
