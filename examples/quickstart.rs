@@ -24,9 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use osa_events::prelude::*;
-use osa_events::{Outgoing, Runtime};
+use osa_events::{CancellationToken, Outgoing, Runtime};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "record.published")]

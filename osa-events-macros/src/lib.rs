@@ -5,6 +5,7 @@ mod diag;
 mod event;
 mod event_handler;
 mod event_set;
+mod limits;
 mod lit;
 mod projection;
 

@@ -68,6 +68,16 @@ pub(crate) fn bounded_u32(
 
 /// A humantime duration string such as `"500ms"` or `"2m"`, at least `min`.
 pub(crate) fn duration(expr: &Expr, key: &str, min: Duration) -> syn::Result<Duration> {
+    duration_in(expr, key, min, Duration::MAX)
+}
+
+/// A humantime duration string in `min..=max`.
+pub(crate) fn duration_in(
+    expr: &Expr,
+    key: &str,
+    min: Duration,
+    max: Duration,
+) -> syn::Result<Duration> {
     let lit = string(expr, key, "\"30s\"")?;
     let text = lit.value();
     let duration = humantime::parse_duration(&text).map_err(|error| {
@@ -81,6 +91,13 @@ pub(crate) fn duration(expr: &Expr, key: &str, min: Duration) -> syn::Result<Dur
         return Err(syn::Error::new_spanned(
             lit,
             format!("`{key}` must be at least {min_text}, found {text:?}"),
+        ));
+    }
+    if duration > max {
+        let max_text = humantime::format_duration(max);
+        return Err(syn::Error::new_spanned(
+            lit,
+            format!("`{key}` must be at most {max_text}, found {text:?}"),
         ));
     }
     Ok(duration)

@@ -45,6 +45,24 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A string in an event's payload or metadata (a value or an object key) holds a NUL
+    /// character (`'\0'`), which PostgreSQL's `jsonb` cannot store; nothing was written. Found
+    /// when the [`Outgoing`](crate::Outgoing) is built, so the caller's transaction is not aborted
+    /// by the server's error.
+    #[error(
+        "cannot publish `{event_type}`: its {part} holds a NUL character (\\u0000) at `{path}`, \
+         which PostgreSQL cannot store in jsonb (remove or replace it before publishing)"
+    )]
+    NulCharacter {
+        /// The event's registered name.
+        event_type: &'static str,
+        /// `"payload"` or `"metadata"`.
+        part: &'static str,
+        /// Where the first NUL is, as a JSON path from the root `$`: `$.items[2].name`, or
+        /// `$.tags["a\u0000b"]` for a key.
+        path: String,
+    },
+
     /// Two registered handlers share one name. Names identify subscriptions in the database, so
     /// they must be unique.
     #[error(

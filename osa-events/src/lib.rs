@@ -69,6 +69,7 @@ mod event;
 mod handler;
 mod projection;
 mod publish;
+mod redact;
 mod resources;
 mod runtime;
 mod store;
@@ -100,11 +101,15 @@ pub use publish::{
 };
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
-pub use store::postgres::PgStore;
+pub use store::postgres::{ConnectRetry, PgStore};
 pub use store::{
     ClaimRequest, Delivery, Failure, Fence, Reconcile, Store, Subscription, SubscriptionId,
     WakeSource, WakeUps,
 };
+/// The token of [`Runtime::shutdown_token`] and [`RuntimeBuilder::shutdown_token`]: tokio-util's
+/// `CancellationToken`, re-exported so an application can store and cancel it without depending
+/// on tokio-util itself (if it does, the types are the same).
+pub use tokio_util::sync::CancellationToken;
 
 #[doc = include_str!("../docs/derive_event.md")]
 #[doc(inline)]

@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use crate::{Error, Event, Result};
 
+mod nul;
+
 /// The channel publishers `NOTIFY` and workers `LISTEN` on; the payload is a subscription id.
 pub(crate) const NOTIFY_CHANNEL: &str = "osa_events";
 
@@ -34,7 +36,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 ///
 /// let outgoing = Outgoing::new(&RecordPublished { srn: "srn:1".into() })?
 ///     .with_routing_key("vector")
-///     .with_metadata(serde_json::json!({ "correlation_id": "req-42" }));
+///     .with_metadata(serde_json::json!({ "correlation_id": "req-42" }))?;
 /// assert_eq!(outgoing.event_type(), "record.published");
 /// # Ok::<(), osa_events::Error>(())
 /// ```
@@ -54,7 +56,9 @@ impl Outgoing {
     /// # Errors
     ///
     /// [`Error::Serialize`] when serde cannot serialize the event (e.g. a map with non-string keys),
-    /// [`Error::PayloadTooLarge`] when the JSON is over [`DEFAULT_MAX_PAYLOAD_BYTES`].
+    /// [`Error::PayloadTooLarge`] when the JSON is over [`DEFAULT_MAX_PAYLOAD_BYTES`],
+    /// [`Error::NulCharacter`] when a string in it holds a NUL character (`'\0'`), which
+    /// PostgreSQL's `jsonb` cannot store.
     pub fn new<E: Event>(event: &E) -> Result<Self> {
         Self::with_max_payload_bytes(event, DEFAULT_MAX_PAYLOAD_BYTES)
     }
@@ -75,6 +79,13 @@ impl Outgoing {
                 event_type: E::NAME,
                 size: payload.get().len(),
                 limit: max_payload_bytes,
+            });
+        }
+        if let Some(path) = nul::find(payload.get()) {
+            return Err(Error::NulCharacter {
+                event_type: E::NAME,
+                part: "payload",
+                path,
             });
         }
         Ok(Self {
@@ -104,11 +115,23 @@ impl Outgoing {
 
     /// Sets the metadata stored beside the payload (correlation id, causation id, trace context).
     /// Handlers see it through [`Ctx::metadata`](crate::Ctx::metadata).
-    #[must_use]
-    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NulCharacter`] when a string in `metadata` holds a NUL character (`'\0'`), which
+    /// PostgreSQL's `jsonb` cannot store.
+    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Result<Self> {
         // A `Value` always serializes.
-        self.metadata = serde_json::value::to_raw_value(&metadata).ok();
-        self
+        let metadata = serde_json::value::to_raw_value(&metadata).ok();
+        if let Some(path) = metadata.as_deref().and_then(|json| nul::find(json.get())) {
+            return Err(Error::NulCharacter {
+                event_type: self.event_type,
+                part: "metadata",
+                path,
+            });
+        }
+        self.metadata = metadata;
+        Ok(self)
     }
 
     /// The event id.
@@ -168,8 +191,9 @@ impl Outgoing {
 /// # Errors
 ///
 /// [`Error::Serialize`] if the event cannot be serialized, [`Error::PayloadTooLarge`] if it is over
-/// [`DEFAULT_MAX_PAYLOAD_BYTES`] (nothing is written then), [`Error::Database`] if the statement
-/// fails (for example when the migrations have not run).
+/// [`DEFAULT_MAX_PAYLOAD_BYTES`], [`Error::NulCharacter`] if a string in it holds a NUL (nothing is
+/// written in these cases, and the caller's transaction goes on), [`Error::Database`] if the
+/// statement fails (for example when the migrations have not run).
 pub async fn publish<'c, X, E>(executor: X, event: &E) -> Result<PublishedEvent>
 where
     X: Executor<'c, Database = Postgres>,

@@ -56,7 +56,11 @@ pub async fn run_all_handlers(store: impl Store, resources: Resources) -> Result
 ///     .only(["index.vector", "index.keyword"]) // this node runs the indexers only
 ///     .grace_period(Duration::from_secs(10))
 ///     .build()?;
-/// let shutdown = runtime.shutdown_token(); // cancel it to stop, as SIGTERM would
+/// let shutdown: osa_events::CancellationToken = runtime.shutdown_token();
+/// tokio::spawn(async move {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+///     shutdown.cancel(); // stops the runtime gracefully, as SIGTERM would
+/// });
 /// runtime.run().await
 /// # }
 /// ```
@@ -134,6 +138,9 @@ impl Runtime {
     }
 
     /// A token that starts graceful shutdown when cancelled, as SIGTERM does.
+    ///
+    /// It is [`osa_events::CancellationToken`](crate::CancellationToken) (tokio-util's, re-exported),
+    /// so an application can keep it without a direct dependency on tokio-util.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -409,7 +416,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Uses this token for shutdown: cancelling it starts graceful shutdown.
+    /// Uses this token for shutdown: cancelling it starts graceful shutdown. Build one with
+    /// [`CancellationToken::new`](crate::CancellationToken::new).
     #[must_use]
     pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;

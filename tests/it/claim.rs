@@ -99,7 +99,8 @@ async fn a_claim_carries_the_event_and_counts_the_attempt() {
     let event = Outgoing::new(&Job { n: 42 })
         .unwrap()
         .with_routing_key("k")
-        .with_metadata(serde_json::json!({ "correlation_id": "c-1" }));
+        .with_metadata(serde_json::json!({ "correlation_id": "c-1" }))
+        .unwrap();
     osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
         .await
         .unwrap();

@@ -4,14 +4,18 @@
 
 mod claim;
 mod commit_order;
+mod connect;
 mod contract;
 mod failures;
+mod migrate;
+mod nul;
 mod options;
 mod pooler;
 mod projections;
 mod publish;
 mod reliability;
 mod runtime;
+mod send;
 mod support;
 mod transactional;
 mod versions;

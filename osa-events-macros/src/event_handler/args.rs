@@ -25,10 +25,7 @@ pub(crate) const KEYS: &[&str] = &[
     "max_backoff",
 ];
 
-/// Largest `batch`; the runtime's `HandlerSpec::MAX_BATCH`.
-pub(crate) const MAX_BATCH: u32 = 1000;
-/// Largest `retries`; the runtime's `HandlerSpec::MAX_RETRIES`.
-pub(crate) const MAX_RETRIES: u32 = 100;
+pub(crate) use crate::limits::{MAX_BATCH, MAX_CLAIM_TIMEOUT, MAX_RETRIES, MIN_CLAIM_TIMEOUT};
 /// Largest `concurrency`.
 pub(crate) const MAX_CONCURRENCY: u32 = 256;
 
@@ -104,7 +101,7 @@ impl HandlerArgs {
             "claim_timeout" => set_once(
                 &mut self.claim_timeout,
                 key,
-                lit::duration(value, "claim_timeout", Duration::from_secs(1))?,
+                lit::duration_in(value, "claim_timeout", MIN_CLAIM_TIMEOUT, MAX_CLAIM_TIMEOUT)?,
             ),
             "timeout" => set_once(
                 &mut self.timeout,
@@ -186,6 +183,18 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].starts_with("expected `key = value`"));
         assert!(errors[1].starts_with("unknown option `a::b`"));
+    }
+
+    #[test]
+    fn claim_timeout_is_bounded_by_the_shared_limits() {
+        let (_, errors) = parse(quote!(claim_timeout = "2days"));
+        assert_eq!(
+            errors,
+            ["`claim_timeout` must be at most 1day, found \"2days\""]
+        );
+        let (args, errors) = parse(quote!(claim_timeout = "24h"));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.unwrap().claim_timeout.unwrap().1, MAX_CLAIM_TIMEOUT);
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub async fn a_claim_carries_the_event<S: StoreUnderTest>(subject: &S) {
     let subscription = subscribe(subject, "carried", None).await;
     let draft = outgoing(&Job { n: 42 })
         .with_routing_key("k")
-        .with_metadata(serde_json::json!({ "correlation_id": "c-1" }));
+        .with_metadata(serde_json::json!({ "correlation_id": "c-1" }))
+        .expect("metadata without NUL");
     let bare = outgoing(&Job { n: 43 });
     assert_eq!(subject.publish(&[draft.clone(), bare]).await, 2);
 
@@ -467,4 +468,34 @@ pub async fn complete_and_claim_completes_then_claims<S: StoreUnderTest>(subject
 
     let (completed, claimed) = store.complete_and_claim(&[], request).await.unwrap();
     assert_eq!((completed, claimed.len()), (0, 0));
+}
+
+/// A failure's error is kept with each NUL character replaced by U+FFFD: PostgreSQL `text` cannot
+/// hold NUL, and a handler error that quotes one must not make the failure's write fail (the
+/// delivery would then be re-run without its backoff, or never dead-lettered).
+pub async fn a_failure_error_with_nul_is_kept_with_a_replacement_character<S: StoreUnderTest>(
+    subject: &S,
+) {
+    let subscription = subscribe(subject, "nul", None).await;
+    publish_jobs(subject, 1).await;
+    let claimed = claim_one(subject, subscription, LONG).await;
+    let dead = Failure {
+        fence: claimed.fence,
+        error: "bad byte \0 in the input".into(),
+        retry_in: None,
+    };
+    assert_eq!(
+        subject.store().fail(subscription, &[dead]).await.unwrap(),
+        1,
+        "the failure is written"
+    );
+    assert_eq!(
+        subject.rows(subscription).await,
+        [Row {
+            position: claimed.fence.position,
+            status: DeliveryStatus::Dead,
+            attempts: 1,
+            last_error: Some("bad byte \u{fffd} in the input".into()),
+        }]
+    );
 }

@@ -46,12 +46,12 @@ mod registration;
 mod subjects;
 
 pub use claims::{
-    a_claim_carries_the_event, a_held_claim_is_not_claimed_again,
-    an_expired_claim_is_claimed_again_with_the_next_attempt, attempts_are_counted_at_claim,
-    backoff_delays_the_next_claim, batch_writes_touch_only_their_own_fences,
-    claims_come_in_run_at_then_position_order, claims_never_overlap_under_concurrency,
-    complete_and_claim_completes_then_claims, completed_deliveries_are_gone,
-    dead_deliveries_keep_their_error_and_are_never_claimed,
+    a_claim_carries_the_event, a_failure_error_with_nul_is_kept_with_a_replacement_character,
+    a_held_claim_is_not_claimed_again, an_expired_claim_is_claimed_again_with_the_next_attempt,
+    attempts_are_counted_at_claim, backoff_delays_the_next_claim,
+    batch_writes_touch_only_their_own_fences, claims_come_in_run_at_then_position_order,
+    claims_never_overlap_under_concurrency, complete_and_claim_completes_then_claims,
+    completed_deliveries_are_gone, dead_deliveries_keep_their_error_and_are_never_claimed,
     defer_gives_back_the_attempt_and_delays_the_next_claim, every_claim_gets_a_fresh_token,
     extending_a_claim_keeps_it_from_expiring,
     release_gives_back_the_attempt_and_makes_the_delivery_due_now,
@@ -71,9 +71,10 @@ pub use projections::{
 };
 pub use publish::{
     deliveries_are_created_at_publish_time, each_subscription_gets_its_own_delivery,
-    other_event_types_are_not_delivered, positions_follow_publish_order,
-    publish_wakes_listening_workers, publishing_an_existing_id_is_a_noop,
-    routing_keys_select_subscriptions, subscriptions_are_upserted_by_name_with_stable_ids,
+    other_event_types_are_not_delivered, payloads_come_back_as_jsonb_returns_them,
+    positions_follow_publish_order, publish_wakes_listening_workers,
+    publishing_an_existing_id_is_a_noop, routing_keys_select_subscriptions,
+    subscriptions_are_upserted_by_name_with_stable_ids,
 };
 pub use registration::{
     a_conflicting_registration_is_refused_and_changes_nothing,
@@ -155,6 +156,7 @@ macro_rules! store_contract_tests {
             claims_come_in_run_at_then_position_order,
             backoff_delays_the_next_claim,
             dead_deliveries_keep_their_error_and_are_never_claimed,
+            a_failure_error_with_nul_is_kept_with_a_replacement_character,
             release_gives_back_the_attempt_and_makes_the_delivery_due_now,
             defer_gives_back_the_attempt_and_delays_the_next_claim,
             completed_deliveries_are_gone,
@@ -174,6 +176,7 @@ macro_rules! store_contract_tests {
             each_subscription_gets_its_own_delivery,
             routing_keys_select_subscriptions,
             other_event_types_are_not_delivered,
+            payloads_come_back_as_jsonb_returns_them,
             deliveries_are_created_at_publish_time,
             publish_wakes_listening_workers,
             one_leader_per_projection,

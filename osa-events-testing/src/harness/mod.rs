@@ -129,7 +129,7 @@ impl Harness {
     ///
     /// # Panics
     ///
-    /// When the event cannot be serialized or is over the payload limit (use
+    /// When the event cannot be serialized, is over the payload limit or holds a NUL character (use
     /// [`store`](Self::store) to test that case).
     #[track_caller]
     pub fn publish<E: Event>(&self, event: &E) -> Uuid {

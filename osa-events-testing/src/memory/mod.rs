@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod jsonb;
 mod projections;
 mod raw;
 mod state;
@@ -165,7 +166,8 @@ impl InMemoryStore {
     ///
     /// # Errors
     ///
-    /// As for [`RawEvent::new`]: the event cannot be serialized, or its payload is too large.
+    /// As for [`RawEvent::new`]: the event cannot be serialized, its payload is too large, or it
+    /// holds a NUL character.
     /// Nothing is published then.
     pub fn publish<E: Event>(&self, event: &E) -> Result<Uuid> {
         let raw = RawEvent::new(event)?;
@@ -178,7 +180,8 @@ impl InMemoryStore {
     ///
     /// # Errors
     ///
-    /// As for [`RawEvent::new`]: the event cannot be serialized, or its payload is too large.
+    /// As for [`RawEvent::new`]: the event cannot be serialized, its payload is too large, or it
+    /// holds a NUL character.
     /// Nothing is published then.
     pub fn publish_routed<E: Event>(&self, routing_key: &str, event: &E) -> Result<Uuid> {
         let raw = RawEvent::new(event)?.with_routing_key(routing_key);
@@ -246,7 +249,9 @@ impl InMemoryStore {
             .count()
     }
 
-    /// Every event logged so far, in publish order (an event's position is its index plus one).
+    /// Every event logged so far, in publish order (an event's position is its index plus one),
+    /// as stored: payloads and metadata normalised as `jsonb` returns them (see
+    /// [`RawEvent::payload`]).
     pub fn events(&self) -> Vec<RawEvent> {
         self.tables().events()
     }

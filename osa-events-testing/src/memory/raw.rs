@@ -31,22 +31,27 @@ pub struct RawEvent {
     pub event_version: i32,
     /// The routing key; `None` reaches only subscriptions without a routing-key filter.
     pub routing_key: Option<String>,
-    /// The payload, as JSON text. It is not checked: a handler decodes it.
+    /// The payload, as JSON text. It is not checked: a handler decodes it. The store keeps it as
+    /// PostgreSQL's `jsonb` returns it (keys ordered by length then bytes, the last of duplicate
+    /// keys kept, `1e2` as `100`, one space after `:` and `,`), so handlers see what they would
+    /// see on PostgreSQL; text that is not JSON (which PostgreSQL refuses) is kept as written.
     pub payload: String,
-    /// The metadata, as JSON text; `None` is delivered as `{}`.
+    /// The metadata, as JSON text; `None` is delivered as `{}`. Normalised like the payload.
     pub metadata: Option<String>,
 }
 
 impl RawEvent {
     /// Serializes `event` with a fresh random id, no routing key and no metadata, with the checks
-    /// of [`Outgoing::new`]: serialization, and the payload size limit
-    /// ([`DEFAULT_MAX_PAYLOAD_BYTES`](osa_events::DEFAULT_MAX_PAYLOAD_BYTES)).
+    /// of [`Outgoing::new`]: serialization, the payload size limit
+    /// ([`DEFAULT_MAX_PAYLOAD_BYTES`](osa_events::DEFAULT_MAX_PAYLOAD_BYTES)), and no NUL
+    /// characters.
     ///
     /// # Errors
     ///
     /// As for [`Outgoing::new`]: [`Error::Serialize`](osa_events::Error::Serialize) when serde
     /// cannot serialize the event, [`Error::PayloadTooLarge`](osa_events::Error::PayloadTooLarge)
-    /// when its JSON is over the limit.
+    /// when its JSON is over the limit, [`Error::NulCharacter`](osa_events::Error::NulCharacter)
+    /// when a string in it holds a NUL character.
     pub fn new<E: Event>(event: &E) -> Result<Self> {
         Outgoing::new(event).map(|outgoing| Self::from(&outgoing))
     }

@@ -182,7 +182,7 @@ impl Tables {
                 continue;
             }
             self.events.push(LoggedEvent {
-                raw: raw.clone(),
+                raw: stored(raw),
                 published_at,
                 commit,
             });
@@ -304,7 +304,7 @@ impl Tables {
             };
             let key = (subscription, failure.fence.position);
             reschedule(&mut self.claimable, key, row, status, run_at);
-            row.last_error = Some(failure.error.clone());
+            row.last_error = Some(failure.stored_error().into_owned());
             row.claim_token = None;
             row.claimed_by = None;
             failed += 1;
@@ -431,4 +431,18 @@ impl Tables {
             .range((subscription, i64::MIN)..=(subscription, i64::MAX))
             .map(|(&(_, position), row)| (position, row))
     }
+}
+
+/// `raw` as PostgreSQL stores it: payload and metadata normalised as `jsonb` returns them (keys
+/// ordered, the last of duplicate keys kept, numbers as `numeric` prints them). Text that is not
+/// JSON, which PostgreSQL would refuse, is kept as written.
+fn stored(raw: &RawEvent) -> RawEvent {
+    let mut stored = raw.clone();
+    if let Some(payload) = super::jsonb::normalise(&raw.payload) {
+        stored.payload = payload;
+    }
+    if let Some(metadata) = raw.metadata.as_deref().and_then(super::jsonb::normalise) {
+        stored.metadata = Some(metadata);
+    }
+    stored
 }

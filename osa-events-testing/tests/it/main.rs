@@ -2,7 +2,9 @@
 //! no sleeping. One binary (see STYLE.md); the handlers they run are registered here.
 
 mod harness;
+mod inputs;
 mod projections;
 mod registration;
+mod runtime;
 mod sim;
 mod versions;

@@ -43,19 +43,30 @@ pub struct HandlerSpec {
     max_backoff: Duration,
 }
 
+/// The limits of the handler options, shared with the macro crate (one table for both).
+mod limits {
+    include!("../../../osa-events-macros/src/limits.rs");
+}
+
 impl HandlerSpec {
     /// Default `batch`: deliveries claimed at once.
     pub const DEFAULT_BATCH: u32 = 32;
     /// Largest allowed `batch`.
-    pub const MAX_BATCH: u32 = 1000;
+    pub const MAX_BATCH: u32 = limits::MAX_BATCH;
     /// Default `poll`: how long an idle worker sleeps when no wake-up arrives.
     pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
     /// Default `retries`: failed attempts retried before a delivery is dead (so 6 attempts in all).
     pub const DEFAULT_RETRIES: u32 = 5;
     /// Largest allowed `retries`.
-    pub const MAX_RETRIES: u32 = 100;
+    pub const MAX_RETRIES: u32 = limits::MAX_RETRIES;
     /// Default `claim_timeout`: how long a claim lasts without a heartbeat.
     pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Shortest allowed `claim_timeout`: 1 s.
+    pub const MIN_CLAIM_TIMEOUT: Duration = limits::MIN_CLAIM_TIMEOUT;
+    /// Longest allowed `claim_timeout`: 24 h. A claim's expiry is `now() + claim_timeout` in the
+    /// database, which an extreme value overflows, failing every claim; a handler that runs longer
+    /// keeps its claim alive with heartbeats.
+    pub const MAX_CLAIM_TIMEOUT: Duration = limits::MAX_CLAIM_TIMEOUT;
     /// Default `concurrency`: claim loops of this handler per process.
     pub const DEFAULT_CONCURRENCY: u32 = 1;
     /// Default `backoff`: the delay before the first retry; it doubles per attempt.
@@ -258,8 +269,15 @@ impl HandlerSpec {
         if self.concurrency == 0 {
             return fail("`concurrency` must be at least 1".into());
         }
-        if self.claim_timeout < Duration::from_secs(1) {
-            return fail("`claim_timeout` must be at least 1s".into());
+        if self.claim_timeout < Self::MIN_CLAIM_TIMEOUT
+            || self.claim_timeout > Self::MAX_CLAIM_TIMEOUT
+        {
+            return fail(format!(
+                "`claim_timeout` must be in {}..={}, found {}",
+                format_duration(Self::MIN_CLAIM_TIMEOUT),
+                format_duration(Self::MAX_CLAIM_TIMEOUT),
+                format_duration(self.claim_timeout)
+            ));
         }
         if self.poll.is_zero() {
             return fail("`poll` must not be zero".into());
@@ -311,3 +329,32 @@ impl Registration {
 }
 
 inventory::collect!(Registration);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{HandlerSpec, Shape};
+
+    fn spec(claim_timeout: Duration) -> HandlerSpec {
+        HandlerSpec::new("spec.test", "tests::spec", "spec.event", 1, Shape::Each)
+            .claim_timeout(claim_timeout)
+    }
+
+    /// A regression test: `claim_timeout` had no upper bound, and an extreme value overflows
+    /// `now() + make_interval(..)` in the claim statement, so every claim of the handler failed.
+    /// The runtime now refuses it at start-up (the macro at compile time, from the same table).
+    #[test]
+    fn claim_timeout_is_bounded_at_run_time() {
+        assert!(spec(HandlerSpec::MAX_CLAIM_TIMEOUT).validate().is_ok());
+        let error = spec(Duration::from_secs(100 * 365 * 24 * 3600))
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: handler `spec.test`: `claim_timeout` must be in \
+             1000ms..=86400000ms, found 3153600000000ms"
+        );
+        assert!(spec(Duration::from_millis(999)).validate().is_err());
+    }
+}

@@ -61,6 +61,11 @@ impl<E: Event> EventSet for E {
 /// event's fault but this process's (its code is older: a deploy in progress): the error defers
 /// the delivery, which is given back with a delay and no attempt counted, until a process that
 /// knows the version takes it; a projection retries its batch with backoff.
+///
+/// The error names where and what (`at $.card.number: invalid type: string, expected u64`) but
+/// never quotes a value of the payload, since it is stored as `last_error` and logged: serde's own
+/// wording (`invalid type: string "4111-1111-1111-1111", expected u64`) is shortened to its shape,
+/// and the message of a custom `Deserialize` impl, which may quote anything, is withheld.
 pub fn decode_event<E: Event>(
     event_type: &str,
     event_version: i32,
@@ -90,7 +95,8 @@ pub fn decode_event<E: Event>(
             "the payload does not decode as `{}` (version {}): {}",
             error.type_name(),
             error.version(),
-            error.serde_error()
+            // Without the payload's values: they would end up in `last_error` and the logs.
+            crate::redact::decode_error(error.serde_error(), payload)
         ))),
         None => {
             let accepted: Vec<String> = E::accepted_versions().iter().map(u32::to_string).collect();

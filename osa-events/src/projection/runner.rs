@@ -93,7 +93,8 @@ impl ProjectionRunner {
                     failures = failures.saturating_add(1);
                     let delay = retry_delay(&self.spec, failures);
                     tracing::warn!(projection = self.spec.name(), %error, failures, retry_in = ?delay, "projection batch failed; checkpoint not advanced");
-                    if let Err(error) = leadership.record_failure(&error).await {
+                    let stored = crate::store::storable_text(&error);
+                    if let Err(error) = leadership.record_failure(&stored).await {
                         tracing::warn!(projection = self.spec.name(), %error, "cannot record the failure");
                     }
                     self.pause(delay).await;

@@ -10,6 +10,7 @@
 //! [`Store::claim`]. A write whose token no longer matches (the claim expired and another worker
 //! took the delivery) changes nothing, and the store reports how many rows it did change.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -139,6 +140,26 @@ pub struct Failure {
     pub error: String,
     /// `Some(delay)`: pending again after `delay`. `None`: dead.
     pub retry_in: Option<Duration>,
+}
+
+impl Failure {
+    /// The error as a store keeps it: every NUL character (`'\0'`), which a PostgreSQL `text`
+    /// column cannot hold, replaced by U+FFFD (`�`). Every store writes this, never
+    /// [`error`](Self::error) itself, so a handler error that quotes a NUL byte cannot make the
+    /// failure's write fail, and every store keeps the same text.
+    pub fn stored_error(&self) -> Cow<'_, str> {
+        storable_text(&self.error)
+    }
+}
+
+/// `text` with every NUL character replaced by U+FFFD, for a `text` column (see
+/// [`Failure::stored_error`]); borrowed when there is none.
+pub(crate) fn storable_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// Storage of events and deliveries. Implement it to add a backend; it must pass the contract

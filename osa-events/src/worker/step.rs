@@ -175,7 +175,9 @@ impl Stepper {
             }
             Err(BatchError::Failed(error)) => {
                 projection.failures = attempt;
-                leadership.record_failure(&error).await?;
+                leadership
+                    .record_failure(&crate::store::storable_text(&error))
+                    .await?;
                 Ok(ProjectionStep {
                     applied: 0,
                     failed: Some(error),

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use osa_events::{
-    ClaimRequest, Event, Failure, Outgoing, PgStore, Resources, Runtime, Store, Subscription,
+    ClaimRequest, ConnectRetry, Event, Failure, Outgoing, PgStore, Resources, Runtime, Store,
+    Subscription,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -94,7 +95,8 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
     let outgoing = Outgoing::new(&event)
         .unwrap()
         .with_routing_key(HOSTILE)
-        .with_metadata(serde_json::json!({ HOSTILE: HOSTILE }));
+        .with_metadata(serde_json::json!({ HOSTILE: HOSTILE }))
+        .unwrap();
     let published = osa_events::publish_batch(&scene.pool, std::slice::from_ref(&outgoing))
         .await
         .expect("publish");
@@ -179,7 +181,7 @@ async fn passwords_never_show_in_errors_or_debug_output() {
     let scene = Scene::new("security_debug").await;
     let live = with_credentials(scene.url(), "postgres", PASSWORD);
     let urls = [
-        // Nothing listens: the pool retries until its acquire timeout (10 s).
+        // Nothing listens (refused at once: no wait, see below).
         format!("postgres://u:{PASSWORD}@127.0.0.1:1/db?sslmode=disable&application_name=app"),
         // Malformed.
         format!("postgres://u:{PASSWORD}@127.0.0.1:notaport/db"),
@@ -194,7 +196,13 @@ async fn passwords_never_show_in_errors_or_debug_output() {
     let attempts: Vec<_> = urls
         .iter()
         .cloned()
-        .map(|url| tokio::spawn(async move { (PgStore::connect(&url).await.map(drop), url) }))
+        .map(|url| {
+            tokio::spawn(async move {
+                // Without `connect`'s wait for a server to come up: the errors are the point.
+                let connected = PgStore::connect_with(&url, ConnectRetry::none()).await;
+                (connected.map(drop), url)
+            })
+        })
         .collect();
     let mut leaks = Vec::new();
     for attempt in attempts {
@@ -558,12 +566,10 @@ async fn migrate_needs_create_on_the_database_only_the_first_time() {
         .await
         .expect("the owner connects");
     owner.migrate().await.expect("the first migration");
+    // The documented revoke (docs/privileges.md), so the doc stays true.
     execute(
         &mut admin,
-        format!(
-            "revoke create on database \"{database}\" from \"{}\"",
-            roles.owner
-        ),
+        roles.sql("owner (after the first migrate)", &database),
     )
     .await;
     owner
@@ -583,7 +589,8 @@ async fn migrate_needs_create_on_the_database_only_the_first_time() {
 
 async fn a_refused_connection_is_reported_with_its_cause() {
     let started = std::time::Instant::now();
-    let error = PgStore::connect("postgres://u@127.0.0.1:1/db")
+    // No wait (`connect` alone waits up to 30 s for a server to come up): the cause is the point.
+    let error = PgStore::connect_with("postgres://u@127.0.0.1:1/db", ConnectRetry::none())
         .await
         .expect_err("nothing listens on port 1");
     let message = error.to_string().to_lowercase();

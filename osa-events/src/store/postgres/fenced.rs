@@ -78,10 +78,8 @@ pub(super) async fn fail(
         return Ok(0);
     }
     let (positions, tokens) = split(failures.iter().map(|failure| failure.fence));
-    let errors: Vec<&str> = failures
-        .iter()
-        .map(|failure| failure.error.as_str())
-        .collect();
+    let stored: Vec<_> = failures.iter().map(Failure::stored_error).collect();
+    let errors: Vec<&str> = stored.iter().map(AsRef::as_ref).collect();
     let retry_secs: Vec<Option<f64>> = failures
         .iter()
         .map(|failure| failure.retry_in.map(|delay| delay.as_secs_f64()))

@@ -28,9 +28,13 @@ impl PgStore {
         // A connection of its own, closed afterwards: the session-level search_path and advisory
         // lock must never leak into the pool.
         let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        let result = migrate_on(&mut conn).await;
-        conn.close().await?;
-        result
+        let migrated = migrate_on(&mut conn).await;
+        let closed = conn.close().await;
+        // A failed migration often leaves a broken connection that cannot close cleanly either:
+        // report why the migration failed, not that the close did.
+        migrated?;
+        closed?;
+        Ok(())
     }
 }
 
@@ -49,7 +53,10 @@ async fn migrate_on(conn: &mut PgConnection) -> Result<()> {
         conn.execute("create schema osa_events").await?;
     }
     conn.execute("set search_path to osa_events").await?;
-    MIGRATOR.run(&mut *conn).await?;
+    // `run_direct`, not `run(&mut *conn)`: `run` is generic over `Acquire<'a>`, which makes this
+    // future not `Send` ("implementation of `Acquire` is not general enough"), so `migrate()`
+    // could not be awaited in `tokio::spawn`. `run_direct` is what `run` calls after acquiring.
+    MIGRATOR.run_direct(None, &mut *conn, false).await?;
     // A constant, sent as a simple query: several statements, no parameters.
     conn.execute(REBASE_SEQUENCES_SQL).await?;
     Ok(())

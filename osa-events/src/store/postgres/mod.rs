@@ -24,7 +24,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+
+pub use connect::ConnectRetry;
 
 use crate::Result;
 use crate::store::{
@@ -32,6 +33,7 @@ use crate::store::{
 };
 
 pub(crate) mod claim;
+mod connect;
 pub(crate) mod fenced;
 mod migrate;
 mod notify;
@@ -55,16 +57,30 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects a pool of up to 16 connections to `url`.
+    /// Connects a pool of up to 16 connections to `url`, waiting up to 30 s for a database that
+    /// is not up yet: [`connect_with`](Self::connect_with) with [`ConnectRetry::default`].
     ///
     /// # Errors
     ///
-    /// [`Error::Database`](crate::Error::Database) when the URL is malformed or the first connection fails.
+    /// [`Error::Database`](crate::Error::Database) when the URL is malformed, or the first
+    /// connection fails for a reason no wait cures (authentication, an unknown database), or still
+    /// fails after the wait; the error is the last attempt's.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, ConnectRetry::default()).await
+    }
+
+    /// Connects a pool of up to 16 connections to `url`, trying the first connection again with
+    /// backoff while it fails for a reason a wait may cure (see [`ConnectRetry`]), each failed
+    /// attempt logged at WARN with its cause.
+    ///
+    /// # Errors
+    ///
+    /// As for [`connect`](Self::connect), with `retry`'s wait.
+    pub async fn connect_with(url: &str, retry: ConnectRetry) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         // A first connection of our own: a pool that cannot connect reports only "pool timed
         // out", while this reports why (refused, unknown host, authentication, ...).
-        PgConnection::connect_with(&options).await?.close().await?;
+        connect::first_connection(&options, retry).await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

@@ -38,7 +38,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let seen = State(Arc::new(Seen::default()));
+    let seen = State::from(Arc::new(Seen::default()));
     runtime.block_on(async {
         let event = RecordPublished {
             srn: "srn:1".into(),

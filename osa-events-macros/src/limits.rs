@@ -1,0 +1,16 @@
+// The one table of `#[event_handler]` option limits, read by the macro (compile errors) and by the
+// runtime (`HandlerSpec::validate`, which includes this file with `include!`), so the two cannot
+// drift apart. Plain items only, with full paths: it is compiled in both crates. Like
+// `migrations/`, it must move into the runtime's package before either crate is published.
+
+/// Largest `batch`.
+pub(crate) const MAX_BATCH: u32 = 1000;
+/// Largest `retries`.
+pub(crate) const MAX_RETRIES: u32 = 100;
+/// Shortest `claim_timeout`.
+pub(crate) const MIN_CLAIM_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(1);
+/// Longest `claim_timeout`: one day. Claims are set with `now() + make_interval(secs => ..)`, and
+/// an extreme value overflows the timestamp so that every claim fails; a handler that runs longer
+/// keeps its claim alive through heartbeats anyway.
+pub(crate) const MAX_CLAIM_TIMEOUT: core::time::Duration =
+    core::time::Duration::from_secs(24 * 60 * 60);
