@@ -5,6 +5,7 @@
 mod claim;
 mod contract;
 mod failures;
+mod heartbeat;
 mod options;
 mod pooler;
 mod projections;
