@@ -84,7 +84,7 @@ pub use projection::{
 pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, publish, publish_batch, publish_routed};
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
-pub use store::postgres::PgStore;
+pub use store::postgres::{PgStore, PgUnnamed};
 pub use store::{
     ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource,
     WakeUps,

@@ -67,9 +67,9 @@ const LOCK_TIMEOUT_SQL: &str = "select set_config('lock_timeout', $1, true)";
 /// PostgreSQL's `lock_not_available`: the wait for the lock timed out.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-/// Names the session that took the lock. Its connection set the keepalive settings when it
-/// connected ([`keepalive`]), so the lock is freed when the leader's machine dies without closing
-/// its connection, not hours later.
+/// Names the session that took the lock. The keepalive settings ([`keepalive`]) are set just
+/// before, so the lock is freed when the leader's machine dies without closing its connection,
+/// not hours later.
 const SESSION_SQL: &str = "select pg_backend_pid()";
 
 /// Whether the session with process id `$3` holds the projection's lock (session-level advisory
@@ -182,7 +182,6 @@ impl PgLeadership {
             .max_lifetime(None)
             .idle_timeout(None)
             .acquire_timeout(Duration::from_secs(10))
-            .after_connect(keepalive::after_connect)
             .connect_with(options)
             .await?;
         // One transaction, so a pooler in transaction mode keeps it on one server session, and
@@ -212,6 +211,8 @@ impl PgLeadership {
             pool.close().await;
             return Ok(None);
         }
+        // In the lock's transaction, so that behind a pooler they reach the same session.
+        keepalive::set(&mut tx).await?;
         let pid: i32 = sqlx::query_scalar(SESSION_SQL)
             .persistent(false)
             .fetch_one(&mut *tx)
@@ -222,7 +223,7 @@ impl PgLeadership {
             .bind(holder)
             .execute(&mut *tx)
             .await?;
-        // A session lock outlives the transaction that took it.
+        // A session lock outlives the transaction that took it; the keepalive settings too.
         tx.commit().await?;
         Ok(Some(PgLeadership { pool, name, pid }))
     }

@@ -16,11 +16,12 @@
 //! [`PgStore::connect`]: super::PgStore::connect
 
 use futures_util::future::BoxFuture;
-use sqlx::PgConnection;
 use sqlx::pool::PoolConnectionMetadata;
+use sqlx::{Executor, PgConnection};
 
-/// The session settings, as one simple-protocol query: no prepared statement, so it also works
-/// through a pooler in transaction mode (where it reaches some server session, harmlessly).
+/// The session settings, sent as one simple-protocol query (a constant string executed without
+/// arguments): no prepared statement, so it also works through a pooler in transaction mode,
+/// where it reaches some server session, harmlessly.
 const KEEPALIVE_SQL: &str = "set tcp_keepalives_idle = 3; \
      set tcp_keepalives_interval = 1; \
      set tcp_keepalives_count = 3; \
@@ -28,7 +29,7 @@ const KEEPALIVE_SQL: &str = "set tcp_keepalives_idle = 3; \
 
 /// Applies the settings to `conn`'s session.
 pub(crate) async fn set(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::raw_sql(KEEPALIVE_SQL).execute(conn).await?;
+    conn.execute(KEEPALIVE_SQL).await?;
     Ok(())
 }
 

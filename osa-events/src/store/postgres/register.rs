@@ -16,14 +16,17 @@ on conflict (name) do update
 returning id
 "#;
 
+/// `unnamed`: behind a transaction-mode pooler (see `PgUnnamed`).
 pub(super) async fn register(
     pool: &PgPool,
     subscriptions: &[Subscription],
+    unnamed: bool,
 ) -> Result<Vec<SubscriptionId>> {
     let mut tx = pool.begin().await?;
     let mut ids = Vec::with_capacity(subscriptions.len());
     for subscription in subscriptions {
         let (id,): (i32,) = sqlx::query_as(REGISTER_SQL)
+            .persistent(!unnamed)
             .bind(&subscription.name)
             .bind(&subscription.event_type)
             .bind(subscription.routing_key.as_deref())
