@@ -458,3 +458,94 @@ async fn wake_ups_come_from_a_direct_connection_behind_a_transaction_pooler() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+const DRAIN_EVENTS: u32 = 1_000;
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "test.pooled.drained")]
+struct Drained {
+    n: u32,
+}
+
+#[event_handler(name = "pooled.drain", batch = 32, poll = "10ms")]
+async fn pooled_drain(_event: Drained, seen: State<Seen>) -> Result<(), HandlerError> {
+    seen.failed
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    Ok(())
+}
+
+/// Drains [`DRAIN_EVENTS`] events published directly, with `store`'s workers; returns how long.
+async fn drain_with(store: PgStore, direct: &PgPool) -> Duration {
+    let seen = std::sync::Arc::new(Seen::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runtime = osa_events::Runtime::builder(store)
+        .only(["pooled.drain"])
+        .resources(Resources::new().with_arc(seen.clone()))
+        .handle_signals(false)
+        .shutdown_token(shutdown.clone())
+        .build()
+        .expect("runtime builds");
+    runtime.register().await.expect("subscription registers");
+    let events: Vec<osa_events::Outgoing> = (0..DRAIN_EVENTS)
+        .map(|n| osa_events::Outgoing::new(&Drained { n }).unwrap())
+        .collect();
+    osa_events::publish_batch(direct, &events).await.unwrap();
+    let started = std::time::Instant::now();
+    let running = tokio::spawn(runtime.run());
+    crate::support::eventually(Duration::from_secs(60), "the events drained", || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from osa_events.deliveries")
+            .fetch_one(direct)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await;
+    let took = started.elapsed();
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        seen.failed.load(std::sync::atomic::Ordering::SeqCst),
+        DRAIN_EVENTS as usize,
+        "each event handled once"
+    );
+    took
+}
+
+#[tokio::test]
+async fn a_drain_through_a_transaction_pooler_handles_each_event_once_and_reports_its_cost() {
+    let Some((database, bouncer)) = pooled_database().await else {
+        return;
+    };
+    let direct = drain_with(
+        PgStore::connect(database.url()).await.unwrap(),
+        database.pool(),
+    )
+    .await;
+    // The pooler mode's statements alone, without the pooler's hop.
+    let unnamed = drain_with(
+        PgStore::connect(database.url())
+            .await
+            .unwrap()
+            .through_transaction_pooler(),
+        database.pool(),
+    )
+    .await;
+    let pooled = drain_with(
+        PgStore::connect(bouncer.url())
+            .await
+            .unwrap()
+            .through_transaction_pooler(),
+        database.pool(),
+    )
+    .await;
+    println!(
+        "\nPOOLER drain of {DRAIN_EVENTS} events, batch 32, one loop: direct {} ms; direct with \
+         through_transaction_pooler {} ms ({:.2}x); through pgbouncer in transaction mode {} ms \
+         ({:.2}x)",
+        direct.as_millis(),
+        unnamed.as_millis(),
+        unnamed.as_secs_f64() / direct.as_secs_f64(),
+        pooled.as_millis(),
+        pooled.as_secs_f64() / direct.as_secs_f64()
+    );
+}
