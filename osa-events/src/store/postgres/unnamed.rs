@@ -25,7 +25,8 @@ use sqlx::{Either, Execute, Executor, PgConnection, Postgres, SqlStr};
 /// [`PgStore::through_transaction_pooler`](crate::PgStore::through_transaction_pooler) makes the
 /// store run its own statements this way. Wrap the executor of your own statements and of
 /// [`publish`](crate::publish) in it when they run through such a pooler (or set
-/// [`persistent(false)`](sqlx::query::Query::persistent) on each query).
+/// [`persistent(false)`](sqlx::query::Query::persistent) on each query). An explicit
+/// [`Executor::prepare`] through it is passed on as it is: it prepares a named statement.
 ///
 /// # Examples
 ///
