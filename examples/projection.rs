@@ -128,17 +128,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sqlx::query("create table if not exists order_totals (customer text primary key, cents bigint not null)")
         .execute(&mut *tx)
         .await?;
+    // Reset first, then clear the read model: the order a running batch takes its locks in.
+    osa_events::reset_projection(&mut *tx, "order_totals", osa_events::ResetTo::End).await?;
     sqlx::query("truncate order_totals")
         .execute(&mut *tx)
         .await?;
-    let last: Option<i64> = sqlx::query_scalar("select max(position) from osa_events.events")
-        .fetch_one(&mut *tx)
-        .await?;
-    let start = last.map_or(
-        osa_events::ResetTo::Beginning,
-        osa_events::ResetTo::AfterPosition,
-    );
-    osa_events::reset_projection(&mut *tx, "order_totals", start).await?;
     tx.commit().await?;
 
     let runtime = Runtime::builder(store.clone())

@@ -26,9 +26,21 @@ mod macros_clippy {
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Event, Serialize, Deserialize)]
-    #[event(name = "clippy.checked", version = 2)]
+    #[event(name = "clippy.checked")]
+    struct CheckedV1 {
+        id: u64,
+    }
+
+    #[derive(Debug, Event, Serialize, Deserialize)]
+    #[event(name = "clippy.checked", version = 2, previous = CheckedV1)]
     struct Checked {
         id: u64,
+    }
+
+    impl From<CheckedV1> for Checked {
+        fn from(v1: CheckedV1) -> Self {
+            Self { id: v1.id }
+        }
     }
 
     #[derive(Debug)]

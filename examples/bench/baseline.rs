@@ -119,23 +119,35 @@ pub(crate) async fn publish(
     let mut n = 0;
     while n < count {
         let end = count.min(n + per_tx);
-        let len = usize::try_from(end - n)?;
-        let ids: Vec<Uuid> = (0..len).map(|_| Uuid::new_v4()).collect();
-        let payloads: Vec<String> = (n..end)
-            .map(|n| serde_json::to_string(&super::handlers::Job::now(n)))
-            .collect::<Result<_, _>>()?;
         let mut tx = pool.begin().await?;
-        sqlx::query(PUBLISH_SQL)
-            .bind(ids)
-            .bind(vec!["bench.job"; len])
-            .bind(vec![1_i32; len])
-            .bind(vec![None::<&str>; len])
-            .bind(payloads)
-            .bind(vec![None::<&str>; len])
-            .execute(&mut *tx)
-            .await?;
+        publish_jobs_through(&mut tx, PUBLISH_SQL, n..end).await?;
         tx.commit().await?;
         n = end;
     }
     Ok(started.elapsed())
+}
+
+/// Publishes jobs `jobs` through `statement` (bound as the publish statement is), with payloads
+/// serialized by hand, in `conn`'s transaction.
+pub(crate) async fn publish_jobs_through(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    jobs: std::ops::Range<u64>,
+) -> Result<(), sqlx::Error> {
+    let len = usize::try_from(jobs.end - jobs.start).expect("a batch that fits in memory");
+    let ids: Vec<Uuid> = (0..len).map(|_| Uuid::new_v4()).collect();
+    let payloads: Vec<String> = jobs
+        .map(|n| serde_json::to_string(&super::handlers::Job::now(n)).expect("a job serializes"))
+        .collect();
+    // Fixed statements of the store, or the bench's variant of one: no input in the text.
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .bind(ids)
+        .bind(vec!["bench.job"; len])
+        .bind(vec![1_i32; len])
+        .bind(vec![None::<&str>; len])
+        .bind(payloads)
+        .bind(vec![None::<&str>; len])
+        .execute(conn)
+        .await?;
+    Ok(())
 }

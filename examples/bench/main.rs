@@ -14,6 +14,7 @@
 mod baseline;
 mod handlers;
 mod scenarios;
+mod schema_costs;
 
 use std::time::Duration;
 
@@ -74,6 +75,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rows.extend(bench.publish_all().await?);
     rows.extend(bench.latency().await?);
     rows.extend(bench.backlog(&rows).await?);
+    rows.extend(bench.commit_order_cost().await?);
+    rows.extend(bench.foreign_key_cost().await?);
+    rows.extend(bench.projection_latency_beside_a_long_transaction().await?);
     let overhead_events = plan.overhead_events;
     let repetitions = plan.repetitions;
     rows.push(

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use super::handlers::{Job, Progress};
 use super::{Plan, baseline};
 
-type BoxError = Box<dyn std::error::Error>;
+pub(crate) type BoxError = Box<dyn std::error::Error>;
 
 /// One line of the report.
 pub(crate) struct Row {
@@ -44,8 +44,8 @@ impl fmt::Display for Row {
 }
 
 pub(crate) struct Bench {
-    admin_url: String,
-    plan: Plan,
+    pub(crate) admin_url: String,
+    pub(crate) plan: Plan,
 }
 
 /// The (batch, concurrency) settings and the handler that has them.
@@ -56,7 +56,7 @@ const SETTINGS: [(u32, u32, &str); 4] = [
     (64, 4, "bench.b64.c4"),
 ];
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

@@ -18,7 +18,8 @@ pub fn event_handler(args: TokenStream, item: TokenStream) -> TokenStream {
     event_handler::expand(args.into(), item.into()).into()
 }
 
-/// Implements `osa_events::Event` for a serde type: `#[event(name = "...", version = N)]`.
+/// Implements `osa_events::Event` for a serde type: `#[event(name = "...", version = N)]`, with
+/// `previous = OlderType` to also read an older version, upcast with `From`.
 ///
 /// See the documentation of `osa_events::Event` (the derive) for details.
 #[proc_macro_derive(Event, attributes(event))]

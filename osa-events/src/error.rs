@@ -85,6 +85,20 @@ pub enum Error {
     )]
     NoHandlers,
 
+    /// A handler's subscription is stored with another event type or routing key than this
+    /// process declares for it, at a revision this process may not overwrite (registration changes
+    /// nothing then, for any handler). The details, both sides and the fix are in the
+    /// [`SubscriptionConflict`].
+    ///
+    /// Two causes: an older version of the application restarting after a newer one re-pointed
+    /// the subscription (a rolling deploy), or two applications sharing the database with
+    /// handlers of the same name (give each its own [`namespace`](crate::RuntimeBuilder::namespace)).
+    /// A deliberate change is made with [`RuntimeBuilder::repoint`](crate::RuntimeBuilder::repoint)
+    /// and a higher revision, or under a new handler name; the handler guide ("Changing what a
+    /// handler subscribes to") gives the deploy procedure.
+    #[error("{0}")]
+    SubscriptionConflict(Box<SubscriptionConflict>),
+
     /// A configuration value is out of its allowed range.
     #[error("invalid configuration: {0}")]
     Config(Cow<'static, str>),
@@ -100,4 +114,69 @@ pub enum Error {
     /// The process could not install its signal handlers.
     #[error("cannot listen for shutdown signals: {0}")]
     Signal(#[source] std::io::Error),
+}
+
+/// A registration refused by the store, in [`Error::SubscriptionConflict`]: what is stored under a
+/// handler's name, and what this process declared for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConflict {
+    /// The subscription's stored name: the handler's name, as `namespace@name` in a
+    /// [namespace](crate::RuntimeBuilder::namespace).
+    pub handler: String,
+    /// The event type the subscription is stored with.
+    pub stored_event_type: String,
+    /// The routing-key filter it is stored with (`None`: every key).
+    pub stored_routing_key: Option<String>,
+    /// The revision it is stored with.
+    pub stored_revision: u32,
+    /// The event type this process declares.
+    pub event_type: String,
+    /// The routing-key filter this process declares.
+    pub routing_key: Option<String>,
+    /// The revision this process declares (1 unless re-pointed).
+    pub revision: u32,
+}
+
+/// Both sides, and the fix that fits the case.
+impl std::fmt::Display for SubscriptionConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let filter = |key: Option<&str>| match key {
+            Some(key) => format!("routing key `{key}`"),
+            None => "any routing key".to_owned(),
+        };
+        // `@` is in neither a namespace nor a handler name, so the split is unambiguous.
+        let (namespace, name) = match self.handler.split_once('@') {
+            Some((namespace, name)) => (format!(" in namespace `{namespace}`"), name),
+            None => (String::new(), self.handler.as_str()),
+        };
+        let stored_revision = self.stored_revision;
+        write!(
+            f,
+            "handler `{name}`{namespace} is subscribed to `{}` with {} (revision {stored_revision}) \
+             in the database, but this process subscribes it to `{}` with {} (revision {}): ",
+            self.stored_event_type,
+            filter(self.stored_routing_key.as_deref()),
+            self.event_type,
+            filter(self.routing_key.as_deref()),
+            self.revision,
+        )?;
+        let next = stored_revision.saturating_add(1);
+        if self.revision < stored_revision {
+            write!(
+                f,
+                "a newer deployment re-pointed it at revision {stored_revision}, and this process \
+                 runs an older version of the handler: finish the deploy instead of restarting old \
+                 processes (to go back on purpose, re-point with \
+                 `RuntimeBuilder::repoint(\"{name}\", {next})`)"
+            )
+        } else {
+            write!(
+                f,
+                "to change it on purpose, re-point it with `RuntimeBuilder::repoint(\"{name}\", \
+                 {next})` or deploy the change under a new handler `name`; if another application \
+                 with a handler of this name shares the database, give each application its own \
+                 `RuntimeBuilder::namespace`"
+            )
+        }
+    }
 }

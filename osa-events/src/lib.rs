@@ -25,15 +25,28 @@
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let store = PgStore::connect(&std::env::var("DATABASE_URL")?).await?;
 //!     store.migrate().await?;
+//!     let runtime = osa_events::Runtime::builder(store.clone()).build()?;
+//!     // Handlers receive the events published after their subscriptions exist: register them
+//!     // first (`run_all_handlers` and `Runtime::run` do it too, but only once they start).
+//!     runtime.register().await?;
 //!
 //!     let mut tx = store.pool().begin().await?;
-//!     osa_events::publish_routed(&mut *tx, "vector", &RecordPublished { srn: "srn:1".into() }).await?;
+//!     let published =
+//!         osa_events::publish_routed(&mut *tx, "vector", &RecordPublished { srn: "srn:1".into() })
+//!             .await?;
 //!     tx.commit().await?; // delivered if and only if this commits
+//!     assert_eq!(published.deliveries, 1, "one handler subscribed");
 //!
-//!     osa_events::run_all_handlers(store, Resources::new()).await?;
+//!     runtime.run().await?; // until SIGINT/SIGTERM
 //!     Ok(())
 //! }
 //! ```
+//!
+//! A handler sees the events published after its subscription was first registered, that is after
+//! the first start of a runtime that runs it (or its [`Runtime::register`]); events published
+//! before then get no delivery for it ([`PublishedEvent::deliveries`] says how many they got, and
+//! a DEBUG line under `osa_events::publish` names event types that reached no handler). A
+//! projection reads the log itself and sees every event, whenever it starts.
 //!
 //! # Guarantees
 //!
@@ -69,8 +82,8 @@ pub mod guide {
 }
 
 pub use clock::{Clock, SystemClock};
-pub use error::{Error, Result};
-pub use event::Event;
+pub use error::{Error, Result, SubscriptionConflict};
+pub use event::{Event, PayloadError};
 pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
 pub use handler::invoke::{IntoBatchResult, IntoHandlerResult};
@@ -81,13 +94,16 @@ pub use projection::{
     ProjectionRegistration, ProjectionSpec, ProjectionStatus, ProjectionStore, ResetTo,
     decode_event,
 };
-pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, publish, publish_batch, publish_routed};
+pub use publish::{
+    DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, Published, PublishedEvent, publish, publish_batch,
+    publish_routed,
+};
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
 pub use store::postgres::{PgStore, PgUnnamed};
 pub use store::{
-    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource,
-    WakeUps,
+    ClaimRequest, Delivery, Failure, Fence, Reconcile, Store, Subscription, SubscriptionId,
+    WakeSource, WakeUps,
 };
 
 #[doc = include_str!("../docs/derive_event.md")]
@@ -110,13 +126,16 @@ pub mod __private {
     pub use tokio_util::sync::CancellationToken;
 
     pub use crate::HandlerError;
+    pub use crate::event::{Previous, previous};
     pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
     pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
     };
     pub use crate::worker::step::{ProjectionStep, StepReport, Stepper};
-    pub use crate::{Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, Resources, Result};
+    pub use crate::{
+        Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, PayloadError, Resources, Result,
+    };
     pub use core::time::Duration;
 
     /// The store's statements, for the benchmark's raw-SQL baseline (which must issue exactly

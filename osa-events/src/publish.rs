@@ -142,7 +142,8 @@ impl Outgoing {
     }
 }
 
-/// Publishes `event` with no routing key, in the caller's transaction, and returns its id.
+/// Publishes `event` with no routing key, in the caller's transaction; returns its id and the
+/// deliveries it got ([`PublishedEvent`]).
 ///
 /// Every subscription of the event's type with no routing-key filter gets a delivery, created in the
 /// same statement. Nothing is visible to workers until the transaction commits; a rollback publishes
@@ -169,43 +170,63 @@ impl Outgoing {
 /// [`Error::Serialize`] if the event cannot be serialized, [`Error::PayloadTooLarge`] if it is over
 /// [`DEFAULT_MAX_PAYLOAD_BYTES`] (nothing is written then), [`Error::Database`] if the statement
 /// fails (for example when the migrations have not run).
-pub async fn publish<'c, X, E>(executor: X, event: &E) -> Result<Uuid>
+pub async fn publish<'c, X, E>(executor: X, event: &E) -> Result<PublishedEvent>
 where
     X: Executor<'c, Database = Postgres>,
     E: Event,
 {
-    let outgoing = Outgoing::new(event)?;
-    let id = outgoing.id;
-    publish_batch(executor, std::slice::from_ref(&outgoing)).await?;
-    Ok(id)
+    publish_one(executor, Outgoing::new(event)?).await
 }
 
-/// Publishes `event` with a routing key, in the caller's transaction, and returns its id.
+/// Publishes `event` with a routing key, in the caller's transaction; returns its id and the
+/// deliveries it got ([`PublishedEvent`]).
 ///
 /// Subscriptions of the event's type whose `routing_key` is this key, or unset, receive it.
 ///
 /// # Errors
 ///
 /// As for [`publish`].
-pub async fn publish_routed<'c, X, E>(executor: X, routing_key: &str, event: &E) -> Result<Uuid>
+pub async fn publish_routed<'c, X, E>(
+    executor: X,
+    routing_key: &str,
+    event: &E,
+) -> Result<PublishedEvent>
 where
     X: Executor<'c, Database = Postgres>,
     E: Event,
 {
-    let outgoing = Outgoing::new(event)?.with_routing_key(routing_key);
-    let id = outgoing.id;
-    publish_batch(executor, std::slice::from_ref(&outgoing)).await?;
-    Ok(id)
+    publish_one(
+        executor,
+        Outgoing::new(event)?.with_routing_key(routing_key),
+    )
+    .await
+}
+
+async fn publish_one<'c, X>(executor: X, outgoing: Outgoing) -> Result<PublishedEvent>
+where
+    X: Executor<'c, Database = Postgres>,
+{
+    let published = publish_batch(executor, std::slice::from_ref(&outgoing)).await?;
+    Ok(PublishedEvent {
+        id: outgoing.id,
+        is_new: published.events == 1,
+        deliveries: published.deliveries,
+    })
 }
 
 /// Inserts the events, fans them out into one delivery per matching subscription, and notifies
 /// idle workers once per subscription, all in one statement. Rows are bound as arrays, so the
 /// statement stays the same (and prepared) whatever the batch size, and never nears the 65,535
 /// bind-parameter limit.
+///
+/// Every event is stamped with its transaction's commit row (`osa_events.current_commit()`, created
+/// by the transaction's first publish and numbered when it commits), which gives projections the
+/// log's commit order; see the `commit_order` migration.
 pub const PUBLISH_SQL: &str = r#"
 with new_events as (
-    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata)
-    select id, event_type, event_version, routing_key, payload::jsonb, coalesce(metadata::jsonb, '{}'::jsonb)
+    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata, commit_id)
+    select id, event_type, event_version, routing_key, payload::jsonb, coalesce(metadata::jsonb, '{}'::jsonb),
+           (select osa_events.current_commit())
     from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[])
         as input (id, event_type, event_version, routing_key, payload, metadata)
     on conflict (id) do nothing
@@ -223,11 +244,78 @@ with new_events as (
     from (select distinct subscription_id from fanned_out) as woken
 )
 select (select count(*) from new_events) as published,
-       (select count(*) from notified) as woken
+       (select count(*) from fanned_out) as deliveries,
+       (select count(*) from notified) as woken,
+       (select array_agg(distinct e.event_type) from new_events e
+         where not exists (
+             select 1 from osa_events.subscriptions s
+             where s.event_type = e.event_type
+               and (s.routing_key is null or s.routing_key = e.routing_key))) as unrouted
 "#;
 
-/// Publishes many events in one round trip, in the caller's transaction, and returns how many were
-/// new (events whose id already exists are skipped, not duplicated).
+/// What a publish created: how many events were new, and how many deliveries they got.
+///
+/// An event reaches only the subscriptions that exist when it is published: a handler registers
+/// its subscription when a runtime that runs it starts (`run_all_handlers`), and sees only events
+/// published after that. `deliveries == 0` for a new event therefore usually means "published
+/// before any handler of its type started" (a projection reads the log itself and still sees it).
+///
+/// # Examples
+///
+/// ```no_run
+/// # use osa_events::{Event, Outgoing};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "record.published")]
+/// # struct RecordPublished { srn: String }
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), osa_events::Error> {
+/// let published = osa_events::publish_batch(&pool, &[Outgoing::new(&RecordPublished { srn: "srn:1".into() })?]).await?;
+/// if published.reached_no_handler() {
+///     eprintln!("no handler of record.published has started yet");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The events written: those whose id did not exist yet (a repeated id is skipped).
+    pub events: u64,
+    /// The deliveries created for them: one per (event, matching subscription).
+    pub deliveries: u64,
+}
+
+impl Published {
+    /// Whether new events were written but no handler's subscription matched any of them.
+    pub fn reached_no_handler(&self) -> bool {
+        self.events > 0 && self.deliveries == 0
+    }
+}
+
+/// What [`publish`] or [`publish_routed`] created: the event's id, whether it was new, and its
+/// deliveries (see [`Published`] for when an event gets none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishedEvent {
+    /// The event's id (fresh and random for [`publish`]).
+    pub id: Uuid,
+    /// Whether the event was written; `false` when an event with this id existed already.
+    pub is_new: bool,
+    /// The deliveries created for it: one per matching subscription.
+    pub deliveries: u64,
+}
+
+impl PublishedEvent {
+    /// Whether the event was written but no handler's subscription matched it.
+    pub fn reached_no_handler(&self) -> bool {
+        self.is_new && self.deliveries == 0
+    }
+}
+
+/// Publishes many events in one round trip, in the caller's transaction; returns how many were new
+/// (events whose id already exists are skipped, not duplicated) and how many deliveries they got.
+///
+/// An event that matches no subscription is still logged (projections read it), and is reported
+/// at DEBUG level under the target `osa_events::publish`.
 ///
 /// # Examples
 ///
@@ -244,19 +332,22 @@ select (select count(*) from new_events) as published,
 /// let mut tx = pool.begin().await?;
 /// let published = osa_events::publish_batch(&mut *tx, &batch).await?;
 /// tx.commit().await?;
-/// assert_eq!(published, 100);
+/// assert_eq!(published.events, 100);
 /// # Ok(()) }
 /// ```
 ///
 /// # Errors
 ///
 /// [`Error::Database`] if the statement fails.
-pub async fn publish_batch<'c, X>(executor: X, events: &[Outgoing]) -> Result<u64>
+pub async fn publish_batch<'c, X>(executor: X, events: &[Outgoing]) -> Result<Published>
 where
     X: Executor<'c, Database = Postgres>,
 {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(Published {
+            events: 0,
+            deliveries: 0,
+        });
     }
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
@@ -272,14 +363,26 @@ where
         payloads.push(event.payload.get());
         metadata.push(event.metadata.as_deref().map(RawValue::get));
     }
-    let (published, _woken): (i64, i64) = sqlx::query_as(PUBLISH_SQL)
-        .bind(ids)
-        .bind(types)
-        .bind(versions)
-        .bind(keys)
-        .bind(payloads)
-        .bind(metadata)
-        .fetch_one(executor)
-        .await?;
-    Ok(u64::try_from(published).unwrap_or(0))
+    let (published, deliveries, _woken, unrouted): (i64, i64, i64, Option<Vec<String>>) =
+        sqlx::query_as(PUBLISH_SQL)
+            .bind(ids)
+            .bind(types)
+            .bind(versions)
+            .bind(keys)
+            .bind(payloads)
+            .bind(metadata)
+            .fetch_one(executor)
+            .await?;
+    if let Some(event_types) = unrouted {
+        tracing::debug!(
+            target: "osa_events::publish",
+            ?event_types,
+            "published events that reach no handler: no subscription of their type (and routing \
+             key) exists yet; handlers see only events published after their runtime first started"
+        );
+    }
+    Ok(Published {
+        events: u64::try_from(published).unwrap_or(0),
+        deliveries: u64::try_from(deliveries).unwrap_or(0),
+    })
 }

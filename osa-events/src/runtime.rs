@@ -76,12 +76,18 @@ pub struct Runtime {
 struct BoundHandler {
     spec: HandlerSpec,
     invoker: Arc<Invoker>,
+    /// The subscription's name: the handler's, qualified by the namespace.
+    stored_name: String,
+    /// The revision from [`RuntimeBuilder::repoint`], else 1.
+    revision: u32,
 }
 
 #[derive(Debug)]
 struct BoundProjection {
     spec: ProjectionSpec,
     invoker: Arc<Invoker>,
+    /// The checkpoint's name: the projection's, qualified by the namespace.
+    stored_name: &'static str,
 }
 
 /// Builds a [`Runtime`]; from [`Runtime::builder`].
@@ -96,6 +102,8 @@ pub struct RuntimeBuilder {
     handle_signals: bool,
     shutdown: CancellationToken,
     instance: Option<String>,
+    namespace: Option<String>,
+    repoint: Vec<(String, u32)>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -120,6 +128,8 @@ impl Runtime {
             handle_signals: true,
             shutdown: CancellationToken::new(),
             instance: None,
+            namespace: None,
+            repoint: Vec::new(),
         }
     }
 
@@ -143,18 +153,27 @@ impl Runtime {
     /// publishes before it runs, or a handler's first events could be published before its
     /// subscription exists (a subscription receives only events published after it was created).
     ///
+    /// A subscription is stored under the handler's name, qualified by the
+    /// [namespace](RuntimeBuilder::namespace) (`billing@on_order_placed`). Its event type and
+    /// routing key are fixed once stored: registering another one under the same name is refused
+    /// unless [re-pointed](RuntimeBuilder::repoint) at a higher revision, so an older process
+    /// restarting during a rolling deploy cannot revert what a newer one registered.
+    ///
     /// # Errors
     ///
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) when a stored
+    /// subscription has another event type or routing key (nothing is registered then),
     /// [`Error::Database`](crate::Error::Database) when the store fails.
     pub async fn register(&self) -> Result<Vec<SubscriptionId>> {
         let subscriptions: Vec<Subscription> = self
             .handlers
             .iter()
             .map(|handler| Subscription {
-                name: handler.spec.name().to_owned(),
+                name: handler.stored_name.clone(),
                 event_type: handler.spec.event_type().to_owned(),
                 routing_key: handler.spec.routing_key_filter().map(str::to_owned),
                 config: handler.spec.config_json(),
+                revision: handler.revision,
             })
             .collect();
         self.store.register(&subscriptions).await
@@ -181,7 +200,7 @@ impl Runtime {
         let projections = self
             .projections
             .into_iter()
-            .map(|projection| (projection.spec, projection.invoker))
+            .map(|projection| (projection.spec, projection.stored_name, projection.invoker))
             .collect();
         Ok(Stepper::new(
             self.store,
@@ -201,6 +220,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) when a handler's stored
+    /// subscription has another event type or routing key (see [`register`](Self::register)),
     /// [`Error::Database`](crate::Error::Database) when the subscriptions cannot be registered,
     /// [`Error::Signal`](crate::Error::Signal) when signal handlers cannot be installed. Once running,
     /// store errors are logged and retried, never returned.
@@ -243,6 +264,7 @@ impl Runtime {
                 tasks.spawn(
                     ProjectionRunner {
                         spec: projection.spec,
+                        name: projection.stored_name,
                         invoker: Arc::clone(&projection.invoker),
                         store: Arc::clone(&store),
                         clock: Arc::clone(&self.clock),
@@ -386,6 +408,66 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Puts this runtime's handlers and projections in the application namespace `namespace`, so
+    /// that several applications can share one database: a handler `on_order_placed` of namespace
+    /// `billing` and one of namespace `shipping` are two subscriptions, each receiving every event
+    /// of its type, and their projections of the same name keep two checkpoints and two leaders.
+    ///
+    /// In the store, a namespaced handler or projection `x` is named `billing@x` (the
+    /// `subscriptions` and `checkpoints` tables, and the names operations take); without a
+    /// namespace (the default) it is named `x`. A namespace is 1 to 64 ASCII letters, digits and
+    /// `. _ -`. Every process of one application must use the same namespace: adding one to a
+    /// running application creates new subscriptions, which receive only events published after
+    /// they were created, and new projections, which start from the beginning of the log.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// let runtime = osa_events::Runtime::builder(store).namespace("billing").build()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Re-points handler `handler`'s subscription, on purpose, at the event type and routing key
+    /// this build declares for it, as revision `revision` of the subscription.
+    ///
+    /// A subscription's event type and routing key are fixed once stored: registering others under
+    /// the same name fails start-up with
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict). A registration with a
+    /// revision above the stored one re-points the subscription instead (keeping its id and its
+    /// open deliveries) and stores the revision; one with a lower revision never overwrites it,
+    /// so an older build restarting after the change fails start-up instead of reverting it.
+    /// Keep the call in the code after the deploy, and raise the revision for the next change.
+    /// Without it, a handler registers at revision 1.
+    ///
+    /// Processes of the old version that are still running keep claiming the subscription's
+    /// deliveries: they handle the new routing key's events with the old code, and dead-letter
+    /// events of a new type (they cannot decode them). A rolling deploy that changes a handler's
+    /// event type or routing key is therefore safer under a new handler `name`; the handler guide
+    /// ("Changing what a handler subscribes to") gives both procedures.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// // `on_order_placed` now receives `order.placed` v2 events with routing key `eu`
+    /// // (revision 1 was the first registration).
+    /// let runtime = osa_events::Runtime::builder(store)
+    ///     .repoint("on_order_placed", 2)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn repoint(mut self, handler: impl Into<String>, revision: u32) -> Self {
+        self.repoint.push((handler.into(), revision));
+        self
+    }
+
     /// The clock for the runtime's timers (polls, heartbeats, timeouts, grace period).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -401,9 +483,32 @@ impl RuntimeBuilder {
     /// handler has, [`Error::NoHandlers`](crate::Error::NoHandlers) when nothing is left to run,
     /// [`Error::DuplicateHandlerName`](crate::Error::DuplicateHandlerName),
     /// [`Error::MissingResource`](crate::Error::MissingResource) for a `State<T>` whose `T` is not in
-    /// the resources, [`Error::Config`](crate::Error::Config) for an out-of-range option.
+    /// the resources, [`Error::Config`](crate::Error::Config) for an out-of-range option, an
+    /// invalid namespace, or a [`repoint`](Self::repoint) of a handler this runtime does not run
+    /// or to revision 0.
     pub fn build(self) -> Result<Runtime> {
         let selected = registry::select(&self.only, &self.exclude)?;
+        let namespace = self.namespace.as_deref().map(check_namespace).transpose()?;
+        let stored_name = |name: &str| match namespace {
+            Some(namespace) => format!("{namespace}@{name}"),
+            None => name.to_owned(),
+        };
+        for (handler, revision) in &self.repoint {
+            if !selected.handlers.iter().any(|r| r.spec.name() == handler) {
+                return Err(crate::Error::Config(
+                    format!("`repoint(\"{handler}\", {revision})`: this runtime runs no handler named `{handler}`").into(),
+                ));
+            }
+            if *revision == 0 || i32::try_from(*revision).is_err() {
+                return Err(crate::Error::Config(
+                    format!(
+                        "`repoint(\"{handler}\", {revision})`: a revision is in 1..={}",
+                        i32::MAX
+                    )
+                    .into(),
+                ));
+            }
+        }
         let projections = selected
             .projections
             .into_iter()
@@ -423,6 +528,7 @@ impl RuntimeBuilder {
                 Ok(BoundProjection {
                     spec: registration.spec,
                     invoker: Arc::new(invoker),
+                    stored_name: intern(stored_name(name)),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -440,9 +546,18 @@ impl RuntimeBuilder {
                         .into(),
                     ));
                 }
+                let name = registration.spec.name();
                 Ok(BoundHandler {
                     spec: registration.spec,
                     invoker: Arc::new(invoker),
+                    stored_name: stored_name(name),
+                    // The last call for a name wins, like the builder's other setters.
+                    revision: self
+                        .repoint
+                        .iter()
+                        .rev()
+                        .find(|(handler, _)| handler == name)
+                        .map_or(1, |(_, revision)| *revision),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -457,4 +572,44 @@ impl RuntimeBuilder {
             instance: self.instance.unwrap_or_else(worker_prefix),
         })
     }
+}
+
+/// The longest allowed namespace.
+const MAX_NAMESPACE_LEN: usize = 64;
+
+/// `namespace` if it is 1 to [`MAX_NAMESPACE_LEN`] ASCII letters, digits and `. _ -`: never `@`,
+/// the separator of stored names, nor `:` or `/`, which handler names may contain.
+fn check_namespace(namespace: &str) -> Result<&str> {
+    let valid = !namespace.is_empty()
+        && namespace.len() <= MAX_NAMESPACE_LEN
+        && namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(namespace)
+    } else {
+        Err(crate::Error::Config(
+            format!(
+                "invalid namespace {namespace:?}: expected 1 to {MAX_NAMESPACE_LEN} ASCII letters, digits and `. _ -`"
+            )
+            .into(),
+        ))
+    }
+}
+
+/// A `&'static str` for a projection's stored name, which the
+/// [`ProjectionStore`](crate::ProjectionStore) API takes as `&'static str` (like the names of
+/// specs). Interned, so building runtime after runtime (as tests do) keeps one copy per name.
+fn intern(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(name) = names.get(name.as_str()) {
+        return name;
+    }
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(name);
+    name
 }

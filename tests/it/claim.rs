@@ -23,6 +23,7 @@ async fn with_subscription(db: &Db) -> SubscriptionId {
         event_type: Job::NAME.into(),
         routing_key: None,
         config: serde_json::json!({}),
+        revision: 1,
     };
     db.store.register(&[subscription]).await.unwrap()[0]
 }

@@ -195,13 +195,15 @@ async fn an_undecodable_payload_is_dead_lettered_at_once() {
         .await;
     let bad = osa_events::publish(db.pool(), &MisshapenJob { label: "x".into() })
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     osa_events::publish(db.pool(), &JobV2 { n: 9 })
         .await
         .unwrap();
     osa_events::publish(db.pool(), &Job { n: 1 }).await.unwrap();
-    eventually(WAIT, "two dead letters and the good job done", || async {
-        db.deliveries(Some("dead")).await == 2 && db.deliveries(None).await == 2
+    // The newer version is not dead: it waits for newer code (tests/it/versions.rs).
+    eventually(WAIT, "one dead letter and the good job done", || async {
+        db.deliveries(Some("dead")).await == 1 && db.deliveries(None).await == 2
     })
     .await;
     running.stop().await;
@@ -227,12 +229,10 @@ async fn an_undecodable_payload_is_dead_lettered_at_once() {
         "keeps the serde error: {}",
         dead[0].1
     );
-    assert!(
-        dead[1]
-            .1
-            .contains("version 2 of `test.failures.job` is unknown"),
-        "{}",
-        dead[1].1
+    assert_eq!(
+        dead.len(),
+        1,
+        "a newer version is not a dead letter: {dead:?}"
     );
 }
 

@@ -3,6 +3,7 @@
 //! when `DATABASE_URL` is unset.
 
 mod claim;
+mod commit_order;
 mod contract;
 mod failures;
 mod heartbeat;
@@ -14,3 +15,4 @@ mod reliability;
 mod runtime;
 mod support;
 mod transactional;
+mod versions;

@@ -170,7 +170,7 @@ async fn lead_through_pgbouncer(
     assert!(
         checkpoint
             .as_ref()
-            .is_none_or(|(position, xid)| *position == 0 && xid == "0"),
+            .is_none_or(|(position, commit_seq)| *position == 0 && *commit_seq == 0),
         "the checkpoint moved: {checkpoint:?}"
     );
     Some(error)
@@ -224,9 +224,9 @@ async fn pin_session(bouncer: &PgBouncer, pid: i32) -> Vec<PgConnection> {
     panic!("no transaction through pgbouncer ran on session {pid} (they ran on {seen:?})");
 }
 
-/// `(position, commit_xid)` of [`PROJECTION`]'s checkpoint, if it has one.
-async fn checkpoint(pool: &PgPool) -> Option<(i64, String)> {
-    sqlx::query_as("select position, commit_xid::text from osa_events.checkpoints where name = $1")
+/// `(position, commit_seq)` of [`PROJECTION`]'s checkpoint, if it has one.
+async fn checkpoint(pool: &PgPool) -> Option<(i64, i64)> {
+    sqlx::query_as("select position, commit_seq from osa_events.checkpoints where name = $1")
         .bind(PROJECTION)
         .fetch_optional(pool)
         .await

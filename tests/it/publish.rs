@@ -20,6 +20,7 @@ fn subscription(name: &str, routing_key: Option<&str>) -> Subscription {
         event_type: Record::NAME.to_owned(),
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({}),
+        revision: 1,
     }
 }
 
@@ -65,9 +66,12 @@ async fn commit_publishes_once_with_its_payload() {
         .await
         .unwrap();
     let mut tx = db.pool().begin().await.unwrap();
-    let id = osa_events::publish(&mut *tx, &Record { n: 7 })
+    let published = osa_events::publish(&mut *tx, &Record { n: 7 })
         .await
         .unwrap();
+    assert!(published.is_new);
+    assert_eq!(published.deliveries, 1, "one subscription, one delivery");
+    let id = published.id;
     tx.commit().await.unwrap();
     let (event_type, version, payload): (String, i32, serde_json::Value) = sqlx::query_as(
         "select event_type, event_version, payload from osa_events.events where id = $1",
@@ -94,14 +98,16 @@ async fn publishing_an_existing_id_is_a_noop() {
     assert_eq!(
         osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
             .await
-            .unwrap(),
+            .unwrap()
+            .events,
         1
     );
     assert_eq!(
         osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
             .await
             .unwrap(),
-        0
+        osa_events::publish_batch(db.pool(), &[]).await.unwrap(),
+        "a repeated id writes nothing: no event, no delivery"
     );
     // Twice within one batch, too.
     let twin = Outgoing::new(&Record { n: 2 })
@@ -110,7 +116,8 @@ async fn publishing_an_existing_id_is_a_noop() {
     assert_eq!(
         osa_events::publish_batch(db.pool(), &[twin.clone(), twin])
             .await
-            .unwrap(),
+            .unwrap()
+            .events,
         1
     );
     assert_eq!(events(&db).await, 2);
@@ -129,7 +136,10 @@ async fn batch_publish_writes_every_event_in_one_call() {
         .collect();
     let mut tx = db.pool().begin().await.unwrap();
     assert_eq!(
-        osa_events::publish_batch(&mut *tx, &batch).await.unwrap(),
+        osa_events::publish_batch(&mut *tx, &batch)
+            .await
+            .unwrap()
+            .events,
         500
     );
     tx.commit().await.unwrap();
@@ -290,4 +300,106 @@ async fn an_oversized_payload_is_rejected_before_anything_is_written() {
     assert!(
         Outgoing::with_max_payload_bytes(&big, 2 * osa_events::DEFAULT_MAX_PAYLOAD_BYTES).is_ok()
     );
+}
+
+/// Issue #12 item 17: a publish says what it created, so "no handler subscribed yet" is visible
+/// to the caller instead of a silent `Ok`.
+#[tokio::test]
+async fn a_publish_reports_the_deliveries_it_created() {
+    let db = Db::new().await;
+    let before_any_handler = osa_events::publish(db.pool(), &Record { n: 1 })
+        .await
+        .unwrap();
+    assert!(before_any_handler.is_new);
+    assert_eq!(before_any_handler.deliveries, 0);
+    assert!(before_any_handler.reached_no_handler());
+
+    db.store
+        .register(&[
+            subscription("all", None),
+            subscription("vector", Some("vector")),
+        ])
+        .await
+        .unwrap();
+    let plain = osa_events::publish(db.pool(), &Record { n: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.deliveries, 1,
+        "only the subscription with no routing key"
+    );
+    let routed = osa_events::publish_routed(db.pool(), "vector", &Record { n: 3 })
+        .await
+        .unwrap();
+    assert_eq!(routed.deliveries, 2, "both subscriptions");
+    assert!(!routed.reached_no_handler());
+
+    let batch: Vec<Outgoing> = (0..3)
+        .map(|n| {
+            Outgoing::new(&Record { n })
+                .unwrap()
+                .with_routing_key("vector")
+        })
+        .collect();
+    let published = osa_events::publish_batch(db.pool(), &batch).await.unwrap();
+    assert_eq!((published.events, published.deliveries), (3, 6));
+    let again = osa_events::publish_batch(db.pool(), &batch).await.unwrap();
+    assert_eq!(
+        (again.events, again.deliveries),
+        (0, 0),
+        "repeated ids create nothing"
+    );
+    assert!(!again.reached_no_handler(), "nothing new was written");
+}
+
+/// Issue #12 item 15: deleting events or subscriptions never deletes their open work or dead
+/// letters (the foreign keys used to cascade); it is refused, naming what is in the way.
+#[tokio::test]
+async fn deleting_events_or_subscriptions_with_deliveries_is_refused() {
+    let db = Db::new().await;
+    let ids = db
+        .store
+        .register(&[subscription("all", None)])
+        .await
+        .unwrap();
+    osa_events::publish(db.pool(), &Record { n: 1 })
+        .await
+        .unwrap();
+    sqlx::query("update osa_events.deliveries set status = 'dead'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    for statement in [
+        "delete from osa_events.events",
+        "delete from osa_events.subscriptions",
+        "truncate osa_events.events",
+        "truncate osa_events.subscriptions",
+    ] {
+        let refused = sqlx::query(statement)
+            .execute(db.pool())
+            .await
+            .expect_err(statement)
+            .to_string();
+        assert!(
+            refused.contains("cannot") && refused.contains("deliveries"),
+            "{statement}: {refused}"
+        );
+    }
+    assert_eq!(
+        deliveries_of(&db, ids[0]).await,
+        1,
+        "the dead letter is kept"
+    );
+    assert_eq!(events(&db).await, 1);
+
+    // Once its work is gone (completed, or deleted on purpose), an event can be deleted.
+    sqlx::query("delete from osa_events.deliveries")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("delete from osa_events.events")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(events(&db).await, 0);
 }

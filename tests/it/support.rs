@@ -45,6 +45,17 @@ impl Db {
         self.store.pool()
     }
 
+    /// A url of this database, for another pool or process (the admin url's server and user).
+    pub(crate) async fn url(&self) -> String {
+        let name: String = sqlx::query_scalar("select current_database()")
+            .fetch_one(self.pool())
+            .await
+            .expect("name the database");
+        let admin = osa_events_testing::pg::require_database_url().expect("an admin url");
+        let (base, _) = admin.rsplit_once('/').expect("a url with a database name");
+        format!("{base}/{name}")
+    }
+
     /// Counts rows of `osa_events.deliveries` in `status` (all statuses when `None`).
     pub(crate) async fn deliveries(&self, status: Option<&str>) -> i64 {
         sqlx::query_scalar(

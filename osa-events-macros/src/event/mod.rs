@@ -3,6 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::DeriveInput;
+use syn::spanned::Spanned;
 
 use crate::diag::Errors;
 
@@ -36,14 +37,49 @@ fn implementation(ident: &syn::Ident, attrs: &attrs::EventAttrs) -> TokenStream 
         None => quote!(""),
     };
     let version = attrs.version;
-    // Spanned on the type: a type that is not serde-serializable is reported there, by the
-    // compiler, through the trait's supertraits.
-    quote_spanned! {ident.span()=>
+    let Some(previous) = &attrs.previous else {
+        // Spanned on the type: a type that is not serde-serializable is reported there, by the
+        // compiler, through the trait's supertraits.
+        return quote_spanned! {ident.span()=>
+            #[automatically_derived]
+            impl ::osa_events::__private::Event for #ident {
+                const NAME: &'static str = #name;
+                const VERSION: u32 = #version;
+            }
+        };
+    };
+    // One `const` holds everything about the previous version, spanned on its type: a type that
+    // is not an `Event`, a missing `From`, another name or a version that is not lower are each
+    // reported once, there; the methods only call what it holds.
+    let previous = quote_spanned! {previous.span()=>
+        const PREVIOUS: ::osa_events::__private::Previous<#ident> =
+            ::osa_events::__private::previous::<#ident, #previous>();
+    };
+    let implementation = quote_spanned! {ident.span()=>
         #[automatically_derived]
         impl ::osa_events::__private::Event for #ident {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;
+
+            fn decode_version(
+                version: u32,
+                payload: &str,
+            ) -> ::core::option::Option<
+                ::core::result::Result<Self, ::osa_events::__private::PayloadError>,
+            > {
+                PREVIOUS.decode_version(version, payload)
+            }
+
+            fn accepted_versions() -> ::std::vec::Vec<u32> {
+                PREVIOUS.accepted_versions()
+            }
         }
+    };
+    quote! {
+        const _: () = {
+            #previous
+            #implementation
+        };
     }
 }
 
@@ -86,8 +122,76 @@ mod tests {
             struct E;
         ));
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].contains("did you mean `version`? expected `name` or `version`"));
+        assert!(
+            errors[0]
+                .contains("did you mean `version`? expected one of `name`, `version`, `previous`")
+        );
         assert!(errors[1].contains("an event needs a stable name"));
+    }
+
+    #[test]
+    fn previous_implements_upcasting_and_checks_the_chain() {
+        let output = expand(quote!(
+            #[event(name = "order.placed", version = 2, previous = v1::OrderPlaced)]
+            struct OrderPlaced;
+        ))
+        .to_string();
+        assert!(!output.contains("compile_error"), "{output}");
+        assert!(
+            output.contains(
+                ":: osa_events :: __private :: previous :: < OrderPlaced , v1 :: OrderPlaced > ()"
+            ),
+            "{output}"
+        );
+        assert!(
+            output.contains("PREVIOUS . decode_version (version , payload)"),
+            "{output}"
+        );
+        assert!(
+            output.contains("PREVIOUS . accepted_versions ()"),
+            "{output}"
+        );
+    }
+
+    #[test]
+    fn without_previous_only_the_current_version_is_accepted() {
+        let output = expand(quote!(
+            #[event(name = "order.placed", version = 2)]
+            struct OrderPlaced;
+        ))
+        .to_string();
+        assert!(!output.contains("PREVIOUS"), "{output}");
+        assert!(!output.contains("decode_version"), "{output}");
+    }
+
+    #[test]
+    fn previous_is_a_type_given_once() {
+        let errors = messages(quote!(
+            #[event(name = "order.placed", version = 3, previous = V1, previous = V2)]
+            struct OrderPlaced;
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`previous` specified more than once"),
+            "{errors:?}"
+        );
+
+        let errors = messages(quote!(
+            #[event(name = "order.placed", version = 2, previous = "V1")]
+            struct OrderPlaced;
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`previous` takes the type of the event's previous version"),
+            "{errors:?}"
+        );
+
+        let errors = messages(quote!(
+            #[event(name = "order.placed", version = 2, previos = V1)]
+            struct OrderPlaced;
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("did you mean `previous`?"), "{errors:?}");
     }
 
     #[test]

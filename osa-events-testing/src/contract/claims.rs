@@ -325,6 +325,46 @@ pub async fn release_gives_back_the_attempt_and_makes_the_delivery_due_now<S: St
     assert_eq!(again.attempt, 1, "the released attempt was not counted");
 }
 
+/// A deferral makes the delivery pending, keeps its reason, gives the attempt back, and is not due
+/// before its delay ends; the old holder's token no longer defers it.
+pub async fn defer_gives_back_the_attempt_and_delays_the_next_claim<S: StoreUnderTest>(
+    subject: &S,
+) {
+    let subscription = subscribe(subject, "deferred", None).await;
+    publish_jobs(subject, 1).await;
+    let held = claim_one(subject, subscription, LONG).await;
+    let deferral = Failure {
+        fence: held.fence,
+        error: "version 2 is newer than this handler's 1".into(),
+        retry_in: Some(Duration::from_millis(400)),
+    };
+    let store = subject.store();
+    let deferred = std::slice::from_ref(&deferral);
+    assert_eq!(store.defer(subscription, deferred).await.unwrap(), 1);
+    assert_eq!(
+        store.defer(subscription, deferred).await.unwrap(),
+        0,
+        "a deferred claim is no longer held"
+    );
+    let rows = subject.rows(subscription).await;
+    assert_eq!(
+        (
+            rows[0].status,
+            rows[0].attempts,
+            rows[0].last_error.as_deref()
+        ),
+        (DeliveryStatus::Pending, 0, Some(deferral.error.as_str()))
+    );
+    assert!(
+        claim(subject, subscription, 1, LONG).await.is_empty(),
+        "not due during its delay"
+    );
+    subject.pass(Duration::from_millis(500)).await;
+    let again = claim_one(subject, subscription, LONG).await;
+    assert_eq!(again.fence.position, held.fence.position);
+    assert_eq!(again.attempt, 1, "the deferred attempt was not counted");
+}
+
 /// A completed delivery is removed: not claimable, not in the table; its event stays logged.
 pub async fn completed_deliveries_are_gone<S: StoreUnderTest>(subject: &S) {
     let subscription = subscribe(subject, "completed", None).await;

@@ -42,6 +42,7 @@ mod claims;
 mod fences;
 mod projections;
 mod publish;
+mod registration;
 mod subjects;
 
 pub use claims::{
@@ -50,7 +51,8 @@ pub use claims::{
     backoff_delays_the_next_claim, batch_writes_touch_only_their_own_fences,
     claims_come_in_run_at_then_position_order, claims_never_overlap_under_concurrency,
     complete_and_claim_completes_then_claims, completed_deliveries_are_gone,
-    dead_deliveries_keep_their_error_and_are_never_claimed, every_claim_gets_a_fresh_token,
+    dead_deliveries_keep_their_error_and_are_never_claimed,
+    defer_gives_back_the_attempt_and_delays_the_next_claim, every_claim_gets_a_fresh_token,
     extending_a_claim_keeps_it_from_expiring,
     release_gives_back_the_attempt_and_makes_the_delivery_due_now,
 };
@@ -71,6 +73,10 @@ pub use publish::{
     other_event_types_are_not_delivered, positions_follow_publish_order,
     publish_wakes_listening_workers, publishing_an_existing_id_is_a_noop,
     routing_keys_select_subscriptions, subscriptions_are_upserted_by_name_with_stable_ids,
+};
+pub use registration::{
+    a_conflicting_registration_is_refused_and_changes_nothing,
+    a_higher_revision_repoints_and_a_lower_one_cannot_revert,
 };
 pub use subjects::{MemoryUnderTest, PgUnderTest};
 
@@ -149,6 +155,7 @@ macro_rules! store_contract_tests {
             backoff_delays_the_next_claim,
             dead_deliveries_keep_their_error_and_are_never_claimed,
             release_gives_back_the_attempt_and_makes_the_delivery_due_now,
+            defer_gives_back_the_attempt_and_delays_the_next_claim,
             completed_deliveries_are_gone,
             batch_writes_touch_only_their_own_fences,
             complete_and_claim_completes_then_claims,
@@ -159,6 +166,8 @@ macro_rules! store_contract_tests {
             writes_need_a_claimed_delivery,
             fences_belong_to_their_subscription,
             subscriptions_are_upserted_by_name_with_stable_ids,
+            a_conflicting_registration_is_refused_and_changes_nothing,
+            a_higher_revision_repoints_and_a_lower_one_cannot_revert,
             publishing_an_existing_id_is_a_noop,
             positions_follow_publish_order,
             each_subscription_gets_its_own_delivery,
@@ -221,6 +230,7 @@ async fn subscribe<S: StoreUnderTest>(
         event_type: Job::NAME.to_owned(),
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({ "rule": name }),
+        revision: 1,
     };
     let ids = subject
         .store()

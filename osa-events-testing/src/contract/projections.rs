@@ -240,7 +240,7 @@ pub async fn an_uncommitted_batch_leaves_the_checkpoint<S: StoreUnderTest>(subje
         .expect("commit");
     let committed = status(subject).await;
     assert_eq!(committed.position, to.position);
-    assert_eq!(committed.commit_xid, to.commit_xid);
+    assert_eq!(committed.commit_seq, to.commit_seq);
     assert_eq!(committed.last_error, None, "a commit clears the last error");
 }
 

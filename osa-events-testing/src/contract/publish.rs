@@ -8,13 +8,15 @@ use super::{
     Job, LONG, Other, StoreUnderTest, claim, outgoing, positions, publish_jobs, subscribe,
 };
 
-/// Registration upserts by name: a known name keeps its id and takes the new filter.
+/// Registration upserts by name: a known name keeps its id, and takes a new filter when
+/// re-pointed at a higher revision (see the registration rules).
 pub async fn subscriptions_are_upserted_by_name_with_stable_ids<S: StoreUnderTest>(subject: &S) {
     let named = |name: &str, routing_key: Option<&str>| Subscription {
         name: name.to_owned(),
         event_type: Job::NAME.to_owned(),
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({}),
+        revision: if routing_key.is_some() { 2 } else { 1 },
     };
     let store = subject.store();
     let ids = store

@@ -121,6 +121,7 @@ impl StoreUnderTest for PgUnderTest {
         osa_events::publish_batch(self.store.pool(), batch)
             .await
             .expect("publish to PostgreSQL")
+            .events
     }
 
     async fn pass(&self, duration: Duration) {

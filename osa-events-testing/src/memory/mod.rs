@@ -27,7 +27,9 @@ use state::Tables;
 /// It keeps the same three tables in the same way, and passes the same contract suite
 /// ([`contract`](crate::contract)):
 ///
-/// - **Subscriptions** are upserted by name; a name keeps its id across registrations.
+/// - **Subscriptions** are registered by name; a name keeps its id across registrations, and its
+///   event type and routing key unless re-pointed at a higher revision (the rule of
+///   [`Subscription::reconcile`], as in `PgStore`).
 /// - **Publishing** logs each event once per id (ids are idempotency keys), in publish order, and
 ///   at once creates one delivery per subscription of its event type whose routing-key filter is
 ///   unset or equal to its key. A subscription registered later does not receive earlier events.
@@ -72,6 +74,7 @@ use state::Tables;
 ///     event_type: "record.published".into(),
 ///     routing_key: None,
 ///     config: serde_json::json!({}),
+///     revision: 1,
 /// }]).await?;
 /// store.publish(&RecordPublished { srn: "srn:1".into() })?;
 ///
@@ -298,7 +301,7 @@ impl Store for InMemoryStore {
         &'a self,
         subscriptions: &'a [Subscription],
     ) -> BoxFuture<'a, Result<Vec<SubscriptionId>>> {
-        Box::pin(async move { Ok(self.tables().register(subscriptions)) })
+        Box::pin(async move { self.tables().register(subscriptions) })
     }
 
     fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>> {
@@ -363,6 +366,17 @@ impl Store for InMemoryStore {
         Box::pin(async move {
             let now = self.now();
             Ok(self.tables().release(subscription, claims, now))
+        })
+    }
+
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let now = self.now();
+            Ok(self.tables().defer(subscription, deferred, now))
         })
     }
 

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use osa_events::{ClaimRequest, Delivery, Failure, Fence, Subscription, SubscriptionId};
+use osa_events::{
+    ClaimRequest, Delivery, Failure, Fence, Reconcile, Result, Subscription, SubscriptionId,
+};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -38,7 +40,7 @@ struct LoggedEvent {
     raw: RawEvent,
     published_at: SystemTime,
     /// The publish that logged it (all events of one publish share it), as PostgreSQL's
-    /// `commit_xid`: publishes are atomic and in order here, so it grows with the position.
+    /// `commit_seq`: publishes are atomic and in order here, so it grows with the position.
     commit: u64,
 }
 
@@ -117,24 +119,50 @@ fn held(
 }
 
 impl Tables {
-    /// Upserts by name: a known name keeps its id and takes the new type, filter and config.
-    pub(super) fn register(&mut self, subscriptions: &[Subscription]) -> Vec<SubscriptionId> {
-        let mut by_name: HashMap<String, SubscriptionId> = self
-            .subscriptions
-            .iter()
-            .map(|(id, subscription)| (subscription.name.clone(), *id))
-            .collect();
-        subscriptions
-            .iter()
-            .map(|subscription| {
-                let id = *by_name.entry(subscription.name.clone()).or_insert_with(|| {
-                    let last = self.subscriptions.keys().next_back().map_or(0, |id| id.0);
-                    SubscriptionId(last + 1)
-                });
-                self.subscriptions.insert(id, subscription.clone());
-                id
-            })
-            .collect()
+    /// Registers by name, by the rule of [`Subscription::reconcile`]: a known name keeps its id,
+    /// and is re-pointed only at a higher revision. All or nothing: on a conflict, nothing changes.
+    pub(super) fn register(
+        &mut self,
+        subscriptions: &[Subscription],
+    ) -> Result<Vec<SubscriptionId>> {
+        let mut staged = self.subscriptions.clone();
+        let mut ids = Vec::with_capacity(subscriptions.len());
+        for subscription in subscriptions {
+            let known = staged
+                .iter()
+                .find(|(_, stored)| stored.name == subscription.name)
+                .map(|(id, stored)| (*id, stored.clone()));
+            let id = match known {
+                None => {
+                    let last = staged.keys().next_back().map_or(0, |id| id.0);
+                    let id = SubscriptionId(last + 1);
+                    staged.insert(id, subscription.clone());
+                    id
+                }
+                Some((id, stored)) => {
+                    match subscription.reconcile(&stored)? {
+                        Reconcile::Keep => {}
+                        Reconcile::Update => {
+                            staged.insert(
+                                id,
+                                Subscription {
+                                    config: subscription.config.clone(),
+                                    revision: subscription.revision,
+                                    ..stored
+                                },
+                            );
+                        }
+                        Reconcile::Repoint => {
+                            staged.insert(id, subscription.clone());
+                        }
+                    }
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        self.subscriptions = staged;
+        Ok(ids)
     }
 
     /// Appends the new events in order and fans each out to the subscriptions of its type whose
@@ -329,6 +357,37 @@ impl Tables {
             }
         }
         released
+    }
+
+    /// Gives held claims back: pending after each delay, with the reason kept and the attempt
+    /// given back.
+    pub(super) fn defer(
+        &mut self,
+        subscription: SubscriptionId,
+        deferred: &[Failure],
+        now: Instant,
+    ) -> u64 {
+        let mut done = 0;
+        for failure in deferred {
+            let Some(row) = held(&mut self.deliveries, subscription, failure.fence) else {
+                continue;
+            };
+            let run_at = later(now, failure.retry_in.unwrap_or_default());
+            let key = (subscription, failure.fence.position);
+            reschedule(
+                &mut self.claimable,
+                key,
+                row,
+                DeliveryStatus::Pending,
+                run_at,
+            );
+            row.attempts = row.attempts.saturating_sub(1);
+            row.last_error = Some(failure.error.clone());
+            row.claim_token = None;
+            row.claimed_by = None;
+            done += 1;
+        }
+        done
     }
 
     /// Every row of `subscription`, by position.

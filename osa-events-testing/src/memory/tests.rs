@@ -20,6 +20,7 @@ async fn subscribed(store: &InMemoryStore, name: &str) -> SubscriptionId {
         event_type: Job::NAME.to_owned(),
         routing_key: None,
         config: serde_json::json!({}),
+        revision: 1,
     };
     store.register(&[subscription]).await.unwrap()[0]
 }

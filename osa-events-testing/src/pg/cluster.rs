@@ -125,6 +125,12 @@ impl ThrowawayCluster {
         self.port
     }
 
+    /// The path of PostgreSQL's program `name` (`pg_dump`, `psql`, …) from the installation that
+    /// runs this cluster, so client tools match the server's version.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.pg_ctl.with_file_name(name)
+    }
+
     /// The temporary directory holding the cluster's data (`data/`), its log (`server.log`) and
     /// its unix socket. It is removed on drop.
     pub fn dir(&self) -> &Path {

@@ -316,6 +316,32 @@ impl Model {
         }
     }
 
+    /// Deferred claims are pending after their delay, their attempts given back.
+    pub(super) fn on_defer(&mut self, deferred: &[Failure], written: u64) {
+        let now = self.clock.now();
+        let mut accepted = 0u64;
+        for failure in deferred {
+            let p = failure.fence.position;
+            if self.current_claim(&failure.fence).is_some() {
+                accepted += 1;
+                self.claims.remove(&p);
+                self.not_before
+                    .insert(p, now + failure.retry_in.unwrap_or_default());
+                if let Some(attempts) = self.attempts.get_mut(&p) {
+                    *attempts = attempts.saturating_sub(1);
+                }
+            }
+        }
+        let fences: Vec<Fence> = deferred.iter().map(|failure| failure.fence).collect();
+        self.log(self.current, format!("defer {:?}", positions(&fences)));
+        if written != accepted {
+            self.violation(format!(
+                "the store deferred {written} of {:?}; {accepted} still held their claims",
+                positions(&fences)
+            ));
+        }
+    }
+
     /// A handler call begins; returns what it is to do.
     pub(super) fn enter(&mut self, position: i64, attempt: u32) -> (Option<usize>, Plan) {
         self.probed = true;

@@ -113,4 +113,16 @@ impl Store for Observed {
             Ok(written)
         })
     }
+
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let written = self.inner.defer(subscription, deferred).await?;
+            self.model().on_defer(deferred, written);
+            Ok(written)
+        })
+    }
 }

@@ -3,4 +3,6 @@
 
 mod harness;
 mod projections;
+mod registration;
 mod sim;
+mod versions;

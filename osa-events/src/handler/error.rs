@@ -42,6 +42,9 @@ pub struct HandlerError {
 enum Kind {
     Retry,
     Permanent,
+    /// This process cannot handle the event yet (a newer event version than its code knows):
+    /// the delivery waits for a process that can, and the attempt is not counted.
+    Deferred,
 }
 
 impl HandlerError {
@@ -59,6 +62,20 @@ impl HandlerError {
             kind: Kind::Permanent,
             source: error.into(),
         }
+    }
+
+    /// A failure of this process, not of the event: the delivery is given back with a delay and
+    /// the attempt is not counted, so it waits (never dead-lettered) for a process that can take it.
+    pub(crate) fn deferred(error: impl Into<BoxError>) -> Self {
+        Self {
+            kind: Kind::Deferred,
+            source: error.into(),
+        }
+    }
+
+    /// Whether this error defers the delivery instead of failing an attempt.
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.kind == Kind::Deferred
     }
 
     /// Whether this error dead-letters the delivery at once.

@@ -51,11 +51,16 @@ impl<E: Event> EventSet for E {
     }
 }
 
-/// Decodes `payload` as `E`; every failure is permanent.
+/// Decodes `payload`, stored as `event_version` of `event_type`, as `E`: the current version
+/// directly, an older one declared with `#[event(previous = ...)]` by upcasting.
 ///
 /// # Errors
 ///
-/// When the type name or version is not `E`'s, or serde cannot decode the payload.
+/// A permanent [`HandlerError`] when the type name is not `E`'s, the version is older than `E`
+/// and not declared, or serde cannot decode the payload. A version *newer* than `E`'s is not the
+/// event's fault but this process's (its code is older: a deploy in progress): the error defers
+/// the delivery, which is given back with a delay and no attempt counted, until a process that
+/// knows the version takes it; a projection retries its batch with backoff.
 pub fn decode_event<E: Event>(
     event_type: &str,
     event_version: i32,
@@ -67,20 +72,38 @@ pub fn decode_event<E: Event>(
             E::NAME
         )));
     }
-    if i64::from(event_version) != i64::from(E::VERSION) {
-        return Err(HandlerError::permanent(format!(
-            "version {event_version} of `{}` is unknown to this handler, which decodes version {} (as `{}`)",
+    if i64::from(event_version) > i64::from(E::VERSION) {
+        return Err(HandlerError::deferred(format!(
+            "version {event_version} of `{}` is newer than this handler's version {} (`{}`): \
+             a deploy in progress? the event waits, with no attempt counted, for code that knows it",
             E::NAME,
             E::VERSION,
             std::any::type_name::<E>(),
         )));
     }
-    serde_json::from_str(payload).map_err(|error| {
-        HandlerError::permanent(format!(
-            "the payload does not decode as `{}`: {error}",
-            std::any::type_name::<E>()
-        ))
-    })
+    let decoded = u32::try_from(event_version)
+        .ok()
+        .and_then(|version| E::decode_version(version, payload));
+    match decoded {
+        Some(Ok(event)) => Ok(event),
+        Some(Err(error)) => Err(HandlerError::permanent(format!(
+            "the payload does not decode as `{}` (version {}): {}",
+            error.type_name(),
+            error.version(),
+            error.serde_error()
+        ))),
+        None => {
+            let accepted: Vec<String> = E::accepted_versions().iter().map(u32::to_string).collect();
+            Err(HandlerError::permanent(format!(
+                "version {event_version} of `{}` is unknown to this handler, which accepts version{} {} (as `{}`); \
+                 to accept it, declare its type with `#[event(previous = ...)]`",
+                E::NAME,
+                if accepted.len() == 1 { "" } else { "s" },
+                accepted.join(", "),
+                std::any::type_name::<E>(),
+            )))
+        }
+    }
 }
 
 /// A projection's configuration: what `#[projection(...)]` declares, with defaults filled in.

@@ -23,6 +23,8 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) struct ProjectionRunner {
     pub(crate) spec: ProjectionSpec,
+    /// The name in the store: the spec's, qualified by the runtime's namespace.
+    pub(crate) name: &'static str,
     pub(crate) invoker: Arc<Invoker>,
     pub(crate) store: Arc<dyn ProjectionStore>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -50,7 +52,7 @@ impl ProjectionRunner {
         while !self.stopping.is_cancelled() {
             let attempt_started = self.clock.now();
             let attempt = tokio::select! {
-                attempt = self.store.try_lead(self.spec.name(), &self.process, FOLLOW_WAIT) => attempt,
+                attempt = self.store.try_lead(self.name, &self.process, FOLLOW_WAIT) => attempt,
                 () = self.stopping.cancelled() => break,
             };
             match attempt {
@@ -126,6 +128,10 @@ pub(crate) async fn apply_next_batch(
         .next_batch(spec.event_types(), spec.batch_size())
         .await?;
     if batch.events.is_empty() {
+        // Read past events of other types only: move the cursor, so the next read starts there.
+        if batch.advance.to != batch.advance.from {
+            leadership.commit(batch.advance, batch.transaction).await?;
+        }
         return Ok(0);
     }
     for event in &mut batch.events {

@@ -9,9 +9,10 @@
 //!   holder is gone (for PostgreSQL: the session that holds the advisory lock ends), or the store
 //!   deposes it; once lost, every call through it fails and writes nothing.
 //! - **Order.** [`Leadership::next_batch`] reads the events of the projection's types after its
-//!   checkpoint, in a stable order in which no event can ever appear before the checkpoint once
-//!   the checkpoint has passed it (for PostgreSQL: `(commit_xid, position)` below the snapshot's
-//!   `xmin`, see `pg/read.rs`).
+//!   checkpoint, in commit order: an event never comes before one whose effects its publishing
+//!   transaction could see, and no event can ever appear before the checkpoint once the
+//!   checkpoint has passed it (for PostgreSQL: `(commit seq, position)` up to the commit
+//!   high-water mark, see `pg/read.rs`).
 //! - **Atomic checkpoints.** [`Leadership::commit`] saves the batch's new checkpoint together
 //!   with the batch's effects when they go through the batch's transaction (PostgreSQL), and only
 //!   while the leadership holds. A batch that is not committed leaves the checkpoint where it was.
@@ -28,13 +29,17 @@ use crate::store::Delivery;
 /// A transaction of the PostgreSQL store, which a batch's `Tx` writes through.
 pub type PgTransaction = Transaction<'static, Postgres>;
 
-/// Where a projection stands: the sort key of the last event it applied, `(0, 0)` before the
-/// first. Events are read in `(commit_xid, position)` order.
+/// Where a projection stands: the sort key of the last event it read, `(0, 0)` before the first.
+/// Events are read in `(commit_seq, position)` order, the log's commit order.
+///
+/// The last event read may be of a type the projection does not read: a batch that reaches the end
+/// of what is settled moves the checkpoint there, so the next read does not scan those events
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Checkpoint {
-    /// The id of the transaction that published the event (PostgreSQL's `xid8`; the in-memory
-    /// store numbers its publishes).
-    pub commit_xid: u64,
+    /// The commit number of the transaction that published the event: publishing transactions
+    /// are numbered as they commit (the in-memory store numbers its publishes).
+    pub commit_seq: u64,
     /// The event's position in the log.
     pub position: i64,
 }
@@ -44,8 +49,14 @@ pub struct Checkpoint {
 pub enum ResetTo {
     /// Before the first event: the projection applies the whole log again.
     Beginning,
-    /// Just after the event at this position: the projection applies what follows it.
+    /// Just after the event at this position in the log's commit order: the projection applies
+    /// what follows it in that order (events of transactions that committed later, and the
+    /// later events of the same transaction), which on PostgreSQL may include events at lower
+    /// positions whose transactions committed after this one's.
     AfterPosition(i64),
+    /// After the last event committed so far: the projection applies only what commits from now
+    /// on (on PostgreSQL, "so far" is what the reset's transaction sees).
+    End,
 }
 
 /// A projection's state, from [`ProjectionStore::status`].
@@ -54,10 +65,11 @@ pub enum ResetTo {
 pub struct ProjectionStatus {
     /// The projection's name.
     pub name: String,
-    /// The position of the last applied event (0 before the first).
+    /// The position of the last event read (0 before the first): the last applied one, or a later
+    /// one of another type that the projection read past.
     pub position: i64,
-    /// The publishing transaction id of the last applied event.
-    pub commit_xid: u64,
+    /// The commit number of the transaction of the event at [`position`](Self::position).
+    pub commit_seq: u64,
     /// Events of its types not applied yet (committed ones only).
     pub lag: i64,
     /// The runtime instance that leads it (`host:pid` unless
@@ -76,7 +88,7 @@ impl ProjectionStatus {
         Self {
             name: name.to_owned(),
             position: 0,
-            commit_xid: 0,
+            commit_seq: 0,
             lag,
             leader: None,
             last_error: None,

@@ -34,6 +34,53 @@ pub struct Subscription {
     pub routing_key: Option<String>,
     /// A JSON snapshot of the handler's configuration, for operators.
     pub config: serde_json::Value,
+    /// The revision of what the subscription receives (its event type and routing key); 1
+    /// unless re-pointed with [`RuntimeBuilder::repoint`](crate::RuntimeBuilder::repoint).
+    pub revision: u32,
+}
+
+/// What registering a [`Subscription`] does to the stored one of the same name, from
+/// [`Subscription::reconcile`]: the rule every [`Store::register`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    /// Same event type and routing key at a lower revision: leave the stored row as it is (a
+    /// newer deployment wrote it).
+    Keep,
+    /// Same event type and routing key at the same or a higher revision: store the new config
+    /// snapshot and revision.
+    Update,
+    /// Another event type or routing key at a higher revision: re-point the subscription (event
+    /// type, routing key, config and revision). Its open deliveries stay.
+    Repoint,
+}
+
+impl Subscription {
+    /// Decides what registering `self` does to `stored`, the subscription of the same name
+    /// already in the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) when `self` has another
+    /// event type or routing key than `stored` without a higher revision.
+    pub fn reconcile(&self, stored: &Subscription) -> Result<Reconcile> {
+        let same = self.event_type == stored.event_type && self.routing_key == stored.routing_key;
+        match (same, self.revision.cmp(&stored.revision)) {
+            (true, std::cmp::Ordering::Less) => Ok(Reconcile::Keep),
+            (true, _) => Ok(Reconcile::Update),
+            (false, std::cmp::Ordering::Greater) => Ok(Reconcile::Repoint),
+            (false, _) => Err(crate::Error::SubscriptionConflict(Box::new(
+                crate::SubscriptionConflict {
+                    handler: self.name.clone(),
+                    stored_event_type: stored.event_type.clone(),
+                    stored_routing_key: stored.routing_key.clone(),
+                    stored_revision: stored.revision,
+                    event_type: self.event_type.clone(),
+                    routing_key: self.routing_key.clone(),
+                    revision: self.revision,
+                },
+            ))),
+        }
+    }
 }
 
 /// A request to claim due deliveries of one subscription.
@@ -101,6 +148,13 @@ pub struct Failure {
 /// token still matches, returning how many it changed.
 pub trait Store: Send + Sync + 'static {
     /// Creates or updates the subscriptions (by name) and returns their ids, in the same order.
+    ///
+    /// A stored subscription keeps its event type and routing key unless the new one comes with
+    /// a higher revision (then it is re-pointed, and the higher revision stored). The same event
+    /// type and routing key register at any revision: at a lower one the stored row is left as it
+    /// is. Anything else is a conflict: the store changes nothing, for any of `subscriptions`, and
+    /// fails with [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) naming the
+    /// first one.
     fn register<'a>(
         &'a self,
         subscriptions: &'a [Subscription],
@@ -156,6 +210,30 @@ pub trait Store: Send + Sync + 'static {
         subscription: SubscriptionId,
         claims: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Gives held claims back unfinished, with the attempt not counted, due again after each
+    /// failure's `retry_in` (due now when `None`) and with its `error` kept as the delivery's last
+    /// error: for work this process cannot do yet (an event version newer than its code), which
+    /// should neither use up the delivery's retries nor be claimed again at once.
+    ///
+    /// The default records the deferrals as retryable failures with [`fail`](Self::fail), which
+    /// counts the attempts: stores should override it.
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let retries: Vec<Failure> = deferred
+                .iter()
+                .map(|failure| Failure {
+                    retry_in: Some(failure.retry_in.unwrap_or_default()),
+                    ..failure.clone()
+                })
+                .collect();
+            self.fail(subscription, &retries).await
+        })
+    }
 
     /// A source of wake-ups: a hint that a subscription may have new work. `None` when the store
     /// has none; workers then rely on polling alone. Hints may be lost; polling is the safety net.

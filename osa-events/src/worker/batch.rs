@@ -85,9 +85,13 @@ impl Worker {
 
         let mut completed = Vec::new();
         let mut unfinished = Vec::new();
+        let mut deferred = Vec::new();
         for (delivery, outcome) in runnable.iter().zip(outcomes) {
             match outcome {
                 Some(Outcome::Succeeded) => completed.push(delivery.fence),
+                Some(Outcome::Failed(error)) if error.is_deferred() => {
+                    deferred.push(self.deferral(delivery, &error, jitter))
+                }
                 Some(Outcome::Failed(error)) => {
                     failures.push(self.failure(delivery, &error, jitter))
                 }
@@ -96,6 +100,8 @@ impl Worker {
             }
         }
         self.write_failures(&failures).await;
+        self.write_deferrals(&deferred).await;
+        failures.extend(deferred);
         match ended {
             Ended::Finished => {}
             Ended::Aborted => self.release(&unfinished).await,
@@ -145,6 +151,22 @@ impl Worker {
         }
     }
 
+    /// A delivery this process cannot take yet: due again after the first retry delay, with the
+    /// attempt not counted, however many attempts it has had.
+    fn deferral(&self, delivery: &Delivery, error: &HandlerError, jitter: &mut Jitter) -> Failure {
+        let delay = backoff::delay(self.spec.backoff_base(), self.spec.backoff_cap(), 1, jitter);
+        let message = format!(
+            "`{}` event {} (position {}), not attempted: {}",
+            delivery.event_type, delivery.event_id, delivery.fence.position, error
+        );
+        tracing::warn!(handler = self.spec.name(), retry_in = ?delay, "{message}");
+        Failure {
+            fence: delivery.fence,
+            error: message,
+            retry_in: Some(delay),
+        }
+    }
+
     fn exhausted(&self, delivery: &Delivery) -> Failure {
         let message = format!(
             "`{}` event {} (position {}): gave up at claim {} of at most {}: earlier claims expired \
@@ -185,6 +207,19 @@ impl Worker {
                 handler = self.spec.name(),
                 refused = sent as u64 - written,
                 "completions refused: those claims had expired and were taken over; the events may be handled twice"
+            );
+        }
+    }
+
+    async fn write_deferrals(&self, deferred: &[Failure]) {
+        if deferred.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.defer(self.subscription, deferred).await {
+            tracing::warn!(
+                handler = self.spec.name(),
+                %error,
+                "cannot give back deferred deliveries; the claims will expire and count as failed attempts"
             );
         }
     }

@@ -36,6 +36,8 @@ pub struct Stepper {
 
 struct SteppedProjection {
     spec: ProjectionSpec,
+    /// The name in the store: the spec's, qualified by the runtime's namespace.
+    stored_name: &'static str,
     invoker: Arc<Invoker>,
     /// Taken at the first [`Stepper::project`], kept until the store fails.
     leadership: Option<Box<dyn Leadership>>,
@@ -84,7 +86,7 @@ impl Stepper {
         clock: Arc<dyn Clock>,
         instance: String,
         handlers: Vec<(HandlerSpec, Arc<Invoker>, SubscriptionId)>,
-        projections: Vec<(ProjectionSpec, Arc<Invoker>)>,
+        projections: Vec<(ProjectionSpec, &'static str, Arc<Invoker>)>,
         jitter_seed: u64,
     ) -> Self {
         let handlers = handlers
@@ -98,8 +100,9 @@ impl Stepper {
             .collect();
         let projections = projections
             .into_iter()
-            .map(|(spec, invoker)| SteppedProjection {
+            .map(|(spec, stored_name, invoker)| SteppedProjection {
                 spec,
+                stored_name,
                 invoker,
                 leadership: None,
                 failures: 0,
@@ -149,7 +152,11 @@ impl Stepper {
         let spec = projection.spec;
         if projection.leadership.is_none() {
             projection.leadership = store
-                .try_lead(spec.name(), &self.instance, std::time::Duration::ZERO)
+                .try_lead(
+                    projection.stored_name,
+                    &self.instance,
+                    std::time::Duration::ZERO,
+                )
                 .await?;
         }
         let Some(leadership) = projection.leadership.as_mut() else {

@@ -11,6 +11,8 @@
 //! - `chaos.heartbeat` is `chaos.slow` with 1 s claims and batches of 4, so that heartbeats run
 //!   between the per-event commits of one batch.
 //! - `chaos.poison` succeeds, fails, panics or hangs as its event says.
+//! - `chaos.deploy` receives only items routed `blue`: the "old version" of the deploy test,
+//!   whose "new version" (routed `green`, the same name) runs in the test process.
 
 use std::time::Duration;
 
@@ -60,6 +62,19 @@ async fn ledger(item: Item, app: State<App>, ctx: Ctx) -> Result<(), HandlerErro
     app.work().await;
     sqlx::query(RECORD_SQL)
         .bind("chaos.ledger")
+        .bind(item.seq)
+        .bind(app.pid)
+        .bind(attempt(&ctx))
+        .execute(&app.pool)
+        .await?;
+    Ok(())
+}
+
+/// The old version of a handler whose routing key changes in a deploy (`tests/it/reliability/deploy.rs`).
+#[event_handler(name = "chaos.deploy", routing_key = "blue", poll = "250ms")]
+async fn deploy(item: Item, app: State<App>, ctx: Ctx) -> Result<(), HandlerError> {
+    sqlx::query(RECORD_SQL)
+        .bind("chaos.deploy")
         .bind(item.seq)
         .bind(app.pid)
         .bind(attempt(&ctx))

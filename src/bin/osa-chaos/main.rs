@@ -3,6 +3,7 @@
 //! ```text
 //! osa-chaos work    --handlers chaos.ledger,chaos.tx [--grace-ms 5000] [--work-ms 0] [--migrate]
 //! osa-chaos work    --handlers chaos.projection
+//! osa-chaos work    --handlers chaos.deploy [--namespace billing] [--repoint chaos.deploy=2]
 //! osa-chaos publish --events 1000 [--first 0] [--publishers 4] [--batch 50] [--rate 0] [--pad 64]
 //!                   [--hold-ms 0] [--hold-jitter-ms 0]
 //! ```
@@ -16,7 +17,8 @@
 //!
 //! `work` runs the selected handlers and projections (`--handlers` takes the names of both; see
 //! `handlers.rs` and `projection.rs`) until SIGTERM or SIGINT, then shuts down gracefully and
-//! exits with 0. `publish` publishes `chaos.item` events `first..first+events` with deterministic
+//! exits with 0. `--namespace` sets the runtime's application namespace, `--repoint name=revision`
+//! re-points a handler's subscription (`RuntimeBuilder::namespace`, `RuntimeBuilder::repoint`). `publish` publishes `chaos.item` events `first..first+events` with deterministic
 //! ids from concurrent tasks, retrying failed transactions until they commit, prints
 //! `published=.. batches=.. retries=.. elapsed_ms=..` on stdout and exits with 0; on SIGTERM or
 //! SIGINT it starts no more transactions, commits those under way, and does the same. A start-up
@@ -111,6 +113,8 @@ async fn work(
     let grace = Duration::from_millis(options.take("grace-ms", 5000)?);
     let work = Duration::from_millis(options.take("work-ms", 0)?);
     let migrate = options.flag("migrate");
+    let namespace: String = options.take("namespace", String::new())?;
+    let repoint: String = options.take("repoint", String::new())?;
     options.finish()?;
 
     let store = PgStore::from_pool(pool.clone());
@@ -122,13 +126,22 @@ async fn work(
         pid: i32::try_from(std::process::id())?,
         work,
     };
-    let runtime = Runtime::builder(store)
+    let mut builder = Runtime::builder(store)
         .resources(Resources::new().with(app))
         .only(handlers.split(',').filter(|name| !name.is_empty()))
         .grace_period(grace)
         .handle_signals(false)
-        .shutdown_token(shutdown)
-        .build()?;
+        .shutdown_token(shutdown);
+    if !namespace.is_empty() {
+        builder = builder.namespace(namespace);
+    }
+    if !repoint.is_empty() {
+        let (name, revision) = repoint
+            .split_once('=')
+            .ok_or_else(|| format!("--repoint {repoint}: expected `name=revision`"))?;
+        builder = builder.repoint(name, revision.parse::<u32>()?);
+    }
+    let runtime = builder.build()?;
     runtime.run().await?;
     Ok(())
 }

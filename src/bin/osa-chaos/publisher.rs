@@ -161,5 +161,5 @@ async fn publish_once(
         tokio::time::sleep(hold).await;
     }
     tx.commit().await?;
-    Ok(published)
+    Ok(published.events)
 }

@@ -19,6 +19,7 @@
 
 mod crash;
 mod db_restart;
+mod deploy;
 mod heartbeat;
 mod load;
 mod poison;

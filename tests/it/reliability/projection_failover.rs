@@ -12,13 +12,10 @@
 //! commit a batch of its own, and then starts a replacement, which follows. Then the publisher
 //! stops, the projection catches up, and the read model `chaos_projected` must be exact: one row
 //! per published event, none missing, none extra, none applied twice (the primary key would have
-//! failed the batch), all applied in the log's `(commit_xid, position)` order, by one leader after
+//! failed the batch), all applied in the log's commit order, by one leader after
 //! another, and no batch rolled back except by a kill.
 
 use std::time::{Duration, Instant};
-
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
 
@@ -56,8 +53,6 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
         scene.worker("node1", PROJECTION, NODE_ARGS),
     ];
     let mut publisher = start_publisher(&scene);
-    let sampling = CancellationToken::new();
-    let sampler = tokio::spawn(held_back(scene.pool.clone(), sampling.clone()));
     for node in &nodes {
         following(node).await;
     }
@@ -95,8 +90,6 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
 
     let (status, _) = publisher.stop(WAIT).await;
     assert!(status.success(), "the publisher exited with {status}");
-    sampling.cancel();
-    let held_back = sampler.await.expect("the sampling task");
     let published = published(&publisher);
     let events = logged_events(&scene).await;
     let catch_up = catch_up(&scene, events, &replay).await;
@@ -106,6 +99,7 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
     }
 
     let exact = exactness(&scene).await;
+    let out_of_position = committed_out_of_position_order(&scene).await;
     let handovers = handovers(&scene).await;
     let last_error = last_error(&scene).await;
     let pids: Vec<i32> = nodes
@@ -148,10 +142,9 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
             ("lead_after_max", ms(max(&lead))),
             ("takeover_avg", ms(avg(&applied))),
             ("takeover_max", ms(max(&applied))),
-            ("held_back_max", held_back.max.to_string()),
             (
-                "held_back_samples",
-                format!("{}/{}", held_back.held, held_back.samples),
+                "committed_out_of_position_order",
+                out_of_position.to_string(),
             ),
             ("catch_up", ms(catch_up)),
             ("warnings", warnings.to_string()),
@@ -161,13 +154,9 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
         ],
     );
     exact.assert_exact(published, events, &replay);
-    assert_eq!(
-        held_back.error, None,
-        "sampling the held-back events failed"
-    );
     assert!(
-        held_back.held > 0,
-        "no sample saw a transaction commit before an older one: the publishers did not \
+        out_of_position > 0,
+        "no transaction committed after one with later positions: the publishers did not \
          interleave their commits {replay}"
     );
     assert_eq!(
@@ -302,8 +291,8 @@ pub(super) async fn catch_up(scene: &Scene, events: i64, replay: &str) -> Durati
             return started.elapsed();
         }
         if started.elapsed() >= WAIT {
-            let never: Vec<(i64, String)> = sqlx::query_as(
-                "select position, commit_xid::text from osa_events.events e \
+            let never: Vec<(i64, i64)> = sqlx::query_as(
+                "select position, commit_id from osa_events.events e \
                  where event_type = 'chaos.item' \
                    and not exists (select 1 from chaos_projected p where p.position = e.position) \
                  order by position limit 20",
@@ -313,7 +302,7 @@ pub(super) async fn catch_up(scene: &Scene, events: i64, replay: &str) -> Durati
             .expect("compare the read model with the log");
             panic!(
                 "the projection applied {applied} of {events} events within {WAIT:?} {replay}; \
-                 not applied (position, commit_xid), first 20: {never:?}; last error: {:?}; {}",
+                 not applied (position, commit_id), first 20: {never:?}; last error: {:?}; {}",
                 last_error(scene).await,
                 checkpoint_gap(scene).await
             );
@@ -335,18 +324,18 @@ pub(super) async fn last_error(scene: &Scene) -> Option<String> {
 /// cover: the next batch would apply their events again and fail on the primary key), described
 /// for a failure message.
 pub(super) async fn checkpoint_gap(scene: &Scene) -> String {
-    let checkpoint: Option<(i64, String)> = sqlx::query_as(
-        "select position, commit_xid::text from osa_events.checkpoints where name = $1",
-    )
-    .bind(PROJECTION)
-    .fetch_optional(&scene.pool)
-    .await
-    .expect("read the checkpoint");
-    let beyond: Vec<(i64, String, i64, i32)> = sqlx::query_as(
-        "select p.position, e.commit_xid::text, p.applied_seq, p.applied_by \
+    let checkpoint: Option<(i64, i64)> =
+        sqlx::query_as("select position, commit_seq from osa_events.checkpoints where name = $1")
+            .bind(PROJECTION)
+            .fetch_optional(&scene.pool)
+            .await
+            .expect("read the checkpoint");
+    let beyond: Vec<(i64, i64, i64, i32)> = sqlx::query_as(
+        "select p.position, m.seq, p.applied_seq, p.applied_by \
          from chaos_projected p join osa_events.events e using (position) \
+         join osa_events.commits m on m.id = e.commit_id \
          join osa_events.checkpoints c on c.name = $1 \
-         where (e.commit_xid, e.position) > (c.commit_xid, c.position) \
+         where (m.seq, e.position) > (c.commit_seq, c.position) \
          order by p.applied_seq limit 20",
     )
     .bind(PROJECTION)
@@ -354,8 +343,8 @@ pub(super) async fn checkpoint_gap(scene: &Scene) -> String {
     .await
     .expect("compare the read model with the checkpoint");
     format!(
-        "checkpoint (position, commit_xid) {checkpoint:?}; rows beyond it \
-         (position, commit_xid, applied_seq, applied_by): {beyond:?}"
+        "checkpoint (position, commit_seq) {checkpoint:?}; rows beyond it \
+         (position, commit_seq, applied_seq, applied_by): {beyond:?}"
     )
 }
 
@@ -440,7 +429,8 @@ pub(super) struct Exactness {
     pub(super) extra: i64,
     /// Rows whose `n` is not their event's `seq`.
     pub(super) wrong_payload: i64,
-    /// Rows whose rank by `applied_seq` differs from their event's rank by `(commit_xid, position)`.
+    /// Rows whose rank by `applied_seq` differs from their event's rank in the log's order
+    /// `(commit seq, position)`.
     pub(super) out_of_commit_order: i64,
 }
 
@@ -460,7 +450,7 @@ impl Exactness {
         );
         assert_eq!(
             self.out_of_commit_order, 0,
-            "events applied out of (commit_xid, position) order {replay}"
+            "events applied out of the log's (commit, position) order {replay}"
         );
     }
 }
@@ -476,11 +466,12 @@ pub(super) async fn logged_events(scene: &Scene) -> i64 {
 pub(super) async fn exactness(scene: &Scene) -> Exactness {
     let (missing, extra, wrong_payload, out_of_commit_order) =
         sqlx::query_as(
-            "with item as (select position, commit_xid, (payload->>'seq')::bigint as seq \
-                           from osa_events.events where event_type = 'chaos.item'), \
+            "with item as (select e.position, c.seq as commit_seq, (e.payload->>'seq')::bigint as seq \
+                           from osa_events.events e join osa_events.commits c on c.id = e.commit_id \
+                           where e.event_type = 'chaos.item'), \
                   ranked as (select p.position, \
                                     row_number() over (order by p.applied_seq) as by_application, \
-                                    row_number() over (order by i.commit_xid, i.position) as by_log \
+                                    row_number() over (order by i.commit_seq, i.position) as by_log \
                              from chaos_projected p join item i using (position)) \
              select (select count(*) from item where position not in (select position from chaos_projected)), \
                     (select count(*) from chaos_projected where position not in (select position from item)), \
@@ -535,53 +526,22 @@ pub(super) async fn handovers(scene: &Scene) -> Handovers {
     }
 }
 
-/// What [`held_back`] saw.
-#[derive(Debug, Default)]
-struct HeldBack {
-    samples: u64,
-    /// Samples in which some committed event was held back.
-    held: u64,
-    /// The most committed events held back at once.
-    max: i64,
-    /// The error that ended the sampling early.
-    error: Option<String>,
-}
-
-/// Committed `chaos.item` events published by a transaction younger than one of the publishers'
-/// transactions still open: commits out of transaction order, which the projection's reader must
-/// hold back. The open transactions are those of the snapshot (64-bit ids) that belong to this
-/// database's sessions other than the projection's own (`backend_xid` has the low 32 bits): other
-/// tests' transactions on the same server do not count.
-const HELD_BACK_SQL: &str = "with publishing as ( \
-         select x from pg_snapshot_xip(pg_current_snapshot()) x \
-         where (x::text::numeric % 4294967296)::text in ( \
-             select backend_xid::text from pg_stat_activity \
-             where datname = current_database() and backend_xid is not null \
-               and not starts_with(application_name, 'osa-events projection '))) \
-     select count(*) from osa_events.events \
-     where event_type = 'chaos.item' and commit_xid > (select min(x) from publishing)";
-
-/// Samples every 100 ms, until `stop`, how many committed events an older open transaction of
-/// the publishers holds back (see [`HELD_BACK_SQL`]).
-async fn held_back(pool: PgPool, stop: CancellationToken) -> HeldBack {
-    let mut seen = HeldBack::default();
-    while !stop.is_cancelled() {
-        let held: i64 = match sqlx::query_scalar(HELD_BACK_SQL).fetch_one(&pool).await {
-            Ok(held) => held,
-            Err(error) => {
-                seen.error = Some(error.to_string());
-                break;
-            }
-        };
-        seen.samples += 1;
-        seen.held += u64::from(held > 0);
-        seen.max = seen.max.max(held);
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            () = stop.cancelled() => {}
-        }
-    }
-    seen
+/// The `chaos.item` events that committed after an event with a higher position: transactions
+/// that inserted first but committed later, which the projection must apply in commit order, not
+/// position order.
+async fn committed_out_of_position_order(scene: &Scene) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from ( \
+             select e.position, max(e.position) over ( \
+                 order by c.seq, e.position rows between unbounded preceding and 1 preceding \
+             ) as highest_before \
+             from osa_events.events e join osa_events.commits c on c.id = e.commit_id \
+             where e.event_type = 'chaos.item') as ordered \
+         where position < highest_before",
+    )
+    .fetch_one(&scene.pool)
+    .await
+    .expect("compare the commit order with the positions")
 }
 
 pub(super) fn ms(duration: Duration) -> String {

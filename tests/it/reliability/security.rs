@@ -71,6 +71,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             event_type: Hostile::NAME.to_owned(),
             routing_key: Some(HOSTILE.to_owned()),
             config: serde_json::json!({ "note": HOSTILE }),
+            revision: 1,
         },
         // Filters that would match everything if they were pasted into SQL.
         Subscription {
@@ -78,12 +79,14 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             event_type: Hostile::NAME.to_owned(),
             routing_key: Some("x' or '1'='1".to_owned()),
             config: serde_json::json!({}),
+            revision: 1,
         },
         Subscription {
             name: "wildcard%".to_owned(),
             event_type: Hostile::NAME.to_owned(),
             routing_key: Some("%".to_owned()),
             config: serde_json::json!({}),
+            revision: 1,
         },
     ];
     let ids = store.register(&subscriptions).await.expect("register");
@@ -98,7 +101,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
     let published = osa_events::publish_batch(&scene.pool, std::slice::from_ref(&outgoing))
         .await
         .expect("publish");
-    assert_eq!(published, 1);
+    assert_eq!(published.events, 1);
 
     let claim = |subscription| ClaimRequest {
         subscription,

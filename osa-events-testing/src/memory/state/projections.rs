@@ -104,7 +104,7 @@ impl Tables {
                 };
                 events.push(logged.delivery(fence, 1, None));
                 let to = Checkpoint {
-                    commit_xid: logged.commit,
+                    commit_seq: logged.commit,
                     position,
                 };
                 (events, to)
@@ -174,7 +174,7 @@ impl Tables {
         let mut status = ProjectionStatus::never_ran(name, lag);
         if let Some(row) = self.projections.get(name) {
             status.position = row.checkpoint.position;
-            status.commit_xid = row.checkpoint.commit_xid;
+            status.commit_seq = row.checkpoint.commit_seq;
             status.leader = row.leader.as_ref().map(|lease| lease.holder.clone());
             status.last_error.clone_from(&row.last_error);
             status.updated_at = row.updated_at;
@@ -191,6 +191,13 @@ impl Tables {
     ) -> Result<()> {
         let checkpoint = match to {
             ResetTo::Beginning => Checkpoint::default(),
+            ResetTo::End => self
+                .events
+                .last()
+                .map_or_else(Checkpoint::default, |logged| Checkpoint {
+                    commit_seq: logged.commit,
+                    position: i64::try_from(self.events.len()).expect("fewer than 2^63 events"),
+                }),
             ResetTo::AfterPosition(position) => {
                 let logged = usize::try_from(position - 1)
                     .ok()
@@ -201,7 +208,7 @@ impl Tables {
                         )
                     })?;
                 Checkpoint {
-                    commit_xid: logged.commit,
+                    commit_seq: logged.commit,
                     position,
                 }
             }

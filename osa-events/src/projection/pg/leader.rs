@@ -84,9 +84,23 @@ select exists (
 ), pg_backend_pid()
 "#;
 
+/// What an idle poll needs, in one read-only autocommit statement: the lock check of
+/// `CHECK_LOCK_SQL`, the commit high-water mark (its exclusive lock lasts only this statement) and
+/// the checkpoint, unlocked.
+const PROBE_SQL: &str = r#"
+select exists (
+    select 1 from pg_locks
+    where locktype = 'advisory' and granted and pid = $3
+      and classid = $1::int4::oid
+      and objid = hashtext('osa_events.projection:' || $2)::oid
+      and objsubid = 2
+), pg_backend_pid(), osa_events.commit_high_water(), k.position, k.commit_seq
+from osa_events.checkpoints k where k.name = $2
+"#;
+
 /// Creates the checkpoint at the beginning if there is none, and names its leader.
 const CLAIM_CHECKPOINT_SQL: &str = r#"
-insert into osa_events.checkpoints (name, position, commit_xid, leader) values ($1, 0, '0', $2)
+insert into osa_events.checkpoints (name, position, commit_seq, leader) values ($1, 0, 0, $2)
 on conflict (name) do update set leader = excluded.leader
 "#;
 
@@ -158,6 +172,11 @@ pub(super) struct PgLeadership {
     name: &'static str,
     /// The process id of the session that took the lock.
     pid: i32,
+    /// The last probe after which everything up to its mark was read and committed: a poll that
+    /// probes the same again has nothing to read.
+    read_through: Option<read::Probe>,
+    /// What `read_through` becomes once the open batch commits.
+    pending: Option<read::Probe>,
 }
 
 impl PgLeadership {
@@ -225,7 +244,13 @@ impl PgLeadership {
             .await?;
         // A session lock outlives the transaction that took it; the keepalive settings too.
         tx.commit().await?;
-        Ok(Some(PgLeadership { pool, name, pid }))
+        Ok(Some(PgLeadership {
+            pool,
+            name,
+            pid,
+            read_through: None,
+            pending: None,
+        }))
     }
 
     /// Fails unless the session of `conn` is the one that took the lock and still holds it.
@@ -239,6 +264,30 @@ impl PgLeadership {
             .bind(self.pid)
             .fetch_one(conn)
             .await?;
+        self.confirmed(held, pid)
+    }
+
+    /// Confirms the leadership like [`confirm`](Self::confirm), and reads the high-water mark and
+    /// the checkpoint, outside any transaction.
+    async fn probe(&self) -> Result<read::Probe> {
+        let (held, pid, high_water, position, commit_seq): (bool, i32, i64, i64, i64) =
+            sqlx::query_as(PROBE_SQL)
+                .persistent(false)
+                .bind(LOCK_NAMESPACE)
+                .bind(self.name)
+                .bind(self.pid)
+                .fetch_one(&self.pool)
+                .await?;
+        self.confirmed(held, pid)?;
+        Ok(read::Probe {
+            high_water: u64::try_from(high_water).unwrap_or(0),
+            checkpoint: read::checkpoint_of(commit_seq, position),
+        })
+    }
+
+    /// Whether the lock check's answer, `held` by the recorded session and run on session `pid`,
+    /// confirms the leadership.
+    fn confirmed(&self, held: bool, pid: i32) -> Result<()> {
         match (held, pid == self.pid) {
             (true, true) => Ok(()),
             (true, false) => Err(pooler_error(
@@ -263,13 +312,36 @@ impl Leadership for PgLeadership {
         limit: u32,
     ) -> BoxFuture<'a, Result<OpenBatch>> {
         Box::pin(async move {
+            self.pending = None;
+            let probe = self.probe().await?;
+            if self.read_through == Some(probe) {
+                // Nothing was committed since everything up to this mark was read: idle, and
+                // read-only (no transaction, no row lock).
+                let at = probe.checkpoint;
+                return Ok(OpenBatch {
+                    events: Vec::new(),
+                    advance: Advance { from: at, to: at },
+                    transaction: None,
+                });
+            }
             let mut tx = self.pool.begin().await?;
             self.confirm(&mut tx).await?;
             let from: Checkpoint = read::checkpoint(&mut tx, self.name).await?;
-            let (events, to) = read::events_after(&mut tx, event_types, from, limit).await?;
+            let read =
+                read::events_after(&mut tx, event_types, from, probe.high_water, limit).await?;
+            let settled = read.reached_high_water.then_some(read::Probe {
+                high_water: probe.high_water,
+                checkpoint: read.to,
+            });
+            if read.to == from {
+                // Nothing to apply or to move: the probe is settled as it stands.
+                self.read_through = settled;
+            } else {
+                self.pending = settled;
+            }
             Ok(OpenBatch {
-                events,
-                advance: Advance { from, to },
+                events: read.events,
+                advance: Advance { from, to: read.to },
                 transaction: Some(tx),
             })
         })
@@ -281,6 +353,10 @@ impl Leadership for PgLeadership {
         transaction: Option<PgTransaction>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if transaction.is_none() && advance.from == advance.to {
+                // An idle poll's batch: nothing was read and nothing moves.
+                return Ok(());
+            }
             // The batch's transaction still holds the checkpoint row and was opened after the lock
             // was confirmed; a lost session takes the transaction down with it.
             let mut tx = transaction.ok_or_else(|| {
@@ -294,6 +370,7 @@ impl Leadership for PgLeadership {
             })?;
             read::save(&mut tx, self.name, advance.to).await?;
             tx.commit().await?;
+            self.read_through = self.pending.take();
             Ok(())
         })
     }

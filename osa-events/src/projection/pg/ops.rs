@@ -4,19 +4,21 @@
 use sqlx::{Executor, PgPool, Postgres};
 
 use super::leader::LOCK_NAMESPACE;
-use super::read::parse_xid;
+use super::read;
 use crate::projection::store::{ProjectionStatus, ProjectionStore, ResetTo};
 use crate::store::postgres::from_epoch_seconds;
 use crate::{Error, PgStore, Result};
 
-/// The checkpoint, its lag, and its leader while some session holds the lock.
+/// The checkpoint, its lag (committed events of its types after it: every committed transaction
+/// has its number), and its leader while some session holds the lock.
 const STATUS_SQL: &str = r#"
-select c.position, coalesce(c.commit_xid, '0')::text, c.last_error,
-       extract(epoch from c.updated_at)::float8,
-       (select count(*) from osa_events.events e
+select k.position, k.commit_seq, k.last_error,
+       extract(epoch from k.updated_at)::float8,
+       (select count(*) from osa_events.commits c
+         join osa_events.events e on e.commit_id = c.id
          where e.event_type = any($2)
-           and (e.commit_xid, e.position) > (coalesce(c.commit_xid, '0'::xid8), c.position)
-           and e.commit_xid < pg_snapshot_xmin(pg_current_snapshot())),
+           and c.seq >= k.commit_seq
+           and (c.seq > k.commit_seq or e.position > k.position)),
        case when exists (
            select 1 from pg_locks l
            where l.locktype = 'advisory' and l.granted
@@ -24,26 +26,47 @@ select c.position, coalesce(c.commit_xid, '0')::text, c.last_error,
              and l.classid = $3::int4::oid
              and l.objid = hashtext('osa_events.projection:' || $1)::oid
              and l.objsubid = 2
-       ) then c.leader end
-from osa_events.checkpoints c where c.name = $1
+       ) then k.leader end
+from osa_events.checkpoints k where k.name = $1
 "#;
 
 /// The lag of a projection that has no checkpoint yet: every committed event of its types.
 const LAG_FROM_BEGINNING_SQL: &str = r#"
-select count(*) from osa_events.events
-where event_type = any($1) and commit_xid < pg_snapshot_xmin(pg_current_snapshot())
+select count(*) from osa_events.commits c join osa_events.events e on e.commit_id = c.id
+where e.event_type = any($1) and c.seq is not null
 "#;
 
 const RESET_BEGINNING_SQL: &str = r#"
-insert into osa_events.checkpoints (name, position, commit_xid) values ($1, 0, '0')
-on conflict (name) do update set position = 0, commit_xid = '0', last_error = null, failed_at = null, updated_at = now()
+insert into osa_events.checkpoints (name, position, commit_seq) values ($1, 0, 0)
+on conflict (name) do update set position = 0, commit_seq = 0, last_error = null, failed_at = null, updated_at = now()
 "#;
 
-const RESET_AFTER_SQL: &str = r#"
-insert into osa_events.checkpoints (name, position, commit_xid)
-select $1, e.position, e.commit_xid from osa_events.events e where e.position = $2
+/// After the last event of the highest commit number this transaction sees (`(0, 0)` on an empty
+/// log).
+const RESET_END_SQL: &str = r#"
+insert into osa_events.checkpoints (name, position, commit_seq)
+select $1, coalesce(last.position, 0), coalesce(last.seq, 0)
+from (select 1) as one
+left join lateral (
+    select e.position, c.seq
+    from osa_events.commits c join osa_events.events e on e.commit_id = c.id
+    where c.seq is not null
+    order by c.seq desc, e.position desc
+    limit 1
+) as last on true
 on conflict (name) do update
-    set position = excluded.position, commit_xid = excluded.commit_xid,
+    set position = excluded.position, commit_seq = excluded.commit_seq,
+        last_error = null, failed_at = null, updated_at = now()
+"#;
+
+/// Just after the event at `$2` in commit order: its commit's number and its position.
+const RESET_AFTER_SQL: &str = r#"
+insert into osa_events.checkpoints (name, position, commit_seq)
+select $1, e.position, c.seq
+from osa_events.events e join osa_events.commits c on c.id = e.commit_id
+where e.position = $2
+on conflict (name) do update
+    set position = excluded.position, commit_seq = excluded.commit_seq,
         last_error = null, failed_at = null, updated_at = now()
 "#;
 
@@ -65,14 +88,14 @@ pub(super) async fn status(
     name: &str,
     event_types: &[&str],
 ) -> Result<ProjectionStatus> {
-    type Row = (i64, String, Option<String>, f64, i64, Option<String>);
+    type Row = (i64, i64, Option<String>, f64, i64, Option<String>);
     let row: Option<Row> = sqlx::query_as(STATUS_SQL)
         .bind(name)
         .bind(event_types)
         .bind(LOCK_NAMESPACE)
         .fetch_optional(pool)
         .await?;
-    let Some((position, commit_xid, last_error, updated_at, lag, leader)) = row else {
+    let Some((position, commit_seq, last_error, updated_at, lag, leader)) = row else {
         let lag: i64 = sqlx::query_scalar(LAG_FROM_BEGINNING_SQL)
             .bind(event_types)
             .fetch_one(pool)
@@ -82,7 +105,7 @@ pub(super) async fn status(
     Ok(ProjectionStatus {
         name: name.to_owned(),
         position,
-        commit_xid: parse_xid(&commit_xid),
+        commit_seq: read::checkpoint_of(commit_seq, position).commit_seq,
         lag,
         leader,
         last_error,
@@ -94,13 +117,19 @@ pub(super) async fn status(
 /// transaction, and the projection rebuilds it from there. A leader applying a batch meanwhile
 /// finishes it first (the checkpoint row is locked per batch), then continues from the new point.
 ///
+/// **Reset first, then clear the read model.** A batch locks the checkpoint row first and then
+/// writes the read model; a transaction that does the same, in the same order, waits for the batch
+/// and then runs alone. The other order (`truncate`, then reset) holds the read model's lock while
+/// waiting for the checkpoint row, which the batch holds while waiting for the read model: a
+/// deadlock, which PostgreSQL breaks by aborting one of them.
+///
 /// # Examples
 ///
 /// ```no_run
 /// # async fn example(pool: sqlx::PgPool) -> Result<(), osa_events::Error> {
 /// let mut tx = pool.begin().await?;
-/// sqlx::query("truncate order_totals").execute(&mut *tx).await?;
 /// osa_events::reset_projection(&mut *tx, "order_totals", osa_events::ResetTo::Beginning).await?;
+/// sqlx::query("truncate order_totals").execute(&mut *tx).await?;
 /// tx.commit().await?;
 /// # Ok(()) }
 /// ```
@@ -115,6 +144,12 @@ where
     let result = match to {
         ResetTo::Beginning => {
             sqlx::query(RESET_BEGINNING_SQL)
+                .bind(name)
+                .execute(executor)
+                .await?
+        }
+        ResetTo::End => {
+            sqlx::query(RESET_END_SQL)
                 .bind(name)
                 .execute(executor)
                 .await?

@@ -171,3 +171,52 @@ where
         .await?;
     Ok(result.rows_affected())
 }
+
+/// A deferred claim is pending again after its delay, keeps its reason as the last error, and its
+/// attempt is given back: this process could not take it yet, which is not the event's failure.
+const DEFER_SQL: &str = r#"
+update osa_events.deliveries d
+set status = 'pending',
+    run_at = now() + make_interval(secs => f.retry_secs),
+    attempts = greatest(d.attempts - 1, 0),
+    last_error = f.error,
+    claim_token = null,
+    claimed_by = null,
+    updated_at = now()
+from unnest($2::int8[], $3::uuid[], $4::text[], $5::float8[]) as f (position, token, error, retry_secs)
+where d.subscription_id = $1
+  and d.event_position = f.position
+  and d.claim_token = f.token
+  and d.status = 'claimed'
+"#;
+
+pub(super) async fn defer<'c, X>(
+    executor: X,
+    subscription: SubscriptionId,
+    deferred: &[Failure],
+) -> Result<u64>
+where
+    X: Executor<'c, Database = Postgres>,
+{
+    if deferred.is_empty() {
+        return Ok(0);
+    }
+    let (positions, tokens) = split(deferred.iter().map(|failure| failure.fence));
+    let errors: Vec<&str> = deferred
+        .iter()
+        .map(|failure| failure.error.as_str())
+        .collect();
+    let retry_secs: Vec<f64> = deferred
+        .iter()
+        .map(|failure| failure.retry_in.unwrap_or_default().as_secs_f64())
+        .collect();
+    let result = sqlx::query(DEFER_SQL)
+        .bind(subscription.0)
+        .bind(positions)
+        .bind(tokens)
+        .bind(errors)
+        .bind(retry_secs)
+        .execute(executor)
+        .await?;
+    Ok(result.rows_affected())
+}

@@ -50,5 +50,24 @@ async fn migrate_on(conn: &mut PgConnection) -> Result<()> {
     }
     conn.execute("set search_path to osa_events").await?;
     MIGRATOR.run(&mut *conn).await?;
+    sqlx::raw_sql(REBASE_SEQUENCES_SQL)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
+
+/// Moves each sequence of the schema past the values already in its column, where it is behind:
+/// after a logical replication or a partial restore, which carry the rows but not the sequences,
+/// new events would collide with old positions and new commits be numbered below every
+/// projection's checkpoint. Forward only, so it is a no-op on a healthy database.
+const REBASE_SEQUENCES_SQL: &str = r#"
+select setval(pg_get_serial_sequence('osa_events.events', 'position'), m)
+from (select max(position) as m from osa_events.events) as x
+where m > (select last_value from osa_events.events_position_seq);
+select setval(pg_get_serial_sequence('osa_events.commits', 'id'), m)
+from (select max(id) as m from osa_events.commits) as x
+where m > (select last_value from osa_events.commits_id_seq);
+select setval('osa_events.commit_seq', m)
+from (select max(seq) as m from osa_events.commits) as x
+where m > (select case when is_called then last_value else 0 end from osa_events.commit_seq);
+"#;

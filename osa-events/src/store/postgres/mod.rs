@@ -149,10 +149,10 @@ impl PgStore {
     /// (PgBouncer `pool_mode = transaction`), where each transaction may run on another server
     /// session.
     ///
-    /// The store then runs each claim, completion, failure, heartbeat, release and registration
-    /// as unnamed statements ([`PgUnnamed`]) in a transaction of its own, so nothing depends on
-    /// a statement prepared on another session; a `Tx` handler's completion runs unnamed in the
-    /// handler's transaction. That costs a round trip or two per operation (BEGIN, the parse,
+    /// The store then runs each claim, completion, failure, deferral, heartbeat, release and
+    /// registration as unnamed statements ([`PgUnnamed`]) in a transaction of its own, so
+    /// nothing depends on a statement prepared on another session; a `Tx` handler's completion
+    /// runs unnamed in the handler's transaction. That costs a round trip or two per operation (BEGIN, the parse,
     /// COMMIT), measured in `BENCHMARKS.md`. `LISTEN` needs a session, so workers poll every
     /// `poll` interval instead (logged at start-up), unless wake-ups come from a direct
     /// connection ([`listen_directly`](Self::listen_directly)).
@@ -269,6 +269,14 @@ impl Store for PgStore {
         claims: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(run!(self, |x| fenced::release(x, subscription, claims)))
+    }
+
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(run!(self, |x| fenced::defer(x, subscription, deferred)))
     }
 
     fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {

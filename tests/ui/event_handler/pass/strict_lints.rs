@@ -35,12 +35,26 @@ pub mod handlers {
     use osa_events::prelude::*;
     use serde::{Deserialize, Serialize};
 
+    /// A record was published, as version 1 had it.
+    #[derive(Debug, Event, Serialize, Deserialize)]
+    #[event(name = "record.published")]
+    pub struct RecordPublishedV1 {
+        /// The record's identifier.
+        pub srn: String,
+    }
+
     /// A record was published.
     #[derive(Debug, Event, Serialize, Deserialize)]
-    #[event(name = "record.published", version = 2)]
+    #[event(name = "record.published", version = 2, previous = RecordPublishedV1)]
     pub struct RecordPublished {
         /// The record's identifier.
         pub srn: String,
+    }
+
+    impl From<RecordPublishedV1> for RecordPublished {
+        fn from(v1: RecordPublishedV1) -> Self {
+            Self { srn: v1.srn }
+        }
     }
 
     /// A search client.
