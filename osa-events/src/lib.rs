@@ -101,7 +101,7 @@ pub use publish::{
 };
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
-pub use store::postgres::{ConnectRetry, PgStore};
+pub use store::postgres::{ConnectRetry, PgStore, PgUnnamed};
 pub use store::{
     ClaimRequest, Delivery, Failure, Fence, Reconcile, Store, Subscription, SubscriptionId,
     WakeSource, WakeUps,

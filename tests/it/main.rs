@@ -7,6 +7,7 @@ mod commit_order;
 mod connect;
 mod contract;
 mod failures;
+mod heartbeat;
 mod migrate;
 mod nul;
 mod options;

@@ -1,9 +1,10 @@
 //! Keeping a batch's claims alive while its handlers run.
 //!
 //! Every third of the claim timeout the claims are extended to a full timeout from the database's
-//! `now()`. If extending keeps failing (database unreachable), the heartbeat gives up shortly
-//! before the last confirmed expiry, so the worker stops the handlers before another worker could
-//! legitimately take the deliveries over.
+//! `now()`. If extending keeps failing or hangs (database unreachable, or a network that drops
+//! every packet), the heartbeat gives up shortly before the last confirmed expiry, so the worker
+//! stops the handlers before another worker could legitimately take the deliveries over: every
+//! extension is awaited only until that point (DESIGN.md, claim protocol item 9).
 //!
 //! Deliveries that already left the claim (completed inside a `Tx` handler's transaction, or found
 //! taken over) are [`Settled`]: they are not extended any more, and their missing rows are not
@@ -82,7 +83,20 @@ pub(crate) async fn keep(
             continue;
         }
         let claims: Vec<Fence> = active.iter().map(|&index| fences[index]).collect();
-        match store.extend(subscription, &claims, claim_timeout).await {
+        // Bounded by the give-up point: an extension that hangs (a network black hole, a dead
+        // server that never answers) must not keep the handlers running past the claims' expiry.
+        let extended = tokio::select! {
+            biased;
+            extended = store.extend(subscription, &claims, claim_timeout) => extended,
+            () = clock.sleep(give_up_at.saturating_duration_since(sent_at)) => {
+                tracing::warn!(
+                    claims = claims.len(),
+                    "extending the claims got no answer before they would expire; stopping the handlers"
+                );
+                return Lost::Unreachable;
+            }
+        };
+        match extended {
             Ok(still_held) => {
                 failing = false;
                 held_until = sent_at + claim_timeout;

@@ -27,6 +27,7 @@ mod projection_failover;
 mod projection_partition;
 mod security;
 mod shutdown;
+mod worker_partition;
 
 /// The event shapes `osa-chaos` publishes and handles: the very same source file.
 #[allow(dead_code)]

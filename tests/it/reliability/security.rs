@@ -44,8 +44,11 @@ fn the_runtime_builds_no_sql_from_strings() {
             } else if path.extension().is_some_and(|ext| ext == "rs") {
                 files += 1;
                 let source = std::fs::read_to_string(&path).expect("read a source file");
+                // `PgUnnamed` forwards sqlx's executor methods, whose signatures name `SqlStr`;
+                // it builds no SQL (the other needles still apply to it).
+                let forwards = path.ends_with("store/postgres/unnamed.rs");
                 for needle in ["AssertSqlSafe", "raw_sql", "QueryBuilder", "SqlStr"] {
-                    if source.contains(needle) {
+                    if source.contains(needle) && !(forwards && needle == "SqlStr") {
                         offenders.push(format!("{}: {needle}", path.display()));
                     }
                 }

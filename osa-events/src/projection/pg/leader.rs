@@ -10,7 +10,8 @@
 //! A leader that dies frees the lock when the server ends its session: at once when its process
 //! exits (the kernel closes the socket), and within about 6 s when its machine vanishes or the
 //! network fails, thanks to the session's TCP keepalive and user timeout settings (see
-//! `SESSION_SQL`; 5.4–5.7 s in the partition test, `tests/it/reliability/projection_partition.rs`).
+//! `store/postgres/keepalive.rs`, shared with the worker pool; 5.4–5.7 s in the partition test,
+//! `tests/it/reliability/projection_partition.rs`).
 //! A follower waits for the lock in PostgreSQL's lock queue (for up to the wait the runner asks
 //! for), so it is granted the lock the moment the leader's session ends.
 //!
@@ -44,6 +45,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 use super::read::{self, Checkpoint};
 use crate::projection::store::{Advance, Leadership, OpenBatch, PgTransaction};
+use crate::store::postgres::keepalive;
 use crate::{Error, Result};
 
 /// The first half of every projection lock key: "osae" in ASCII. The second half is
@@ -65,18 +67,10 @@ const LOCK_TIMEOUT_SQL: &str = "select set_config('lock_timeout', $1, true)";
 /// PostgreSQL's `lock_not_available`: the wait for the lock timed out.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-/// Names the session that took the lock, and makes the server notice within seconds that this
-/// client is gone (TCP keepalives every second after 3 idle seconds, 3 unanswered probes; at most
-/// 5 s of unacknowledged data), so the lock is freed when the leader's machine dies without
-/// closing its connection, not hours later. No effect on Unix sockets, where a dead process always
-/// closes its end.
-const SESSION_SQL: &str = r#"
-select pg_backend_pid(),
-       set_config('tcp_keepalives_idle', '3', false),
-       set_config('tcp_keepalives_interval', '1', false),
-       set_config('tcp_keepalives_count', '3', false),
-       set_config('tcp_user_timeout', '5000', false)
-"#;
+/// Names the session that took the lock. The keepalive settings ([`keepalive`]) are set just
+/// before, so the lock is freed when the leader's machine dies without closing its connection,
+/// not hours later.
+const SESSION_SQL: &str = "select pg_backend_pid()";
 
 /// Whether the session with process id `$3` holds the projection's lock (session-level advisory
 /// locks show in `pg_locks` with `objsubid = 2` for the two-key form), and which session this is.
@@ -236,7 +230,9 @@ impl PgLeadership {
             pool.close().await;
             return Ok(None);
         }
-        let (pid, ..): (i32, String, String, String, String) = sqlx::query_as(SESSION_SQL)
+        // In the lock's transaction, so that behind a pooler they reach the same session.
+        keepalive::set(&mut tx).await?;
+        let pid: i32 = sqlx::query_scalar(SESSION_SQL)
             .persistent(false)
             .fetch_one(&mut *tx)
             .await?;

@@ -1,6 +1,6 @@
 //! The claim: one statement that locks, claims and returns up to `limit` due deliveries.
 
-use sqlx::{FromRow, PgPool, Row};
+use sqlx::{Executor, FromRow, Postgres, Row};
 use uuid::Uuid;
 
 use super::from_epoch_seconds;
@@ -67,13 +67,16 @@ struct ClaimedRow {
     published_at: f64,
 }
 
-pub(super) async fn claim(pool: &PgPool, request: ClaimRequest<'_>) -> Result<Vec<Delivery>> {
+pub(super) async fn claim<'c, X>(executor: X, request: ClaimRequest<'_>) -> Result<Vec<Delivery>>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     let rows: Vec<ClaimedRow> = sqlx::query_as(CLAIM_SQL)
         .bind(request.subscription.0)
         .bind(i64::from(request.limit))
         .bind(request.worker)
         .bind(request.claim_timeout.as_secs_f64())
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
     Ok(in_claim_order(rows))
 }
@@ -111,11 +114,14 @@ left join claimed on true
 "#
 );
 
-pub(super) async fn complete_and_claim(
-    pool: &PgPool,
+pub(super) async fn complete_and_claim<'c, X>(
+    executor: X,
     done: &[Fence],
     request: ClaimRequest<'_>,
-) -> Result<(u64, Vec<Delivery>)> {
+) -> Result<(u64, Vec<Delivery>)>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     let (positions, tokens) = split(done.iter().copied());
     let rows = sqlx::query(COMPLETE_AND_CLAIM_SQL)
         .bind(request.subscription.0)
@@ -124,7 +130,7 @@ pub(super) async fn complete_and_claim(
         .bind(request.claim_timeout.as_secs_f64())
         .bind(positions)
         .bind(tokens)
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
     let completed: i64 = match rows.first() {
         Some(row) => row.try_get("completed")?,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{Executor, Postgres};
 use uuid::Uuid;
 
 use crate::Result;
@@ -69,11 +69,14 @@ where d.subscription_id = $1
   and d.status = 'claimed'
 "#;
 
-pub(super) async fn fail(
-    pool: &PgPool,
+pub(super) async fn fail<'c, X>(
+    executor: X,
     subscription: SubscriptionId,
     failures: &[Failure],
-) -> Result<u64> {
+) -> Result<u64>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     if failures.is_empty() {
         return Ok(0);
     }
@@ -90,7 +93,7 @@ pub(super) async fn fail(
         .bind(tokens)
         .bind(errors)
         .bind(retry_secs)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(result.rows_affected())
 }
@@ -106,12 +109,15 @@ where d.subscription_id = $1
 returning d.event_position
 "#;
 
-pub(super) async fn extend(
-    pool: &PgPool,
+pub(super) async fn extend<'c, X>(
+    executor: X,
     subscription: SubscriptionId,
     claims: &[Fence],
     claim_timeout: Duration,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<i64>>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     if claims.is_empty() {
         return Ok(Vec::new());
     }
@@ -121,7 +127,7 @@ pub(super) async fn extend(
         .bind(positions)
         .bind(tokens)
         .bind(claim_timeout.as_secs_f64())
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
     Ok(held.into_iter().map(|(position,)| position).collect())
 }
@@ -143,11 +149,14 @@ where d.subscription_id = $1
   and d.status = 'claimed'
 "#;
 
-pub(super) async fn release(
-    pool: &PgPool,
+pub(super) async fn release<'c, X>(
+    executor: X,
     subscription: SubscriptionId,
     claims: &[Fence],
-) -> Result<u64> {
+) -> Result<u64>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     if claims.is_empty() {
         return Ok(0);
     }
@@ -156,7 +165,7 @@ pub(super) async fn release(
         .bind(subscription.0)
         .bind(positions)
         .bind(tokens)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(result.rows_affected())
 }
@@ -179,11 +188,14 @@ where d.subscription_id = $1
   and d.status = 'claimed'
 "#;
 
-pub(super) async fn defer(
-    pool: &PgPool,
+pub(super) async fn defer<'c, X>(
+    executor: X,
     subscription: SubscriptionId,
     deferred: &[Failure],
-) -> Result<u64> {
+) -> Result<u64>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     if deferred.is_empty() {
         return Ok(0);
     }
@@ -202,7 +214,7 @@ pub(super) async fn defer(
         .bind(tokens)
         .bind(errors)
         .bind(retry_secs)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(result.rows_affected())
 }

@@ -8,9 +8,14 @@
 //!
 //! # Connection poolers
 //!
-//! Claims, completions and publishes are single statements, so they work behind PgBouncer in
-//! transaction mode too. Wake-ups use `LISTEN`, which needs a session: behind a transaction-mode
-//! pooler notifications do not arrive and workers fall back to polling every `poll` interval.
+//! Through a pooler in session mode everything works as on a direct connection. Through one in
+//! transaction mode (PgBouncer `pool_mode = transaction`), declare it with
+//! [`PgStore::through_transaction_pooler`]: sqlx's named, cached statements do not survive the
+//! pooler moving a client between server sessions, so the store then runs each of its writes as
+//! unnamed statements in a transaction of its own, and `LISTEN` (which needs a session) is
+//! replaced by polling, or moved to a direct connection with [`PgStore::listen_directly`].
+//! Projections and [`migrate`](PgStore::migrate) use session advisory locks and need a direct
+//! connection (or session pooling).
 //!
 //! # Autovacuum
 //!
@@ -35,9 +40,33 @@ use crate::store::{
 pub(crate) mod claim;
 mod connect;
 pub(crate) mod fenced;
+pub(crate) mod keepalive;
 mod migrate;
 mod notify;
 mod register;
+mod unnamed;
+
+pub use unnamed::PgUnnamed;
+
+/// Runs `$call` with `$x` bound to an executor for one store operation: the pool; or, behind a
+/// transaction-mode pooler, unnamed statements in a transaction of the operation's own, which
+/// the pooler keeps on one server session.
+macro_rules! run {
+    ($store:expr, |$x:ident| $call:expr) => {
+        async move {
+            if $store.transaction_pooler {
+                let mut tx = $store.pool.begin().await?;
+                let $x = PgUnnamed::new(&mut tx);
+                let out = $call.await?;
+                tx.commit().await?;
+                Ok(out)
+            } else {
+                let $x = &$store.pool;
+                $call.await
+            }
+        }
+    };
+}
 
 /// The production store: events, subscriptions and deliveries in PostgreSQL (schema `osa_events`).
 ///
@@ -54,11 +83,22 @@ mod register;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Set by [`through_transaction_pooler`](Self::through_transaction_pooler).
+    transaction_pooler: bool,
+    /// Where to `LISTEN`, when not through the pool (see [`listen_directly`](Self::listen_directly)).
+    listen: Option<PgConnectOptions>,
 }
 
 impl PgStore {
     /// Connects a pool of up to 16 connections to `url`, waiting up to 30 s for a database that
     /// is not up yet: [`connect_with`](Self::connect_with) with [`ConnectRetry::default`].
+    ///
+    /// Each connection sets TCP keepalives and a user timeout for its session (3 s idle, then a
+    /// probe a second, given up after 3; at most 5 s of unacknowledged data), so that when this
+    /// process's machine dies or its network fails, the server ends its sessions within about
+    /// 6 s instead of hours, and with them the locks of a `Tx` handler's open transaction, which
+    /// the worker taking its deliveries over would otherwise wait on. A pool given to
+    /// [`from_pool`](Self::from_pool) keeps its own settings.
     ///
     /// # Errors
     ///
@@ -81,17 +121,90 @@ impl PgStore {
         // A first connection of our own: a pool that cannot connect reports only "pool timed
         // out", while this reports why (refused, unknown host, authentication, ...).
         connect::first_connection(&options, retry).await?;
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options().connect_with(options).await?;
+        Ok(Self::from_pool(pool))
+    }
+
+    /// The pool options [`connect`](Self::connect) uses: up to 16 connections, a 10 s acquire
+    /// timeout, and the keepalive settings on every new connection (see `connect`). Start from
+    /// them to build your own pool for [`from_pool`](Self::from_pool) with other limits.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), osa_events::Error> {
+    /// let options: sqlx::postgres::PgConnectOptions = "postgres://app@localhost/app".parse()?;
+    /// let pool = osa_events::PgStore::pool_options()
+    ///     .max_connections(4)
+    ///     .connect_with(options)
+    ///     .await?;
+    /// let store = osa_events::PgStore::from_pool(pool);
+    /// # Ok(()) }
+    /// ```
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
+            .after_connect(keepalive::after_connect)
     }
 
     /// Uses an existing pool, typically the application's own, so publishing and handling share it.
+    ///
+    /// The pool's connections are used as they are: build it from
+    /// [`pool_options`](Self::pool_options) to get the keepalive settings of
+    /// [`connect`](Self::connect).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            transaction_pooler: false,
+            listen: None,
+        }
+    }
+
+    /// Declares that the pool reaches PostgreSQL through a pooler in transaction mode
+    /// (PgBouncer `pool_mode = transaction`), where each transaction may run on another server
+    /// session.
+    ///
+    /// The store then runs each claim, completion, failure, deferral, heartbeat, release and
+    /// registration as unnamed statements ([`PgUnnamed`]) in a transaction of its own, so
+    /// nothing depends on a statement prepared on another session; a `Tx` handler's completion
+    /// runs unnamed in the handler's transaction. That costs a round trip or two per operation (BEGIN, the parse,
+    /// COMMIT), measured in `BENCHMARKS.md`. `LISTEN` needs a session, so workers poll every
+    /// `poll` interval instead (logged at start-up), unless wake-ups come from a direct
+    /// connection ([`listen_directly`](Self::listen_directly)).
+    ///
+    /// What it does not change: statements you run yourself, in a `Tx` handler or around
+    /// [`publish`](crate::publish), must be unnamed too (wrap the executor in [`PgUnnamed`], or
+    /// use `.persistent(false)`), and run inside a transaction. Projections (session advisory
+    /// locks: refused with an error naming the pooler) and [`migrate`](Self::migrate) need a
+    /// direct connection.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), osa_events::Error> {
+    /// let store = osa_events::PgStore::connect("postgres://app@pgbouncer:6432/app")
+    ///     .await?
+    ///     .through_transaction_pooler()
+    ///     .listen_directly("postgres://app@db:5432/app")?; // optional: wake-ups without polling
+    /// # Ok(()) }
+    /// ```
+    pub fn through_transaction_pooler(mut self) -> Self {
+        self.transaction_pooler = true;
+        self
+    }
+
+    /// Listens for wake-ups (`LISTEN`) on a connection of its own to `url`, instead of one from
+    /// the pool: for a pool that goes through a pooler in transaction mode, where `LISTEN` does
+    /// not work, with `url` naming the same database directly.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`](crate::Error::Database) when the URL is malformed. It is connected
+    /// when the runtime starts listening; until it connects, workers poll.
+    pub fn listen_directly(mut self, url: &str) -> Result<Self> {
+        self.listen = Some(url.parse()?);
+        Ok(self)
     }
 
     /// The connection pool, for publishing and for the application's own queries.
@@ -106,6 +219,8 @@ impl fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("connections", &self.pool.size())
             .field("idle", &self.pool.num_idle())
+            .field("transaction_pooler", &self.transaction_pooler)
+            .field("listen_directly", &self.listen.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -115,11 +230,15 @@ impl Store for PgStore {
         &'a self,
         subscriptions: &'a [Subscription],
     ) -> BoxFuture<'a, Result<Vec<SubscriptionId>>> {
-        Box::pin(register::register(&self.pool, subscriptions))
+        Box::pin(register::register(
+            &self.pool,
+            subscriptions,
+            self.transaction_pooler,
+        ))
     }
 
     fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>> {
-        Box::pin(claim::claim(&self.pool, request))
+        Box::pin(run!(self, |x| claim::claim(x, request)))
     }
 
     fn complete<'a>(
@@ -127,7 +246,7 @@ impl Store for PgStore {
         subscription: SubscriptionId,
         done: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(fenced::complete(&self.pool, subscription, done))
+        Box::pin(run!(self, |x| fenced::complete(x, subscription, done)))
     }
 
     fn complete_and_claim<'a>(
@@ -135,7 +254,7 @@ impl Store for PgStore {
         done: &'a [Fence],
         request: ClaimRequest<'a>,
     ) -> BoxFuture<'a, Result<(u64, Vec<Delivery>)>> {
-        Box::pin(claim::complete_and_claim(&self.pool, done, request))
+        Box::pin(run!(self, |x| claim::complete_and_claim(x, done, request)))
     }
 
     fn fail<'a>(
@@ -143,7 +262,7 @@ impl Store for PgStore {
         subscription: SubscriptionId,
         failures: &'a [Failure],
     ) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(fenced::fail(&self.pool, subscription, failures))
+        Box::pin(run!(self, |x| fenced::fail(x, subscription, failures)))
     }
 
     fn extend<'a>(
@@ -152,12 +271,12 @@ impl Store for PgStore {
         claims: &'a [Fence],
         claim_timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<i64>>> {
-        Box::pin(fenced::extend(
-            &self.pool,
+        Box::pin(run!(self, |x| fenced::extend(
+            x,
             subscription,
             claims,
-            claim_timeout,
-        ))
+            claim_timeout
+        )))
     }
 
     fn release<'a>(
@@ -165,7 +284,7 @@ impl Store for PgStore {
         subscription: SubscriptionId,
         claims: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(fenced::release(&self.pool, subscription, claims))
+        Box::pin(run!(self, |x| fenced::release(x, subscription, claims)))
     }
 
     fn defer<'a>(
@@ -173,10 +292,22 @@ impl Store for PgStore {
         subscription: SubscriptionId,
         deferred: &'a [Failure],
     ) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(fenced::defer(&self.pool, subscription, deferred))
+        Box::pin(run!(self, |x| fenced::defer(x, subscription, deferred)))
     }
 
     fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {
+        if let Some(options) = &self.listen {
+            let options = options.clone();
+            return Some(Box::pin(async move { notify::listen_at(options).await }));
+        }
+        if self.transaction_pooler {
+            tracing::info!(
+                "PgStore is behind a transaction-mode pooler, where LISTEN does not work: workers \
+                 poll every `poll` interval (give PgStore::listen_directly a direct url for \
+                 wake-ups)"
+            );
+            return None;
+        }
         let pool = self.pool.clone();
         Some(Box::pin(async move { notify::listen(&pool).await }))
     }
@@ -205,6 +336,11 @@ impl PgStore {
         subscription: SubscriptionId,
         done: &[Fence],
     ) -> Result<u64> {
-        fenced::complete(conn, subscription, done).await
+        fenced::complete(
+            PgUnnamed::when(self.transaction_pooler, conn),
+            subscription,
+            done,
+        )
+        .await
     }
 }

@@ -2,7 +2,7 @@
 
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use crate::Result;
 use crate::publish::NOTIFY_CHANNEL;
@@ -17,6 +17,16 @@ pub(super) async fn listen(pool: &PgPool) -> Result<WakeUps> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
     Ok(WakeUps::new(PgWakeSource { listener }))
+}
+
+/// Listens on a connection of its own to `options`, for a pool that cannot `LISTEN` (behind a
+/// transaction-mode pooler). PgListener keeps the (lazy, one-connection) pool to reconnect from.
+pub(super) async fn listen_at(options: PgConnectOptions) -> Result<WakeUps> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(super::keepalive::after_connect)
+        .connect_lazy_with(options);
+    listen(&pool).await
 }
 
 impl WakeSource for PgWakeSource {

@@ -7,6 +7,7 @@
 
 use sqlx::PgPool;
 
+use super::PgUnnamed;
 use crate::store::{Reconcile, Subscription, SubscriptionId};
 use crate::{Error, Result};
 
@@ -38,9 +39,11 @@ set event_type = $2, routing_key = $3, config = $4, revision = $5, updated_at = 
 where id = $1
 "#;
 
+/// `unnamed`: behind a transaction-mode pooler (see [`PgUnnamed`]).
 pub(super) async fn register(
     pool: &PgPool,
     subscriptions: &[Subscription],
+    unnamed: bool,
 ) -> Result<Vec<SubscriptionId>> {
     let mut tx = pool.begin().await?;
     let mut ids = Vec::with_capacity(subscriptions.len());
@@ -65,7 +68,7 @@ pub(super) async fn register(
             .bind(subscription.routing_key.as_deref())
             .bind(&subscription.config)
             .bind(revision)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(PgUnnamed::when(unnamed, &mut tx))
             .await?;
         if let Some((id,)) = inserted {
             ids.push(SubscriptionId(id));
@@ -74,7 +77,7 @@ pub(super) async fn register(
         let (id, event_type, routing_key, stored_revision): (i32, String, Option<String>, i32) =
             sqlx::query_as(STORED_SQL)
                 .bind(&subscription.name)
-                .fetch_one(&mut *tx)
+                .fetch_one(PgUnnamed::when(unnamed, &mut tx))
                 .await?;
         let stored = Subscription {
             name: subscription.name.clone(),
@@ -91,7 +94,7 @@ pub(super) async fn register(
                     .bind(id)
                     .bind(&subscription.config)
                     .bind(revision)
-                    .execute(&mut *tx)
+                    .execute(PgUnnamed::when(unnamed, &mut tx))
                     .await?;
             }
             Reconcile::Repoint => {
@@ -111,7 +114,7 @@ pub(super) async fn register(
                     .bind(subscription.routing_key.as_deref())
                     .bind(&subscription.config)
                     .bind(revision)
-                    .execute(&mut *tx)
+                    .execute(PgUnnamed::when(unnamed, &mut tx))
                     .await?;
             }
         }
