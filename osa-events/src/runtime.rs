@@ -12,6 +12,7 @@ use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
 use crate::worker::Worker;
 use crate::worker::step::Stepper;
+use crate::worker::supervise::supervise;
 use crate::worker::wake::{self, WakeBoard};
 use crate::{Clock, Resources, Result, SystemClock};
 
@@ -204,6 +205,15 @@ impl Runtime {
     /// [`Error::Database`](crate::Error::Database) when the subscriptions cannot be registered,
     /// [`Error::Signal`](crate::Error::Signal) when signal handlers cannot be installed. Once running,
     /// store errors are logged and retried, never returned.
+    ///
+    /// # Supervision
+    ///
+    /// A panic in a handler call, in a payload's `Deserialize` or in an extractor is a failed
+    /// attempt of the events it concerns (see the crate's failure docs), never the end of a loop.
+    /// A claim loop or projection loop that dies anyway (a panic in a store or a clock, or a loop
+    /// that returns before shutdown) is logged at ERROR with the cause and started again: after
+    /// 100 ms, doubling with each death in a row, at most 30 s. The runtime keeps running; it
+    /// never goes on with a loop silently missing.
     pub async fn run(self) -> Result<()> {
         let stopping = self.shutdown.clone();
         let aborting = CancellationToken::new();
@@ -235,22 +245,30 @@ impl Runtime {
                     stopping: stopping.clone(),
                     aborting: aborting.clone(),
                 };
-                tasks.spawn(worker.run());
+                tasks.spawn(supervise(
+                    format!("claim loop {slot} of handler `{}`", handler.spec.name()),
+                    stopping.clone(),
+                    Arc::clone(&self.clock),
+                    move || worker.clone().run(),
+                ));
             }
         }
         if let Some(store) = self.store.projections() {
             for projection in &self.projections {
-                tasks.spawn(
-                    ProjectionRunner {
-                        spec: projection.spec,
-                        invoker: Arc::clone(&projection.invoker),
-                        store: Arc::clone(&store),
-                        clock: Arc::clone(&self.clock),
-                        process: process.clone(),
-                        stopping: stopping.clone(),
-                    }
-                    .run(),
-                );
+                let runner = ProjectionRunner {
+                    spec: projection.spec,
+                    invoker: Arc::clone(&projection.invoker),
+                    store: Arc::clone(&store),
+                    clock: Arc::clone(&self.clock),
+                    process: process.clone(),
+                    stopping: stopping.clone(),
+                };
+                tasks.spawn(supervise(
+                    format!("loop of projection `{}`", projection.spec.name()),
+                    stopping.clone(),
+                    Arc::clone(&self.clock),
+                    move || runner.clone().run(),
+                ));
             }
         }
         tracing::info!(

@@ -2,5 +2,7 @@
 //! no sleeping. One binary (see STYLE.md); the handlers they run are registered here.
 
 mod harness;
+mod logs;
+mod panics;
 mod projections;
 mod sim;

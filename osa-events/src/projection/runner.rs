@@ -12,7 +12,7 @@ use super::ProjectionSpec;
 use super::store::{Leadership, ProjectionStore};
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, TxSlot};
-use crate::handler::invoke::InvokerKind;
+use crate::handler::invoke::{InvokerKind, panic_message};
 use crate::{Clock, Invoker};
 
 /// How long a follower waits for the leadership in one attempt; a store that can (PostgreSQL's lock
@@ -21,6 +21,7 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 /// The least time between two attempts, for stores that return before the wait is over.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub(crate) struct ProjectionRunner {
     pub(crate) spec: ProjectionSpec,
     pub(crate) invoker: Arc<Invoker>,
@@ -159,7 +160,12 @@ pub(crate) async fn apply_next_batch(
         let result = AssertUnwindSafe(future)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(HandlerError::retry("the projection panicked")));
+            .unwrap_or_else(|panic| {
+                Err(HandlerError::retry(format!(
+                    "the projection panicked: {}",
+                    panic_message(&*panic)
+                )))
+            });
         match result {
             Ok(reported) if reported.failed_count() == 0 => {}
             // A projection cannot skip an event: one failed event fails the whole batch.

@@ -12,7 +12,7 @@ use super::Worker;
 use super::heartbeat::Settled;
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, Tx, TxSlot};
-use crate::handler::invoke::{BatchFn, EachFn, InvokerKind};
+use crate::handler::invoke::{BatchFn, EachFn, InvokerKind, panic_message};
 use crate::store::{Delivery, Fence};
 
 /// What became of one delivery.
@@ -259,16 +259,6 @@ fn copy(error: &HandlerError) -> HandlerError {
         HandlerError::permanent(error.to_string())
     } else {
         HandlerError::retry(error.to_string())
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(message) = panic.downcast_ref::<&'static str>() {
-        message
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message
-    } else {
-        "(a panic payload that is not a string)"
     }
 }
 

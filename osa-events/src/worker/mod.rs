@@ -19,9 +19,11 @@ mod batch;
 mod call;
 mod heartbeat;
 pub(crate) mod step;
+pub(crate) mod supervise;
 pub(crate) mod wake;
 
 /// One claim loop of one handler.
+#[derive(Clone)]
 pub(crate) struct Worker {
     pub(crate) spec: HandlerSpec,
     pub(crate) subscription: SubscriptionId,
