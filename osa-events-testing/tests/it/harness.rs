@@ -67,6 +67,17 @@ async fn bulk(jobs: Batch<Job>) -> Result<BatchOutcome, HandlerError> {
     Ok(outcome)
 }
 
+/// Miscounts on its first attempt: marks an index one past the end of its batch.
+#[event_handler(name = "harness.miscounting", batch = 10, retries = 2)]
+async fn miscounting(jobs: Batch<Job>) -> Result<BatchOutcome, HandlerError> {
+    let mut outcome = BatchOutcome::new();
+    let (ctx, _) = jobs.iter_with_ctx().next().expect("a batch is never empty");
+    if ctx.attempt() == 1 {
+        outcome.fail(jobs.len(), HandlerError::permanent("off by one"));
+    }
+    Ok(outcome)
+}
+
 #[event_handler(name = "harness.slow", timeout = "5s", retries = 0)]
 async fn slow(_job: Job, clock: State<FakeClock>) -> Result<(), HandlerError> {
     clock.sleep(Duration::from_secs(3600)).await;
@@ -212,6 +223,33 @@ async fn batch_handlers_fail_single_events() {
         .collect();
     assert_eq!(handled, [0, 2, 4]);
     harness.assert_dead_lettered("harness.bulk", 2);
+}
+
+#[tokio::test]
+async fn an_out_of_range_batch_outcome_index_fails_the_whole_batch() {
+    let mut harness = harness("harness.miscounting", Resources::new()).await;
+    for n in 0..3 {
+        harness.publish(&Job { n });
+    }
+    let attempts = harness.step("harness.miscounting").await;
+    assert_eq!(attempts.len(), 3, "one batch");
+    for attempt in &attempts {
+        assert!(
+            attempt.is_retried(),
+            "retryable, not completed: {attempt:?}"
+        );
+        let error = attempt.error().unwrap();
+        assert!(
+            error.ends_with(
+                "`BatchOutcome::fail` named index 3, but the batch has 3 event(s) (indexes 0..3); \
+                 the whole batch failed"
+            ),
+            "{error}"
+        );
+    }
+    harness.drain().await;
+    harness.assert_handled("harness.miscounting", 3);
+    harness.assert_dead_lettered("harness.miscounting", 0);
 }
 
 #[tokio::test]

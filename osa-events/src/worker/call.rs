@@ -132,16 +132,17 @@ impl Worker {
                 return;
             }
         };
-        for (batch_index, error) in reported.into_failures() {
-            match call.accepted.get(batch_index) {
-                Some(&index) => outcomes[index] = Some(Outcome::Failed(error)),
-                None => tracing::warn!(
-                    handler = self.spec.name(),
-                    batch_index,
-                    size = call.accepted.len(),
-                    "BatchOutcome::fail named an index outside the batch; ignored"
-                ),
+        let failures = reported.into_failures();
+        if let Some(error) = out_of_range(&failures, call.accepted.len()) {
+            // The handler's bookkeeping is wrong, so none of its verdicts can be trusted: the
+            // whole batch fails, and a `Tx` batch's transaction (dropped with `slot`) rolls back.
+            for &index in &call.accepted {
+                outcomes[index] = Some(Outcome::Failed(copy(&error)));
             }
+            return;
+        }
+        for (batch_index, error) in failures {
+            outcomes[call.accepted[batch_index]] = Some(Outcome::Failed(error));
         }
         let succeeded: Vec<usize> = call
             .accepted
@@ -251,6 +252,19 @@ impl Worker {
         })?;
         Ok(true)
     }
+}
+
+/// The retryable failure of a whole batch whose [`BatchOutcome`](crate::BatchOutcome) marked an
+/// index outside it, if one did.
+pub(crate) fn out_of_range(
+    failures: &[(usize, HandlerError)],
+    size: usize,
+) -> Option<HandlerError> {
+    let &(index, _) = failures.iter().find(|(index, _)| *index >= size)?;
+    Some(HandlerError::retry(format!(
+        "`BatchOutcome::fail` named index {index}, but the batch has {size} event(s) (indexes 0..{size}); \
+         the whole batch failed"
+    )))
 }
 
 /// One failure copied to each event of a batch (the error itself is not `Clone`).

@@ -16,7 +16,7 @@ use crate::store::{ClaimRequest, Fence, Store, SubscriptionId};
 
 mod backoff;
 mod batch;
-mod call;
+pub(crate) mod call;
 mod heartbeat;
 pub(crate) mod step;
 pub(crate) mod supervise;
