@@ -222,6 +222,7 @@ impl Runtime {
             spawn_signal_listener(stopping.clone())?;
         }
         let subscriptions = self.register().await?;
+        self.check_pool_size();
 
         let board = Arc::new(WakeBoard::new(subscriptions.iter().copied()));
         let mut tasks = JoinSet::new();
@@ -297,6 +298,37 @@ impl Runtime {
         }
         tracing::info!("osa-events runtime stopped");
         Ok(())
+    }
+}
+
+impl Runtime {
+    /// Warns when the store's pool cannot serve the handlers that take [`Tx`](crate::Tx): each of
+    /// their claim loops holds a connection for its whole call, and the claim loops need one more
+    /// for claims, completions and heartbeats. A starved handler does not lose attempts (its
+    /// claims are released unattempted), but it waits.
+    fn check_pool_size(&self) {
+        let Some(pg) = self.store.postgres() else {
+            return;
+        };
+        let tx_loops: u32 = self
+            .handlers
+            .iter()
+            .filter(|handler| handler.invoker.transactional)
+            .map(|handler| handler.spec.concurrency_level())
+            .sum();
+        let max_connections = pg.pool().options().get_max_connections();
+        let needed = tx_loops.saturating_add(1);
+        if tx_loops > 0 && max_connections < needed {
+            tracing::warn!(
+                max_connections,
+                needed,
+                tx_loops,
+                "the connection pool is too small for the handlers that take `Tx`: each of their \
+                 {tx_loops} claim loops holds a connection while it runs, and the claim loops need \
+                 one more; handlers will wait for connections (their claims are released, not \
+                 failed): give the pool at least {needed} connections"
+            );
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 mod claim;
 mod contract;
 mod failures;
+/// The log capture of the harness tests, shared rather than copied.
+#[path = "../../osa-events-testing/tests/it/logs.rs"]
+mod logs;
 mod options;
 mod pooler;
 mod projections;

@@ -293,3 +293,66 @@ async fn an_out_of_range_batch_outcome_index_rolls_the_whole_tx_batch_back() {
         "attempt 1 failed as a whole and rolled back; attempt 2 wrote each order once"
     );
 }
+
+/// Holds its transaction's connection for a while, as a slow handler would.
+#[event_handler(
+    name = "tx.starved",
+    concurrency = 8,
+    batch = 1,
+    retries = 0,
+    poll = "20ms"
+)]
+async fn hold_the_connection(order: Order, mut tx: Tx) -> Result<(), HandlerError> {
+    sqlx::query("insert into ledger (n) values ($1)")
+        .bind(order.n)
+        .execute(&mut *tx)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_starved_pool_makes_tx_handlers_wait_instead_of_burning_attempts() {
+    let logs = crate::logs::Logs::capture();
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    // 8 claim loops, each holding a connection while its handler runs, on a pool of 2.
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_with((*db.pool().connect_options()).clone())
+        .await
+        .unwrap();
+    let starved = Db::from_pool(small);
+    let running = starved.start(&["tx.starved"], Resources::new()).await;
+    publish_orders(&db, 16).await;
+    eventually(WAIT, "every order handled or one dead", || async {
+        db.deliveries(None).await == 0 || db.deliveries(Some("dead")).await > 0
+    })
+    .await;
+    running.stop().await;
+
+    assert_eq!(
+        db.dead_letters().await,
+        [],
+        "no delivery lost its only attempt to the pool"
+    );
+    assert_eq!(ledger(&db).await, (0..16).collect::<Vec<_>>(), "each once");
+    let warnings: Vec<String> = logs
+        .at("WARN")
+        .into_iter()
+        .filter(|line| line.contains("the connection pool is too small"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning at start-up: {warnings:#?}");
+    assert!(
+        warnings[0].contains("max_connections=2") && warnings[0].contains("needed=9"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        !logs
+            .lines_with("no database connection for the handler's transaction; waiting")
+            .is_empty(),
+        "the pool did starve handlers in this test"
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -74,10 +75,7 @@ impl Worker {
     }
 
     async fn call_each(&self, call: &EachFn, delivery: &Delivery) -> Outcome {
-        let (tx, slot) = match self.open_tx().await {
-            Ok(pair) => pair,
-            Err(error) => return Outcome::Failed(error),
-        };
+        let (tx, slot) = self.open_tx().await;
         let mut parts = Call::new(std::slice::from_ref(delivery), tx);
         let future = match call(&mut parts) {
             Ok(future) => future,
@@ -101,15 +99,7 @@ impl Worker {
         deliveries: &[Delivery],
         outcomes: &mut [Option<Outcome>],
     ) {
-        let (tx, slot) = match self.open_tx().await {
-            Ok(pair) => pair,
-            Err(error) => {
-                for outcome in outcomes.iter_mut() {
-                    *outcome = Some(Outcome::Failed(copy(&error)));
-                }
-                return;
-            }
-        };
+        let (tx, slot) = self.open_tx().await;
         let mut parts = Call::new(deliveries, tx);
         let call = call(&mut parts);
         drop(parts);
@@ -204,19 +194,51 @@ impl Worker {
     }
 
     /// A transaction for a handler that takes [`Tx`], with the slot it returns to.
-    async fn open_tx(&self) -> Result<(Option<Tx>, Option<TxSlot>), HandlerError> {
+    ///
+    /// Without a connection the handler cannot run, and that is no fault of the event: a starved
+    /// pool or a database that is down must not use up the delivery's retries. So this waits for
+    /// one, trying again after a growing pause, for as long as the batch holds its claims: the
+    /// heartbeat keeps them meanwhile, and the batch ends (its claims released at shutdown, or
+    /// abandoned when the heartbeat cannot keep them) without a failure being recorded.
+    async fn open_tx(&self) -> (Option<Tx>, Option<TxSlot>) {
         if !self.invoker.transactional {
-            return Ok((None, None));
+            return (None, None);
         }
         let pg = self
             .store
             .postgres()
             .expect("the runtime refuses transactional handlers on stores without PostgreSQL");
-        let tx = pg.pool().begin().await.map_err(|error| {
-            HandlerError::retry(format!("cannot begin the handler's transaction: {error}"))
-        })?;
+        let mut failures: u32 = 0;
+        let tx = loop {
+            match pg.pool().begin().await {
+                Ok(tx) => break tx,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    // A pool that timed out has waited already: queue again at once. Anything
+                    // else (the database refused) waits like a failed claim.
+                    let retry_in = if matches!(error, sqlx::Error::PoolTimedOut) {
+                        Duration::ZERO
+                    } else {
+                        super::error_pause(failures, self.spec.poll_interval())
+                    };
+                    if failures == 1 {
+                        tracing::warn!(
+                            handler = self.spec.name(),
+                            %error,
+                            "no database connection for the handler's transaction; waiting for \
+                             one (the attempt is not failed)"
+                        );
+                    } else {
+                        tracing::debug!(handler = self.spec.name(), %error, failures, ?retry_in, "still no database connection for the handler's transaction");
+                    }
+                    if !retry_in.is_zero() {
+                        self.clock.sleep(retry_in).await;
+                    }
+                }
+            }
+        };
         let (tx, slot) = TxSlot::new(tx);
-        Ok((Some(tx), Some(slot)))
+        (Some(tx), Some(slot))
     }
 
     /// Completes `fences` in the handler's transaction and commits. `Ok(false)`: some claim was
