@@ -10,6 +10,8 @@ use osa_events::{BatchOutcome, Clock, Error};
 use osa_events_testing::{AttemptOutcome, FakeClock, Harness, InMemoryStore, RawEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::logs::Logs;
+
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "harness.test.job")]
 struct Job {
@@ -65,6 +67,19 @@ async fn bulk(jobs: Batch<Job>) -> Result<BatchOutcome, HandlerError> {
         }
     }
     Ok(outcome)
+}
+
+#[event_handler(name = "harness.down", batch = 10, retries = 1, backoff = "1s")]
+async fn down(job: Job) -> Result<(), HandlerError> {
+    Err(HandlerError::retry(format!(
+        "backend down for job {}",
+        job.n
+    )))
+}
+
+#[event_handler(name = "harness.refuse", batch = 10)]
+async fn refuse(job: Job) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent(format!("job {} is refused", job.n)))
 }
 
 /// Miscounts on its first attempt: marks an index one past the end of its batch.
@@ -250,6 +265,54 @@ async fn an_out_of_range_batch_outcome_index_fails_the_whole_batch() {
     harness.drain().await;
     harness.assert_handled("harness.miscounting", 3);
     harness.assert_dead_lettered("harness.miscounting", 0);
+}
+
+#[tokio::test]
+async fn a_failed_batch_logs_one_line_with_the_counts_and_the_first_error() {
+    let logs = Logs::capture();
+    let mut harness = harness("harness.down", Resources::new()).await;
+    for n in 0..10 {
+        harness.publish(&Job { n });
+    }
+    assert_eq!(harness.step("harness.down").await.len(), 10, "one batch");
+    let warnings = logs.at("WARN");
+    assert_eq!(warnings.len(), 1, "one line per batch: {warnings:#?}");
+    for field in [
+        "failed=10",
+        "of=10",
+        "retried=10",
+        "attempt 1 of 2: backend down for job 0",
+    ] {
+        assert!(warnings[0].contains(field), "{field}: {}", warnings[0]);
+    }
+    let detail = logs.lines_with("backend down for job");
+    assert_eq!(
+        detail
+            .iter()
+            .filter(|line| line.starts_with("DEBUG"))
+            .count(),
+        10,
+        "each event's failure at DEBUG: {detail:#?}"
+    );
+
+    assert!(logs.at("ERROR").is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_lettered_batch_logs_one_error_line_with_the_counts() {
+    let logs = Logs::capture();
+    let mut harness = harness("harness.refuse", Resources::new()).await;
+    for n in 0..10 {
+        harness.publish(&Job { n });
+    }
+    assert_eq!(harness.step("harness.refuse").await.len(), 10, "one batch");
+    harness.assert_dead_lettered("harness.refuse", 10);
+    let errors = logs.at("ERROR");
+    assert_eq!(errors.len(), 1, "one line per batch: {errors:#?}");
+    for field in ["failed=10", "dead_lettered=10", "job 0 is refused"] {
+        assert!(errors[0].contains(field), "{field}: {}", errors[0]);
+    }
+    assert!(logs.at("WARN").is_empty());
 }
 
 #[tokio::test]
