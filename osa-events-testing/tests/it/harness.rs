@@ -308,7 +308,7 @@ async fn a_dead_lettered_batch_logs_one_error_line_with_the_counts() {
     assert_eq!(harness.step("harness.refuse").await.len(), 10, "one batch");
     harness.assert_dead_lettered("harness.refuse", 10);
     let errors = logs.at("ERROR");
-    assert_eq!(errors.len(), 1, "one line per batch: {errors:#?}");
+    assert_eq!(errors.len(), 1, "one line per batch: {:#?}", logs.lines());
     for field in ["failed=10", "dead_lettered=10", "job 0 is refused"] {
         assert!(errors[0].contains(field), "{field}: {}", errors[0]);
     }
