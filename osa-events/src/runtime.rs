@@ -12,6 +12,7 @@ use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
 use crate::worker::Worker;
 use crate::worker::step::Stepper;
+use crate::worker::supervise::supervise;
 use crate::worker::wake::{self, WakeBoard};
 use crate::{Clock, Resources, Result, SystemClock};
 
@@ -247,6 +248,15 @@ impl Runtime {
     /// [`Error::Database`](crate::Error::Database) when the subscriptions cannot be registered,
     /// [`Error::Signal`](crate::Error::Signal) when signal handlers cannot be installed. Once running,
     /// store errors are logged and retried, never returned.
+    ///
+    /// # Supervision
+    ///
+    /// A panic in a handler call, in a payload's `Deserialize` or in an extractor is a failed
+    /// attempt of the events it concerns (see the crate's failure docs), never the end of a loop.
+    /// A claim loop or projection loop that dies anyway (a panic in a store or a clock, or a loop
+    /// that returns before shutdown) is logged at ERROR with the cause and started again: after
+    /// 100 ms, doubling with each death in a row, at most 30 s. The runtime keeps running; it
+    /// never goes on with a loop silently missing.
     pub async fn run(self) -> Result<()> {
         let stopping = self.shutdown.clone();
         let aborting = CancellationToken::new();
@@ -256,6 +266,7 @@ impl Runtime {
         }
         let subscriptions = self.register().await?;
         self.record_projection_event_types().await?;
+        self.check_pool_size();
 
         let board = Arc::new(WakeBoard::new(subscriptions.iter().copied()));
         let mut tasks = JoinSet::new();
@@ -279,23 +290,31 @@ impl Runtime {
                     stopping: stopping.clone(),
                     aborting: aborting.clone(),
                 };
-                tasks.spawn(worker.run());
+                tasks.spawn(supervise(
+                    format!("claim loop {slot} of handler `{}`", handler.spec.name()),
+                    stopping.clone(),
+                    Arc::clone(&self.clock),
+                    move || worker.clone().run(),
+                ));
             }
         }
         if let Some(store) = self.store.projections() {
             for projection in &self.projections {
-                tasks.spawn(
-                    ProjectionRunner {
-                        spec: projection.spec,
-                        name: projection.stored_name,
-                        invoker: Arc::clone(&projection.invoker),
-                        store: Arc::clone(&store),
-                        clock: Arc::clone(&self.clock),
-                        process: process.clone(),
-                        stopping: stopping.clone(),
-                    }
-                    .run(),
-                );
+                let runner = ProjectionRunner {
+                    spec: projection.spec,
+                    name: projection.stored_name,
+                    invoker: Arc::clone(&projection.invoker),
+                    store: Arc::clone(&store),
+                    clock: Arc::clone(&self.clock),
+                    process: process.clone(),
+                    stopping: stopping.clone(),
+                };
+                tasks.spawn(supervise(
+                    format!("loop of projection `{}`", projection.spec.name()),
+                    stopping.clone(),
+                    Arc::clone(&self.clock),
+                    move || runner.clone().run(),
+                ));
             }
         }
         tracing::info!(
@@ -324,6 +343,37 @@ impl Runtime {
         }
         tracing::info!("osa-events runtime stopped");
         Ok(())
+    }
+}
+
+impl Runtime {
+    /// Warns when the store's pool cannot serve the handlers that take [`Tx`](crate::Tx): each of
+    /// their claim loops holds a connection for its whole call, and the claim loops need one more
+    /// for claims, completions and heartbeats. A starved handler does not lose attempts (its
+    /// claims are released unattempted), but it waits.
+    fn check_pool_size(&self) {
+        let Some(pg) = self.store.postgres() else {
+            return;
+        };
+        let tx_loops: u32 = self
+            .handlers
+            .iter()
+            .filter(|handler| handler.invoker.transactional)
+            .map(|handler| handler.spec.concurrency_level())
+            .sum();
+        let max_connections = pg.pool().options().get_max_connections();
+        let needed = tx_loops.saturating_add(1);
+        if tx_loops > 0 && max_connections < needed {
+            tracing::warn!(
+                max_connections,
+                needed,
+                tx_loops,
+                "the connection pool is too small for the handlers that take `Tx`: each of their \
+                 {tx_loops} claim loops holds a connection while it runs, and the claim loops need \
+                 one more; handlers will wait for connections (their claims are released, not \
+                 failed): give the pool at least {needed} connections"
+            );
+        }
     }
 }
 

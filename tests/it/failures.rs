@@ -309,3 +309,62 @@ async fn one_failing_handler_does_not_hold_back_another() {
         "the healthy handler saw every event once"
     );
 }
+
+/// A job whose hand-written `Deserialize` panics on `n == 13`.
+#[derive(Event, Serialize, Debug)]
+#[event(name = "test.failures.fragile")]
+struct FragileJob {
+    n: u32,
+}
+
+impl<'de> Deserialize<'de> for FragileJob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            n: u32,
+        }
+        let Raw { n } = Raw::deserialize(deserializer)?;
+        assert!(n != 13, "cannot decode 13");
+        Ok(FragileJob { n })
+    }
+}
+
+#[event_handler(name = "failures.fragile", concurrency = 1, retries = 5, poll = "20ms")]
+async fn count_fragile(job: FragileJob, calls: State<Calls>, ctx: Ctx) -> Result<(), HandlerError> {
+    calls.record(job.n, &ctx);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panicking_deserialize_dead_letters_the_event_and_the_loop_goes_on() {
+    let db = Db::new().await;
+    let calls = std::sync::Arc::new(Calls::default());
+    let running = db
+        .start(
+            &["failures.fragile"],
+            Resources::new().with_arc(calls.clone()),
+        )
+        .await;
+    let poison = osa_events::publish(db.pool(), &FragileJob { n: 13 })
+        .await
+        .unwrap();
+    osa_events::publish(db.pool(), &FragileJob { n: 1 })
+        .await
+        .unwrap();
+    eventually(WAIT, "the poison dead and the good job done", || async {
+        db.deliveries(Some("dead")).await == 1 && db.deliveries(None).await == 1
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(calls.seen(), vec![(1, 1)], "the one claim loop went on");
+    let dead = db.dead_letters().await;
+    assert_eq!(dead[0].0, 1, "permanent: no retry");
+    assert!(dead[0].1.contains(&poison.id.to_string()), "{}", dead[0].1);
+    assert!(
+        dead[0]
+            .1
+            .ends_with("attempt 1 of 6: decoding the payload panicked: cannot decode 13"),
+        "{}",
+        dead[0].1
+    );
+}

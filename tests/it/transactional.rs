@@ -208,3 +208,151 @@ async fn a_batch_handler_fails_single_events_and_commits_the_rest() {
             .all(|(attempts, error)| *attempts == 1 && error.contains("is void"))
     );
 }
+
+/// Writes a row for every order, then fails the orders divisible by 3 on their first attempt.
+#[event_handler(
+    name = "tx.batch.writes_then_fails",
+    batch = 50,
+    retries = 1,
+    backoff = "10ms",
+    poll = "20ms"
+)]
+async fn write_then_fail(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcome, HandlerError> {
+    let mut outcome = BatchOutcome::new();
+    for (index, (ctx, order)) in orders.iter_with_ctx().enumerate() {
+        sqlx::query("insert into ledger (n) values ($1)")
+            .bind(order.n)
+            .execute(&mut *tx)
+            .await?;
+        if order.n % 3 == 0 && ctx.attempt() == 1 {
+            outcome.fail(index, HandlerError::retry("downstream refused it"));
+        }
+    }
+    Ok(outcome)
+}
+
+#[tokio::test]
+async fn a_tx_batch_commits_its_writes_for_events_it_marks_failed() {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let running = db
+        .start(&["tx.batch.writes_then_fails"], Resources::new())
+        .await;
+    publish_orders(&db, 6).await;
+    eventually(WAIT, "every order completed", || async {
+        db.deliveries(None).await == 0
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        ledger(&db).await,
+        vec![0, 0, 1, 2, 3, 3, 4, 5],
+        "the writes for the failed orders 0 and 3 committed with the batch, and again on retry"
+    );
+}
+
+/// Writes `10 n + attempt` for every order, then miscounts on the first attempt: an index past the
+/// end of the batch.
+#[event_handler(
+    name = "tx.batch.miscounting",
+    batch = 50,
+    retries = 1,
+    backoff = "10ms",
+    poll = "20ms"
+)]
+async fn miscount(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcome, HandlerError> {
+    let mut outcome = BatchOutcome::new();
+    let mut first_attempt = false;
+    for (ctx, order) in orders.iter_with_ctx() {
+        first_attempt |= ctx.attempt() == 1;
+        sqlx::query("insert into ledger (n) values ($1)")
+            .bind(order.n * 10 + i32::try_from(ctx.attempt()).unwrap())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if first_attempt {
+        outcome.fail(orders.len(), HandlerError::permanent("off by one"));
+    }
+    Ok(outcome)
+}
+
+#[tokio::test]
+async fn an_out_of_range_batch_outcome_index_rolls_the_whole_tx_batch_back() {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let running = db.start(&["tx.batch.miscounting"], Resources::new()).await;
+    publish_orders(&db, 4).await;
+    eventually(WAIT, "every order completed", || async {
+        db.deliveries(None).await == 0
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        ledger(&db).await,
+        vec![2, 12, 22, 32],
+        "attempt 1 failed as a whole and rolled back; attempt 2 wrote each order once"
+    );
+}
+
+/// Holds its transaction's connection for a while, as a slow handler would.
+#[event_handler(
+    name = "tx.starved",
+    concurrency = 8,
+    batch = 1,
+    retries = 0,
+    poll = "20ms"
+)]
+async fn hold_the_connection(order: Order, mut tx: Tx) -> Result<(), HandlerError> {
+    sqlx::query("insert into ledger (n) values ($1)")
+        .bind(order.n)
+        .execute(&mut *tx)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_starved_pool_makes_tx_handlers_wait_instead_of_burning_attempts() {
+    let logs = crate::logs::Logs::capture();
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    // 8 claim loops, each holding a connection while its handler runs, on a pool of 2.
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_with((*db.pool().connect_options()).clone())
+        .await
+        .unwrap();
+    let starved = Db::from_pool(small);
+    let running = starved.start(&["tx.starved"], Resources::new()).await;
+    publish_orders(&db, 16).await;
+    eventually(WAIT, "every order handled or one dead", || async {
+        db.deliveries(None).await == 0 || db.deliveries(Some("dead")).await > 0
+    })
+    .await;
+    running.stop().await;
+
+    assert_eq!(
+        db.dead_letters().await,
+        [],
+        "no delivery lost its only attempt to the pool"
+    );
+    assert_eq!(ledger(&db).await, (0..16).collect::<Vec<_>>(), "each once");
+    let warnings: Vec<String> = logs
+        .at("WARN")
+        .into_iter()
+        .filter(|line| line.contains("the connection pool is too small"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning at start-up: {warnings:#?}");
+    assert!(
+        warnings[0].contains("max_connections=2") && warnings[0].contains("needed=9"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        !logs
+            .lines_with("no database connection for the handler's transaction; waiting")
+            .is_empty(),
+        "the pool did starve handlers in this test"
+    );
+}

@@ -10,6 +10,8 @@ use osa_events::{BatchOutcome, Clock, Error};
 use osa_events_testing::{AttemptOutcome, FakeClock, Harness, InMemoryStore, RawEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::logs::Logs;
+
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "harness.test.job")]
 struct Job {
@@ -63,6 +65,30 @@ async fn bulk(jobs: Batch<Job>) -> Result<BatchOutcome, HandlerError> {
         if job.n % 2 == 1 {
             outcome.fail(index, HandlerError::permanent(format!("odd job {}", job.n)));
         }
+    }
+    Ok(outcome)
+}
+
+#[event_handler(name = "harness.down", batch = 10, retries = 1, backoff = "1s")]
+async fn down(job: Job) -> Result<(), HandlerError> {
+    Err(HandlerError::retry(format!(
+        "backend down for job {}",
+        job.n
+    )))
+}
+
+#[event_handler(name = "harness.refuse", batch = 10)]
+async fn refuse(job: Job) -> Result<(), HandlerError> {
+    Err(HandlerError::permanent(format!("job {} is refused", job.n)))
+}
+
+/// Miscounts on its first attempt: marks an index one past the end of its batch.
+#[event_handler(name = "harness.miscounting", batch = 10, retries = 2)]
+async fn miscounting(jobs: Batch<Job>) -> Result<BatchOutcome, HandlerError> {
+    let mut outcome = BatchOutcome::new();
+    let (ctx, _) = jobs.iter_with_ctx().next().expect("a batch is never empty");
+    if ctx.attempt() == 1 {
+        outcome.fail(jobs.len(), HandlerError::permanent("off by one"));
     }
     Ok(outcome)
 }
@@ -212,6 +238,81 @@ async fn batch_handlers_fail_single_events() {
         .collect();
     assert_eq!(handled, [0, 2, 4]);
     harness.assert_dead_lettered("harness.bulk", 2);
+}
+
+#[tokio::test]
+async fn an_out_of_range_batch_outcome_index_fails_the_whole_batch() {
+    let mut harness = harness("harness.miscounting", Resources::new()).await;
+    for n in 0..3 {
+        harness.publish(&Job { n });
+    }
+    let attempts = harness.step("harness.miscounting").await;
+    assert_eq!(attempts.len(), 3, "one batch");
+    for attempt in &attempts {
+        assert!(
+            attempt.is_retried(),
+            "retryable, not completed: {attempt:?}"
+        );
+        let error = attempt.error().unwrap();
+        assert!(
+            error.ends_with(
+                "`BatchOutcome::fail` named index 3, but the batch has 3 event(s) (indexes 0..3); \
+                 the whole batch failed"
+            ),
+            "{error}"
+        );
+    }
+    harness.drain().await;
+    harness.assert_handled("harness.miscounting", 3);
+    harness.assert_dead_lettered("harness.miscounting", 0);
+}
+
+#[tokio::test]
+async fn a_failed_batch_logs_one_line_with_the_counts_and_the_first_error() {
+    let logs = Logs::capture();
+    let mut harness = harness("harness.down", Resources::new()).await;
+    for n in 0..10 {
+        harness.publish(&Job { n });
+    }
+    assert_eq!(harness.step("harness.down").await.len(), 10, "one batch");
+    let warnings = logs.at("WARN");
+    assert_eq!(warnings.len(), 1, "one line per batch: {warnings:#?}");
+    for field in [
+        "failed=10",
+        "of=10",
+        "retried=10",
+        "attempt 1 of 2: backend down for job 0",
+    ] {
+        assert!(warnings[0].contains(field), "{field}: {}", warnings[0]);
+    }
+    let detail = logs.lines_with("backend down for job");
+    assert_eq!(
+        detail
+            .iter()
+            .filter(|line| line.starts_with("DEBUG"))
+            .count(),
+        10,
+        "each event's failure at DEBUG: {detail:#?}"
+    );
+
+    assert!(logs.at("ERROR").is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_lettered_batch_logs_one_error_line_with_the_counts() {
+    let logs = Logs::capture();
+    let mut harness = harness("harness.refuse", Resources::new()).await;
+    for n in 0..10 {
+        harness.publish(&Job { n });
+    }
+    assert_eq!(harness.step("harness.refuse").await.len(), 10, "one batch");
+    harness.assert_dead_lettered("harness.refuse", 10);
+    let errors = logs.at("ERROR");
+    assert_eq!(errors.len(), 1, "one line per batch: {:#?}", logs.lines());
+    for field in ["failed=10", "dead_lettered=10", "job 0 is refused"] {
+        assert!(errors[0].contains(field), "{field}: {}", errors[0]);
+    }
+    assert!(logs.at("WARN").is_empty());
 }
 
 #[tokio::test]

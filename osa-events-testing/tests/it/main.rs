@@ -3,6 +3,8 @@
 
 mod harness;
 mod inputs;
+mod logs;
+mod panics;
 mod projections;
 mod registration;
 mod runtime;

@@ -3,8 +3,14 @@
 //! The generated code hands a closure to [`Invoker::each`] or [`Invoker::batch`]; the generic code
 //! here decodes payloads into the handler's event type and boxes the returned future. Decoding
 //! failures never reach the handler: each becomes a permanent failure of its own delivery.
+//!
+//! Decoding and extracting run user code (a `Deserialize` impl, a custom extractor) outside the
+//! handler's future, so each runs under `catch_unwind` here: a panic there is a permanent failure
+//! of the events it concerns, never the end of the loop that made the call.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use futures_util::future::BoxFuture;
 
@@ -65,8 +71,11 @@ impl Invoker {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let call = move |call: &mut Call<'_>| -> Result<HandlerFuture, HandlerError> {
-            let event = decode::<E>(call.delivery())?;
-            Ok(Box::pin(handler(event, call)))
+            let event = decode_guarded(|| decode::<E>(call.delivery()))?;
+            catch_unwind(AssertUnwindSafe(|| {
+                Box::pin(handler(event, call)) as HandlerFuture
+            }))
+            .map_err(extract_panicked)
         };
         Self {
             kind: InvokerKind::Each(Box::new(call)),
@@ -117,7 +126,7 @@ impl Invoker {
             let mut accepted = Vec::with_capacity(deliveries.len());
             let mut rejected = Vec::new();
             for (index, delivery) in deliveries.iter().enumerate() {
-                match decode(delivery) {
+                match decode_guarded(|| decode(delivery)) {
                     Ok(event) => {
                         events.push(event);
                         contexts.push(Ctx::from_delivery(delivery));
@@ -126,8 +135,17 @@ impl Invoker {
                     Err(error) => rejected.push((index, error)),
                 }
             }
-            let future = (!events.is_empty())
-                .then(|| Box::pin(handler(Batch::new(events, contexts), call)) as BatchFuture);
+            let future = (!events.is_empty()).then(|| {
+                let batch = Batch::new(events, contexts);
+                catch_unwind(AssertUnwindSafe(|| {
+                    Box::pin(handler(batch, call)) as BatchFuture
+                }))
+                .unwrap_or_else(|panic| {
+                    // Every event of the call shares the extractors: all of them fail.
+                    let error = extract_panicked(panic);
+                    Box::pin(async move { Err(error) }) as BatchFuture
+                })
+            });
             BatchCall {
                 future,
                 accepted,
@@ -156,6 +174,35 @@ fn decode<E: Event>(delivery: &Delivery) -> Result<E, HandlerError> {
         delivery.event_version,
         &delivery.payload,
     )
+}
+
+/// Runs a decoder, turning its panic (a `Deserialize` impl that panics) into a permanent failure.
+fn decode_guarded<E>(decode: impl FnOnce() -> Result<E, HandlerError>) -> Result<E, HandlerError> {
+    catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        Err(HandlerError::permanent(format!(
+            "decoding the payload panicked: {}",
+            panic_message(&*panic)
+        )))
+    })
+}
+
+/// The permanent failure of a call whose extractors panicked before the handler could run.
+fn extract_panicked(panic: Box<dyn Any + Send>) -> HandlerError {
+    HandlerError::permanent(format!(
+        "extracting the handler's arguments panicked: {}",
+        panic_message(&*panic)
+    ))
+}
+
+/// The message of a panic, when its payload is a string (as `panic!` and `assert!` make it).
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(a panic payload that is not a string)"
+    }
 }
 
 /// What a per-event handler function may return: `Result<(), E>` for any `E` that converts into

@@ -12,7 +12,8 @@ use super::ProjectionSpec;
 use super::store::{Leadership, ProjectionStore};
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, TxSlot};
-use crate::handler::invoke::InvokerKind;
+use crate::handler::invoke::{InvokerKind, panic_message};
+use crate::worker::call::out_of_range;
 use crate::{Clock, Invoker};
 
 /// How long a follower waits for the leadership in one attempt; a store that can (PostgreSQL's lock
@@ -21,6 +22,7 @@ const FOLLOW_WAIT: Duration = Duration::from_secs(5);
 /// The least time between two attempts, for stores that return before the wait is over.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub(crate) struct ProjectionRunner {
     pub(crate) spec: ProjectionSpec,
     /// The name in the store: the spec's, qualified by the runtime's namespace.
@@ -166,22 +168,26 @@ pub(crate) async fn apply_next_batch(
         let result = AssertUnwindSafe(future)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(HandlerError::retry("the projection panicked")));
+            .unwrap_or_else(|panic| {
+                Err(HandlerError::retry(format!(
+                    "the projection panicked: {}",
+                    panic_message(&*panic)
+                )))
+            });
         match result {
             Ok(reported) if reported.failed_count() == 0 => {}
             // A projection cannot skip an event: one failed event fails the whole batch.
             Ok(reported) => {
-                let (index, error) = reported.into_failures().remove(0);
-                let event = batch.events.get(index).map_or_else(
-                    || format!("event at batch index {index}"),
-                    |event| {
-                        format!(
-                            "event {} (position {})",
-                            event.event_id, event.fence.position
-                        )
-                    },
-                );
-                return Err(BatchError::Failed(format!("{event} failed: {error}")));
+                let failures = reported.into_failures();
+                if let Some(error) = out_of_range(&failures, batch.events.len()) {
+                    return Err(BatchError::Failed(error.to_string()));
+                }
+                let (index, error) = &failures[0];
+                let event = &batch.events[*index];
+                return Err(BatchError::Failed(format!(
+                    "event {} (position {}) failed: {error}",
+                    event.event_id, event.fence.position
+                )));
             }
             Err(error) => return Err(BatchError::Failed(error.to_string())),
         }

@@ -54,6 +54,7 @@ impl Worker {
         jitter: &mut Jitter,
     ) -> Processed {
         let max_attempts = self.spec.max_retries().saturating_add(1);
+        let claimed = deliveries.len();
         // A claim beyond the last allowed attempt means earlier claims expired unfinished (the
         // worker crashed or hung): give up instead of running the handler again.
         let (exhausted, runnable): (Vec<Delivery>, Vec<Delivery>) = deliveries
@@ -99,6 +100,7 @@ impl Worker {
                 None => unfinished.push(delivery.fence),
             }
         }
+        self.log_failures(&failures, claimed);
         self.write_failures(&failures).await;
         self.write_deferrals(&deferred).await;
         failures.extend(deferred);
@@ -138,11 +140,12 @@ impl Worker {
             max_attempts,
             error
         );
+        // Per event at DEBUG; the batch's failures are summed up in one line (`log_failures`).
         match retry_in {
             Some(delay) => {
-                tracing::warn!(handler = self.spec.name(), retry_in = ?delay, "{message}")
+                tracing::debug!(handler = self.spec.name(), retry_in = ?delay, "{message}")
             }
-            None => tracing::error!(handler = self.spec.name(), "dead letter: {message}"),
+            None => tracing::debug!(handler = self.spec.name(), "dead letter: {message}"),
         }
         Failure {
             fence: delivery.fence,
@@ -178,11 +181,44 @@ impl Worker {
             self.spec.max_retries().saturating_add(1),
             delivery.last_error.as_deref().unwrap_or("none recorded"),
         );
-        tracing::error!(handler = self.spec.name(), "dead letter: {message}");
+        tracing::debug!(handler = self.spec.name(), "dead letter: {message}");
         Failure {
             fence: delivery.fence,
             error: message,
             retry_in: None,
+        }
+    }
+
+    /// One line for the failures of a batch of `claimed` deliveries: how many failed, how many of
+    /// them are retried and how many dead-lettered, and the first error. ERROR when anything was
+    /// dead-lettered, WARN otherwise; each failure has its own line at DEBUG.
+    fn log_failures(&self, failures: &[Failure], claimed: usize) {
+        let Some(first) = failures.first() else {
+            return;
+        };
+        let dead_lettered = failures.iter().filter(|f| f.retry_in.is_none()).count();
+        let retried = failures.len() - dead_lettered;
+        let failed = failures.len();
+        let first_error = &first.error;
+        if dead_lettered > 0 {
+            tracing::error!(
+                handler = self.spec.name(),
+                failed,
+                of = claimed,
+                retried,
+                dead_lettered,
+                %first_error,
+                "events of a batch failed, some dead-lettered"
+            );
+        } else {
+            tracing::warn!(
+                handler = self.spec.name(),
+                failed,
+                of = claimed,
+                retried,
+                %first_error,
+                "events of a batch failed and will be retried"
+            );
         }
     }
 

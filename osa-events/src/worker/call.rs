@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -12,7 +13,7 @@ use super::Worker;
 use super::heartbeat::Settled;
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, Tx, TxSlot};
-use crate::handler::invoke::{BatchFn, EachFn, InvokerKind};
+use crate::handler::invoke::{BatchFn, EachFn, InvokerKind, panic_message};
 use crate::store::{Delivery, Fence};
 
 /// What became of one delivery.
@@ -74,10 +75,7 @@ impl Worker {
     }
 
     async fn call_each(&self, call: &EachFn, delivery: &Delivery) -> Outcome {
-        let (tx, slot) = match self.open_tx().await {
-            Ok(pair) => pair,
-            Err(error) => return Outcome::Failed(error),
-        };
+        let (tx, slot) = self.open_tx().await;
         let mut parts = Call::new(std::slice::from_ref(delivery), tx);
         let future = match call(&mut parts) {
             Ok(future) => future,
@@ -101,15 +99,7 @@ impl Worker {
         deliveries: &[Delivery],
         outcomes: &mut [Option<Outcome>],
     ) {
-        let (tx, slot) = match self.open_tx().await {
-            Ok(pair) => pair,
-            Err(error) => {
-                for outcome in outcomes.iter_mut() {
-                    *outcome = Some(Outcome::Failed(copy(&error)));
-                }
-                return;
-            }
-        };
+        let (tx, slot) = self.open_tx().await;
         let mut parts = Call::new(deliveries, tx);
         let call = call(&mut parts);
         drop(parts);
@@ -132,16 +122,17 @@ impl Worker {
                 return;
             }
         };
-        for (batch_index, error) in reported.into_failures() {
-            match call.accepted.get(batch_index) {
-                Some(&index) => outcomes[index] = Some(Outcome::Failed(error)),
-                None => tracing::warn!(
-                    handler = self.spec.name(),
-                    batch_index,
-                    size = call.accepted.len(),
-                    "BatchOutcome::fail named an index outside the batch; ignored"
-                ),
+        let failures = reported.into_failures();
+        if let Some(error) = out_of_range(&failures, call.accepted.len()) {
+            // The handler's bookkeeping is wrong, so none of its verdicts can be trusted: the
+            // whole batch fails, and a `Tx` batch's transaction (dropped with `slot`) rolls back.
+            for &index in &call.accepted {
+                outcomes[index] = Some(Outcome::Failed(copy(&error)));
             }
+            return;
+        }
+        for (batch_index, error) in failures {
+            outcomes[call.accepted[batch_index]] = Some(Outcome::Failed(error));
         }
         let succeeded: Vec<usize> = call
             .accepted
@@ -203,19 +194,51 @@ impl Worker {
     }
 
     /// A transaction for a handler that takes [`Tx`], with the slot it returns to.
-    async fn open_tx(&self) -> Result<(Option<Tx>, Option<TxSlot>), HandlerError> {
+    ///
+    /// Without a connection the handler cannot run, and that is no fault of the event: a starved
+    /// pool or a database that is down must not use up the delivery's retries. So this waits for
+    /// one, trying again after a growing pause, for as long as the batch holds its claims: the
+    /// heartbeat keeps them meanwhile, and the batch ends (its claims released at shutdown, or
+    /// abandoned when the heartbeat cannot keep them) without a failure being recorded.
+    async fn open_tx(&self) -> (Option<Tx>, Option<TxSlot>) {
         if !self.invoker.transactional {
-            return Ok((None, None));
+            return (None, None);
         }
         let pg = self
             .store
             .postgres()
             .expect("the runtime refuses transactional handlers on stores without PostgreSQL");
-        let tx = pg.pool().begin().await.map_err(|error| {
-            HandlerError::retry(format!("cannot begin the handler's transaction: {error}"))
-        })?;
+        let mut failures: u32 = 0;
+        let tx = loop {
+            match pg.pool().begin().await {
+                Ok(tx) => break tx,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    // A pool that timed out has waited already: queue again at once. Anything
+                    // else (the database refused) waits like a failed claim.
+                    let retry_in = if matches!(error, sqlx::Error::PoolTimedOut) {
+                        Duration::ZERO
+                    } else {
+                        super::error_pause(failures, self.spec.poll_interval())
+                    };
+                    if failures == 1 {
+                        tracing::warn!(
+                            handler = self.spec.name(),
+                            %error,
+                            "no database connection for the handler's transaction; waiting for \
+                             one (the attempt is not failed)"
+                        );
+                    } else {
+                        tracing::debug!(handler = self.spec.name(), %error, failures, ?retry_in, "still no database connection for the handler's transaction");
+                    }
+                    if !retry_in.is_zero() {
+                        self.clock.sleep(retry_in).await;
+                    }
+                }
+            }
+        };
         let (tx, slot) = TxSlot::new(tx);
-        Ok((Some(tx), Some(slot)))
+        (Some(tx), Some(slot))
     }
 
     /// Completes `fences` in the handler's transaction and commits. `Ok(false)`: some claim was
@@ -253,22 +276,25 @@ impl Worker {
     }
 }
 
+/// The retryable failure of a whole batch whose [`BatchOutcome`](crate::BatchOutcome) marked an
+/// index outside it, if one did.
+pub(crate) fn out_of_range(
+    failures: &[(usize, HandlerError)],
+    size: usize,
+) -> Option<HandlerError> {
+    let &(index, _) = failures.iter().find(|(index, _)| *index >= size)?;
+    Some(HandlerError::retry(format!(
+        "`BatchOutcome::fail` named index {index}, but the batch has {size} event(s) (indexes 0..{size}); \
+         the whole batch failed"
+    )))
+}
+
 /// One failure copied to each event of a batch (the error itself is not `Clone`).
 fn copy(error: &HandlerError) -> HandlerError {
     if error.is_permanent() {
         HandlerError::permanent(error.to_string())
     } else {
         HandlerError::retry(error.to_string())
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(message) = panic.downcast_ref::<&'static str>() {
-        message
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message
-    } else {
-        "(a panic payload that is not a string)"
     }
 }
 

@@ -16,12 +16,14 @@ use crate::store::{ClaimRequest, Fence, Store, SubscriptionId};
 
 mod backoff;
 mod batch;
-mod call;
+pub(crate) mod call;
 mod heartbeat;
 pub(crate) mod step;
+pub(crate) mod supervise;
 pub(crate) mod wake;
 
 /// One claim loop of one handler.
+#[derive(Clone)]
 pub(crate) struct Worker {
     pub(crate) spec: HandlerSpec,
     pub(crate) subscription: SubscriptionId,

@@ -82,7 +82,14 @@ impl<'a, E> IntoIterator for &'a Batch<E> {
 ///
 /// Return `Ok(outcome)` instead of `Ok(())`: the events marked failed are retried (or
 /// dead-lettered) on their own, the others are completed. Returning `Err(..)` fails the whole batch.
-/// Indexes are positions in the [`Batch`] as the handler received it.
+/// Indexes are positions in the [`Batch`] as the handler received it; an index outside the batch
+/// fails the whole batch (retryable, "`BatchOutcome::fail` named index 5, but the batch has 5
+/// event(s) ..."), since an outcome that miscounts cannot say which events succeeded.
+///
+/// A handler that also takes [`Tx`](crate::Tx) has one transaction for the whole batch: what it
+/// wrote, also for the events it marks failed, commits with the completions of the others (unless
+/// the whole batch fails, which rolls everything back). A retried event runs again, so write nothing
+/// for an event you fail, or make those writes idempotent.
 ///
 /// # Examples
 ///
@@ -116,7 +123,8 @@ impl BatchOutcome {
         Self::default()
     }
 
-    /// Marks the event at `index` of the batch as failed with `error`.
+    /// Marks the event at `index` of the batch as failed with `error`. An `index` outside the
+    /// batch fails the whole batch when the outcome is returned.
     pub fn fail(&mut self, index: usize, error: impl Into<HandlerError>) -> &mut Self {
         self.failed.push((index, error.into()));
         self

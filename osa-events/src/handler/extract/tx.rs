@@ -18,7 +18,10 @@ type PgTransaction = Transaction<'static, Postgres>;
 /// transaction, checking their claim tokens, and commits: the handler's writes and the completion
 /// happen together, exactly once. If the claim was lost meanwhile (it expired and another worker
 /// took the delivery), the token check fails and everything is rolled back. If the handler returns
-/// an error or panics, the transaction is rolled back and the failure recorded as usual.
+/// an error or panics, the transaction is rolled back and the failure recorded as usual. A batch
+/// handler that returns a [`BatchOutcome`](crate::BatchOutcome) failing some events commits all it
+/// wrote, also for those events, with the completions of the others: write nothing for an event
+/// you fail (it runs again when retried), or make the write idempotent.
 ///
 /// Don't commit or roll back yourself, and don't keep the `Tx` beyond the handler's return: the
 /// runtime needs it back to complete the delivery (a handler that keeps it fails its attempt).
