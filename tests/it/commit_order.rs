@@ -606,3 +606,46 @@ async fn a_commit_sequence_left_behind_is_refused_until_migrate_rebases_it() {
     assert_eq!(orders, [4], "the new event is read, after the checkpoint");
     leadership.resign().await;
 }
+
+/// Issue #12 item 3: `ResetTo::AfterPosition(p)` means after `p` in commit order, as it does in
+/// memory: the events that follow are those of transactions that committed later, even at lower
+/// positions.
+#[tokio::test]
+async fn a_reset_after_a_position_continues_in_commit_order() {
+    const TYPES: &[&str] = &[Placed::NAME];
+    const NAME: &str = "test.order.after";
+    let db = Db::new().await;
+    let mut late = db.pool().begin().await.unwrap();
+    osa_events::publish(&mut *late, &Placed { order: 1 })
+        .await
+        .unwrap();
+    let early = osa_events::publish(db.pool(), &Placed { order: 2 })
+        .await
+        .unwrap();
+    late.commit().await.unwrap();
+    osa_events::publish(db.pool(), &Placed { order: 3 })
+        .await
+        .unwrap();
+    let early_position: i64 =
+        sqlx::query_scalar("select position from osa_events.events where id = $1")
+            .bind(early.id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    db.store
+        .reset(NAME, ResetTo::AfterPosition(early_position))
+        .await
+        .unwrap();
+    let mut leadership = lead(&db, NAME).await;
+    let orders: Vec<i64> = read_all(&mut *leadership, TYPES, 2)
+        .await
+        .iter()
+        .map(|(_, payload)| serde_json::from_str::<Placed>(payload).unwrap().order)
+        .collect();
+    assert_eq!(
+        orders,
+        [1, 3],
+        "order 1 (a lower position) committed after order 2, so it follows it"
+    );
+    leadership.resign().await;
+}

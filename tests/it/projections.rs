@@ -431,3 +431,45 @@ async fn a_transaction_that_commits_late_is_read_after_those_that_committed_firs
         "read in commit order, after the others"
     );
 }
+
+static HUNG_ONCE: AtomicBool = AtomicBool::new(true);
+
+/// Hangs on its first batch, far past its `timeout`.
+#[projection(name = "test.hung", poll = "20ms", backoff = "20ms", timeout = "300ms")]
+async fn hung(events: Batch<Placed>, mut tx: Tx) -> Result<(), HandlerError> {
+    if HUNG_ONCE.swap(false, Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    for event in &events {
+        sqlx::query("insert into totals (customer, cents) values ($1, $2)")
+            .bind(&event.customer)
+            .bind(event.cents)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Issue #12 item 5: a hung batch does not hold its transaction (and its checkpoint row) for
+/// ever: past the projection's `timeout` it is rolled back, recorded, and retried.
+#[tokio::test]
+async fn a_batch_past_its_timeout_is_rolled_back_and_retried() {
+    let db = Db::new().await;
+    with_read_model(&db).await;
+    let running = db.start(&["test.hung"], Resources::new()).await;
+    osa_events::publish(
+        db.pool(),
+        &Placed {
+            customer: "a".into(),
+            cents: 5,
+        },
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "applied after the timed-out attempt", || async {
+        read_model(&db).await == BTreeMap::from([("a".to_owned(), 5)])
+    })
+    .await;
+    running.stop().await;
+    assert!(!HUNG_ONCE.load(Ordering::SeqCst), "the first batch hung");
+}

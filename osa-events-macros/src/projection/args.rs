@@ -12,7 +12,7 @@ use crate::diag::{Errors, Keyed, set_once, unknown_option};
 use crate::lit;
 
 /// Every option, in the order the docs list them.
-pub(crate) const KEYS: &[&str] = &["name", "batch", "poll", "backoff", "max_backoff"];
+pub(crate) const KEYS: &[&str] = &["name", "batch", "poll", "backoff", "max_backoff", "timeout"];
 
 /// Largest `batch`; the runtime's `ProjectionSpec::MAX_BATCH`.
 pub(crate) const MAX_BATCH: u32 = 10_000;
@@ -25,6 +25,7 @@ pub(crate) struct ProjectionArgs {
     pub(crate) poll: Keyed<Duration>,
     pub(crate) backoff: Keyed<Duration>,
     pub(crate) max_backoff: Keyed<Duration>,
+    pub(crate) timeout: Keyed<Duration>,
 }
 
 impl ProjectionArgs {
@@ -79,6 +80,11 @@ impl ProjectionArgs {
                 &mut self.max_backoff,
                 key,
                 lit::duration(value, "max_backoff", at_least_1ms)?,
+            ),
+            "timeout" => set_once(
+                &mut self.timeout,
+                key,
+                lit::duration(value, "timeout", at_least_1ms)?,
             ),
             _ => Err(unknown_option(&assignment.path, KEYS)),
         }

@@ -47,6 +47,7 @@ fn emit(args: &args::ProjectionArgs, item: &ItemFn, sig: &signature::Signature<'
         ("poll", &args.poll),
         ("backoff", &args.backoff),
         ("max_backoff", &args.max_backoff),
+        ("timeout", &args.timeout),
     ] {
         if let Some((_, value)) = value {
             let method = syn::Ident::new(method, proc_macro2::Span::call_site());

@@ -122,6 +122,7 @@ pub struct ProjectionSpec {
     poll: Duration,
     backoff: Duration,
     max_backoff: Duration,
+    timeout: Option<Duration>,
 }
 
 impl ProjectionSpec {
@@ -150,6 +151,7 @@ impl ProjectionSpec {
             poll: Self::DEFAULT_POLL,
             backoff: Self::DEFAULT_BACKOFF,
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            timeout: None,
         }
     }
 
@@ -174,6 +176,13 @@ impl ProjectionSpec {
     /// The cap of the retry delay.
     pub const fn max_backoff(mut self, max_backoff: Duration) -> Self {
         self.max_backoff = max_backoff;
+        self
+    }
+
+    /// Fail a batch whose projection call takes longer than this: it is rolled back (its
+    /// checkpoint row unlocked) and retried with backoff, like any failed batch.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -210,6 +219,11 @@ impl ProjectionSpec {
     /// The cap of the retry delay.
     pub const fn backoff_cap(&self) -> Duration {
         self.max_backoff
+    }
+
+    /// The limit of one batch's projection call, if it has one.
+    pub const fn call_timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 }
 

@@ -83,8 +83,14 @@ impl ProjectionRunner {
     async fn lead(&self, mut leadership: Box<dyn Leadership>) -> Box<dyn Leadership> {
         let mut failures: u32 = 0;
         while !self.stopping.is_cancelled() {
-            let applied =
-                apply_next_batch(&self.spec, &self.invoker, &mut *leadership, failures + 1).await;
+            let applied = apply_next_batch(
+                &self.spec,
+                &self.invoker,
+                &mut *leadership,
+                failures + 1,
+                &*self.clock,
+            )
+            .await;
             match applied {
                 Ok(0) => {
                     failures = 0;
@@ -126,6 +132,7 @@ pub(crate) async fn apply_next_batch(
     invoker: &Invoker,
     leadership: &mut dyn Leadership,
     attempt: u32,
+    clock: &dyn Clock,
 ) -> Result<usize, BatchError> {
     let mut batch = leadership
         .next_batch(spec.event_types(), spec.batch_size())
@@ -165,15 +172,28 @@ pub(crate) async fn apply_next_batch(
         )));
     }
     if let Some(future) = outcome.future {
-        let result = AssertUnwindSafe(future)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                Err(HandlerError::retry(format!(
-                    "the projection panicked: {}",
-                    panic_message(&*panic)
-                )))
-            });
+        let caught = AssertUnwindSafe(future).catch_unwind();
+        let finished = match spec.call_timeout() {
+            None => caught.await,
+            Some(limit) => tokio::select! {
+                // A call that finished by its deadline counts as finished (repeatable under a
+                // fake clock). A late one is dropped with its `Tx`: the batch rolls back.
+                biased;
+                finished = caught => finished,
+                () = clock.sleep(limit) => {
+                    return Err(BatchError::Failed(format!(
+                        "the projection timed out after {}; the batch was rolled back",
+                        crate::worker::call::display_duration(limit)
+                    )));
+                }
+            },
+        };
+        let result = finished.unwrap_or_else(|panic| {
+            Err(HandlerError::retry(format!(
+                "the projection panicked: {}",
+                panic_message(&*panic)
+            )))
+        });
         match result {
             Ok(reported) if reported.failed_count() == 0 => {}
             // A projection cannot skip an event: one failed event fails the whole batch.

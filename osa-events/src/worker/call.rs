@@ -298,7 +298,7 @@ fn copy(error: &HandlerError) -> HandlerError {
     }
 }
 
-fn display_duration(duration: std::time::Duration) -> String {
+pub(crate) fn display_duration(duration: std::time::Duration) -> String {
     if duration.subsec_millis() == 0 {
         format!("{}s", duration.as_secs())
     } else {

@@ -165,7 +165,16 @@ impl Stepper {
             });
         };
         let attempt = projection.failures.saturating_add(1);
-        match apply_next_batch(&spec, &projection.invoker, &mut **leadership, attempt).await {
+        let clock = Arc::clone(&self.clock);
+        match apply_next_batch(
+            &spec,
+            &projection.invoker,
+            &mut **leadership,
+            attempt,
+            &*clock,
+        )
+        .await
+        {
             Ok(applied) => {
                 projection.failures = 0;
                 Ok(ProjectionStep {
