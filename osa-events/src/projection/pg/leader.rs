@@ -72,31 +72,33 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// not hours later.
 const SESSION_SQL: &str = "select pg_backend_pid()";
 
-/// Whether the session with process id `$3` holds the projection's lock (session-level advisory
-/// locks show in `pg_locks` with `objsubid = 2` for the two-key form), and which session this is.
-const CHECK_LOCK_SQL: &str = r#"
+/// Whether the session with process id `$3` holds the lock of projection `$2` (session-level
+/// advisory locks show in `pg_locks` with `objsubid = 2` for the two-key form), and which session
+/// runs the statement: the select list both lock checks start with.
+macro_rules! lock_check {
+    () => {
+        r#"
 select exists (
     select 1 from pg_locks
     where locktype = 'advisory' and granted and pid = $3
       and classid = $1::int4::oid
       and objid = hashtext('osa_events.projection:' || $2)::oid
       and objsubid = 2
-), pg_backend_pid()
-"#;
+), pg_backend_pid()"#
+    };
+}
 
-/// What an idle poll needs, in one read-only autocommit statement: the lock check of
-/// `CHECK_LOCK_SQL`, the commit high-water mark (its exclusive lock lasts only this statement) and
-/// the checkpoint, unlocked.
-const PROBE_SQL: &str = r#"
-select exists (
-    select 1 from pg_locks
-    where locktype = 'advisory' and granted and pid = $3
-      and classid = $1::int4::oid
-      and objid = hashtext('osa_events.projection:' || $2)::oid
-      and objsubid = 2
-), pg_backend_pid(), osa_events.commit_high_water(), k.position, k.commit_seq
+/// The lock check alone.
+const CHECK_LOCK_SQL: &str = lock_check!();
+
+/// What an idle poll needs, in one read-only autocommit statement: the lock check, the commit
+/// high-water mark (its exclusive lock lasts only this statement) and the checkpoint, unlocked.
+const PROBE_SQL: &str = concat!(
+    lock_check!(),
+    r#", osa_events.commit_high_water(), k.position, k.commit_seq
 from osa_events.checkpoints k where k.name = $2
-"#;
+"#
+);
 
 /// Creates the checkpoint at the beginning if there is none, and names its leader.
 const CLAIM_CHECKPOINT_SQL: &str = r#"
