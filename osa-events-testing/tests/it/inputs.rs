@@ -49,8 +49,8 @@ async fn a_decode_error_names_the_field_and_type_but_not_the_value() {
     assert!(!error.contains(SECRET), "the value leaked: {error}");
     assert!(
         error.ends_with(
-            "the payload does not decode as `it::inputs::Charge`: at $.card.number: invalid type: \
-             string, expected u64"
+            "the payload does not decode as `it::inputs::Charge` (version 1): at $.card.number: \
+             invalid type: string, expected u64"
         ),
         "{error}"
     );
