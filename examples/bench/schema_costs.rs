@@ -170,7 +170,10 @@ impl Bench {
             .await?
             .ok_or("somebody else leads the bench projection")?;
         let mut latencies = Vec::new();
+        // Spread over the transaction's life, so it stays open at least `long_transaction`.
+        let gap = self.plan.long_transaction / u32::try_from(self.plan.latency_events.max(1))?;
         for n in 0..self.plan.latency_events as u64 {
+            tokio::time::sleep(gap).await;
             osa_events::publish(database.pool(), &Job::now(n)).await?;
             let published = Instant::now();
             loop {
