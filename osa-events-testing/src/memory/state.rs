@@ -382,7 +382,7 @@ impl Tables {
                 run_at,
             );
             row.attempts = row.attempts.saturating_sub(1);
-            row.last_error = Some(failure.error.clone());
+            row.last_error = Some(failure.stored_error().into_owned());
             row.claim_token = None;
             row.claimed_by = None;
             done += 1;

@@ -77,6 +77,20 @@ pub(super) async fn fail<'c, X>(
 where
     X: Executor<'c, Database = Postgres>,
 {
+    write_failures(executor, FAIL_SQL, subscription, failures).await
+}
+
+/// Runs `statement` (`FAIL_SQL` or `DEFER_SQL`) for `failures`: their fences, their errors as
+/// stored (NULs replaced), and their retry delays in seconds (null for none).
+async fn write_failures<'c, X>(
+    executor: X,
+    statement: &'static str,
+    subscription: SubscriptionId,
+    failures: &[Failure],
+) -> Result<u64>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     if failures.is_empty() {
         return Ok(0);
     }
@@ -87,7 +101,7 @@ where
         .iter()
         .map(|failure| failure.retry_in.map(|delay| delay.as_secs_f64()))
         .collect();
-    let result = sqlx::query(FAIL_SQL)
+    let result = sqlx::query(statement)
         .bind(subscription.0)
         .bind(positions)
         .bind(tokens)
@@ -175,7 +189,7 @@ where
 const DEFER_SQL: &str = r#"
 update osa_events.deliveries d
 set status = 'pending',
-    run_at = now() + make_interval(secs => f.retry_secs),
+    run_at = now() + make_interval(secs => coalesce(f.retry_secs, 0)),
     attempts = greatest(d.attempts - 1, 0),
     last_error = f.error,
     claim_token = null,
@@ -196,25 +210,5 @@ pub(super) async fn defer<'c, X>(
 where
     X: Executor<'c, Database = Postgres>,
 {
-    if deferred.is_empty() {
-        return Ok(0);
-    }
-    let (positions, tokens) = split(deferred.iter().map(|failure| failure.fence));
-    let errors: Vec<&str> = deferred
-        .iter()
-        .map(|failure| failure.error.as_str())
-        .collect();
-    let retry_secs: Vec<f64> = deferred
-        .iter()
-        .map(|failure| failure.retry_in.unwrap_or_default().as_secs_f64())
-        .collect();
-    let result = sqlx::query(DEFER_SQL)
-        .bind(subscription.0)
-        .bind(positions)
-        .bind(tokens)
-        .bind(errors)
-        .bind(retry_secs)
-        .execute(executor)
-        .await?;
-    Ok(result.rows_affected())
+    write_failures(executor, DEFER_SQL, subscription, deferred).await
 }
