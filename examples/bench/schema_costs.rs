@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use osa_events::__private::sql::PUBLISH_SQL;
-use osa_events::ProjectionStore;
+use osa_events::store::ProjectionStore;
 use osa_events_testing::pg::TestDatabase;
 use sqlx::PgPool;
 

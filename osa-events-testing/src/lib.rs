@@ -6,7 +6,7 @@
 //! - [`sim`]: deterministic concurrency tests: several claim loops of one handler interleaved by
 //!   a seeded scheduler, with crashes and stalls, checked against a model of the claim protocol.
 //! - [`FakeClock`]: time that moves only when the test says so.
-//! - [`InMemoryStore`]: a [`Store`](osa_events::Store) with the semantics of `PgStore`, in
+//! - [`InMemoryStore`]: a [`Store`](osa_events::store::Store) with the semantics of `PgStore`, in
 //!   memory, deterministic on a [`FakeClock`].
 //! - [`contract`]: the store contract suite every store must pass, with
 //!   [`store_contract_tests!`] to run it.

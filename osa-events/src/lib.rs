@@ -61,55 +61,29 @@
 //! - **Isolation.** Each handler has its own copy of each event (its delivery), its own retries
 //!   and dead letters: one failing backend never holds another back.
 
+
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod clock;
-mod error;
-mod event;
-mod handler;
-mod projection;
-mod publish;
-mod redact;
-mod resources;
-mod runtime;
-mod store;
-mod worker;
-
 pub mod prelude;
+mod tx;
 
 /// A guide to writing handlers: events, per-event and batch handlers, errors, `Tx`, resources, tests.
 pub mod guide {
     #![doc = include_str!("../docs/handlers.md")]
 }
 
-pub use clock::{Clock, SystemClock};
-pub use error::{Error, Result, SubscriptionConflict};
-pub use event::{Event, PayloadError};
-pub use handler::error::{HandlerError, ResultExt};
-pub use handler::extract::{Batch, BatchOutcome, Call, Ctx, FromBatchArg, FromEventArg, State, Tx};
-pub use handler::invoke::{IntoBatchResult, IntoHandlerResult};
-pub use handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
-pub use projection::pg::ops::reset_projection;
-pub use projection::{
-    Advance, Checkpoint, EventSet, Leadership, OpenBatch, PgTransaction, Projection,
-    ProjectionRegistration, ProjectionSpec, ProjectionStatus, ProjectionStore, ResetTo,
-    decode_event,
+pub use osa_events_core::{
+    BackendError, Batch, BatchOutcome, CancellationToken, Clock, Ctx, DEFAULT_MAX_PAYLOAD_BYTES,
+    Error, Event, EventSet, HandlerError, HandlerSpec, Outgoing, PayloadError, ProjectionSpec,
+    ProjectionStatus, Published, PublishedEvent, ResetTo, Resources, Result, ResultExt, Runtime,
+    RuntimeBuilder, State, SubscriptionConflict, SystemClock, run_all_handlers,
 };
-pub use publish::{
-    DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, Published, PublishedEvent, publish, publish_batch,
-    publish_routed,
+pub use osa_events_core::{extract, store};
+#[cfg(feature = "postgres")]
+pub use osa_events_postgres::{
+    ConnectRetry, PgStore, PgUnnamed, publish, publish_batch, publish_routed, reset_projection,
 };
-pub use resources::Resources;
-pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
-pub use store::postgres::{ConnectRetry, PgStore, PgUnnamed};
-pub use store::{
-    ClaimRequest, Delivery, Failure, Fence, Reconcile, Store, Subscription, SubscriptionId,
-    WakeSource, WakeUps,
-};
-/// The token of [`Runtime::shutdown_token`] and [`RuntimeBuilder::shutdown_token`]: tokio-util's
-/// `CancellationToken`, re-exported so an application can store and cancel it without depending
-/// on tokio-util itself (if it does, the types are the same).
-pub use tokio_util::sync::CancellationToken;
+pub use tx::Tx;
 
 #[doc = include_str!("../docs/derive_event.md")]
 #[doc(inline)]
@@ -124,30 +98,11 @@ pub use osa_events_macros::event_handler;
 #[doc(inline)]
 pub use osa_events_macros::projection;
 
-/// Not public API: what the macros' generated code refers to. It may change in any release.
+/// Not public API: what the macros' generated code and the test kit refer to. It may change in
+/// any release.
 #[doc(hidden)]
 pub mod __private {
-    pub use inventory;
-    pub use tokio_util::sync::CancellationToken;
-
-    pub use crate::HandlerError;
-    pub use crate::event::{Previous, previous};
-    pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
-    pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
-    pub use crate::projection::{
-        EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
-    };
-    pub use crate::worker::step::{ProjectionStep, StepReport, Stepper};
-    pub use crate::{
-        Batch, Call, Delivery, Event, FromBatchArg, FromEventArg, PayloadError, Resources, Result,
-    };
-    pub use core::time::Duration;
-
-    /// The store's statements, for the benchmark's raw-SQL baseline (which must issue exactly
-    /// what the store issues).
-    pub mod sql {
-        pub use crate::publish::PUBLISH_SQL;
-        pub use crate::store::postgres::claim::CLAIM_SQL;
-        pub use crate::store::postgres::fenced::COMPLETE_SQL;
-    }
+    pub use osa_events_core::__private::*;
+    #[cfg(feature = "postgres")]
+    pub use osa_events_postgres::__private::sql;
 }

@@ -3,6 +3,8 @@
 //! Everything here is also reachable at its own path in the crate root.
 
 pub use crate::{
-    Batch, BatchOutcome, Ctx, Event, EventSet, HandlerError, PgStore, Resources, ResultExt, State,
-    Tx, event_handler, projection,
+    Batch, BatchOutcome, Ctx, Event, EventSet, HandlerError, Resources, ResultExt, State, Tx,
+    event_handler, projection,
 };
+#[cfg(feature = "postgres")]
+pub use crate::PgStore;

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use osa_events::{
-    ClaimRequest, Delivery, Event, Failure, Fence, Outgoing, Store, Subscription, SubscriptionId,
-};
+use osa_events::{Event, Outgoing};
+
+use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId};
 use serde::{Deserialize, Serialize};
 
 use crate::support::Db;

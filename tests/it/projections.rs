@@ -373,14 +373,14 @@ async fn reset_rebuilds_the_read_model_from_the_beginning() {
 /// theirs, in commit order, even though its id and position are lower.
 #[tokio::test]
 async fn a_transaction_that_commits_late_is_read_after_those_that_committed_first() {
-    use osa_events::ProjectionStore;
+    use osa_events::store::ProjectionStore;
     const TYPES: &[&str] = &[Placed::NAME];
     let db = Db::new().await;
     let placed = |customer: &str| Placed {
         customer: customer.to_owned(),
         cents: 1,
     };
-    let customers = |batch: &osa_events::OpenBatch| -> Vec<String> {
+    let customers = |batch: &osa_events::store::OpenBatch| -> Vec<String> {
         batch
             .events
             .iter()

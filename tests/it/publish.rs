@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use osa_events::{Event, Outgoing, Store, Subscription, SubscriptionId};
+use osa_events::{Event, Outgoing};
+
+use osa_events::store::{Store, Subscription, SubscriptionId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osa_events::prelude::*;
-use osa_events::{ClaimRequest, Error, Outgoing, Runtime, Store};
+use osa_events::{Error, Outgoing, Runtime};
+use osa_events::store::{ClaimRequest, Store};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -160,7 +161,7 @@ async fn a_delivery_whose_claims_keep_expiring_is_dead_lettered() {
         .await;
     running.stop().await; // registered; now simulate two workers that crashed mid-handler
     publish_jobs(&db, 1).await;
-    let subscription = osa_events::SubscriptionId(
+    let subscription = osa_events::store::SubscriptionId(
         sqlx::query_scalar(
             "select id from osa_events.subscriptions where name = 'runtime.crashed'",
         )
@@ -245,7 +246,7 @@ async fn shutdown_releases_unfinished_claims_after_the_grace_period() {
         );
     }
     // Released claims are due at once: a new node picks them up without waiting for an expiry.
-    let subscription = osa_events::SubscriptionId(
+    let subscription = osa_events::store::SubscriptionId(
         sqlx::query_scalar("select id from osa_events.subscriptions")
             .fetch_one(db.pool())
             .await

@@ -5,7 +5,8 @@
 //! over the store under test and run by `store_contract_tests!`, never spawned by users.
 
 use osa_events::__private::Stepper;
-use osa_events::{Outgoing, PgStore, ResetTo, Resources, Runtime, Store, WakeUps};
+use osa_events::{Outgoing, PgStore, ResetTo, Resources, Runtime};
+use osa_events::store::{Store, WakeUps};
 use osa_events_testing::pg::{Partition, TestDatabase};
 use osa_events_testing::sim::{Probe, SimulationBuilder};
 use osa_events_testing::{Harness, HarnessBuilder, InMemoryStore};
@@ -54,8 +55,8 @@ async fn osa_events_fns(
     assert_send(stepper.step("handler"));
     assert_send(stepper.project("projection"));
     assert_send(wake_ups.next());
-    assert_send(store.claim(osa_events::ClaimRequest {
-        subscription: osa_events::SubscriptionId(1),
+    assert_send(store.claim(osa_events::store::ClaimRequest {
+        subscription: osa_events::store::SubscriptionId(1),
         limit: 1,
         claim_timeout: std::time::Duration::from_secs(1),
         worker: "send",

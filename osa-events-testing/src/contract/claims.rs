@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use osa_events::{ClaimRequest, Event, Failure, Fence, Store};
+use osa_events::Event;
+
+use osa_events::store::{ClaimRequest, Failure, Fence, Store};
 
 use super::{
     DeliveryStatus, EXPIRED, Job, LONG, Row, SHORT, StoreUnderTest, claim, claim_one, outgoing,

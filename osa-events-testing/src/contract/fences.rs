@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use osa_events::{Delivery, Failure, Fence, Store, SubscriptionId};
+use osa_events::store::{Delivery, Failure, Fence, Store, SubscriptionId};
 use uuid::Uuid;
 
 use super::{

@@ -31,9 +31,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use osa_events::{
-    ClaimRequest, Delivery, Event, Outgoing, ProjectionStore, Store, Subscription, SubscriptionId,
-};
+use osa_events::{Event, Outgoing};
+
+use osa_events::store::{ClaimRequest, Delivery, ProjectionStore, Store, Subscription, SubscriptionId};
 use serde::{Deserialize, Serialize};
 
 pub use crate::memory::DeliveryStatus;

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use osa_events::{Error, Event, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ResetTo};
+use osa_events::{Error, Event, ProjectionStatus, ResetTo};
+
+use osa_events::store::{Leadership, OpenBatch, ProjectionStore};
 
 use super::{Job, Other, StoreUnderTest, outgoing, publish_jobs};
 
@@ -179,7 +181,7 @@ pub async fn batches_follow_the_log_after_the_checkpoint<S: StoreUnderTest>(subj
 
     let mut leadership = lead(subject, "leader").await;
     let mut seen: Vec<u32> = Vec::new();
-    let mut previous = osa_events::Checkpoint::default();
+    let mut previous = osa_events::store::Checkpoint::default();
     for size in [3, 3, 2] {
         let batch = read(&mut *leadership, 3, size).await;
         assert_eq!(

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use osa_events::{Event, Store, Subscription};
+use osa_events::Event;
+
+use osa_events::store::{Store, Subscription};
 
 use super::{
     Job, LONG, Other, StoreUnderTest, claim, outgoing, positions, publish_jobs, subscribe,
@@ -93,7 +95,7 @@ pub async fn each_subscription_gets_its_own_delivery<S: StoreUnderTest>(subject:
     assert_eq!(failing[0].fence.position, working[0].fence.position);
     assert_eq!((failing[0].attempt, working[0].attempt), (1, 1));
 
-    let dead = osa_events::Failure {
+    let dead = osa_events::store::Failure {
         fence: failing[0].fence,
         error: "vector index down".into(),
         retry_in: None,

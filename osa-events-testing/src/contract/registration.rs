@@ -1,7 +1,9 @@
 //! Rules of registration: a stored subscription's event type and routing key change only when
 //! re-pointed at a higher revision, so an older process cannot revert a newer one's registration.
 
-use osa_events::{Error, Event, Store, Subscription, SubscriptionConflict};
+use osa_events::{Error, Event, SubscriptionConflict};
+
+use osa_events::store::{Store, Subscription};
 
 use super::{Job, Other, StoreUnderTest, outgoing, publish_jobs};
 

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use osa_events::{Outgoing, PgStore, SubscriptionId};
+use osa_events::{Outgoing, PgStore};
+
+use osa_events::store::SubscriptionId;
 
 use super::{DeliveryStatus, Row, StoreUnderTest};
 use crate::FakeClock;

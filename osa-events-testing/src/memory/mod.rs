@@ -5,10 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
-use osa_events::{
-    ClaimRequest, Clock, Delivery, Event, Failure, Fence, Outgoing, Result, Store, Subscription,
-    SubscriptionId, SystemClock, WakeSource, WakeUps,
-};
+use osa_events::{Clock, Event, Outgoing, Result, SystemClock};
+use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource, WakeUps};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -17,6 +15,7 @@ mod jsonb;
 mod projections;
 mod raw;
 mod state;
+mod transaction;
 
 pub use raw::RawEvent;
 
@@ -48,10 +47,15 @@ use state::Tables;
 /// Publishing is immediate, like a publish in its own committed transaction, and sends a
 /// wake-up hint ([`Store::wake_ups`]) to each subscription that got work.
 ///
-/// It runs projections too ([`ProjectionStore`](osa_events::ProjectionStore)): checkpoints and
+/// It runs projections too ([`ProjectionStore`](osa_events::store::ProjectionStore)): checkpoints and
 /// one leader per projection name, as `PgStore` keeps them, with
 /// [`depose_projection_leader`](Self::depose_projection_leader) to end a leadership as a lost
-/// database session would. Projections that take a `Tx` need `PgStore`.
+/// database session would.
+///
+/// It offers transactions ([`Store::transactions`]), so handlers and projections that take a `Tx`
+/// run here: what they publish through it (`tx.publish(..)`) takes effect with the completion (or
+/// the checkpoint) when the call succeeds, and not at all when it fails or its claim was lost.
+/// Their own SQL (`&mut *tx`) needs PostgreSQL.
 ///
 /// Cloning is cheap: clones share the same data.
 ///
@@ -221,11 +225,16 @@ impl InMemoryStore {
     pub fn publish_raw(&self, events: &[RawEvent]) -> u64 {
         let now = self.shared.clock.now();
         let (published, woken) = self.tables().publish(events, now, self.wall_time(now));
-        for subscription in woken {
+        self.wake(woken);
+        published
+    }
+
+    /// Sends a wake-up hint to each of `subscriptions`.
+    fn wake(&self, subscriptions: impl IntoIterator<Item = SubscriptionId>) {
+        for subscription in subscriptions {
             // No receiver: nobody is listening, which is fine.
             let _ = self.shared.wake.send(subscription);
         }
-        published
     }
 
     /// Every delivery of `subscription` (pending, claimed and dead), by position. Completed
@@ -385,8 +394,14 @@ impl Store for InMemoryStore {
         })
     }
 
-    fn projections(&self) -> Option<Arc<dyn osa_events::ProjectionStore>> {
+    fn projections(&self) -> Option<Arc<dyn osa_events::store::ProjectionStore>> {
         Some(Arc::new(self.clone()))
+    }
+
+    /// Transactions that buffer their publishes and completions and apply them together when
+    /// they commit; a dropped one leaves no trace.
+    fn transactions(&self) -> Option<&dyn osa_events::store::Transactions> {
+        Some(self)
     }
 
     /// Hints from [`publish`](InMemoryStore::publish) and its siblings, one per subscription

@@ -3,19 +3,19 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use osa_events::{
-    Advance, Leadership, OpenBatch, PgTransaction, ProjectionStatus, ProjectionStore, ResetTo,
-    Result,
-};
+use osa_events::store::{Advance, Leadership, OpenBatch, ProjectionStore, Transaction};
+use osa_events::{Error, ProjectionStatus, ResetTo, Result};
 use uuid::Uuid;
 
 use super::InMemoryStore;
+use super::transaction::MemoryTransaction;
 
 /// Leadership as in `PgStore`, with a token in place of the advisory lock: one leader per name
 /// until it resigns, is dropped (a session that ends) or is deposed
 /// ([`depose_projection_leader`](InMemoryStore::depose_projection_leader)). Checkpoints move only
-/// by a leader's commit or a reset, and a reset made while a batch is applied stands. Projections
-/// that take a `Tx` need `PgStore`; the runtime refuses them here.
+/// by a leader's commit or a reset, and a reset made while a batch is applied stands. Each batch
+/// comes with an in-memory transaction: what a projection taking a `Tx` publishes through it
+/// commits with the checkpoint.
 impl ProjectionStore for InMemoryStore {
     /// Waits on the store's clock, and takes over the moment the leadership ends.
     fn try_lead<'a>(
@@ -130,7 +130,7 @@ impl Leadership for MemoryLeadership {
             Ok(OpenBatch {
                 events,
                 advance,
-                transaction: None,
+                transaction: Some(Box::new(MemoryTransaction::new(self.store.clone()))),
             })
         })
     }
@@ -138,14 +138,36 @@ impl Leadership for MemoryLeadership {
     fn commit<'a>(
         &'a mut self,
         advance: Advance,
-        transaction: Option<PgTransaction>,
+        transaction: Option<Box<dyn Transaction>>,
     ) -> BoxFuture<'a, Result<()>> {
-        debug_assert!(transaction.is_none(), "the in-memory store opens none");
         Box::pin(async move {
+            let transaction = match transaction {
+                None => None,
+                Some(transaction) => Some(MemoryTransaction::unwrap(transaction).ok_or_else(|| {
+                    Error::Config(
+                        format!(
+                            "projection `{}`: the batch's transaction is not the in-memory store's",
+                            self.name
+                        )
+                        .into(),
+                    )
+                })?),
+            };
             let now = self.store.wall_time(self.store.now());
-            self.store
-                .tables()
-                .commit_projection(self.name, self.token, advance, self.resets, now)
+            let mut tables = self.store.tables();
+            // Nothing changes unless all of it can: the transaction's writes are checked, then
+            // the leadership (a deposed leader's effects are dropped with it), then both applied.
+            if let Some(transaction) = &transaction {
+                transaction.verify(&tables)?;
+            }
+            tables.commit_projection(self.name, self.token, advance, self.resets, now)?;
+            let woken = match transaction {
+                Some(transaction) => transaction.apply(&mut tables, &self.store)?,
+                None => Default::default(),
+            };
+            drop(tables);
+            self.store.wake(woken);
+            Ok(())
         })
     }
 

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use osa_events::{
-    ClaimRequest, Delivery, Failure, Fence, Reconcile, Result, Subscription, SubscriptionId,
-};
+use osa_events::Result;
+
+use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Reconcile, Subscription, SubscriptionId};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -107,6 +107,16 @@ fn reschedule(
     }
 }
 
+/// Whether `subscription` gets a delivery of `raw`: its event type, and its routing-key filter
+/// unset or equal to the event's key.
+fn receives(subscription: &Subscription, raw: &RawEvent) -> bool {
+    subscription.event_type == raw.event_type
+        && subscription
+            .routing_key
+            .as_ref()
+            .is_none_or(|key| raw.routing_key.as_ref() == Some(key))
+}
+
 /// The row of `fence` if its claim is still held.
 fn held(
     deliveries: &mut BTreeMap<(SubscriptionId, i64), Row>,
@@ -189,12 +199,7 @@ impl Tables {
             published += 1;
             let position = i64::try_from(self.events.len()).expect("fewer than 2^63 events");
             for (id, subscription) in &self.subscriptions {
-                let wanted = subscription.event_type == raw.event_type
-                    && subscription
-                        .routing_key
-                        .as_ref()
-                        .is_none_or(|key| raw.routing_key.as_ref() == Some(key));
-                if wanted {
+                if receives(subscription, raw) {
                     self.deliveries.insert(
                         (*id, position),
                         Row {
@@ -218,6 +223,38 @@ impl Tables {
             self.commits = commit;
         }
         (published, woken)
+    }
+
+    /// What publishing `events` now would create: the events whose id is not logged (nor earlier
+    /// in `events`), and one delivery per matching subscription of each.
+    pub(super) fn would_publish(&self, events: &[RawEvent]) -> (u64, u64) {
+        let mut seen = std::collections::HashSet::new();
+        let (mut published, mut deliveries) = (0, 0);
+        for raw in events {
+            if self.event_ids.contains(&raw.id) || !seen.insert(raw.id) {
+                continue;
+            }
+            published += 1;
+            deliveries += self
+                .subscriptions
+                .values()
+                .filter(|subscription| receives(subscription, raw))
+                .count() as u64;
+        }
+        (published, deliveries)
+    }
+
+    /// How many of `fences` still hold their claims (the check of [`complete`](Self::complete),
+    /// without the removal).
+    pub(super) fn held_count(&self, subscription: SubscriptionId, fences: &[Fence]) -> u64 {
+        fences
+            .iter()
+            .filter(|fence| {
+                self.deliveries
+                    .get(&(subscription, fence.position))
+                    .is_some_and(|row| row.held_by(fence.token))
+            })
+            .count() as u64
     }
 
     /// Claims up to `limit` rows that are not dead and due (`run_at <= now`), by `(run_at,

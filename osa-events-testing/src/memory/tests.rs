@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use osa_events::{ClaimRequest, Event, Failure, Store, Subscription, SubscriptionId};
+use osa_events::Event;
+
+use osa_events::store::{ClaimRequest, Failure, Store, Subscription, SubscriptionId};
 use serde::{Deserialize, Serialize};
 
 use super::{DeliveryStatus, InMemoryStore, RawEvent};

@@ -64,7 +64,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osa_events::__private::Stepper;
-use osa_events::{Event, SubscriptionId};
+use osa_events::Event;
+use osa_events::store::SubscriptionId;
 use uuid::Uuid;
 
 use crate::{DeliveryStatus, FakeClock, InMemoryStore};

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use osa_events::{Delivery, Failure, Fence};
+use osa_events::store::{Delivery, Failure, Fence};
 use tokio::time::Instant;
 use uuid::Uuid;
 

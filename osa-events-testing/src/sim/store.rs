@@ -4,9 +4,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use osa_events::{
-    ClaimRequest, Delivery, Failure, Fence, Result, Store, Subscription, SubscriptionId,
-};
+use osa_events::Result;
+use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId};
 
 use super::model::Model;
 use crate::InMemoryStore;

@@ -142,8 +142,8 @@ async fn publish_until_committed(
 /// Refused outright (class 42: syntax or access rule violation) or not authenticated (class 28):
 /// retrying would fail the same way.
 fn is_fatal(error: &osa_events::Error) -> bool {
-    match error {
-        osa_events::Error::Database(sqlx::Error::Database(error)) => error
+    match error.backend::<sqlx::Error>() {
+        Some(sqlx::Error::Database(error)) => error
             .code()
             .is_some_and(|code| code.starts_with("42") || code.starts_with("28")),
         _ => false,

@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use osa_events::{
-    ClaimRequest, ConnectRetry, Event, Failure, Outgoing, PgStore, Resources, Runtime, Store,
-    Subscription,
-};
+use osa_events::{ConnectRetry, Event, Outgoing, PgStore, Resources, Runtime};
+
+use osa_events::store::{ClaimRequest, Failure, Store, Subscription};
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;

@@ -8,7 +8,9 @@
 
 use std::time::SystemTime;
 
-use osa_events::{Advance, Checkpoint, Delivery, Error, Fence, ProjectionStatus, ResetTo, Result};
+use osa_events::{Error, ProjectionStatus, ResetTo, Result};
+
+use osa_events::store::{Advance, Checkpoint, Delivery, Fence};
 use uuid::Uuid;
 
 use super::Tables;

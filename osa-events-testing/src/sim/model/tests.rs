@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use osa_events::{Delivery, Failure, Fence};
+use osa_events::store::{Delivery, Failure, Fence};
 use uuid::Uuid;
 
 use super::Model;

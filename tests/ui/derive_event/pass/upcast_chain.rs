@@ -44,12 +44,12 @@ use current::OrderPlaced;
 
 fn main() {
     assert_eq!(OrderPlaced::accepted_versions(), [3, 2, 1]);
-    let v1: OrderPlaced = osa_events::decode_event("order.placed", 1, r#"{"id":7}"#).unwrap();
+    let v1: OrderPlaced = osa_events::__private::decode_event("order.placed", 1, r#"{"id":7}"#).unwrap();
     assert_eq!((v1.id, v1.total_cents, v1.currency.as_str()), (7, 0, "EUR"));
     let v2: OrderPlaced =
-        osa_events::decode_event("order.placed", 2, r#"{"id":7,"total_cents":5}"#).unwrap();
+        osa_events::__private::decode_event("order.placed", 2, r#"{"id":7,"total_cents":5}"#).unwrap();
     assert_eq!((v2.id, v2.total_cents), (7, 5));
-    let v3: OrderPlaced = osa_events::decode_event(
+    let v3: OrderPlaced = osa_events::__private::decode_event(
         "order.placed",
         3,
         r#"{"id":7,"total_cents":5,"currency":"USD"}"#,
@@ -57,5 +57,5 @@ fn main() {
     .unwrap();
     assert_eq!(v3.currency, "USD");
     // The middle of the chain accepts only what is below it.
-    assert!(osa_events::decode_event::<OrderPlacedV2>("order.placed", 1, r#"{"id":7}"#).is_ok());
+    assert!(osa_events::__private::decode_event::<OrderPlacedV2>("order.placed", 1, r#"{"id":7}"#).is_ok());
 }

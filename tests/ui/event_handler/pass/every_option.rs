@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use osa_events::prelude::*;
-use osa_events::{Handler, Shape};
+use osa_events::__private::{Handler, Shape};
 use serde::{Deserialize, Serialize};
 
 #[derive(Event, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 use osa_events::prelude::*;
-use osa_events::Projection;
+use osa_events::__private::Projection;
 use serde::{Deserialize, Serialize};
 
 #[derive(Event, Serialize, Deserialize, Debug)]

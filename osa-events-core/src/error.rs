@@ -1,0 +1,262 @@
+//! The crate's error type for start-up, publishing and store operations.
+//!
+//! Handler code returns [`HandlerError`](crate::HandlerError) instead; this type is what the library
+//! itself reports to the application.
+
+use std::borrow::Cow;
+
+/// A specialized `Result` for osa-events operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A backend's own error, boxed: for PostgreSQL an `sqlx::Error`, reachable with
+/// [`downcast_ref`](https://doc.rust-lang.org/std/error/trait.Error.html#method.downcast_ref).
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong outside of a handler: configuration found at start-up, publishing,
+/// and talking to the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store's database returned an error, or could not be reached. The source is the
+    /// backend's own error: `error.downcast_ref::<sqlx::Error>()` on PostgreSQL.
+    #[error("database error: {0}")]
+    Database(#[source] BackendError),
+
+    /// No database connection became free within the pool's acquire timeout: the pool is too
+    /// small for the load, or connections are held elsewhere. Nothing was written.
+    #[error("no database connection became free in time: {0}")]
+    PoolTimedOut(#[source] BackendError),
+
+    /// Running the store's migrations failed (the source is the backend's migration error).
+    #[error("migration failed: {0}")]
+    Migrate(#[source] BackendError),
+
+    /// An event could not be serialized to JSON for publishing.
+    #[error("cannot serialize event `{event_type}`: {source}")]
+    Serialize {
+        /// The event's registered name.
+        event_type: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An event's serialized payload is larger than the publish limit; nothing was written.
+    #[error(
+        "cannot publish `{event_type}`: its payload is {size} bytes, over the limit of {limit} bytes \
+         (raise it with `Outgoing::with_max_payload_bytes`, or store the data elsewhere and publish a reference)"
+    )]
+    PayloadTooLarge {
+        /// The event's registered name.
+        event_type: &'static str,
+        /// The serialized payload's size in bytes.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+
+    /// A string in an event's payload or metadata (a value or an object key) holds a NUL
+    /// character (`'\0'`), which PostgreSQL's `jsonb` cannot store; nothing was written. Found
+    /// when the [`Outgoing`](crate::Outgoing) is built, so the caller's transaction is not aborted
+    /// by the server's error.
+    #[error(
+        "cannot publish `{event_type}`: its {part} holds a NUL character (\\u0000) at `{path}`, \
+         which PostgreSQL cannot store in jsonb (remove or replace it before publishing)"
+    )]
+    NulCharacter {
+        /// The event's registered name.
+        event_type: &'static str,
+        /// `"payload"` or `"metadata"`.
+        part: &'static str,
+        /// Where the first NUL is, as a JSON path from the root `$`: `$.items[2].name`, or
+        /// `$.tags["a\u0000b"]` for a key.
+        path: String,
+    },
+
+    /// Two registered handlers share one name. Names identify subscriptions in the database, so
+    /// they must be unique.
+    #[error(
+        "two handlers are named `{name}` (`{first}` and `{second}`): give one of them another `name = \"...\"`"
+    )]
+    DuplicateHandlerName {
+        /// The shared name.
+        name: String,
+        /// Where the first handler is defined (its Rust path).
+        first: &'static str,
+        /// Where the second handler is defined (its Rust path).
+        second: &'static str,
+    },
+
+    /// A handler takes `State<T>`, but no `T` was registered in [`Resources`](crate::Resources).
+    #[error(
+        "handler `{handler}` needs `State<{type_name}>`, but `Resources` has no `{type_name}`: add it with `Resources::new().with(..)`"
+    )]
+    MissingResource {
+        /// The handler's name.
+        handler: String,
+        /// The Rust type that is missing.
+        type_name: &'static str,
+    },
+
+    /// The runtime was asked to select or exclude a handler name that no handler has.
+    #[error("no handler is named `{name}` (known handlers: {known})")]
+    UnknownHandler {
+        /// The name that was asked for.
+        name: String,
+        /// The names of every registered handler, comma-separated.
+        known: String,
+    },
+
+    /// The runtime was started with no handler to run (none registered, or all excluded).
+    #[error(
+        "no handler to run: register one with #[event_handler] or relax the builder's selection"
+    )]
+    NoHandlers,
+
+    /// A handler's subscription is stored with another event type or routing key than this
+    /// process declares for it, at a revision this process may not overwrite (registration changes
+    /// nothing then, for any handler). The details, both sides and the fix are in the
+    /// [`SubscriptionConflict`].
+    ///
+    /// Two causes: an older version of the application restarting after a newer one re-pointed
+    /// the subscription (a rolling deploy), or two applications sharing the database with
+    /// handlers of the same name (give each its own [`namespace`](crate::RuntimeBuilder::namespace)).
+    /// A deliberate change is made with [`RuntimeBuilder::repoint`](crate::RuntimeBuilder::repoint)
+    /// and a higher revision, or under a new handler name; the handler guide ("Changing what a
+    /// handler subscribes to") gives the deploy procedure.
+    #[error("{0}")]
+    SubscriptionConflict(Box<SubscriptionConflict>),
+
+    /// A configuration value is out of its allowed range.
+    #[error("invalid configuration: {0}")]
+    Config(Cow<'static, str>),
+
+    /// A projection's leadership was lost (its session ended, or the store deposed it): the
+    /// batch wrote nothing, and the runner follows until it can lead again.
+    #[error("this process no longer leads projection `{projection}`")]
+    NotLeader {
+        /// The projection's name.
+        projection: String,
+    },
+
+    /// A projection's event types changed since its checkpoint was built: events of an added
+    /// type before the checkpoint were never applied, and would never be.
+    #[error(
+        "projection `{projection}` now reads {now:?}, but its checkpoint was built reading \
+         {stored:?}: the events of the added types before the checkpoint were never applied. \
+         Rebuild it (`reset_projection(.., ResetTo::Beginning)` with the read model cleared), or \
+         accept that it applies them only from here (`ProjectionStore::acknowledge_event_types`)"
+    )]
+    ProjectionEventTypesChanged {
+        /// The projection's (stored) name.
+        projection: String,
+        /// The event types its checkpoint was built from.
+        stored: Vec<String>,
+        /// The event types it reads now.
+        now: Vec<String>,
+    },
+
+    /// The process could not install its signal handlers.
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The backend's own error behind [`Database`](Self::Database),
+    /// [`PoolTimedOut`](Self::PoolTimedOut) or [`Migrate`](Self::Migrate), if it is an `E`: for
+    /// example `error.backend::<sqlx::Error>()` to look at PostgreSQL's error code.
+    pub fn backend<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::Database(source) | Error::PoolTimedOut(source) | Error::Migrate(source) => {
+                source.downcast_ref::<E>()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// sqlx's errors, for the sqlx-based stores and for applications that use sqlx themselves (so
+/// `?` on an sqlx result works in a function returning [`Result`]): a pool that timed out is
+/// [`Error::PoolTimedOut`], everything else [`Error::Database`].
+#[cfg(feature = "sqlx")]
+impl From<sqlx_core::Error> for Error {
+    fn from(error: sqlx_core::Error) -> Self {
+        match error {
+            sqlx_core::Error::PoolTimedOut => Error::PoolTimedOut(Box::new(error)),
+            error => Error::Database(Box::new(error)),
+        }
+    }
+}
+
+/// A failed migration of an sqlx-based store is [`Error::Migrate`].
+#[cfg(feature = "sqlx")]
+impl From<sqlx_core::migrate::MigrateError> for Error {
+    fn from(error: sqlx_core::migrate::MigrateError) -> Self {
+        Error::Migrate(Box::new(error))
+    }
+}
+
+/// A registration refused by the store, in [`Error::SubscriptionConflict`]: what is stored under a
+/// handler's name, and what this process declared for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConflict {
+    /// The subscription's stored name: the handler's name, as `namespace@name` in a
+    /// [namespace](crate::RuntimeBuilder::namespace).
+    pub handler: String,
+    /// The event type the subscription is stored with.
+    pub stored_event_type: String,
+    /// The routing-key filter it is stored with (`None`: every key).
+    pub stored_routing_key: Option<String>,
+    /// The revision it is stored with.
+    pub stored_revision: u32,
+    /// The event type this process declares.
+    pub event_type: String,
+    /// The routing-key filter this process declares.
+    pub routing_key: Option<String>,
+    /// The revision this process declares (1 unless re-pointed).
+    pub revision: u32,
+}
+
+/// Both sides, and the fix that fits the case.
+impl std::fmt::Display for SubscriptionConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let filter = |key: Option<&str>| match key {
+            Some(key) => format!("routing key `{key}`"),
+            None => "any routing key".to_owned(),
+        };
+        // `@` is in neither a namespace nor a handler name, so the split is unambiguous.
+        let (namespace, name) = match self.handler.split_once('@') {
+            Some((namespace, name)) => (format!(" in namespace `{namespace}`"), name),
+            None => (String::new(), self.handler.as_str()),
+        };
+        let stored_revision = self.stored_revision;
+        write!(
+            f,
+            "handler `{name}`{namespace} is subscribed to `{}` with {} (revision {stored_revision}) \
+             in the database, but this process subscribes it to `{}` with {} (revision {}): ",
+            self.stored_event_type,
+            filter(self.stored_routing_key.as_deref()),
+            self.event_type,
+            filter(self.routing_key.as_deref()),
+            self.revision,
+        )?;
+        let next = stored_revision.saturating_add(1);
+        if self.revision < stored_revision {
+            write!(
+                f,
+                "a newer deployment re-pointed it at revision {stored_revision}, and this process \
+                 runs an older version of the handler: finish the deploy instead of restarting old \
+                 processes (to go back on purpose, re-point with \
+                 `RuntimeBuilder::repoint(\"{name}\", {next})`)"
+            )
+        } else {
+            write!(
+                f,
+                "to change it on purpose, re-point it with `RuntimeBuilder::repoint(\"{name}\", \
+                 {next})` or deploy the change under a new handler `name`; if another application \
+                 with a handler of this name shares the database, give each application its own \
+                 `RuntimeBuilder::namespace`"
+            )
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! What a publish takes and reports, for every store: [`Outgoing`] events, and the
+//! [`Published`] / [`PublishedEvent`] counts.
+//!
+//! Publishing itself is the store's: in the caller's own database transaction for PostgreSQL
+//! (`osa_events::publish`), and through a handler's [`Tx`](crate::store::Transaction) on every store
+//! that offers transactions.
+
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::{Error, Event, Result};
+
+mod nul;
+
+/// The default largest serialized payload [`Outgoing`] accepts: 1 MiB. Events are rows read on
+/// every claim; large documents belong in a table or object store, referenced by the event.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// One event ready to publish: its payload serialized, with an id, optional routing key and metadata.
+///
+/// Build one when you need more than [`publish`] offers: a chosen id (for idempotent retries of your
+/// own publishing code), metadata such as a correlation id, or a batch for [`publish_batch`].
+///
+/// # Examples
+///
+/// ```
+/// use osa_events::{Event, Outgoing};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(name = "record.published")]
+/// struct RecordPublished { srn: String }
+///
+/// let outgoing = Outgoing::new(&RecordPublished { srn: "srn:1".into() })?
+///     .with_routing_key("vector")
+///     .with_metadata(serde_json::json!({ "correlation_id": "req-42" }))?;
+/// assert_eq!(outgoing.event_type(), "record.published");
+/// # Ok::<(), osa_events::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    id: Uuid,
+    event_type: &'static str,
+    event_version: i32,
+    routing_key: Option<String>,
+    payload: Box<RawValue>,
+    metadata: Option<Box<RawValue>>,
+}
+
+impl Outgoing {
+    /// Serializes `event` with a fresh random id, no routing key and empty metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Serialize`] when serde cannot serialize the event (e.g. a map with non-string keys),
+    /// [`Error::PayloadTooLarge`] when the JSON is over [`DEFAULT_MAX_PAYLOAD_BYTES`],
+    /// [`Error::NulCharacter`] when a string in it holds a NUL character (`'\0'`), which
+    /// PostgreSQL's `jsonb` cannot store.
+    pub fn new<E: Event>(event: &E) -> Result<Self> {
+        Self::with_max_payload_bytes(event, DEFAULT_MAX_PAYLOAD_BYTES)
+    }
+
+    /// Serializes `event` like [`new`](Self::new), with another payload size limit.
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Self::new), with `max_payload_bytes` as the limit.
+    pub fn with_max_payload_bytes<E: Event>(event: &E, max_payload_bytes: usize) -> Result<Self> {
+        let payload =
+            serde_json::value::to_raw_value(event).map_err(|source| Error::Serialize {
+                event_type: E::NAME,
+                source,
+            })?;
+        if payload.get().len() > max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                event_type: E::NAME,
+                size: payload.get().len(),
+                limit: max_payload_bytes,
+            });
+        }
+        if let Some(path) = nul::find(payload.get()) {
+            return Err(Error::NulCharacter {
+                event_type: E::NAME,
+                part: "payload",
+                path,
+            });
+        }
+        Ok(Self {
+            id: Uuid::new_v4(),
+            event_type: E::NAME,
+            event_version: i32::try_from(E::VERSION).unwrap_or(i32::MAX),
+            routing_key: None,
+            payload,
+            metadata: None,
+        })
+    }
+
+    /// Sets the event id. Publishing an id that already exists is a no-op, so a caller that retries
+    /// its own publish with the same id cannot create a duplicate.
+    #[must_use]
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the routing key: only handlers with this `routing_key` (or none) receive the event.
+    #[must_use]
+    pub fn with_routing_key(mut self, routing_key: impl Into<String>) -> Self {
+        self.routing_key = Some(routing_key.into());
+        self
+    }
+
+    /// Sets the metadata stored beside the payload (correlation id, causation id, trace context).
+    /// Handlers see it through [`Ctx::metadata`](crate::Ctx::metadata).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NulCharacter`] when a string in `metadata` holds a NUL character (`'\0'`), which
+    /// PostgreSQL's `jsonb` cannot store.
+    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Result<Self> {
+        // A `Value` always serializes.
+        let metadata = serde_json::value::to_raw_value(&metadata).ok();
+        if let Some(path) = metadata.as_deref().and_then(|json| nul::find(json.get())) {
+            return Err(Error::NulCharacter {
+                event_type: self.event_type,
+                part: "metadata",
+                path,
+            });
+        }
+        self.metadata = metadata;
+        Ok(self)
+    }
+
+    /// The event id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The event type's registered name.
+    pub fn event_type(&self) -> &'static str {
+        self.event_type
+    }
+
+    /// The routing key, if any.
+    pub fn routing_key(&self) -> Option<&str> {
+        self.routing_key.as_deref()
+    }
+
+    /// The event type's version.
+    pub fn event_version(&self) -> i32 {
+        self.event_version
+    }
+
+    /// The serialized payload (JSON).
+    pub fn payload_json(&self) -> &str {
+        self.payload.get()
+    }
+
+    /// The serialized metadata (JSON), if any was set.
+    pub fn metadata_json(&self) -> Option<&str> {
+        self.metadata.as_deref().map(RawValue::get)
+    }
+}
+
+/// What a publish created: how many events were new, and how many deliveries they got.
+///
+/// An event reaches only the subscriptions that exist when it is published: a handler registers
+/// its subscription when a runtime that runs it starts (`run_all_handlers`), and sees only events
+/// published after that. `deliveries == 0` for a new event therefore usually means "published
+/// before any handler of its type started" (a projection reads the log itself and still sees it).
+///
+/// # Examples
+///
+/// ```no_run
+/// # use osa_events::{Event, Outgoing};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "record.published")]
+/// # struct RecordPublished { srn: String }
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), osa_events::Error> {
+/// let published = osa_events::publish_batch(&pool, &[Outgoing::new(&RecordPublished { srn: "srn:1".into() })?]).await?;
+/// if published.reached_no_handler() {
+///     eprintln!("no handler of record.published has started yet");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The events written: those whose id did not exist yet (a repeated id is skipped).
+    pub events: u64,
+    /// The deliveries created for them: one per (event, matching subscription).
+    pub deliveries: u64,
+}
+
+impl Published {
+    /// The counts of a publish, for a store to report.
+    pub fn new(events: u64, deliveries: u64) -> Self {
+        Self { events, deliveries }
+    }
+
+    /// Whether new events were written but no handler's subscription matched any of them.
+    pub fn reached_no_handler(&self) -> bool {
+        self.events > 0 && self.deliveries == 0
+    }
+}
+
+/// What `publish` or `publish_routed` created: the event's id, whether it was new, and its
+/// deliveries (see [`Published`] for when an event gets none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishedEvent {
+    /// The event's id (fresh and random unless chosen with [`Outgoing::with_id`]).
+    pub id: Uuid,
+    /// Whether the event was written; `false` when an event with this id existed already.
+    pub is_new: bool,
+    /// The deliveries created for it: one per matching subscription.
+    pub deliveries: u64,
+}
+
+impl PublishedEvent {
+    /// The outcome of publishing one event, for a store to report.
+    pub fn new(id: Uuid, is_new: bool, deliveries: u64) -> Self {
+        Self {
+            id,
+            is_new,
+            deliveries,
+        }
+    }
+
+    /// Whether the event was written but no handler's subscription matched it.
+    pub fn reached_no_handler(&self) -> bool {
+        self.is_new && self.deliveries == 0
+    }
+}
+

@@ -1,0 +1,693 @@
+//! [`Runtime`]: starts every registered handler's claim loops and stops them gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::{HandlerSpec, Invoker, registry};
+use crate::projection::ProjectionSpec;
+use crate::projection::runner::ProjectionRunner;
+use crate::store::{Store, Subscription, SubscriptionId};
+use crate::worker::Worker;
+use crate::worker::step::Stepper;
+use crate::worker::supervise::supervise;
+use crate::worker::wake::{self, WakeBoard};
+use crate::{Clock, Resources, Result, SystemClock};
+
+/// Runs every handler registered with `#[event_handler]` until SIGINT or SIGTERM.
+///
+/// The same as `Runtime::builder(store).resources(resources).build()?.run().await`; use the
+/// [`builder`](Runtime::builder) to select handlers, set the grace period or trigger shutdown
+/// yourself.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example() -> Result<(), osa_events::Error> {
+/// let store = osa_events::PgStore::connect("postgres://app@localhost/app").await?;
+/// store.migrate().await?;
+/// osa_events::run_all_handlers(store, osa_events::Resources::new()).await
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// Start-up errors (see [`RuntimeBuilder::build`] and [`Runtime::run`]).
+pub async fn run_all_handlers(store: impl Store, resources: Resources) -> Result<()> {
+    Runtime::builder(store)
+        .resources(resources)
+        .build()?
+        .run()
+        .await
+}
+
+/// A configured set of handlers, ready to run.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+/// use std::time::Duration;
+/// use osa_events::{Resources, Runtime};
+///
+/// let runtime = Runtime::builder(store)
+///     .resources(Resources::new())
+///     .only(["index.vector", "index.keyword"]) // this node runs the indexers only
+///     .grace_period(Duration::from_secs(10))
+///     .build()?;
+/// let shutdown: osa_events::CancellationToken = runtime.shutdown_token();
+/// tokio::spawn(async move {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+///     shutdown.cancel(); // stops the runtime gracefully, as SIGTERM would
+/// });
+/// runtime.run().await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Runtime {
+    store: Arc<dyn Store>,
+    handlers: Vec<BoundHandler>,
+    projections: Vec<BoundProjection>,
+    clock: Arc<dyn Clock>,
+    grace_period: Duration,
+    handle_signals: bool,
+    shutdown: CancellationToken,
+    instance: String,
+}
+
+#[derive(Debug)]
+struct BoundHandler {
+    spec: HandlerSpec,
+    invoker: Arc<Invoker>,
+    /// The subscription's name: the handler's, qualified by the namespace.
+    stored_name: String,
+    /// The revision from [`RuntimeBuilder::repoint`], else 1.
+    revision: u32,
+}
+
+#[derive(Debug)]
+struct BoundProjection {
+    spec: ProjectionSpec,
+    invoker: Arc<Invoker>,
+    /// The checkpoint's name: the projection's, qualified by the namespace.
+    stored_name: &'static str,
+}
+
+/// Builds a [`Runtime`]; from [`Runtime::builder`].
+#[derive(Debug)]
+pub struct RuntimeBuilder {
+    store: Arc<dyn Store>,
+    resources: Resources,
+    only: Vec<String>,
+    exclude: Vec<String>,
+    clock: Arc<dyn Clock>,
+    grace_period: Duration,
+    handle_signals: bool,
+    shutdown: CancellationToken,
+    instance: Option<String>,
+    namespace: Option<String>,
+    repoint: Vec<(String, u32)>,
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn Store")
+    }
+}
+
+impl Runtime {
+    /// The default grace period: how long in-flight handlers may run on after shutdown begins.
+    pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+    /// Starts configuring a runtime on `store`.
+    pub fn builder(store: impl Store) -> RuntimeBuilder {
+        RuntimeBuilder {
+            store: Arc::new(store),
+            resources: Resources::new(),
+            only: Vec::new(),
+            exclude: Vec::new(),
+            clock: Arc::new(SystemClock),
+            grace_period: Self::DEFAULT_GRACE_PERIOD,
+            handle_signals: true,
+            shutdown: CancellationToken::new(),
+            instance: None,
+            namespace: None,
+            repoint: Vec::new(),
+        }
+    }
+
+    /// A token that starts graceful shutdown when cancelled, as SIGTERM does.
+    ///
+    /// It is [`osa_events::CancellationToken`](crate::CancellationToken) (tokio-util's, re-exported),
+    /// so an application can keep it without a direct dependency on tokio-util.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The specs of the handlers this runtime runs, sorted by name.
+    pub fn handlers(&self) -> impl Iterator<Item = &HandlerSpec> {
+        self.handlers.iter().map(|handler| &handler.spec)
+    }
+
+    /// The specs of the projections this runtime runs, sorted by name.
+    pub fn projections(&self) -> impl Iterator<Item = &ProjectionSpec> {
+        self.projections.iter().map(|projection| &projection.spec)
+    }
+
+    /// Creates or updates the handlers' subscriptions, so that events published from now on are
+    /// delivered to them. [`run`](Self::run) does this too; call it first when the same program
+    /// publishes before it runs, or a handler's first events could be published before its
+    /// subscription exists (a subscription receives only events published after it was created).
+    ///
+    /// A subscription is stored under the handler's name, qualified by the
+    /// [namespace](RuntimeBuilder::namespace) (`billing@on_order_placed`). Its event type and
+    /// routing key are fixed once stored: registering another one under the same name is refused
+    /// unless [re-pointed](RuntimeBuilder::repoint) at a higher revision, so an older process
+    /// restarting during a rolling deploy cannot revert what a newer one registered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) when a stored
+    /// subscription has another event type or routing key (nothing is registered then),
+    /// [`Error::Database`](crate::Error::Database) when the store fails.
+    pub async fn register(&self) -> Result<Vec<SubscriptionId>> {
+        let subscriptions: Vec<Subscription> = self
+            .handlers
+            .iter()
+            .map(|handler| Subscription {
+                name: handler.stored_name.clone(),
+                event_type: handler.spec.event_type().to_owned(),
+                routing_key: handler.spec.routing_key_filter().map(str::to_owned),
+                config: handler.spec.config_json(),
+                revision: handler.revision,
+            })
+            .collect();
+        self.store.register(&subscriptions).await
+    }
+
+    /// Records each projection's event types with its checkpoint, refusing a projection whose
+    /// types changed since its checkpoint was built (see
+    /// [`ProjectionStore::record_event_types`](crate::ProjectionStore::record_event_types)).
+    async fn record_projection_event_types(&self) -> Result<()> {
+        if let Some(store) = self.store.projections() {
+            for projection in &self.projections {
+                store
+                    .record_event_types(projection.stored_name, projection.spec.event_types())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Not public API: hands the handlers to a [`Stepper`] instead of running them, for the
+    /// harness and the simulator of `osa-events-testing`, which drive the claim loops themselves
+    /// (see [`Stepper`]). Registers the subscriptions first, as [`run`](Self::run) does;
+    /// `jitter_seed` makes the retry delays repeatable. Projections are stepped with
+    /// [`Stepper::project`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`](crate::Error::Database) when the subscriptions cannot be registered.
+    #[doc(hidden)]
+    pub async fn into_stepper(self, jitter_seed: u64) -> Result<Stepper> {
+        let subscriptions = self.register().await?;
+        self.record_projection_event_types().await?;
+        let handlers = self
+            .handlers
+            .into_iter()
+            .zip(subscriptions)
+            .map(|(handler, subscription)| (handler.spec, handler.invoker, subscription))
+            .collect();
+        let projections = self
+            .projections
+            .into_iter()
+            .map(|projection| (projection.spec, projection.stored_name, projection.invoker))
+            .collect();
+        Ok(Stepper::new(
+            self.store,
+            self.clock,
+            self.instance,
+            handlers,
+            projections,
+            jitter_seed,
+        ))
+    }
+
+    /// Registers the subscriptions, runs `concurrency` claim loops per handler, and returns after
+    /// a graceful shutdown: on SIGINT/SIGTERM (unless disabled) or when the
+    /// [`shutdown_token`](Self::shutdown_token) is cancelled. Shutdown stops claiming at once, lets
+    /// running handlers finish within the grace period, then stops them and releases their claims
+    /// so another process picks the deliveries up immediately.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) when a handler's stored
+    /// subscription has another event type or routing key (see [`register`](Self::register)),
+    /// [`Error::Database`](crate::Error::Database) when the subscriptions cannot be registered,
+    /// [`Error::Signal`](crate::Error::Signal) when signal handlers cannot be installed. Once running,
+    /// store errors are logged and retried, never returned.
+    ///
+    /// # Supervision
+    ///
+    /// A panic in a handler call, in a payload's `Deserialize` or in an extractor is a failed
+    /// attempt of the events it concerns (see the crate's failure docs), never the end of a loop.
+    /// A claim loop or projection loop that dies anyway (a panic in a store or a clock, or a loop
+    /// that returns before shutdown) is logged at ERROR with the cause and started again: after
+    /// 100 ms, doubling with each death in a row, at most 30 s. The runtime keeps running; it
+    /// never goes on with a loop silently missing.
+    pub async fn run(self) -> Result<()> {
+        let stopping = self.shutdown.clone();
+        let aborting = CancellationToken::new();
+        // Listen before the first round trip, so a signal during start-up stops cleanly too.
+        if self.handle_signals {
+            spawn_signal_listener(stopping.clone())?;
+        }
+        let subscriptions = self.register().await?;
+        self.record_projection_event_types().await?;
+        self.check_pool_size();
+
+        let board = Arc::new(WakeBoard::new(subscriptions.iter().copied()));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(wake::listen(
+            Arc::clone(&self.store),
+            Arc::clone(&board),
+            Arc::clone(&self.clock),
+            stopping.clone(),
+        ));
+        let process = self.instance.clone();
+        for (handler, subscription) in self.handlers.iter().zip(&subscriptions) {
+            for slot in 0..handler.spec.concurrency_level() {
+                let worker = Worker {
+                    spec: handler.spec,
+                    subscription: *subscription,
+                    invoker: Arc::clone(&handler.invoker),
+                    store: Arc::clone(&self.store),
+                    clock: Arc::clone(&self.clock),
+                    name: format!("{process}/{}#{slot}", handler.spec.name()),
+                    wake: board.waiter(*subscription),
+                    stopping: stopping.clone(),
+                    aborting: aborting.clone(),
+                };
+                tasks.spawn(supervise(
+                    format!("claim loop {slot} of handler `{}`", handler.spec.name()),
+                    stopping.clone(),
+                    Arc::clone(&self.clock),
+                    move || worker.clone().run(),
+                ));
+            }
+        }
+        if let Some(store) = self.store.projections() {
+            for projection in &self.projections {
+                let runner = ProjectionRunner {
+                    spec: projection.spec,
+                    name: projection.stored_name,
+                    invoker: Arc::clone(&projection.invoker),
+                    store: Arc::clone(&store),
+                    clock: Arc::clone(&self.clock),
+                    process: process.clone(),
+                    stopping: stopping.clone(),
+                };
+                tasks.spawn(supervise(
+                    format!("loop of projection `{}`", projection.spec.name()),
+                    stopping.clone(),
+                    Arc::clone(&self.clock),
+                    move || runner.clone().run(),
+                ));
+            }
+        }
+        tracing::info!(
+            handlers = self.handlers.len(),
+            projections = self.projections.len(),
+            tasks = tasks.len(),
+            "osa-events runtime started"
+        );
+
+        stopping.cancelled().await;
+        tracing::info!(grace_period = ?self.grace_period, "shutting down: no new claims");
+        let grace = self.clock.sleep(self.grace_period);
+        let abort_after_grace = {
+            let aborting = aborting.clone();
+            async move {
+                grace.await;
+                aborting.cancel();
+            }
+        };
+        tokio::select! {
+            () = join_all(&mut tasks) => {}
+            () = abort_after_grace => {
+                tracing::warn!("grace period over: stopping running handlers and releasing their claims");
+                join_all(&mut tasks).await;
+            }
+        }
+        tracing::info!("osa-events runtime stopped");
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Warns when the store cannot hold open the transactions of the handlers that take a `Tx`
+    /// (for PostgreSQL, the pool is too small): each of their claim loops holds a transaction for
+    /// its whole call, and the claim loops need one more connection for claims, completions and
+    /// heartbeats. A starved handler does not lose attempts (its claims are released
+    /// unattempted), but it waits.
+    fn check_pool_size(&self) {
+        let Some(max_connections) = self
+            .store
+            .transactions()
+            .and_then(|transactions| transactions.capacity())
+        else {
+            return;
+        };
+        let tx_loops: u32 = self
+            .handlers
+            .iter()
+            .filter(|handler| handler.invoker.transactional)
+            .map(|handler| handler.spec.concurrency_level())
+            .sum();
+        let needed = tx_loops.saturating_add(1);
+        if tx_loops > 0 && max_connections < needed {
+            tracing::warn!(
+                max_connections,
+                needed,
+                tx_loops,
+                "the connection pool is too small for the handlers that take `Tx`: each of their \
+                 {tx_loops} claim loops holds a connection while it runs, and the claim loops need \
+                 one more; handlers will wait for connections (their claims are released, not \
+                 failed): give the pool at least {needed} connections"
+            );
+        }
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(error) = joined {
+            tracing::error!(%error, "a claim loop ended abnormally");
+        }
+    }
+}
+
+/// `host:pid`, the prefix of every claim loop's name in `claimed_by`.
+fn worker_prefix() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+fn spawn_signal_listener(stopping: CancellationToken) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).map_err(crate::Error::Signal)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(crate::Error::Signal)?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                () = stopping.cancelled() => return,
+            }
+            stopping.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => stopping.cancel(),
+            () = stopping.cancelled() => {}
+        }
+    });
+    Ok(())
+}
+
+impl RuntimeBuilder {
+    /// The shared resources handlers take as `State<T>`.
+    #[must_use]
+    pub fn resources(mut self, resources: Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    /// Runs only the handlers with these names (all by default). Unknown names fail
+    /// [`build`](Self::build).
+    #[must_use]
+    pub fn only<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.only.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Runs every handler except these. Unknown names fail [`build`](Self::build).
+    #[must_use]
+    pub fn exclude<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exclude.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// How long running handlers may go on after shutdown begins (default 30 s).
+    #[must_use]
+    pub fn grace_period(mut self, grace_period: Duration) -> Self {
+        self.grace_period = grace_period;
+        self
+    }
+
+    /// Whether SIGINT and SIGTERM start graceful shutdown (default `true`).
+    #[must_use]
+    pub fn handle_signals(mut self, handle_signals: bool) -> Self {
+        self.handle_signals = handle_signals;
+        self
+    }
+
+    /// Uses this token for shutdown: cancelling it starts graceful shutdown. Build one with
+    /// [`CancellationToken::new`](crate::CancellationToken::new).
+    #[must_use]
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Names this runtime instance in `claimed_by` and in the `application_name` of projection
+    /// leaders (default `host:pid`), so operators can tell nodes apart.
+    #[must_use]
+    pub fn instance_name(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+
+    /// Puts this runtime's handlers and projections in the application namespace `namespace`, so
+    /// that several applications can share one database: a handler `on_order_placed` of namespace
+    /// `billing` and one of namespace `shipping` are two subscriptions, each receiving every event
+    /// of its type, and their projections of the same name keep two checkpoints and two leaders.
+    ///
+    /// In the store, a namespaced handler or projection `x` is named `billing@x` (the
+    /// `subscriptions` and `checkpoints` tables, and the names operations take); without a
+    /// namespace (the default) it is named `x`. A namespace is 1 to 64 ASCII letters, digits and
+    /// `. _ -`. Every process of one application must use the same namespace: adding one to a
+    /// running application creates new subscriptions, which receive only events published after
+    /// they were created, and new projections, which start from the beginning of the log.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// let runtime = osa_events::Runtime::builder(store).namespace("billing").build()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Re-points handler `handler`'s subscription, on purpose, at the event type and routing key
+    /// this build declares for it, as revision `revision` of the subscription.
+    ///
+    /// A subscription's event type and routing key are fixed once stored: registering others under
+    /// the same name fails start-up with
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict). A registration with a
+    /// revision above the stored one re-points the subscription instead (keeping its id and its
+    /// open deliveries) and stores the revision; one with a lower revision never overwrites it,
+    /// so an older build restarting after the change fails start-up instead of reverting it.
+    /// Keep the call in the code after the deploy, and raise the revision for the next change.
+    /// Without it, a handler registers at revision 1.
+    ///
+    /// Processes of the old version that are still running keep claiming the subscription's
+    /// deliveries: they handle the new routing key's events with the old code, and dead-letter
+    /// events of a new type (they cannot decode them). A rolling deploy that changes a handler's
+    /// event type or routing key is therefore safer under a new handler `name`; the handler guide
+    /// ("Changing what a handler subscribes to") gives both procedures.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// // `on_order_placed` now receives `order.placed` v2 events with routing key `eu`
+    /// // (revision 1 was the first registration).
+    /// let runtime = osa_events::Runtime::builder(store)
+    ///     .repoint("on_order_placed", 2)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn repoint(mut self, handler: impl Into<String>, revision: u32) -> Self {
+        self.repoint.push((handler.into(), revision));
+        self
+    }
+
+    /// The clock for the runtime's timers (polls, heartbeats, timeouts, grace period).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Selects the handlers, checks them and binds their extractors to the resources.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownHandler`](crate::Error::UnknownHandler) for a selected or excluded name no
+    /// handler has, [`Error::NoHandlers`](crate::Error::NoHandlers) when nothing is left to run,
+    /// [`Error::DuplicateHandlerName`](crate::Error::DuplicateHandlerName),
+    /// [`Error::MissingResource`](crate::Error::MissingResource) for a `State<T>` whose `T` is not in
+    /// the resources, [`Error::Config`](crate::Error::Config) for an out-of-range option, an
+    /// invalid namespace, or a [`repoint`](Self::repoint) of a handler this runtime does not run
+    /// or to revision 0.
+    pub fn build(self) -> Result<Runtime> {
+        let selected = registry::select(&self.only, &self.exclude)?;
+        let namespace = self.namespace.as_deref().map(check_namespace).transpose()?;
+        let stored_name = |name: &str| match namespace {
+            Some(namespace) => format!("{namespace}@{name}"),
+            None => name.to_owned(),
+        };
+        for (handler, revision) in &self.repoint {
+            if !selected.handlers.iter().any(|r| r.spec.name() == handler) {
+                return Err(crate::Error::Config(
+                    format!("`repoint(\"{handler}\", {revision})`: this runtime runs no handler named `{handler}`").into(),
+                ));
+            }
+            if *revision == 0 || i32::try_from(*revision).is_err() {
+                return Err(crate::Error::Config(
+                    format!(
+                        "`repoint(\"{handler}\", {revision})`: a revision is in 1..={}",
+                        i32::MAX
+                    )
+                    .into(),
+                ));
+            }
+        }
+        let projections = selected
+            .projections
+            .into_iter()
+            .map(|registration| {
+                let name = registration.spec.name();
+                if self.store.projections().is_none() {
+                    return Err(crate::Error::Config(
+                        format!("projection `{name}` needs a store that runs projections (`PgStore`, or `InMemoryStore` in tests)").into(),
+                    ));
+                }
+                let invoker = (registration.bind)(&self.resources)?;
+                if invoker.transactional && self.store.transactions().is_none() {
+                    return Err(crate::Error::Config(
+                        format!("projection `{name}` takes a `Tx`, but this store offers no transactions (`Store::transactions` is `None`)").into(),
+                    ));
+                }
+                Ok(BoundProjection {
+                    spec: registration.spec,
+                    invoker: Arc::new(invoker),
+                    stored_name: intern(stored_name(name)),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let handlers = selected
+            .handlers
+            .into_iter()
+            .map(|registration| {
+                let invoker = (registration.bind)(&self.resources)?;
+                if invoker.transactional && self.store.transactions().is_none() {
+                    return Err(crate::Error::Config(
+                        format!(
+                            "handler `{}` takes a `Tx`, but this store offers no transactions (`Store::transactions` is `None`)",
+                            registration.spec.name()
+                        )
+                        .into(),
+                    ));
+                }
+                let name = registration.spec.name();
+                Ok(BoundHandler {
+                    spec: registration.spec,
+                    invoker: Arc::new(invoker),
+                    stored_name: stored_name(name),
+                    // The last call for a name wins, like the builder's other setters.
+                    revision: self
+                        .repoint
+                        .iter()
+                        .rev()
+                        .find(|(handler, _)| handler == name)
+                        .map_or(1, |(_, revision)| *revision),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Runtime {
+            store: self.store,
+            handlers,
+            projections,
+            clock: self.clock,
+            grace_period: self.grace_period,
+            handle_signals: self.handle_signals,
+            shutdown: self.shutdown,
+            instance: self.instance.unwrap_or_else(worker_prefix),
+        })
+    }
+}
+
+/// The longest allowed namespace.
+const MAX_NAMESPACE_LEN: usize = 64;
+
+/// `namespace` if it is 1 to [`MAX_NAMESPACE_LEN`] ASCII letters, digits and `. _ -`: never `@`,
+/// the separator of stored names, nor `:` or `/`, which handler names may contain.
+fn check_namespace(namespace: &str) -> Result<&str> {
+    let valid = !namespace.is_empty()
+        && namespace.len() <= MAX_NAMESPACE_LEN
+        && namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(namespace)
+    } else {
+        Err(crate::Error::Config(
+            format!(
+                "invalid namespace {namespace:?}: expected 1 to {MAX_NAMESPACE_LEN} ASCII letters, digits and `. _ -`"
+            )
+            .into(),
+        ))
+    }
+}
+
+/// A `&'static str` for a projection's stored name, which the
+/// [`ProjectionStore`](crate::ProjectionStore) API takes as `&'static str` (like the names of
+/// specs). Interned, so building runtime after runtime (as tests do) keeps one copy per name.
+fn intern(name: String) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(name) = names.get(name.as_str()) {
+        return name;
+    }
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(name);
+    name
+}

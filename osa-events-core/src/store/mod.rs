@@ -1,0 +1,316 @@
+//! The [`Store`] trait: where events, subscriptions and deliveries live.
+//!
+//! The runtime talks to storage only through this trait, so the same workers run on
+//! [`PgStore`](crate::PgStore) in production and on an in-memory store in unit tests. A store is
+//! deliberately dumb: it claims, completes, fails, extends and releases exactly what it is told.
+//! Policy (when to retry, how long to back off, when to give up) lives in the worker, so every
+//! store behaves the same.
+//!
+//! Every write about a claimed delivery carries its [`Fence`]: the claim token handed out by
+//! [`Store::claim`]. A write whose token no longer matches (the claim expired and another worker
+//! took the delivery) changes nothing, and the store reports how many rows it did change.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::Result;
+
+mod transaction;
+
+pub use crate::projection::{
+    Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ResetTo,
+    event_type_set,
+};
+pub use transaction::{Transaction, Transactions};
+
+/// The database id of a subscription (one per handler name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub i32);
+
+/// What a handler subscribes to, as registered in the store at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The handler's unique, stable name.
+    pub name: String,
+    /// The event type it receives.
+    pub event_type: String,
+    /// Only events published with this routing key; `None` receives every key.
+    pub routing_key: Option<String>,
+    /// A JSON snapshot of the handler's configuration, for operators.
+    pub config: serde_json::Value,
+    /// The revision of what the subscription receives (its event type and routing key); 1
+    /// unless re-pointed with [`RuntimeBuilder::repoint`](crate::RuntimeBuilder::repoint).
+    pub revision: u32,
+}
+
+/// What registering a [`Subscription`] does to the stored one of the same name, from
+/// [`Subscription::reconcile`]: the rule every [`Store::register`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    /// Same event type and routing key at a lower revision: leave the stored row as it is (a
+    /// newer deployment wrote it).
+    Keep,
+    /// Same event type and routing key at the same or a higher revision: store the new config
+    /// snapshot and revision.
+    Update,
+    /// Another event type or routing key at a higher revision: re-point the subscription (event
+    /// type, routing key, config and revision). Its open deliveries stay.
+    Repoint,
+}
+
+impl Subscription {
+    /// Decides what registering `self` does to `stored`, the subscription of the same name
+    /// already in the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) when `self` has another
+    /// event type or routing key than `stored` without a higher revision.
+    pub fn reconcile(&self, stored: &Subscription) -> Result<Reconcile> {
+        let same = self.event_type == stored.event_type && self.routing_key == stored.routing_key;
+        match (same, self.revision.cmp(&stored.revision)) {
+            (true, std::cmp::Ordering::Less) => Ok(Reconcile::Keep),
+            (true, _) => Ok(Reconcile::Update),
+            (false, std::cmp::Ordering::Greater) => Ok(Reconcile::Repoint),
+            (false, _) => Err(crate::Error::SubscriptionConflict(Box::new(
+                crate::SubscriptionConflict {
+                    handler: self.name.clone(),
+                    stored_event_type: stored.event_type.clone(),
+                    stored_routing_key: stored.routing_key.clone(),
+                    stored_revision: stored.revision,
+                    event_type: self.event_type.clone(),
+                    routing_key: self.routing_key.clone(),
+                    revision: self.revision,
+                },
+            ))),
+        }
+    }
+}
+
+/// A request to claim due deliveries of one subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// Whose deliveries.
+    pub subscription: SubscriptionId,
+    /// At most this many.
+    pub limit: u32,
+    /// How long the claim lasts unless extended.
+    pub claim_timeout: Duration,
+    /// Who claims, recorded for operators (host, process, worker).
+    pub worker: &'a str,
+}
+
+/// The proof of a claim: the delivery's position and the token its claim was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The event's position in the log (identifies the delivery within its subscription).
+    pub position: i64,
+    /// The claim token; a newer claim of the same delivery has another.
+    pub token: Uuid,
+}
+
+/// One claimed delivery, with its event.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Position and claim token.
+    pub fence: Fence,
+    /// Which attempt this claim is, counting this one (the first claim is attempt 1).
+    pub attempt: u32,
+    /// The error of the previous failed attempt, if any.
+    pub last_error: Option<String>,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The event's type name.
+    pub event_type: String,
+    /// The event's payload version.
+    pub event_version: i32,
+    /// The routing key it was published with.
+    pub routing_key: Option<String>,
+    /// The payload, as JSON text.
+    pub payload: String,
+    /// The metadata, as JSON text.
+    pub metadata: String,
+    /// When the event was published (database time).
+    pub published_at: SystemTime,
+}
+
+/// A failed attempt to record: retry after a delay, or dead-letter.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Which claim failed.
+    pub fence: Fence,
+    /// What went wrong, for the dead-letter row and operators.
+    pub error: String,
+    /// `Some(delay)`: pending again after `delay`. `None`: dead.
+    pub retry_in: Option<Duration>,
+}
+
+impl Failure {
+    /// The error as a store keeps it: every NUL character (`'\0'`), which a PostgreSQL `text`
+    /// column cannot hold, replaced by U+FFFD (`�`). Every store writes this, never
+    /// [`error`](Self::error) itself, so a handler error that quotes a NUL byte cannot make the
+    /// failure's write fail, and every store keeps the same text.
+    pub fn stored_error(&self) -> Cow<'_, str> {
+        storable_text(&self.error)
+    }
+}
+
+/// `text` with every NUL character replaced by U+FFFD, for a `text` column (see
+/// [`Failure::stored_error`]); borrowed when there is none.
+pub fn storable_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Storage of events and deliveries. Implement it to add a backend; it must pass the contract
+/// suite of `osa-events-testing`.
+///
+/// Every method about claimed deliveries takes [`Fence`]s and changes only the rows whose claim
+/// token still matches, returning how many it changed.
+pub trait Store: Send + Sync + 'static {
+    /// Creates or updates the subscriptions (by name) and returns their ids, in the same order.
+    ///
+    /// A stored subscription keeps its event type and routing key unless the new one comes with
+    /// a higher revision (then it is re-pointed, and the higher revision stored). The same event
+    /// type and routing key register at any revision: at a lower one the stored row is left as it
+    /// is. Anything else is a conflict: the store changes nothing, for any of `subscriptions`, and
+    /// fails with [`Error::SubscriptionConflict`](crate::Error::SubscriptionConflict) naming the
+    /// first one.
+    fn register<'a>(
+        &'a self,
+        subscriptions: &'a [Subscription],
+    ) -> BoxFuture<'a, Result<Vec<SubscriptionId>>>;
+
+    /// Claims up to `limit` due deliveries: pending ones whose `run_at` has come, and claimed ones
+    /// whose claim has expired, oldest `run_at` first, then by position. Each claimed delivery gets
+    /// a fresh token, its attempt count goes up by one, and it stays claimed until
+    /// `claim_timeout` from now (store time).
+    fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>>;
+
+    /// Completes (removes) the deliveries whose claims are still held.
+    fn complete<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        done: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Completes `done` and claims the next batch, in one round trip where the store can (one
+    /// statement, one commit for PostgreSQL). Returns how many completions were written and the
+    /// new claims. The default runs [`complete`](Self::complete) then [`claim`](Self::claim).
+    fn complete_and_claim<'a>(
+        &'a self,
+        done: &'a [Fence],
+        request: ClaimRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u64, Vec<Delivery>)>> {
+        Box::pin(async move {
+            let completed = self.complete(request.subscription, done).await?;
+            let claimed = self.claim(request).await?;
+            Ok((completed, claimed))
+        })
+    }
+
+    /// Records failed attempts of deliveries whose claims are still held: pending again after
+    /// `retry_in`, or dead with the error kept.
+    fn fail<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        failures: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Extends held claims to `claim_timeout` from now; returns the positions still held.
+    fn extend<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+        claim_timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<i64>>>;
+
+    /// Gives held claims back unfinished: pending and due now, and the attempt is not counted.
+    fn release<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        claims: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Gives held claims back unfinished, with the attempt not counted, due again after each
+    /// failure's `retry_in` (due now when `None`) and with its `error` kept as the delivery's last
+    /// error: for work this process cannot do yet (an event version newer than its code), which
+    /// should neither use up the delivery's retries nor be claimed again at once.
+    ///
+    /// The default records the deferrals as retryable failures with [`fail`](Self::fail), which
+    /// counts the attempts: stores should override it.
+    fn defer<'a>(
+        &'a self,
+        subscription: SubscriptionId,
+        deferred: &'a [Failure],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let retries: Vec<Failure> = deferred
+                .iter()
+                .map(|failure| Failure {
+                    retry_in: Some(failure.retry_in.unwrap_or_default()),
+                    ..failure.clone()
+                })
+                .collect();
+            self.fail(subscription, &retries).await
+        })
+    }
+
+    /// A source of wake-ups: a hint that a subscription may have new work. `None` when the store
+    /// has none; workers then rely on polling alone. Hints may be lost; polling is the safety net.
+    fn wake_ups(&self) -> Option<BoxFuture<'static, Result<WakeUps>>> {
+        None
+    }
+
+    /// The same store's projection side, if it runs projections (see
+    /// [`ProjectionStore`](crate::ProjectionStore)); the runtime refuses to start projections on a
+    /// store without one.
+    fn projections(&self) -> Option<std::sync::Arc<dyn ProjectionStore>> {
+        None
+    }
+
+    /// The store's transactions, if it offers them: handlers and projections that take a
+    /// [`Tx`](crate::Tx) need them, and the runtime refuses to start those on a store without.
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        None
+    }
+}
+
+/// A stream of wake-up hints, see [`Store::wake_ups`].
+pub struct WakeUps {
+    inner: Box<dyn WakeSource>,
+}
+
+impl std::fmt::Debug for WakeUps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeUps").finish_non_exhaustive()
+    }
+}
+
+/// What a store implements to deliver wake-up hints.
+pub trait WakeSource: Send + 'static {
+    /// Waits for the next hint. `Ok(Some(id))`: `id` may have work. `Ok(None)`: hints may have
+    /// been lost (e.g. a reconnect), so every subscription should look. `Err`: the source failed
+    /// for now; the caller retries after a pause.
+    fn next(&mut self) -> BoxFuture<'_, Result<Option<SubscriptionId>>>;
+}
+
+impl WakeUps {
+    /// Wraps a store's hint source.
+    pub fn new(source: impl WakeSource) -> Self {
+        Self {
+            inner: Box::new(source),
+        }
+    }
+
+    /// Waits for the next hint (see [`WakeSource::next`]).
+    pub async fn next(&mut self) -> Result<Option<SubscriptionId>> {
+        self.inner.next().await
+    }
+}

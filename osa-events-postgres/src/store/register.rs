@@ -1,0 +1,125 @@
+//! Registering subscriptions at start-up, by the rule of [`Subscription::reconcile`].
+//!
+//! All of a runtime's subscriptions register in one transaction: a conflict on any of them
+//! rolls back the others, so a refused start-up leaves the database as it was. A stored row is
+//! locked (`for update`) while it is compared, so two processes registering the same name at once
+//! decide one after the other, each against what the other committed.
+
+use sqlx::PgPool;
+
+use super::PgUnnamed;
+use osa_events_core::store::{Reconcile, Subscription, SubscriptionId};
+use osa_events_core::{Error, Result};
+
+/// Creates the subscription unless its name is taken; a concurrent insert of the same name makes
+/// this wait for that transaction, then do nothing.
+const INSERT_SQL: &str = r#"
+insert into osa_events.subscriptions (name, event_type, routing_key, config, revision)
+values ($1, $2, $3, $4, $5)
+on conflict (name) do nothing
+returning id
+"#;
+
+const STORED_SQL: &str = r#"
+select id, event_type, routing_key, revision
+from osa_events.subscriptions
+where name = $1
+for update
+"#;
+
+const UPDATE_SQL: &str = r#"
+update osa_events.subscriptions
+set config = $2, revision = $3, updated_at = now()
+where id = $1
+"#;
+
+const REPOINT_SQL: &str = r#"
+update osa_events.subscriptions
+set event_type = $2, routing_key = $3, config = $4, revision = $5, updated_at = now()
+where id = $1
+"#;
+
+/// `unnamed`: behind a transaction-mode pooler (see [`PgUnnamed`]).
+pub(super) async fn register(
+    pool: &PgPool,
+    subscriptions: &[Subscription],
+    unnamed: bool,
+) -> Result<Vec<SubscriptionId>> {
+    let mut tx = pool.begin().await?;
+    let mut ids = Vec::with_capacity(subscriptions.len());
+    for subscription in subscriptions {
+        let revision = i32::try_from(subscription.revision)
+            .ok()
+            .filter(|revision| *revision >= 1)
+            .ok_or_else(|| {
+                Error::Config(
+                    format!(
+                        "handler `{}`: revision {} is out of range 1..={}",
+                        subscription.name,
+                        subscription.revision,
+                        i32::MAX
+                    )
+                    .into(),
+                )
+            })?;
+        let inserted: Option<(i32,)> = sqlx::query_as(INSERT_SQL)
+            .bind(&subscription.name)
+            .bind(&subscription.event_type)
+            .bind(subscription.routing_key.as_deref())
+            .bind(&subscription.config)
+            .bind(revision)
+            .fetch_optional(PgUnnamed::when(unnamed, &mut tx))
+            .await?;
+        if let Some((id,)) = inserted {
+            ids.push(SubscriptionId(id));
+            continue;
+        }
+        let (id, event_type, routing_key, stored_revision): (i32, String, Option<String>, i32) =
+            sqlx::query_as(STORED_SQL)
+                .bind(&subscription.name)
+                .fetch_one(PgUnnamed::when(unnamed, &mut tx))
+                .await?;
+        let stored = Subscription {
+            name: subscription.name.clone(),
+            event_type,
+            routing_key,
+            config: serde_json::Value::Null,
+            // The column's check keeps it at least 1.
+            revision: u32::try_from(stored_revision).unwrap_or(1),
+        };
+        match subscription.reconcile(&stored)? {
+            Reconcile::Keep => {}
+            Reconcile::Update => {
+                sqlx::query(UPDATE_SQL)
+                    .bind(id)
+                    .bind(&subscription.config)
+                    .bind(revision)
+                    .execute(PgUnnamed::when(unnamed, &mut tx))
+                    .await?;
+            }
+            Reconcile::Repoint => {
+                tracing::warn!(
+                    handler = %subscription.name,
+                    from_event_type = %stored.event_type,
+                    from_routing_key = ?stored.routing_key,
+                    from_revision = stored.revision,
+                    event_type = %subscription.event_type,
+                    routing_key = ?subscription.routing_key,
+                    revision = subscription.revision,
+                    "subscription re-pointed"
+                );
+                sqlx::query(REPOINT_SQL)
+                    .bind(id)
+                    .bind(&subscription.event_type)
+                    .bind(subscription.routing_key.as_deref())
+                    .bind(&subscription.config)
+                    .bind(revision)
+                    .execute(PgUnnamed::when(unnamed, &mut tx))
+                    .await?;
+            }
+        }
+        ids.push(SubscriptionId(id));
+    }
+    tx.commit().await?;
+    Ok(ids)
+}

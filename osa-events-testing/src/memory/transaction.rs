@@ -1,0 +1,127 @@
+//! Transactions of the [`InMemoryStore`]: what a handler's or a projection batch's `Tx` writes
+//! through in tests. Its publishes and completions are buffered and take effect together, under
+//! the store's one lock, when it commits; dropped, it leaves no trace (a rollback).
+
+use futures_util::future::BoxFuture;
+use osa_events::store::{Fence, SubscriptionId, Transaction, Transactions};
+use osa_events::{Error, Outgoing, Published, Result};
+
+use super::{InMemoryStore, RawEvent};
+use crate::memory::state::Tables;
+
+/// An open transaction of an [`InMemoryStore`].
+pub(super) struct MemoryTransaction {
+    store: InMemoryStore,
+    publishes: Vec<RawEvent>,
+    completions: Vec<(SubscriptionId, Vec<Fence>)>,
+}
+
+impl MemoryTransaction {
+    pub(super) fn new(store: InMemoryStore) -> Self {
+        Self {
+            store,
+            publishes: Vec::new(),
+            completions: Vec::new(),
+        }
+    }
+
+    /// The transaction inside `transaction`, if it is one of the in-memory store's.
+    pub(super) fn unwrap(transaction: Box<dyn Transaction>) -> Option<MemoryTransaction> {
+        transaction
+            .into_any()
+            .downcast::<MemoryTransaction>()
+            .ok()
+            .map(|transaction| *transaction)
+    }
+
+    /// Applies the buffered writes to `tables`, all or nothing: a completion whose claim was taken
+    /// over since [`complete`](Transaction::complete) checked it fails the whole commit, as a
+    /// PostgreSQL transaction holding the rows' locks could never see. Returns the subscriptions
+    /// that got work.
+    pub(super) fn apply(
+        self,
+        tables: &mut Tables,
+        store: &InMemoryStore,
+    ) -> Result<std::collections::BTreeSet<SubscriptionId>> {
+        self.verify(tables)?;
+        for (subscription, fences) in &self.completions {
+            tables.complete(*subscription, fences);
+        }
+        let now = store.now();
+        let (_, woken) = tables.publish(&self.publishes, now, store.wall_time(now));
+        Ok(woken)
+    }
+}
+
+impl MemoryTransaction {
+    /// Fails when a completion's claim was taken over since it was recorded; changes nothing.
+    pub(super) fn verify(&self, tables: &Tables) -> Result<()> {
+        for (subscription, fences) in &self.completions {
+            if tables.held_count(*subscription, fences) < fences.len() as u64 {
+                return Err(Error::Config(
+                    "in-memory transaction: a claim it completed was taken over before it \
+                     committed; nothing was committed"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Transaction for MemoryTransaction {
+    /// Counts the claims still held and records the completion for the commit.
+    fn complete<'a>(
+        &'a mut self,
+        subscription: SubscriptionId,
+        done: &'a [Fence],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let held = self.store.tables().held_count(subscription, done);
+            self.completions.push((subscription, done.to_vec()));
+            Ok(held)
+        })
+    }
+
+    /// Buffers the events; the counts are what they would create if published now.
+    fn publish<'a>(&'a mut self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<Published>> {
+        Box::pin(async move {
+            let raw: Vec<RawEvent> = events
+                .iter()
+                .map(RawEvent::from)
+                .filter(|raw| self.publishes.iter().all(|earlier| earlier.id != raw.id))
+                .collect();
+            let (published, deliveries) = self.store.tables().would_publish(&raw);
+            self.publishes.extend(raw);
+            Ok(Published::new(published, deliveries))
+        })
+    }
+
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let store = self.store.clone();
+            let woken = self.apply(&mut store.tables(), &store)?;
+            store.wake(woken);
+            Ok(())
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+/// Transactions that buffer their writes until they commit (see the module docs).
+impl Transactions for InMemoryStore {
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn Transaction>>> {
+        Box::pin(async move { Ok(Box::new(MemoryTransaction::new(self.clone())) as Box<dyn Transaction>) })
+    }
+}
