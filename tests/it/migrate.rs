@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::eventually;
 
-/// The key `migrate()` serializes concurrent migrations on (osa-events/src/store/postgres/migrate.rs).
+/// The key `migrate()` serializes concurrent migrations on (osa-events-postgres/src/store/migrate.rs).
 const MIGRATE_LOCK_KEY: i64 = 0x6f73_6165_7665_6e74;
 
 /// A regression test: `migrate()` closed its connection with `?` before returning the migration's

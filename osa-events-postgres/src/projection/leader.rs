@@ -10,7 +10,7 @@
 //! A leader that dies frees the lock when the server ends its session: at once when its process
 //! exits (the kernel closes the socket), and within about 6 s when its machine vanishes or the
 //! network fails, thanks to the session's TCP keepalive and user timeout settings (see
-//! `store/postgres/keepalive.rs`, shared with the worker pool; 5.4–5.7 s in the partition test,
+//! `store/keepalive.rs`, shared with the worker pool; 5.4–5.7 s in the partition test,
 //! `tests/it/reliability/projection_partition.rs`).
 //! A follower waits for the lock in PostgreSQL's lock queue (for up to the wait the runner asks
 //! for), so it is granted the lock the moment the leader's session ends.

@@ -5,8 +5,9 @@ use sqlx::{Connection, Executor, PgConnection};
 use super::PgStore;
 use osa_events_core::Result;
 
-/// The SQL migrations of `migrations/`, embedded at compile time.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+/// The SQL migrations of `migrations/` (a link to the workspace's `migrations/postgres`; the
+/// package holds the files themselves), embedded at compile time.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Serializes concurrent `migrate()` calls of several processes (`create schema if not exists`
 /// is not race-free on its own). Any constant works; this one spells "osaevent".

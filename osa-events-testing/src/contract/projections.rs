@@ -2,7 +2,7 @@
 //! checkpoint that moves only by its leader's commit or a reset.
 //!
 //! On PostgreSQL a projection reads only what every running transaction of the cluster has left
-//! behind it (see `osa-events/src/projection/pg/read.rs`), and a session ends a moment after its
+//! behind it (see `osa-events-postgres/src/projection/read.rs`), and a session ends a moment after its
 //! connection closes, so the rules that wait for events or for a lock to go free wait up to
 //! [`PATIENCE`] instead of asserting at once. The in-memory store passes them at once.
 

@@ -6,7 +6,7 @@
 //! a publisher whose transactions commit out of order), but the leader is not killed: the test
 //! cuts its leading session's TCP connection with iptables (`osa_events_testing::pg::Partition`),
 //! dropping every packet both ways. Nothing closes the connection, so only the keepalive settings
-//! and `tcp_user_timeout` the leader's session sets (`projection/pg/leader.rs`) make the server
+//! and `tcp_user_timeout` the leader's session sets (`osa-events-postgres/src/projection/leader.rs`) make the server
 //! end that session and free the lock; without them a half-open connection holds the lock for
 //! hours. The test measures how long the server takes, and how long until the other process
 //! leads and commits a batch. Then it heals the network: the old leader's next packet is answered
