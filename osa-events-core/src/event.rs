@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 
 /// A type that can be published and handled: a serde type with a stable name and version.
 ///
-/// Derive it with [`#[derive(Event)]`](macro@crate::Event) rather than implementing it by hand.
+/// Derive it with `#[derive(Event)]` (re-exported by `osa-events`) rather than implementing it by hand.
 /// The name and version are stored with every published event and select the handlers that
 /// receive it, so changing them is a change of the wire format.
 ///

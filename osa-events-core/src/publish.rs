@@ -18,8 +18,8 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// One event ready to publish: its payload serialized, with an id, optional routing key and metadata.
 ///
-/// Build one when you need more than [`publish`] offers: a chosen id (for idempotent retries of your
-/// own publishing code), metadata such as a correlation id, or a batch for [`publish_batch`].
+/// Build one when you need more than `osa_events::publish` offers: a chosen id (for idempotent retries of your
+/// own publishing code), metadata such as a correlation id, or a batch for `publish_batch`.
 ///
 /// # Examples
 ///
@@ -233,4 +233,3 @@ impl PublishedEvent {
         self.is_new && self.deliveries == 0
     }
 }
-

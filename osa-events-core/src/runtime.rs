@@ -11,6 +11,7 @@ use crate::projection::ProjectionSpec;
 use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
 use crate::worker::Worker;
+#[cfg(feature = "test-util")]
 use crate::worker::step::Stepper;
 use crate::worker::supervise::supervise;
 use crate::worker::wake::{self, WakeBoard};
@@ -179,7 +180,7 @@ impl Runtime {
             .map(|handler| Subscription {
                 name: handler.stored_name.clone(),
                 event_type: handler.spec.event_type().to_owned(),
-                routing_key: handler.spec.routing_key_filter().map(str::to_owned),
+                routing_key: handler.spec.routing_key().map(str::to_owned),
                 config: handler.spec.config_json(),
                 revision: handler.revision,
             })
@@ -201,15 +202,16 @@ impl Runtime {
         Ok(())
     }
 
-    /// Not public API: hands the handlers to a [`Stepper`] instead of running them, for the
-    /// harness and the simulator of `osa-events-testing`, which drive the claim loops themselves
-    /// (see [`Stepper`]). Registers the subscriptions first, as [`run`](Self::run) does;
+    /// Test hook (feature `test-util`): hands the handlers to a [`Stepper`] instead of running
+    /// them, for the harness and the simulator of `osa-events-testing`, which drive the claim
+    /// loops themselves (see [`Stepper`]). Registers the subscriptions first, as [`run`](Self::run) does;
     /// `jitter_seed` makes the retry delays repeatable. Projections are stepped with
     /// [`Stepper::project`].
     ///
     /// # Errors
     ///
     /// [`Error::Database`](crate::Error::Database) when the subscriptions cannot be registered.
+    #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub async fn into_stepper(self, jitter_seed: u64) -> Result<Stepper> {
         let subscriptions = self.register().await?;
@@ -278,7 +280,7 @@ impl Runtime {
         ));
         let process = self.instance.clone();
         for (handler, subscription) in self.handlers.iter().zip(&subscriptions) {
-            for slot in 0..handler.spec.concurrency_level() {
+            for slot in 0..handler.spec.concurrency() {
                 let worker = Worker {
                     spec: handler.spec,
                     subscription: *subscription,
@@ -364,7 +366,7 @@ impl Runtime {
             .handlers
             .iter()
             .filter(|handler| handler.invoker.transactional)
-            .map(|handler| handler.spec.concurrency_level())
+            .map(|handler| handler.spec.concurrency())
             .sum();
         let needed = tx_loops.saturating_add(1);
         if tx_loops > 0 && max_connections < needed {

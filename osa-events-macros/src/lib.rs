@@ -36,6 +36,16 @@ pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
     projection::expand(args.into(), item.into()).into()
 }
 
+/// Not public API: expands to the table of option limits (`limits.rs`), so the runtime validates
+/// a `HandlerSpec` against the same numbers the macro checks at compile time.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __option_limits(_input: TokenStream) -> TokenStream {
+    include_str!("limits.rs")
+        .parse()
+        .expect("limits.rs is valid Rust")
+}
+
 /// Implements `osa_events::EventSet` for an enum with one newtype variant per event type.
 ///
 /// See the documentation of `osa_events::EventSet` (the derive) for details.

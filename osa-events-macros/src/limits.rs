@@ -1,10 +1,12 @@
 // The one table of `#[event_handler]` option limits, read by the macro (compile errors) and by the
-// runtime (`HandlerSpec::validate`, which includes this file with `include!`), so the two cannot
-// drift apart. Plain items only, with full paths: it is compiled in both crates. Like
-// `migrations/`, it must move into the runtime's package before either crate is published.
+// runtime (`HandlerSpec::validate`, which gets these items from `osa_events_macros::__option_limits!`
+// so that no crate reads a file outside its own package), so the two cannot drift apart. Plain
+// items only, with full paths: they are compiled in both crates.
 
 /// Largest `batch`.
 pub(crate) const MAX_BATCH: u32 = 1000;
+/// Largest `concurrency`: claim loops of one handler per process.
+pub(crate) const MAX_CONCURRENCY: u32 = 256;
 /// Largest `retries`.
 pub(crate) const MAX_RETRIES: u32 = 100;
 /// Shortest `claim_timeout`.

@@ -4,9 +4,10 @@
 //! its deliveries and the wake-up notification commit or roll back with the caller's transaction.
 //! One statement does it all, so a publish is one round trip whatever the batch size.
 
+#[cfg(doc)]
+use osa_events_core::{DEFAULT_MAX_PAYLOAD_BYTES, Error};
 use osa_events_core::{Event, Outgoing, Published, PublishedEvent, Result};
 use sqlx::{Executor, Postgres};
-
 
 /// The channel publishers `NOTIFY` and workers `LISTEN` on; the payload is a subscription id.
 pub(crate) const NOTIFY_CHANNEL: &str = "osa_events";
@@ -181,8 +182,7 @@ where
             .bind(payloads)
             .bind(metadata)
             .fetch_one(executor)
-            .await
-            ?;
+            .await?;
     if let Some(event_types) = unrouted {
         tracing::debug!(
             target: "osa_events::publish",

@@ -61,7 +61,6 @@
 //! - **Isolation.** Each handler has its own copy of each event (its delivery), its own retries
 //!   and dead letters: one failing backend never holds another back.
 
-
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod prelude;
@@ -103,6 +102,6 @@ pub use osa_events_macros::projection;
 #[doc(hidden)]
 pub mod __private {
     pub use osa_events_core::__private::*;
-    #[cfg(feature = "postgres")]
+    #[cfg(all(feature = "postgres", feature = "test-util"))]
     pub use osa_events_postgres::__private::sql;
 }

@@ -45,7 +45,7 @@ pub struct HandlerSpec {
 
 /// The limits of the handler options, shared with the macro crate (one table for both).
 mod limits {
-    include!("../../../osa-events-macros/src/limits.rs");
+    osa_events_macros::__option_limits!();
 }
 
 impl HandlerSpec {
@@ -69,6 +69,8 @@ impl HandlerSpec {
     pub const MAX_CLAIM_TIMEOUT: Duration = limits::MAX_CLAIM_TIMEOUT;
     /// Default `concurrency`: claim loops of this handler per process.
     pub const DEFAULT_CONCURRENCY: u32 = 1;
+    /// Largest allowed `concurrency`.
+    pub const MAX_CONCURRENCY: u32 = limits::MAX_CONCURRENCY;
     /// Default `backoff`: the delay before the first retry; it doubles per attempt.
     pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
     /// Default `max_backoff`: the cap of the retry delay.
@@ -101,55 +103,55 @@ impl HandlerSpec {
     }
 
     /// Receive only events published with this routing key.
-    pub const fn routing_key(mut self, routing_key: &'static str) -> Self {
+    pub const fn with_routing_key(mut self, routing_key: &'static str) -> Self {
         self.routing_key = Some(routing_key);
         self
     }
 
     /// Claim up to this many deliveries at once.
-    pub const fn batch(mut self, batch: u32) -> Self {
+    pub const fn with_batch(mut self, batch: u32) -> Self {
         self.batch = batch;
         self
     }
 
     /// Sleep this long when idle and no wake-up arrives.
-    pub const fn poll(mut self, poll: Duration) -> Self {
+    pub const fn with_poll(mut self, poll: Duration) -> Self {
         self.poll = poll;
         self
     }
 
     /// Retry a failed delivery this many times before it is dead.
-    pub const fn retries(mut self, retries: u32) -> Self {
+    pub const fn with_retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
     }
 
     /// Hold a claim this long without a heartbeat.
-    pub const fn claim_timeout(mut self, claim_timeout: Duration) -> Self {
+    pub const fn with_claim_timeout(mut self, claim_timeout: Duration) -> Self {
         self.claim_timeout = claim_timeout;
         self
     }
 
     /// Run this many claim loops per process.
-    pub const fn concurrency(mut self, concurrency: u32) -> Self {
+    pub const fn with_concurrency(mut self, concurrency: u32) -> Self {
         self.concurrency = concurrency;
         self
     }
 
     /// Fail a handler call that takes longer than this.
-    pub const fn timeout(mut self, timeout: Duration) -> Self {
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// The first retry's delay, doubled per further attempt.
-    pub const fn backoff(mut self, backoff: Duration) -> Self {
+    pub const fn with_backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
         self
     }
 
     /// The cap of the retry delay.
-    pub const fn max_backoff(mut self, max_backoff: Duration) -> Self {
+    pub const fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
         self.max_backoff = max_backoff;
         self
     }
@@ -180,47 +182,47 @@ impl HandlerSpec {
     }
 
     /// The routing-key filter, if any.
-    pub const fn routing_key_filter(&self) -> Option<&'static str> {
+    pub const fn routing_key(&self) -> Option<&'static str> {
         self.routing_key
     }
 
     /// Deliveries claimed at once.
-    pub const fn batch_size(&self) -> u32 {
+    pub const fn batch(&self) -> u32 {
         self.batch
     }
 
     /// The idle poll interval.
-    pub const fn poll_interval(&self) -> Duration {
+    pub const fn poll(&self) -> Duration {
         self.poll
     }
 
     /// Retries before a delivery is dead.
-    pub const fn max_retries(&self) -> u32 {
+    pub const fn retries(&self) -> u32 {
         self.retries
     }
 
     /// How long a claim lasts without a heartbeat.
-    pub const fn claim_timeout_duration(&self) -> Duration {
+    pub const fn claim_timeout(&self) -> Duration {
         self.claim_timeout
     }
 
     /// Claim loops per process.
-    pub const fn concurrency_level(&self) -> u32 {
+    pub const fn concurrency(&self) -> u32 {
         self.concurrency
     }
 
     /// The per-call timeout, if any.
-    pub const fn call_timeout(&self) -> Option<Duration> {
+    pub const fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
 
     /// The base retry delay.
-    pub const fn backoff_base(&self) -> Duration {
+    pub const fn backoff(&self) -> Duration {
         self.backoff
     }
 
     /// The cap of the retry delay.
-    pub const fn backoff_cap(&self) -> Duration {
+    pub const fn max_backoff(&self) -> Duration {
         self.max_backoff
     }
 
@@ -266,8 +268,12 @@ impl HandlerSpec {
                 self.retries
             ));
         }
-        if self.concurrency == 0 {
-            return fail("`concurrency` must be at least 1".into());
+        if self.concurrency == 0 || self.concurrency > Self::MAX_CONCURRENCY {
+            return fail(format!(
+                "`concurrency` must be in 1..={}, found {}",
+                Self::MAX_CONCURRENCY,
+                self.concurrency
+            ));
         }
         if self.claim_timeout < Self::MIN_CLAIM_TIMEOUT
             || self.claim_timeout > Self::MAX_CLAIM_TIMEOUT
@@ -338,7 +344,7 @@ mod tests {
 
     fn spec(claim_timeout: Duration) -> HandlerSpec {
         HandlerSpec::new("spec.test", "tests::spec", "spec.event", 1, Shape::Each)
-            .claim_timeout(claim_timeout)
+            .with_claim_timeout(claim_timeout)
     }
 
     /// A regression test: `claim_timeout` had no upper bound, and an extreme value overflows
@@ -356,5 +362,24 @@ mod tests {
              1000ms..=86400000ms, found 3153600000000ms"
         );
         assert!(spec(Duration::from_millis(999)).validate().is_err());
+    }
+
+    /// `concurrency` was bounded only by the macro: a spec built by hand with 10,000 claim loops
+    /// started them all. The runtime checks the macro's limit now.
+    #[test]
+    fn concurrency_is_bounded_at_run_time() {
+        let at = |concurrency| {
+            spec(HandlerSpec::DEFAULT_CLAIM_TIMEOUT)
+                .with_concurrency(concurrency)
+                .validate()
+        };
+        assert!(at(HandlerSpec::MAX_CONCURRENCY).is_ok());
+        assert_eq!(
+            at(HandlerSpec::MAX_CONCURRENCY + 1)
+                .unwrap_err()
+                .to_string(),
+            "invalid configuration: handler `spec.test`: `concurrency` must be in 1..=256, found 257"
+        );
+        assert!(at(0).is_err());
     }
 }

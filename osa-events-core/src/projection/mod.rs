@@ -155,32 +155,32 @@ impl ProjectionSpec {
     }
 
     /// Apply up to this many events per transaction.
-    pub const fn batch(mut self, batch: u32) -> Self {
+    pub const fn with_batch(mut self, batch: u32) -> Self {
         self.batch = batch;
         self
     }
 
     /// Wait this long when caught up.
-    pub const fn poll(mut self, poll: Duration) -> Self {
+    pub const fn with_poll(mut self, poll: Duration) -> Self {
         self.poll = poll;
         self
     }
 
     /// The first retry delay of a failed batch.
-    pub const fn backoff(mut self, backoff: Duration) -> Self {
+    pub const fn with_backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
         self
     }
 
     /// The cap of the retry delay.
-    pub const fn max_backoff(mut self, max_backoff: Duration) -> Self {
+    pub const fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
         self.max_backoff = max_backoff;
         self
     }
 
     /// Fail a batch whose projection call takes longer than this: it is rolled back (its
     /// checkpoint row unlocked) and retried with backoff, like any failed batch.
-    pub const fn timeout(mut self, timeout: Duration) -> Self {
+    pub const fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
@@ -201,27 +201,27 @@ impl ProjectionSpec {
     }
 
     /// Events per transaction.
-    pub const fn batch_size(&self) -> u32 {
+    pub const fn batch(&self) -> u32 {
         self.batch
     }
 
     /// The idle poll interval.
-    pub const fn poll_interval(&self) -> Duration {
+    pub const fn poll(&self) -> Duration {
         self.poll
     }
 
     /// The base retry delay.
-    pub const fn backoff_base(&self) -> Duration {
+    pub const fn backoff(&self) -> Duration {
         self.backoff
     }
 
     /// The cap of the retry delay.
-    pub const fn backoff_cap(&self) -> Duration {
+    pub const fn max_backoff(&self) -> Duration {
         self.max_backoff
     }
 
     /// The limit of one batch's projection call, if it has one.
-    pub const fn call_timeout(&self) -> Option<Duration> {
+    pub const fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
 }

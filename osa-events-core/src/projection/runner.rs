@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::ProjectionSpec;
 use super::store::{Leadership, ProjectionStore};
+use crate::Clock;
+use crate::handler::Invoker;
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, TxSlot};
 use crate::handler::invoke::{InvokerKind, panic_message};
 use crate::worker::call::out_of_range;
-use crate::Clock;
-use crate::handler::Invoker;
 
 /// How long a follower waits for the leadership in one attempt; a store that can (PostgreSQL's lock
 /// queue) hands it over the moment the leader goes.
@@ -95,7 +95,7 @@ impl ProjectionRunner {
             match applied {
                 Ok(0) => {
                     failures = 0;
-                    self.pause(self.spec.poll_interval()).await;
+                    self.pause(self.spec.poll()).await;
                 }
                 Ok(_) => failures = 0,
                 Err(BatchError::Failed(error)) => {
@@ -136,7 +136,7 @@ pub(crate) async fn apply_next_batch(
     clock: &dyn Clock,
 ) -> Result<usize, BatchError> {
     let mut batch = leadership
-        .next_batch(spec.event_types(), spec.batch_size())
+        .next_batch(spec.event_types(), spec.batch())
         .await?;
     if batch.events.is_empty() {
         // Read past events of other types only: move the cursor, so the next read starts there.
@@ -174,7 +174,7 @@ pub(crate) async fn apply_next_batch(
     }
     if let Some(future) = outcome.future {
         let caught = AssertUnwindSafe(future).catch_unwind();
-        let finished = match spec.call_timeout() {
+        let finished = match spec.timeout() {
             None => caught.await,
             Some(limit) => tokio::select! {
                 // A call that finished by its deadline counts as finished (repeatable under a
@@ -226,7 +226,7 @@ pub(crate) async fn apply_next_batch(
 
 fn retry_delay(spec: &ProjectionSpec, failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(31);
-    spec.backoff_base()
+    spec.backoff()
         .saturating_mul(1 << exponent)
-        .min(spec.backoff_cap())
+        .min(spec.max_backoff())
 }

@@ -115,7 +115,7 @@ pub struct Advance {
     pub to: Checkpoint,
 }
 
-/// Storage of projection checkpoints and leadership. Implement it, next to [`Store`](crate::Store),
+/// Storage of projection checkpoints and leadership. Implement it, next to [`Store`](crate::store::Store),
 /// for a store that runs projections; it must pass the projection rules of the contract suite of
 /// `osa-events-testing`.
 pub trait ProjectionStore: Send + Sync + 'static {

@@ -1,7 +1,7 @@
 //! The [`Store`] trait: where events, subscriptions and deliveries live.
 //!
 //! The runtime talks to storage only through this trait, so the same workers run on
-//! [`PgStore`](crate::PgStore) in production and on an in-memory store in unit tests. A store is
+//! `PgStore` in production and on an in-memory store in unit tests. A store is
 //! deliberately dumb: it claims, completes, fails, extends and releases exactly what it is told.
 //! Policy (when to retry, how long to back off, when to give up) lives in the worker, so every
 //! store behaves the same.
@@ -269,14 +269,14 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The same store's projection side, if it runs projections (see
-    /// [`ProjectionStore`](crate::ProjectionStore)); the runtime refuses to start projections on a
+    /// [`ProjectionStore`]); the runtime refuses to start projections on a
     /// store without one.
     fn projections(&self) -> Option<std::sync::Arc<dyn ProjectionStore>> {
         None
     }
 
     /// The store's transactions, if it offers them: handlers and projections that take a
-    /// [`Tx`](crate::Tx) need them, and the runtime refuses to start those on a store without.
+    /// `Tx` need them, and the runtime refuses to start those on a store without.
     fn transactions(&self) -> Option<&dyn Transactions> {
         None
     }

@@ -16,6 +16,8 @@ pub(super) struct Processed {
     /// The fences of the succeeded deliveries, whose completion the caller writes.
     pub(super) completed: Vec<Fence>,
     /// The failures, already written (also for the exhausted deliveries, which were not run).
+    /// Only the stepper of the `test-util` feature reports them.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(super) failures: Vec<Failure>,
 }
 
@@ -29,7 +31,7 @@ enum Ended {
 impl Worker {
     /// Runs the batch and records its failures; returns the fences of the succeeded deliveries,
     /// whose completion the caller writes (alone, or together with the next claim), and the
-    /// failures it wrote (which only the [`Stepper`](super::step::Stepper) reports).
+    /// failures it wrote (which only the test-util stepper reports).
     pub(super) async fn process(
         &self,
         deliveries: Vec<Delivery>,
@@ -53,7 +55,7 @@ impl Worker {
         claimed_at: tokio::time::Instant,
         jitter: &mut Jitter,
     ) -> Processed {
-        let max_attempts = self.spec.max_retries().saturating_add(1);
+        let max_attempts = self.spec.retries().saturating_add(1);
         let claimed = deliveries.len();
         // A claim beyond the last allowed attempt means earlier claims expired unfinished (the
         // worker crashed or hung): give up instead of running the handler again.
@@ -72,7 +74,7 @@ impl Worker {
                 self.subscription,
                 &fences,
                 &settled,
-                self.spec.claim_timeout_duration(),
+                self.spec.claim_timeout(),
                 &*self.clock,
                 claimed_at,
             ));
@@ -121,12 +123,12 @@ impl Worker {
     }
 
     fn failure(&self, delivery: &Delivery, error: &HandlerError, jitter: &mut Jitter) -> Failure {
-        let max_attempts = self.spec.max_retries().saturating_add(1);
+        let max_attempts = self.spec.retries().saturating_add(1);
         let give_up = error.is_permanent() || delivery.attempt >= max_attempts;
         let retry_in = (!give_up).then(|| {
             backoff::delay(
-                self.spec.backoff_base(),
-                self.spec.backoff_cap(),
+                self.spec.backoff(),
+                self.spec.max_backoff(),
                 delivery.attempt,
                 jitter,
             )
@@ -157,7 +159,7 @@ impl Worker {
     /// A delivery this process cannot take yet: due again after the first retry delay, with the
     /// attempt not counted, however many attempts it has had.
     fn deferral(&self, delivery: &Delivery, error: &HandlerError, jitter: &mut Jitter) -> Failure {
-        let delay = backoff::delay(self.spec.backoff_base(), self.spec.backoff_cap(), 1, jitter);
+        let delay = backoff::delay(self.spec.backoff(), self.spec.max_backoff(), 1, jitter);
         let message = format!(
             "`{}` event {} (position {}), not attempted: {}",
             delivery.event_type, delivery.event_id, delivery.fence.position, error
@@ -178,7 +180,7 @@ impl Worker {
             delivery.event_id,
             delivery.fence.position,
             delivery.attempt,
-            self.spec.max_retries().saturating_add(1),
+            self.spec.retries().saturating_add(1),
             delivery.last_error.as_deref().unwrap_or("none recorded"),
         );
         tracing::debug!(handler = self.spec.name(), "dead letter: {message}");

@@ -170,7 +170,7 @@ impl Worker {
     ) -> impl Future<Output = Result<T, HandlerError>> + '_ {
         let caught = AssertUnwindSafe(future).catch_unwind();
         async move {
-            let outcome = match self.spec.call_timeout() {
+            let outcome = match self.spec.timeout() {
                 None => caught.await,
                 Some(limit) => {
                     tokio::select! {
@@ -219,7 +219,7 @@ impl Worker {
                     let retry_in = if matches!(error, crate::Error::PoolTimedOut(_)) {
                         Duration::ZERO
                     } else {
-                        super::error_pause(failures, self.spec.poll_interval())
+                        super::error_pause(failures, self.spec.poll())
                     };
                     if failures == 1 {
                         tracing::warn!(

@@ -18,6 +18,7 @@ mod backoff;
 mod batch;
 pub(crate) mod call;
 mod heartbeat;
+#[cfg(feature = "test-util")]
 pub(crate) mod step;
 pub(crate) mod supervise;
 pub(crate) mod wake;
@@ -57,7 +58,7 @@ impl Worker {
                 Ok(deliveries) => {
                     store_errors = 0;
                     completed.clear();
-                    let full = deliveries.len() >= self.spec.batch_size() as usize;
+                    let full = deliveries.len() >= self.spec.batch() as usize;
                     if !deliveries.is_empty() {
                         completed = self
                             .process(deliveries, claimed_at, &mut jitter)
@@ -74,7 +75,7 @@ impl Worker {
                     // Completions not written yet are retried with the next claim; if their
                     // claims expire meanwhile, the fenced write refuses them (handled again).
                     store_errors = store_errors.saturating_add(1);
-                    let pause = error_pause(store_errors, self.spec.poll_interval());
+                    let pause = error_pause(store_errors, self.spec.poll());
                     tracing::warn!(
                         handler = self.spec.name(),
                         %error,
@@ -92,8 +93,8 @@ impl Worker {
     async fn claim(&self, completed: &[Fence]) -> crate::Result<Vec<crate::store::Delivery>> {
         let request = ClaimRequest {
             subscription: self.subscription,
-            limit: self.spec.batch_size(),
-            claim_timeout: self.spec.claim_timeout_duration(),
+            limit: self.spec.batch(),
+            claim_timeout: self.spec.claim_timeout(),
             worker: &self.name,
         };
         if completed.is_empty() {
@@ -106,13 +107,13 @@ impl Worker {
 
     /// Waits for a wake-up, the poll interval, or shutdown, whichever comes first.
     async fn idle(&mut self) {
-        let poll = self.clock.sleep(self.spec.poll_interval());
+        let poll = self.clock.sleep(self.spec.poll());
         tokio::select! {
             () = poll => {}
             changed = self.wake.changed() => {
                 if changed.is_err() {
                     // The board is gone (runtime shutting down): fall back to the poll interval.
-                    self.pause(self.spec.poll_interval()).await;
+                    self.pause(self.spec.poll()).await;
                 }
             }
             () = self.stopping.cancelled() => {}

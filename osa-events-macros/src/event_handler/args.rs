@@ -25,9 +25,9 @@ pub(crate) const KEYS: &[&str] = &[
     "max_backoff",
 ];
 
-pub(crate) use crate::limits::{MAX_BATCH, MAX_CLAIM_TIMEOUT, MAX_RETRIES, MIN_CLAIM_TIMEOUT};
-/// Largest `concurrency`.
-pub(crate) const MAX_CONCURRENCY: u32 = 256;
+pub(crate) use crate::limits::{
+    MAX_BATCH, MAX_CLAIM_TIMEOUT, MAX_CONCURRENCY, MAX_RETRIES, MIN_CLAIM_TIMEOUT,
+};
 
 /// The options as written; absent ones are `None` and get the runtime's defaults.
 #[derive(Default)]

@@ -62,7 +62,7 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
     };
     let mut options = TokenStream::new();
     if let Some((_, key)) = &args.routing_key {
-        options.extend(quote!(.routing_key(#key)));
+        options.extend(quote!(.with_routing_key(#key)));
     }
     let integers = [
         ("batch", &args.batch),
@@ -71,7 +71,7 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
     ];
     for (method, value) in integers {
         if let Some((_, value)) = value {
-            let method = Ident::new(method, Span::call_site());
+            let method = Ident::new(&format!("with_{method}"), Span::call_site());
             options.extend(quote!(.#method(#value)));
         }
     }
@@ -84,7 +84,7 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
     ];
     for (method, value) in durations {
         if let Some((_, value)) = value {
-            let method = Ident::new(method, Span::call_site());
+            let method = Ident::new(&format!("with_{method}"), Span::call_site());
             let value = duration(*value);
             options.extend(quote!(.#method(#value)));
         }

@@ -41,7 +41,7 @@ fn emit(args: &args::ProjectionArgs, item: &ItemFn, sig: &signature::Signature<'
     };
     let mut options = TokenStream::new();
     if let Some((_, batch)) = &args.batch {
-        options.extend(quote!(.batch(#batch)));
+        options.extend(quote!(.with_batch(#batch)));
     }
     for (method, value) in [
         ("poll", &args.poll),
@@ -50,7 +50,7 @@ fn emit(args: &args::ProjectionArgs, item: &ItemFn, sig: &signature::Signature<'
         ("timeout", &args.timeout),
     ] {
         if let Some((_, value)) = value {
-            let method = syn::Ident::new(method, proc_macro2::Span::call_site());
+            let method = syn::Ident::new(&format!("with_{method}"), proc_macro2::Span::call_site());
             let (secs, nanos) = (value.as_secs(), value.subsec_nanos());
             options.extend(quote!(.#method(::osa_events::__private::Duration::new(#secs, #nanos))));
         }

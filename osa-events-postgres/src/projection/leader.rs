@@ -45,9 +45,9 @@ use sqlx::{ConnectOptions, PgPool};
 
 use super::read::{self, Checkpoint};
 use crate::PgTransaction;
+use crate::store::keepalive;
 use crate::tx::PgStoreTransaction;
 use osa_events_core::store::{Advance, Leadership, OpenBatch, Transaction};
-use crate::store::keepalive;
 use osa_events_core::{Error, Result};
 
 /// The first half of every projection lock key: "osae" in ASCII. The second half is
@@ -347,7 +347,7 @@ impl Leadership for PgLeadership {
                 events: read.events,
                 advance: Advance { from, to: read.to },
                 // Not behind a transaction-mode pooler: a leader refuses to run there.
-                transaction: Some(PgStoreTransaction::new(tx, false)),
+                transaction: Some(PgStoreTransaction::boxed(tx, false)),
             })
         })
     }

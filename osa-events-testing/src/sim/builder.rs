@@ -142,7 +142,7 @@ impl SimulationBuilder {
             .next()
             .map(|(spec, subscription)| (*spec, subscription))
             .ok_or(osa_events::Error::NoHandlers)?;
-        lock(&model).max_attempts = spec.max_retries().saturating_add(1);
+        lock(&model).max_attempts = spec.retries().saturating_add(1);
         let slots = (0..self.workers)
             .map(|worker| {
                 let seed = self.seed ^ ((worker as u64) << 32);
@@ -163,7 +163,7 @@ impl SimulationBuilder {
             rng: Rng::fork(self.seed, 1),
             faults: self.faults,
             faults_enabled: false,
-            claim_timeout: spec.claim_timeout_duration(),
+            claim_timeout: spec.claim_timeout(),
             subscription,
             steps: self.steps,
         })

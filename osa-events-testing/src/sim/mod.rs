@@ -307,7 +307,7 @@ impl Simulation {
             .filter(|event| {
                 event.event_type == spec.event_type()
                     && spec
-                        .routing_key_filter()
+                        .routing_key()
                         .is_none_or(|key| event.routing_key.as_deref() == Some(key))
             })
             .count()

@@ -34,10 +34,14 @@ fn the_runtime_builds_no_sql_from_strings() {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = 0;
     let mut offenders = Vec::new();
-    let mut stack: Vec<_> = ["osa-events/src", "osa-events-core/src", "osa-events-postgres/src"]
-        .iter()
-        .map(|crate_src| workspace.join(crate_src))
-        .collect();
+    let mut stack: Vec<_> = [
+        "osa-events/src",
+        "osa-events-core/src",
+        "osa-events-postgres/src",
+    ]
+    .iter()
+    .map(|crate_src| workspace.join(crate_src))
+    .collect();
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("read a crate's src") {
             let path = entry.expect("a directory entry").path();

@@ -86,7 +86,7 @@ impl<'a, E> IntoIterator for &'a Batch<E> {
 /// fails the whole batch (retryable, "`BatchOutcome::fail` named index 5, but the batch has 5
 /// event(s) ..."), since an outcome that miscounts cannot say which events succeeded.
 ///
-/// A handler that also takes [`Tx`](crate::Tx) has one transaction for the whole batch: what it
+/// A handler that also takes `Tx` has one transaction for the whole batch: what it
 /// wrote, also for the events it marks failed, commits with the completions of the others (unless
 /// the whole batch fails, which rolls everything back). A retried event runs again, so write nothing
 /// for an event you fail, or make those writes idempotent.

@@ -35,13 +35,13 @@ fn main() {
     assert_eq!(spec.event_type(), "record.published");
     assert_eq!(spec.event_version(), 1);
     assert_eq!(spec.shape(), Shape::Batch);
-    assert_eq!(spec.routing_key_filter(), Some("vector"));
-    assert_eq!(spec.batch_size(), 64);
-    assert_eq!(spec.poll_interval(), Duration::from_millis(500));
-    assert_eq!(spec.max_retries(), 5);
-    assert_eq!(spec.claim_timeout_duration(), Duration::from_secs(300));
-    assert_eq!(spec.concurrency_level(), 4);
-    assert_eq!(spec.call_timeout(), Some(Duration::from_secs(30)));
-    assert_eq!(spec.backoff_base(), Duration::from_secs(1));
-    assert_eq!(spec.backoff_cap(), Duration::from_secs(60));
+    assert_eq!(spec.routing_key(), Some("vector"));
+    assert_eq!(spec.batch(), 64);
+    assert_eq!(spec.poll(), Duration::from_millis(500));
+    assert_eq!(spec.retries(), 5);
+    assert_eq!(spec.claim_timeout(), Duration::from_secs(300));
+    assert_eq!(spec.concurrency(), 4);
+    assert_eq!(spec.timeout(), Some(Duration::from_secs(30)));
+    assert_eq!(spec.backoff(), Duration::from_secs(1));
+    assert_eq!(spec.max_backoff(), Duration::from_secs(60));
 }

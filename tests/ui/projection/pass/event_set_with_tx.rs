@@ -44,8 +44,8 @@ fn main() {
     let spec = TotalsProjection::SPEC;
     assert_eq!(spec.name(), "order_totals");
     assert_eq!(spec.event_types(), ["order.placed", "order.cancelled"]);
-    assert_eq!(spec.batch_size(), 500);
-    assert_eq!(spec.poll_interval(), std::time::Duration::from_millis(200));
+    assert_eq!(spec.batch(), 500);
+    assert_eq!(spec.poll(), std::time::Duration::from_millis(200));
     assert_eq!(SingleTypeProjection::SPEC.name(), "single_type");
     assert_eq!(SingleTypeProjection::SPEC.event_types(), ["order.placed"]);
     let decoded = <OrderEvent as EventSet>::decode("order.cancelled", 1, r#"{"cents": 5}"#).unwrap();
