@@ -119,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let (url, _cluster) = osa_events_testing::pg::database_url_or_throwaway()?;
+    let (url, _cluster) = osa_events_fixtures::pg::database_url_or_throwaway()?;
     let store = PgStore::connect(&url).await?;
     store.migrate().await?;
     // A fresh read model, and the checkpoint just after what earlier runs published, so the example

@@ -20,7 +20,7 @@ filter="${2:-reliability::}"
 log="$(mktemp -t osa-reliability.XXXXXX)"
 trap 'rm -f "$log"' EXIT
 
-cargo run -q -p osa-events-testing --bin with-postgres -- \
+cargo run -q -p osa-events-fixtures --bin with-postgres -- \
   cargo test --release -p osa-events-suite --test it "$filter" -- --nocapture --test-threads=1 \
   2>&1 | tee "$log"
 

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo run -q -p osa-events-testing --bin with-postgres -- bash -euo pipefail -c '
+cargo run -q -p osa-events-fixtures --bin with-postgres -- bash -euo pipefail -c '
   cargo test --workspace --all-targets "$@"
   cargo test --workspace --doc "$@"
 ' test.sh "$@"

@@ -1,4 +1,5 @@
 //! The unpublished suite package of the osa-events workspace.
 //!
 //! It owns `examples/` and `tests/` so that they can use `osa-events` and `osa-events-testing`
-//! together (one copy of each crate, whose types unify). It has no code of its own.
+//! together (one copy of each crate, whose types unify), with the repo's own test machinery,
+//! `osa-events-fixtures` (`tests/fixtures/`). It has no code of its own.

@@ -71,7 +71,7 @@ impl Plan {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let plan = if quick { Plan::quick() } else { Plan::full() };
-    let (admin_url, _cluster) = osa_events_testing::pg::database_url_or_throwaway()?;
+    let (admin_url, _cluster) = osa_events_fixtures::pg::database_url_or_throwaway()?;
     let bench = Bench::new(admin_url, plan.clone());
     bench.print_settings().await?;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use osa_events::{Outgoing, PgStore, Resources, Runtime};
-use osa_events_testing::pg::TestDatabase;
+use osa_events_fixtures::pg::TestDatabase;
 use sqlx::PgPool;
 
 use super::handlers::{Job, Progress};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use osa_events::__private::sql::PUBLISH_SQL;
 use osa_events::store::ProjectionStore;
-use osa_events_testing::pg::TestDatabase;
+use osa_events_fixtures::pg::TestDatabase;
 use sqlx::PgPool;
 
 use super::handlers::Job;

@@ -10,9 +10,6 @@
 //!   memory, deterministic on a [`FakeClock`].
 //! - [`contract`]: the store contract suite every store must pass, with
 //!   [`store_contract_tests!`] to run it.
-//! - [`pg`]: PostgreSQL for tests and examples: a fresh database per test
-//!   ([`pg::TestDatabase`]), and a throwaway cluster when `DATABASE_URL` is unset
-//!   ([`pg::ThrowawayCluster`], the `with-postgres` binary behind `scripts/test.sh`).
 //!
 //! # Testing handlers
 //!
@@ -93,7 +90,6 @@ mod harness;
 mod memory;
 
 pub mod contract;
-pub mod pg;
 pub mod sim;
 
 pub use clock::FakeClock;

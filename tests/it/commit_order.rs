@@ -202,8 +202,8 @@ async fn read_then_publish_transactions_are_read_in_causal_order() {
 #[tokio::test]
 async fn a_projection_keeps_reading_after_a_restore_into_another_cluster() {
     const TYPES: &[&str] = &[Placed::NAME];
-    let Some(cluster) = osa_events_testing::pg::unless_unavailable(
-        osa_events_testing::pg::ThrowawayCluster::start(),
+    let Some(cluster) = osa_events_fixtures::pg::unless_unavailable(
+        osa_events_fixtures::pg::ThrowawayCluster::start(),
         "PostgreSQL's server programs (a second cluster to restore into)",
     ) else {
         return;
@@ -237,7 +237,7 @@ async fn a_projection_keeps_reading_after_a_restore_into_another_cluster() {
         .status()
         .unwrap();
     assert!(dumped.success(), "pg_dump failed");
-    let target = osa_events_testing::pg::TestDatabase::create_on(cluster.url())
+    let target = osa_events_fixtures::pg::TestDatabase::create_on(cluster.url())
         .await
         .unwrap();
     let restored = std::process::Command::new(cluster.program("psql"))

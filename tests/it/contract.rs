@@ -1,10 +1,11 @@
 //! The store contract suite (`osa_events_testing::contract`) against both stores: one test per
-//! rule and store, so each rule fails on its own.
+//! rule and store, so each rule fails on its own. The PostgreSQL subject is the repo's own
+//! (`osa_events_fixtures::contract::PgUnderTest`).
 
 /// `PgStore` in a fresh, migrated database per test, on real time.
 mod pg {
     osa_events_testing::store_contract_tests!(
-        osa_events_testing::contract::PgUnderTest::create().await
+        osa_events_fixtures::contract::PgUnderTest::create().await
     );
 }
 

@@ -8,9 +8,6 @@ mod connect;
 mod contract;
 mod failures;
 mod heartbeat;
-/// The log capture of the harness tests, shared rather than copied.
-#[path = "../../osa-events-testing/tests/it/logs.rs"]
-mod logs;
 mod migrate;
 mod nul;
 mod options;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use osa_events::{Error, PgStore};
-use osa_events_testing::pg::TestDatabase;
+use osa_events_fixtures::pg::TestDatabase;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::{TcpListener, TcpStream};
 

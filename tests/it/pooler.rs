@@ -14,7 +14,7 @@ use std::time::Duration;
 use osa_events::prelude::*;
 use osa_events::store::ProjectionStore;
 use osa_events::{Error, PgStore, PgUnnamed};
-use osa_events_testing::pg::{PgBouncer, TestDatabase, unless_unavailable};
+use osa_events_fixtures::pg::{PgBouncer, TestDatabase, unless_unavailable};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};

@@ -255,7 +255,7 @@ async fn publish_wakes_listeners_only_on_commit() {
 
 #[tokio::test]
 async fn publishing_before_migrations_is_a_clear_error() {
-    let database = osa_events_testing::pg::TestDatabase::create()
+    let database = osa_events_fixtures::pg::TestDatabase::create()
         .await
         .unwrap();
     let error = osa_events::publish(database.pool(), &Record { n: 1 })

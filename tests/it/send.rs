@@ -7,7 +7,7 @@
 use osa_events::__private::Stepper;
 use osa_events::store::{Store, WakeUps};
 use osa_events::{Outgoing, PgStore, ResetTo, Resources, Runtime};
-use osa_events_testing::pg::{Partition, TestDatabase};
+use osa_events_fixtures::pg::{Partition, TestDatabase};
 use osa_events_testing::sim::{Probe, SimulationBuilder};
 use osa_events_testing::{Harness, HarnessBuilder, InMemoryStore};
 use serde::{Deserialize, Serialize};
@@ -63,7 +63,7 @@ async fn osa_events_fns(
     }));
 }
 
-/// As [`osa_events_fns`], for `osa-events-testing`.
+/// As [`osa_events_fns`], for `osa-events-testing` and the repo's `osa-events-fixtures`.
 async fn testing_fns(
     harness: &mut Harness,
     builder: HarnessBuilder,

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use osa_events::{PgStore, Resources, Runtime};
-use osa_events_testing::pg::TestDatabase;
+use osa_events_fixtures::pg::TestDatabase;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,7 @@ impl Db {
             .fetch_one(self.pool())
             .await
             .expect("name the database");
-        let admin = osa_events_testing::pg::require_database_url().expect("an admin url");
+        let admin = osa_events_fixtures::pg::require_database_url().expect("an admin url");
         let (base, _) = admin.rsplit_once('/').expect("a url with a database name");
         format!("{base}/{name}")
     }

@@ -313,7 +313,7 @@ async fn hold_the_connection(order: Order, mut tx: Tx) -> Result<(), HandlerErro
 
 #[tokio::test]
 async fn a_starved_pool_makes_tx_handlers_wait_instead_of_burning_attempts() {
-    let logs = crate::logs::Logs::capture();
+    let logs = osa_events_fixtures::logs::Logs::capture();
     let db = Db::new().await;
     with_ledger(&db).await;
     // 8 claim loops, each holding a connection while its handler runs, on a pool of 2.

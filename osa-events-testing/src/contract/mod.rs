@@ -12,17 +12,18 @@
 //! per rule, so each rule passes or fails on its own:
 //!
 //! ```no_run
-//! use osa_events_testing::contract::{MemoryUnderTest, PgUnderTest};
+//! use osa_events_testing::contract::MemoryUnderTest;
 //! use osa_events_testing::store_contract_tests;
 //!
 //! mod memory {
 //!     super::store_contract_tests!(super::MemoryUnderTest::new());
 //! }
-//! mod pg {
-//!     super::store_contract_tests!(super::PgUnderTest::create().await);
-//! }
 //! # fn main() {}
 //! ```
+//!
+//! Another store implements [`StoreUnderTest`] for a subject that owns a fresh, empty store
+//! (a fresh database, for a database-backed one), and invokes the macro the same way, in a
+//! module of its own.
 //!
 //! The rules that involve time (claim expiry, heartbeats, backoff) use short durations, 100 ms to
 //! 500 ms, with wide margins, so a store on real time (PostgreSQL) passes them reliably while a
@@ -82,7 +83,7 @@ pub use registration::{
     a_conflicting_registration_is_refused_and_changes_nothing,
     a_higher_revision_repoints_and_a_lower_one_cannot_revert,
 };
-pub use subjects::{MemoryUnderTest, PgUnderTest};
+pub use subjects::MemoryUnderTest;
 
 /// A store under test, with what the rules need beyond the [`Store`] trait.
 ///

@@ -10,7 +10,7 @@ use osa_events::{BatchOutcome, Clock, Error};
 use osa_events_testing::{AttemptOutcome, FakeClock, Harness, InMemoryStore, RawEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::logs::Logs;
+use osa_events_fixtures::logs::Logs;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "harness.test.job")]

@@ -3,7 +3,6 @@
 
 mod harness;
 mod inputs;
-mod logs;
 mod panics;
 mod projections;
 mod registration;

@@ -17,7 +17,7 @@ use osa_events::{ProjectionStatus, ResetTo, Runtime};
 use osa_events_testing::{Harness, InMemoryStore};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::logs::Logs;
+use osa_events_fixtures::logs::Logs;
 
 /// An event whose `Deserialize` panics on `n == 13`, as a buggy hand-written impl would.
 #[derive(Event, Serialize, Debug)]

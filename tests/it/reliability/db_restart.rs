@@ -55,7 +55,7 @@ async fn workers_and_publishers_ride_out_terminated_connections() {
 
     // A burst of terminations every ~2.5 s while the publisher runs.
     let mut admin = PgConnection::connect(
-        &osa_events_testing::pg::require_database_url().expect("DATABASE_URL"),
+        &osa_events_fixtures::pg::require_database_url().expect("DATABASE_URL"),
     )
     .await
     .expect("connect to the admin database");

@@ -40,7 +40,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use osa_events::PgStore;
-use osa_events_testing::pg::TestDatabase;
+use osa_events_fixtures::pg::TestDatabase;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;

@@ -4,7 +4,7 @@
 //!
 //! The scene is the failover test's (two `osa-chaos work --handlers chaos.projection` processes,
 //! a publisher whose transactions commit out of order), but the leader is not killed: the test
-//! cuts its leading session's TCP connection with iptables (`osa_events_testing::pg::Partition`),
+//! cuts its leading session's TCP connection with iptables (`osa_events_fixtures::pg::Partition`),
 //! dropping every packet both ways. Nothing closes the connection, so only the keepalive settings
 //! and `tcp_user_timeout` the leader's session sets (`osa-events-postgres/src/projection/leader.rs`) make the server
 //! end that session and free the lock; without them a half-open connection holds the lock for
@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use osa_events_testing::pg::{Partition, unless_unavailable};
+use osa_events_fixtures::pg::{Partition, unless_unavailable};
 
 use super::projection_failover::{
     NODE_ARGS, PROJECTION, WAIT, applied_by, avg, catch_up, exactness, following, handovers,

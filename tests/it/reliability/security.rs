@@ -331,7 +331,7 @@ impl Drop for Roles {
                 .build()
                 .expect("a runtime");
             runtime.block_on(async {
-                let url = osa_events_testing::pg::require_database_url().ok()?;
+                let url = osa_events_fixtures::pg::require_database_url().ok()?;
                 let mut admin = PgConnection::connect(&url).await.ok()?;
                 for name in names {
                     let drop = format!("drop role if exists \"{name}\"");

@@ -5,7 +5,7 @@
 //! Two runtimes in this process, each with its own pool: the first (`a`) claims the event and
 //! its handler takes a row lock in its transaction and then works for a minute; once a heartbeat
 //! has extended the claim, the test cuts every connection of `a` with iptables
-//! (`osa_events_testing::pg::Partition`). `a`'s pool is built from `PgStore::pool_options` with at
+//! (`osa_events_fixtures::pg::Partition`). `a`'s pool is built from `PgStore::pool_options` with at
 //! most 2 connections, all cut, so it cannot reach the server at all, as in a real partition.
 //! Nothing fails and nothing answers: only the bound on each claim extension makes `a` give up and
 //! cancel the handler (before the claim it last extended expires), and only the keepalive
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use osa_events::prelude::*;
 use osa_events::{PgStore, Runtime};
-use osa_events_testing::pg::{Partition, TestDatabase, unless_unavailable};
+use osa_events_fixtures::pg::{Partition, TestDatabase, unless_unavailable};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
