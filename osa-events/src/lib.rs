@@ -48,6 +48,22 @@
 //! a DEBUG line under `osa_events::publish` names event types that reached no handler). A
 //! projection reads the log itself and sees every event, whenever it starts.
 //!
+//! # Crates and features
+//!
+//! This crate is the one to depend on; it re-exports the others:
+//!
+//! | crate | what | here as |
+//! | --- | --- | --- |
+//! | `osa-events-core` | runtime, workers, extractors, projection runner, store traits; no database driver | the crate root, [`store`], [`extract`] |
+//! | `osa-events-postgres` | [`PgStore`], [`publish`], transactions, projections, migrations | the crate root (feature `postgres`, on by default) |
+//! | `osa-events-macros` | [`#[event_handler]`](macro@event_handler), [`#[projection]`](macro@projection), the derives | the crate root |
+//! | `osa-events-testing` | `Harness`, `InMemoryStore`, `FakeClock`, the simulator, the store contract suite | a dev-dependency of your own |
+//!
+//! Features: `postgres` (default) brings the PostgreSQL store; without it the crate has no
+//! database driver. `test-util` exposes the runtime's step-by-step hooks that `osa-events-testing`
+//! drives (it turns it on itself). A new backend implements the traits of [`store`] and passes
+//! the contract suite, as the module documentation describes.
+//!
 //! # Guarantees
 //!
 //! - **Transactional publish.** An event and its deliveries are written by the caller's

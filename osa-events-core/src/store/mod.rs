@@ -1,14 +1,46 @@
-//! The [`Store`] trait: where events, subscriptions and deliveries live.
+//! The backend seam: what a store implements so the runtime can run on it.
 //!
-//! The runtime talks to storage only through this trait, so the same workers run on
-//! `PgStore` in production and on an in-memory store in unit tests. A store is
-//! deliberately dumb: it claims, completes, fails, extends and releases exactly what it is told.
-//! Policy (when to retry, how long to back off, when to give up) lives in the worker, so every
-//! store behaves the same.
+//! The runtime talks to storage only through these traits, so the same workers run on `PgStore`
+//! in production and on `InMemoryStore` (of `osa-events-testing`) in unit tests, and a new backend
+//! needs no change to the runtime. A store is deliberately dumb: it claims, completes, fails,
+//! extends and releases exactly what it is told. Policy (when to retry, how long to back off, when
+//! to give up) lives in the worker, so every store behaves the same.
 //!
 //! Every write about a claimed delivery carries its [`Fence`]: the claim token handed out by
 //! [`Store::claim`]. A write whose token no longer matches (the claim expired and another worker
 //! took the delivery) changes nothing, and the store reports how many rows it did change.
+//!
+//! # Writing a backend
+//!
+//! A backend implements [`Store`], and offers capabilities through it, each checked by the
+//! runtime at start-up (a handler that needs a capability the store lacks fails
+//! [`RuntimeBuilder::build`](crate::RuntimeBuilder::build), naming the handler):
+//!
+//! | capability | method | what needs it |
+//! | --- | --- | --- |
+//! | claims, fenced writes, registration | the required methods of [`Store`] | every handler |
+//! | transactions | [`Store::transactions`] → [`Transactions`], [`Transaction`] | handlers and projections taking `Tx` |
+//! | leadership, ordered reads, checkpoints | [`Store::projections`] → [`ProjectionStore`], [`Leadership`] | `#[projection]`s |
+//! | wake-ups | [`Store::wake_ups`] → [`WakeUps`], [`WakeSource`] | nothing: without them workers poll |
+//!
+//! Publishing outside a handler is the backend's own API (for PostgreSQL, `osa_events::publish`
+//! in the caller's sqlx transaction); inside one it is [`Transaction::publish`].
+//!
+//! Every backend must pass the contract suite of `osa-events-testing`: one rule per function in
+//! `osa_events_testing::contract` (claims, fences, publishing, registration, projections,
+//! transactions), all run by `osa_events_testing::store_contract_tests!`. A backend implements
+//! `osa_events_testing::contract::StoreUnderTest` for its store (publishing, inspecting rows,
+//! letting time pass: what the rules need beyond [`Store`]) and stamps the rules out in a test
+//! module:
+//!
+//! ```ignore
+//! mod contract {
+//!     osa_events_testing::store_contract_tests!(MyStoreUnderTest::create().await);
+//! }
+//! ```
+//!
+//! Each rule becomes its own `#[tokio::test]`, so a store that breaks one sees its name. The
+//! in-memory store and PostgreSQL run every rule in this repository's CI.
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
