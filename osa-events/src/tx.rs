@@ -140,6 +140,15 @@ impl fmt::Debug for Tx {
     }
 }
 
+impl Tx {
+    /// The call's transaction; a second `Tx` parameter of one handler gets none.
+    fn from_call(call: &mut Call<'_>) -> Self {
+        Tx {
+            call: call.take_tx().unwrap_or_else(CallTx::absent),
+        }
+    }
+}
+
 impl FromEventArg for Tx {
     type Bound = ();
     const TRANSACTIONAL: bool = true;
@@ -149,9 +158,7 @@ impl FromEventArg for Tx {
     }
 
     fn extract(_bound: &(), call: &mut Call<'_>) -> Self {
-        Tx {
-            call: call.take_tx().unwrap_or_else(CallTx::absent),
-        }
+        Tx::from_call(call)
     }
 }
 
@@ -164,8 +171,6 @@ impl FromBatchArg for Tx {
     }
 
     fn extract(_bound: &(), call: &mut Call<'_>) -> Self {
-        Tx {
-            call: call.take_tx().unwrap_or_else(CallTx::absent),
-        }
+        Tx::from_call(call)
     }
 }
