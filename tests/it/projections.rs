@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use osa_events::prelude::*;
 use osa_events::{PgStore, ResetTo, Runtime};
+use osa_events_testing::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::support::{Db, eventually};
+use crate::support::{Db, SEED_VAR, eventually};
 
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "test.projection.placed")]
@@ -85,19 +86,6 @@ async fn applied(db: &Db) -> i64 {
         .unwrap()
 }
 
-/// A small deterministic generator (no dependency): the seed is printed on failure.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % bound
-    }
-}
-
 /// `publishers` tasks publish `per_publisher` transactions each; every transaction waits a random
 /// time between its insert and its commit, so commits land out of position order. Returns the
 /// ground truth and the number of events.
@@ -111,12 +99,12 @@ async fn publish_out_of_order(
         .map(|publisher| {
             let pool = db.pool().clone();
             tokio::spawn(async move {
-                let mut random = Lcg(seed ^ (publisher + 1).wrapping_mul(0x9e37_79b9));
+                let mut random = Rng::fork(seed, publisher);
                 let mut truth: BTreeMap<String, i64> = BTreeMap::new();
                 let mut count = 0;
                 for _ in 0..per_publisher {
-                    let customer = format!("c{}", random.next(5));
-                    let cents = i64::try_from(random.next(1000)).unwrap() + 1;
+                    let customer = format!("c{}", random.below(5));
+                    let cents = i64::try_from(random.below(1000)).unwrap() + 1;
                     let mut tx = pool.begin().await.unwrap();
                     osa_events::publish(
                         &mut *tx,
@@ -129,7 +117,7 @@ async fn publish_out_of_order(
                     .unwrap();
                     count += 1;
                     *truth.entry(customer.clone()).or_default() += cents;
-                    if random.next(3) == 0 {
+                    if random.below(3) == 0 {
                         osa_events::publish(
                             &mut *tx,
                             &Cancelled {
@@ -142,7 +130,7 @@ async fn publish_out_of_order(
                         count += 1;
                         *truth.entry(customer).or_default() -= cents;
                     }
-                    tokio::time::sleep(Duration::from_millis(random.next(30))).await;
+                    tokio::time::sleep(Duration::from_millis(random.below(30))).await;
                     tx.commit().await.unwrap();
                 }
                 (truth, count)
@@ -162,19 +150,12 @@ async fn publish_out_of_order(
     (truth, total)
 }
 
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 #[tokio::test]
 async fn out_of_order_commits_are_applied_once_and_in_order() {
     let db = Db::new().await;
     with_read_model(&db).await;
     let running = db.start(&["test.totals"], Resources::new()).await;
-    let seed = seed();
+    let seed = Rng::from_env_or_random(SEED_VAR).seed();
     let (truth, count) = publish_out_of_order(&db, seed, 8, 25).await;
     eventually(WAIT, "every event applied", || async {
         applied(&db).await == count
@@ -236,7 +217,7 @@ async fn another_node_takes_over_when_the_leader_dies() {
     let (node_b, _store_b) = start_node(&db, "node-b").await;
     eventually(WAIT, "a leader", || async { leader(&db).await.is_some() }).await;
     let first = leader(&db).await.unwrap();
-    let seed = seed();
+    let seed = Rng::from_env_or_random(SEED_VAR).seed();
     let publishing = {
         let pool = db.pool().clone();
         tokio::spawn(async move {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use osa_events::Outgoing;
+use osa_events_testing::Rng;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -37,15 +38,8 @@ pub(crate) struct Plan {
 impl Plan {
     /// How long the transaction whose first event is `first` stays open.
     fn hold_for(&self, first: i64) -> Duration {
-        // SplitMix64's finalizer: a well-spread fraction of the jitter per transaction.
-        let mut z = (first as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        self.hold
-            + self
-                .hold_jitter
-                .mul_f64((z >> 11) as f64 / (1u64 << 53) as f64)
+        // A well-spread fraction of the jitter per transaction, the same on every run.
+        self.hold + self.hold_jitter.mul_f64(Rng::new(first as u64).unit())
     }
 }
 

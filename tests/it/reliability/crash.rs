@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use osa_events::Outgoing;
 use sqlx::PgPool;
 
-use super::{Proc, Rng, Scene, count_lines, events, mib, report, scaled, serial};
+use super::{Proc, Scene, count_lines, events, mib, report, scaled, seeded_rng, serial};
 
 const HANDLERS: &str = "chaos.ledger,chaos.tx";
 /// `chaos.ledger`'s `concurrency` and `batch` (src/bin/osa-chaos/handlers.rs): at most this many
@@ -27,7 +27,7 @@ const WORKERS: usize = 3;
 async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_once() {
     let _turn = serial().await;
     let scene = Scene::new("crash").await;
-    let mut rng = Rng::from_env("crash");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
     let events = scaled(4000) as i64;
     let run_for = Duration::from_secs(scaled(10));
@@ -44,13 +44,13 @@ async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_onc
     let chaos_started = Instant::now();
     let mut last_kill = Instant::now();
     while chaos_started.elapsed() < run_for {
-        tokio::time::sleep(rng.between(Duration::from_millis(300), Duration::from_millis(1200)))
+        tokio::time::sleep(rng.duration(Duration::from_millis(300)..Duration::from_millis(1200)))
             .await;
         let slot = rng.below(WORKERS as u64) as usize;
         workers[slot].kill().await;
         last_kill = Instant::now();
         killed.push(workers[slot].pid() as i32);
-        tokio::time::sleep(rng.between(Duration::ZERO, Duration::from_millis(300))).await;
+        tokio::time::sleep(rng.duration(Duration::ZERO..Duration::from_millis(300))).await;
         let replacement = scene.worker(&format!("worker{slot}-{}", killed.len()), HANDLERS, &[]);
         retired.push(std::mem::replace(&mut workers[slot], replacement));
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 
-use super::{Proc, Rng, Scene, count_lines, mib, report, scaled, serial};
+use super::{Proc, Scene, count_lines, mib, report, scaled, seeded_rng, serial};
 
 const HANDLERS: &str = "chaos.ledger,chaos.tx";
 /// How a warning of the runtime starts in `osa-chaos`'s log (after the timestamp).
@@ -23,7 +23,7 @@ const RUNTIME_WARNING: &str = " WARN osa_events";
 async fn workers_and_publishers_ride_out_terminated_connections() {
     let _turn = serial().await;
     let scene = Scene::new("db_restart").await;
-    let mut rng = Rng::from_env("db_restart");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
     let events = scaled(3000);
     let rate = 300;
@@ -63,7 +63,7 @@ async fn workers_and_publishers_ride_out_terminated_connections() {
     let mut outages = 0u32;
     let mut terminated = 0i64;
     while started.elapsed() + Duration::from_secs(2) < publish_for {
-        tokio::time::sleep(rng.between(Duration::from_millis(1500), Duration::from_millis(3000)))
+        tokio::time::sleep(rng.duration(Duration::from_millis(1500)..Duration::from_millis(3000)))
             .await;
         outages += 1;
         for _ in 0..5 {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::events::{Mode, Poison};
-use super::{Proc, Rng, Scene, eventually, mib, report, scaled, serial};
+use super::{Proc, Scene, eventually, mib, report, scaled, seeded_rng, serial};
 
 /// The same event name with fields of the wrong type.
 #[derive(Event, Serialize, Deserialize, Debug)]
@@ -107,7 +107,7 @@ fn healthy(seqs: std::ops::Range<i64>) -> Vec<Outgoing> {
 async fn poison_is_dead_lettered_one_by_one_while_the_stream_flows() {
     let _turn = serial().await;
     let scene = Scene::new("poison").await;
-    let mut rng = Rng::from_env("poison");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
     let healthy_count = scaled(2500) as i64;
     let per_kind = scaled(4) as i64;

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
+use super::{Proc, Scene, count_lines, eventually, mib, report, scaled, seeded_rng, serial, tail};
 
 pub(super) const PROJECTION: &str = "chaos.projection";
 /// Each batch works 20 ms after writing its rows, inside its transaction: a kill often lands
@@ -42,7 +42,7 @@ const LEADER_SQL: &str = "select a.pid, a.application_name from pg_stat_activity
 async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_in_order() {
     let _turn = serial().await;
     let scene = Scene::new("projection_failover").await;
-    let mut rng = Rng::from_env("projection_failover");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
     let replay = format!("(replay with OSA_RELIABILITY_SEED={seed})");
     let kills = scaled(6);
@@ -64,7 +64,7 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
     let mut takeovers: Vec<Takeover> = Vec::new();
     let mut killed: Vec<Proc> = Vec::new();
     for round in 0..kills {
-        tokio::time::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(1500)))
+        tokio::time::sleep(rng.duration(Duration::from_millis(500)..Duration::from_millis(1500)))
             .await;
         let victim = leading_node(&scene, &nodes).await;
         let survivor = 1 - victim;
