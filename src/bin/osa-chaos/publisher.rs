@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use osa_events::Outgoing;
+use osa_events_suite::chaos_events;
 use osa_events_testing::Rng;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-
-use crate::events;
 
 /// What to publish, and how fast.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +92,7 @@ pub(crate) async fn run(
                         }
                     }
                     let batch: Vec<Outgoing> = (start..end.min(start + plan.batch as i64))
-                        .map(|seq| events::item(seq, plan.pad))
+                        .map(|seq| chaos_events::item(seq, plan.pad))
                         .collect();
                     publish_until_committed(&pool, &batch, plan.hold_for(start), &summary).await?;
                 }

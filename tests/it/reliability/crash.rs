@@ -12,9 +12,10 @@
 use std::time::{Duration, Instant};
 
 use osa_events::Outgoing;
+use osa_events_suite::chaos_events;
 use sqlx::PgPool;
 
-use super::{Proc, Scene, count_lines, events, mib, report, scaled, seeded_rng, serial};
+use super::{Proc, Scene, count_lines, mib, report, scaled, seeded_rng, serial};
 
 const HANDLERS: &str = "chaos.ledger,chaos.tx";
 /// `chaos.ledger`'s `concurrency` and `batch` (src/bin/osa-chaos/handlers.rs): at most this many
@@ -162,7 +163,7 @@ async fn publish_spread(pool: PgPool, events: i64, over: Duration) {
     let pause = over / u32::try_from(chunks.max(1)).unwrap_or(u32::MAX);
     for chunk in 0..chunks {
         let batch: Vec<Outgoing> = (chunk * CHUNK..events.min((chunk + 1) * CHUNK))
-            .map(|seq| events::item(seq, 64))
+            .map(|seq| chaos_events::item(seq, 64))
             .collect();
         osa_events::publish_batch(&pool, &batch)
             .await

@@ -29,11 +29,6 @@ mod security;
 mod shutdown;
 mod worker_partition;
 
-/// The event shapes `osa-chaos` publishes and handles: the very same source file.
-#[allow(dead_code)]
-#[path = "../../../src/bin/osa-chaos/events.rs"]
-mod events;
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

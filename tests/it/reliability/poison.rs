@@ -14,10 +14,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use osa_events::{Error, Event, Outgoing};
+use osa_events_suite::chaos_events::{Mode, Poison};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::events::{Mode, Poison};
 use super::{Proc, Scene, eventually, mib, report, scaled, seeded_rng, serial};
 
 /// The same event name with fields of the wrong type.
