@@ -1,4 +1,6 @@
-//! Transactional publish: commit and rollback, idempotent ids, fan-out and routing keys.
+//! Transactional publish: commit and rollback, batches, wake-ups on commit, what a publish reports,
+//! and the schema's guards. The contract's publish rules (idempotent ids, fan-out, routing keys,
+//! other event types) run on `PgStore` in `contract.rs`.
 
 use std::time::Duration;
 
@@ -6,7 +8,6 @@ use osa_events::{Event, Outgoing};
 
 use osa_events::store::{Store, Subscription, SubscriptionId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::support::Db;
 
@@ -88,45 +89,6 @@ async fn commit_publishes_once_with_its_payload() {
 }
 
 #[tokio::test]
-async fn publishing_an_existing_id_is_a_noop() {
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
-    let id = Uuid::new_v4();
-    let event = Outgoing::new(&Record { n: 1 }).unwrap().with_id(id);
-    assert_eq!(
-        osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
-            .await
-            .unwrap()
-            .events,
-        1
-    );
-    assert_eq!(
-        osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
-            .await
-            .unwrap(),
-        osa_events::publish_batch(db.pool(), &[]).await.unwrap(),
-        "a repeated id writes nothing: no event, no delivery"
-    );
-    // Twice within one batch, too.
-    let twin = Outgoing::new(&Record { n: 2 })
-        .unwrap()
-        .with_id(Uuid::new_v4());
-    assert_eq!(
-        osa_events::publish_batch(db.pool(), &[twin.clone(), twin])
-            .await
-            .unwrap()
-            .events,
-        1
-    );
-    assert_eq!(events(&db).await, 2);
-    assert_eq!(deliveries_of(&db, ids[0]).await, 2);
-}
-
-#[tokio::test]
 async fn batch_publish_writes_every_event_in_one_call() {
     let db = Db::new().await;
     db.store
@@ -156,77 +118,6 @@ async fn batch_publish_writes_every_event_in_one_call() {
         "positions follow the batch order"
     );
     assert_eq!(db.deliveries(Some("pending")).await, 500);
-}
-
-#[tokio::test]
-async fn each_subscription_gets_its_own_delivery() {
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("vector", None), subscription("keyword", None)])
-        .await
-        .unwrap();
-    osa_events::publish(db.pool(), &Record { n: 1 })
-        .await
-        .unwrap();
-    assert_eq!(deliveries_of(&db, ids[0]).await, 1);
-    assert_eq!(deliveries_of(&db, ids[1]).await, 1);
-}
-
-#[tokio::test]
-async fn routing_keys_select_subscriptions() {
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[
-            subscription("every-key", None),
-            subscription("vector-only", Some("vector")),
-            subscription("keyword-only", Some("keyword")),
-        ])
-        .await
-        .unwrap();
-    osa_events::publish_routed(db.pool(), "vector", &Record { n: 1 })
-        .await
-        .unwrap();
-    osa_events::publish(db.pool(), &Record { n: 2 })
-        .await
-        .unwrap();
-    assert_eq!(
-        deliveries_of(&db, ids[0]).await,
-        2,
-        "no filter: both events"
-    );
-    assert_eq!(
-        deliveries_of(&db, ids[1]).await,
-        1,
-        "vector filter: the vector event"
-    );
-    assert_eq!(
-        deliveries_of(&db, ids[2]).await,
-        0,
-        "keyword filter: nothing"
-    );
-}
-
-#[tokio::test]
-async fn other_event_types_are_not_delivered() {
-    #[derive(Event, Serialize, Deserialize)]
-    #[event(name = "test.publish.other")]
-    struct Other;
-
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("records", None)])
-        .await
-        .unwrap();
-    osa_events::publish(db.pool(), &Other).await.unwrap();
-    assert_eq!(deliveries_of(&db, ids[0]).await, 0);
-    assert_eq!(
-        events(&db).await,
-        1,
-        "the event is logged even with no subscriber"
-    );
 }
 
 #[tokio::test]
