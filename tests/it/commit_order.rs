@@ -519,12 +519,14 @@ async fn a_projection_whose_event_types_changed_fails_start_up() {
     .execute(db.pool())
     .await
     .unwrap();
-    let runtime = osa_events::Runtime::builder(db.store.clone())
-        .only(["test.order.slow"])
-        .handle_signals(false)
-        .build()
-        .unwrap();
-    let refused = runtime.run().await.unwrap_err();
+    let build = || {
+        osa_events::Runtime::builder(db.store.clone())
+            .only(["test.order.slow"])
+            .handle_signals(false)
+            .build()
+            .unwrap()
+    };
+    let refused = build().run().await.unwrap_err();
     let message = refused.to_string();
     assert!(
         matches!(
@@ -540,11 +542,7 @@ async fn a_projection_whose_event_types_changed_fails_start_up() {
         .acknowledge_event_types("test.order.slow")
         .await
         .unwrap();
-    let runtime = osa_events::Runtime::builder(db.store.clone())
-        .only(["test.order.slow"])
-        .handle_signals(false)
-        .build()
-        .unwrap();
+    let runtime = build();
     let shutdown = runtime.shutdown_token();
     let running = tokio::spawn(runtime.run());
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -20,6 +20,13 @@ struct Placed {
     cents: i64,
 }
 
+fn placed(customer: &str, cents: i64) -> Placed {
+    Placed {
+        customer: customer.to_owned(),
+        cents,
+    }
+}
+
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "test.projection.cancelled")]
 struct Cancelled {
@@ -273,15 +280,9 @@ async fn a_failing_batch_is_retried_without_advancing_then_catches_up() {
     let db = Db::new().await;
     with_read_model(&db).await;
     let running = db.start(&["test.fragile"], Resources::new()).await;
-    osa_events::publish(
-        db.pool(),
-        &Placed {
-            customer: "a".into(),
-            cents: 5,
-        },
-    )
-    .await
-    .unwrap();
+    osa_events::publish(db.pool(), &placed("a", 5))
+        .await
+        .unwrap();
     let status = || async {
         db.store
             .projection_status()
@@ -357,10 +358,6 @@ async fn a_transaction_that_commits_late_is_read_after_those_that_committed_firs
     use osa_events::store::ProjectionStore;
     const TYPES: &[&str] = &[Placed::NAME];
     let db = Db::new().await;
-    let placed = |customer: &str| Placed {
-        customer: customer.to_owned(),
-        cents: 1,
-    };
     let customers = |batch: &osa_events::store::OpenBatch| -> Vec<String> {
         batch
             .events
@@ -378,13 +375,13 @@ async fn a_transaction_that_commits_late_is_read_after_those_that_committed_firs
         .execute(&mut *late)
         .await
         .unwrap();
-    osa_events::publish(&mut *late, &placed("late"))
+    osa_events::publish(&mut *late, &placed("late", 1))
         .await
         .unwrap();
-    osa_events::publish(db.pool(), &placed("early"))
+    osa_events::publish(db.pool(), &placed("early", 1))
         .await
         .unwrap();
-    osa_events::publish(db.pool(), &placed("after"))
+    osa_events::publish(db.pool(), &placed("after", 1))
         .await
         .unwrap();
 
@@ -438,15 +435,9 @@ async fn a_batch_past_its_timeout_is_rolled_back_and_retried() {
     let db = Db::new().await;
     with_read_model(&db).await;
     let running = db.start(&["test.hung"], Resources::new()).await;
-    osa_events::publish(
-        db.pool(),
-        &Placed {
-            customer: "a".into(),
-            cents: 5,
-        },
-    )
-    .await
-    .unwrap();
+    osa_events::publish(db.pool(), &placed("a", 5))
+        .await
+        .unwrap();
     eventually(WAIT, "applied after the timed-out attempt", || async {
         read_model(&db).await == BTreeMap::from([("a".to_owned(), 5)])
     })

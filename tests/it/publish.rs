@@ -27,6 +27,11 @@ fn subscription(name: &str, routing_key: Option<&str>) -> Subscription {
     }
 }
 
+/// Registers `subscriptions`, returning their ids in the same order.
+async fn subscribe(db: &Db, subscriptions: &[Subscription]) -> Vec<SubscriptionId> {
+    db.store.register(subscriptions).await.unwrap()
+}
+
 async fn events(db: &Db) -> i64 {
     sqlx::query_scalar("select count(*) from osa_events.events")
         .fetch_one(db.pool())
@@ -46,11 +51,7 @@ async fn deliveries_of(db: &Db, id: SubscriptionId) -> i64 {
 #[tokio::test]
 async fn rollback_publishes_nothing() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("all", None)]).await;
     let mut tx = db.pool().begin().await.unwrap();
     osa_events::publish(&mut *tx, &Record { n: 1 })
         .await
@@ -63,11 +64,7 @@ async fn rollback_publishes_nothing() {
 #[tokio::test]
 async fn commit_publishes_once_with_its_payload() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("all", None)]).await;
     let mut tx = db.pool().begin().await.unwrap();
     let published = osa_events::publish(&mut *tx, &Record { n: 7 })
         .await
@@ -91,10 +88,7 @@ async fn commit_publishes_once_with_its_payload() {
 #[tokio::test]
 async fn batch_publish_writes_every_event_in_one_call() {
     let db = Db::new().await;
-    db.store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    subscribe(&db, &[subscription("all", None)]).await;
     let batch: Vec<Outgoing> = (0..500)
         .map(|n| Outgoing::new(&Record { n }).unwrap())
         .collect();
@@ -123,11 +117,7 @@ async fn batch_publish_writes_every_event_in_one_call() {
 #[tokio::test]
 async fn publish_wakes_listeners_only_on_commit() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("woken", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("woken", None)]).await;
     let mut wake_ups = db.store.wake_ups().expect("PgStore listens").await.unwrap();
 
     let mut tx = db.pool().begin().await.unwrap();
@@ -207,13 +197,14 @@ async fn a_publish_reports_the_deliveries_it_created() {
     assert_eq!(before_any_handler.deliveries, 0);
     assert!(before_any_handler.reached_no_handler());
 
-    db.store
-        .register(&[
+    subscribe(
+        &db,
+        &[
             subscription("all", None),
             subscription("vector", Some("vector")),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let plain = osa_events::publish(db.pool(), &Record { n: 2 })
         .await
         .unwrap();
@@ -250,11 +241,7 @@ async fn a_publish_reports_the_deliveries_it_created() {
 #[tokio::test]
 async fn deleting_events_or_subscriptions_with_deliveries_is_refused() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("all", None)]).await;
     osa_events::publish(db.pool(), &Record { n: 1 })
         .await
         .unwrap();
