@@ -87,10 +87,18 @@ pub(crate) fn scaled(base: u64) -> u64 {
     (base as f64 * scale()).round().max(1.0) as u64
 }
 
+/// The variable that replays a run's random choices.
+const SEED_VAR: &str = "OSA_RELIABILITY_SEED";
+
 /// This test's random source: seeded from `OSA_RELIABILITY_SEED` when it is set (a replay), else
 /// from the clock; the seed is printed either way.
 pub(crate) fn seeded_rng() -> Rng {
-    Rng::from_env_or_random("OSA_RELIABILITY_SEED")
+    Rng::from_env_or_random(SEED_VAR)
+}
+
+/// How to replay the run of `seed`, for failure messages: `(replay with OSA_RELIABILITY_SEED=…)`.
+pub(crate) fn replay_hint(seed: u64) -> String {
+    format!("(replay with {SEED_VAR}={seed})")
 }
 
 /// A fresh, migrated database with the tables `osa-chaos` writes, and a directory for the
@@ -331,6 +339,15 @@ pub(crate) struct Open {
     pub(crate) pending: i64,
     pub(crate) claimed: i64,
     pub(crate) dead: i64,
+}
+
+impl Open {
+    /// No delivery left open, none dead: where a run that lost nothing ends.
+    pub(crate) const NONE: Open = Open {
+        pending: 0,
+        claimed: 0,
+        dead: 0,
+    };
 }
 
 /// A running `osa-chaos` process; killed if dropped while still running.

@@ -18,7 +18,7 @@ use osa_events_suite::chaos_events::{Mode, Poison};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Proc, Scene, eventually, mib, report, scaled, seeded_rng, serial};
+use super::{Proc, Scene, eventually, mib, replay_hint, report, scaled, seeded_rng, serial};
 
 /// The same event name with fields of the wrong type.
 #[derive(Event, Serialize, Deserialize, Debug)]
@@ -217,8 +217,8 @@ async fn poison_is_dead_lettered_one_by_one_while_the_stream_flows() {
     }
     assert!(
         mixed_rate >= 0.5 * clean_rate,
-        "poison slowed the healthy stream from {clean_rate:.0}/s to {mixed_rate:.0}/s \
-         (OSA_RELIABILITY_SEED={seed})"
+        "poison slowed the healthy stream from {clean_rate:.0}/s to {mixed_rate:.0}/s {}",
+        replay_hint(seed)
     );
 }
 
