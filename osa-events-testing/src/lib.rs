@@ -6,6 +6,8 @@
 //! - [`sim`]: deterministic concurrency tests: several claim loops of one handler interleaved by
 //!   a seeded scheduler, with crashes and stalls, checked against a model of the claim protocol.
 //! - [`FakeClock`]: time that moves only when the test says so.
+//! - [`Rng`]: a seeded random source, so a randomized test replays from its seed
+//!   ([`Rng::from_env_or_random`] picks one and prints it).
 //! - [`InMemoryStore`]: a [`Store`](osa_events::store::Store) with the semantics of `PgStore`, in
 //!   memory, deterministic on a [`FakeClock`].
 //! - [`contract`]: the store contract suite every store must pass, with
@@ -88,6 +90,7 @@
 mod clock;
 mod harness;
 mod memory;
+mod rng;
 
 pub mod contract;
 pub mod sim;
@@ -95,3 +98,4 @@ pub mod sim;
 pub use clock::FakeClock;
 pub use harness::{Attempt, AttemptOutcome, Harness, HarnessBuilder, ProjectionFailed};
 pub use memory::{DeliveryInfo, DeliveryStatus, InMemoryStore, RawEvent};
+pub use rng::Rng;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use osa_events::ResetTo;
 use osa_events::prelude::*;
 use osa_events::store::{Leadership, OpenBatch, ProjectionStore};
-use osa_events_testing::sim::Rng;
+use osa_events_testing::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::support::Db;
+use crate::support::{Db, SEED_VAR};
 
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "test.order.placed")]
@@ -137,15 +137,12 @@ async fn read_then_publish_transactions_are_read_in_causal_order() {
         .execute(db.pool())
         .await
         .unwrap();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let seed = Rng::from_env_or_random(SEED_VAR).seed();
     let tasks: Vec<_> = (0..PUBLISHERS)
         .map(|publisher| {
             let pool = db.pool().clone();
             tokio::spawn(async move {
-                let mut random = Rng::new(seed ^ publisher.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut random = Rng::fork(seed, publisher);
                 for _ in 0..PER_PUBLISHER {
                     let mut tx = pool.begin().await.unwrap();
                     sqlx::query("select pg_current_xact_id()")
@@ -522,12 +519,14 @@ async fn a_projection_whose_event_types_changed_fails_start_up() {
     .execute(db.pool())
     .await
     .unwrap();
-    let runtime = osa_events::Runtime::builder(db.store.clone())
-        .only(["test.order.slow"])
-        .handle_signals(false)
-        .build()
-        .unwrap();
-    let refused = runtime.run().await.unwrap_err();
+    let build = || {
+        osa_events::Runtime::builder(db.store.clone())
+            .only(["test.order.slow"])
+            .handle_signals(false)
+            .build()
+            .unwrap()
+    };
+    let refused = build().run().await.unwrap_err();
     let message = refused.to_string();
     assert!(
         matches!(
@@ -543,11 +542,7 @@ async fn a_projection_whose_event_types_changed_fails_start_up() {
         .acknowledge_event_types("test.order.slow")
         .await
         .unwrap();
-    let runtime = osa_events::Runtime::builder(db.store.clone())
-        .only(["test.order.slow"])
-        .handle_signals(false)
-        .build()
-        .unwrap();
+    let runtime = build();
     let shutdown = runtime.shutdown_token();
     let running = tokio::spawn(runtime.run());
     tokio::time::sleep(Duration::from_millis(200)).await;

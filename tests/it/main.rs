@@ -1,6 +1,7 @@
 //! Integration tests against a real PostgreSQL, one binary (see STYLE.md). Each test creates its
 //! own database, so they run in parallel; run them with `scripts/test.sh`, which provides a server
-//! when `DATABASE_URL` is unset.
+//! when `DATABASE_URL` is unset. A randomized test prints its seed: `OSA_TEST_SEED=<seed>` replays
+//! it (the reliability tests: `OSA_RELIABILITY_SEED`).
 
 mod claim;
 mod commit_order;

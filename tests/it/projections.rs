@@ -8,15 +8,23 @@ use std::time::Duration;
 
 use osa_events::prelude::*;
 use osa_events::{PgStore, ResetTo, Runtime};
+use osa_events_testing::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::support::{Db, eventually};
+use crate::support::{Db, SEED_VAR, eventually};
 
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "test.projection.placed")]
 struct Placed {
     customer: String,
     cents: i64,
+}
+
+fn placed(customer: &str, cents: i64) -> Placed {
+    Placed {
+        customer: customer.to_owned(),
+        cents,
+    }
 }
 
 #[derive(Event, Serialize, Deserialize, Debug)]
@@ -85,19 +93,6 @@ async fn applied(db: &Db) -> i64 {
         .unwrap()
 }
 
-/// A small deterministic generator (no dependency): the seed is printed on failure.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % bound
-    }
-}
-
 /// `publishers` tasks publish `per_publisher` transactions each; every transaction waits a random
 /// time between its insert and its commit, so commits land out of position order. Returns the
 /// ground truth and the number of events.
@@ -111,12 +106,12 @@ async fn publish_out_of_order(
         .map(|publisher| {
             let pool = db.pool().clone();
             tokio::spawn(async move {
-                let mut random = Lcg(seed ^ (publisher + 1).wrapping_mul(0x9e37_79b9));
+                let mut random = Rng::fork(seed, publisher);
                 let mut truth: BTreeMap<String, i64> = BTreeMap::new();
                 let mut count = 0;
                 for _ in 0..per_publisher {
-                    let customer = format!("c{}", random.next(5));
-                    let cents = i64::try_from(random.next(1000)).unwrap() + 1;
+                    let customer = format!("c{}", random.below(5));
+                    let cents = i64::try_from(random.below(1000)).unwrap() + 1;
                     let mut tx = pool.begin().await.unwrap();
                     osa_events::publish(
                         &mut *tx,
@@ -129,7 +124,7 @@ async fn publish_out_of_order(
                     .unwrap();
                     count += 1;
                     *truth.entry(customer.clone()).or_default() += cents;
-                    if random.next(3) == 0 {
+                    if random.below(3) == 0 {
                         osa_events::publish(
                             &mut *tx,
                             &Cancelled {
@@ -142,7 +137,7 @@ async fn publish_out_of_order(
                         count += 1;
                         *truth.entry(customer).or_default() -= cents;
                     }
-                    tokio::time::sleep(Duration::from_millis(random.next(30))).await;
+                    tokio::time::sleep(Duration::from_millis(random.below(30))).await;
                     tx.commit().await.unwrap();
                 }
                 (truth, count)
@@ -162,19 +157,12 @@ async fn publish_out_of_order(
     (truth, total)
 }
 
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 #[tokio::test]
 async fn out_of_order_commits_are_applied_once_and_in_order() {
     let db = Db::new().await;
     with_read_model(&db).await;
     let running = db.start(&["test.totals"], Resources::new()).await;
-    let seed = seed();
+    let seed = Rng::from_env_or_random(SEED_VAR).seed();
     let (truth, count) = publish_out_of_order(&db, seed, 8, 25).await;
     eventually(WAIT, "every event applied", || async {
         applied(&db).await == count
@@ -236,7 +224,7 @@ async fn another_node_takes_over_when_the_leader_dies() {
     let (node_b, _store_b) = start_node(&db, "node-b").await;
     eventually(WAIT, "a leader", || async { leader(&db).await.is_some() }).await;
     let first = leader(&db).await.unwrap();
-    let seed = seed();
+    let seed = Rng::from_env_or_random(SEED_VAR).seed();
     let publishing = {
         let pool = db.pool().clone();
         tokio::spawn(async move {
@@ -292,15 +280,9 @@ async fn a_failing_batch_is_retried_without_advancing_then_catches_up() {
     let db = Db::new().await;
     with_read_model(&db).await;
     let running = db.start(&["test.fragile"], Resources::new()).await;
-    osa_events::publish(
-        db.pool(),
-        &Placed {
-            customer: "a".into(),
-            cents: 5,
-        },
-    )
-    .await
-    .unwrap();
+    osa_events::publish(db.pool(), &placed("a", 5))
+        .await
+        .unwrap();
     let status = || async {
         db.store
             .projection_status()
@@ -376,10 +358,6 @@ async fn a_transaction_that_commits_late_is_read_after_those_that_committed_firs
     use osa_events::store::ProjectionStore;
     const TYPES: &[&str] = &[Placed::NAME];
     let db = Db::new().await;
-    let placed = |customer: &str| Placed {
-        customer: customer.to_owned(),
-        cents: 1,
-    };
     let customers = |batch: &osa_events::store::OpenBatch| -> Vec<String> {
         batch
             .events
@@ -397,13 +375,13 @@ async fn a_transaction_that_commits_late_is_read_after_those_that_committed_firs
         .execute(&mut *late)
         .await
         .unwrap();
-    osa_events::publish(&mut *late, &placed("late"))
+    osa_events::publish(&mut *late, &placed("late", 1))
         .await
         .unwrap();
-    osa_events::publish(db.pool(), &placed("early"))
+    osa_events::publish(db.pool(), &placed("early", 1))
         .await
         .unwrap();
-    osa_events::publish(db.pool(), &placed("after"))
+    osa_events::publish(db.pool(), &placed("after", 1))
         .await
         .unwrap();
 
@@ -457,15 +435,9 @@ async fn a_batch_past_its_timeout_is_rolled_back_and_retried() {
     let db = Db::new().await;
     with_read_model(&db).await;
     let running = db.start(&["test.hung"], Resources::new()).await;
-    osa_events::publish(
-        db.pool(),
-        &Placed {
-            customer: "a".into(),
-            cents: 5,
-        },
-    )
-    .await
-    .unwrap();
+    osa_events::publish(db.pool(), &placed("a", 5))
+        .await
+        .unwrap();
     eventually(WAIT, "applied after the timed-out attempt", || async {
         read_model(&db).await == BTreeMap::from([("a".to_owned(), 5)])
     })

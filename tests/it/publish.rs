@@ -1,4 +1,6 @@
-//! Transactional publish: commit and rollback, idempotent ids, fan-out and routing keys.
+//! Transactional publish: commit and rollback, batches, wake-ups on commit, what a publish reports,
+//! and the schema's guards. The contract's publish rules (idempotent ids, fan-out, routing keys,
+//! other event types) run on `PgStore` in `contract.rs`.
 
 use std::time::Duration;
 
@@ -6,7 +8,6 @@ use osa_events::{Event, Outgoing};
 
 use osa_events::store::{Store, Subscription, SubscriptionId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::support::Db;
 
@@ -24,6 +25,11 @@ fn subscription(name: &str, routing_key: Option<&str>) -> Subscription {
         config: serde_json::json!({}),
         revision: 1,
     }
+}
+
+/// Registers `subscriptions`, returning their ids in the same order.
+async fn subscribe(db: &Db, subscriptions: &[Subscription]) -> Vec<SubscriptionId> {
+    db.store.register(subscriptions).await.unwrap()
 }
 
 async fn events(db: &Db) -> i64 {
@@ -45,11 +51,7 @@ async fn deliveries_of(db: &Db, id: SubscriptionId) -> i64 {
 #[tokio::test]
 async fn rollback_publishes_nothing() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("all", None)]).await;
     let mut tx = db.pool().begin().await.unwrap();
     osa_events::publish(&mut *tx, &Record { n: 1 })
         .await
@@ -62,11 +64,7 @@ async fn rollback_publishes_nothing() {
 #[tokio::test]
 async fn commit_publishes_once_with_its_payload() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("all", None)]).await;
     let mut tx = db.pool().begin().await.unwrap();
     let published = osa_events::publish(&mut *tx, &Record { n: 7 })
         .await
@@ -88,51 +86,9 @@ async fn commit_publishes_once_with_its_payload() {
 }
 
 #[tokio::test]
-async fn publishing_an_existing_id_is_a_noop() {
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
-    let id = Uuid::new_v4();
-    let event = Outgoing::new(&Record { n: 1 }).unwrap().with_id(id);
-    assert_eq!(
-        osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
-            .await
-            .unwrap()
-            .events,
-        1
-    );
-    assert_eq!(
-        osa_events::publish_batch(db.pool(), std::slice::from_ref(&event))
-            .await
-            .unwrap(),
-        osa_events::publish_batch(db.pool(), &[]).await.unwrap(),
-        "a repeated id writes nothing: no event, no delivery"
-    );
-    // Twice within one batch, too.
-    let twin = Outgoing::new(&Record { n: 2 })
-        .unwrap()
-        .with_id(Uuid::new_v4());
-    assert_eq!(
-        osa_events::publish_batch(db.pool(), &[twin.clone(), twin])
-            .await
-            .unwrap()
-            .events,
-        1
-    );
-    assert_eq!(events(&db).await, 2);
-    assert_eq!(deliveries_of(&db, ids[0]).await, 2);
-}
-
-#[tokio::test]
 async fn batch_publish_writes_every_event_in_one_call() {
     let db = Db::new().await;
-    db.store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    subscribe(&db, &[subscription("all", None)]).await;
     let batch: Vec<Outgoing> = (0..500)
         .map(|n| Outgoing::new(&Record { n }).unwrap())
         .collect();
@@ -159,84 +115,9 @@ async fn batch_publish_writes_every_event_in_one_call() {
 }
 
 #[tokio::test]
-async fn each_subscription_gets_its_own_delivery() {
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("vector", None), subscription("keyword", None)])
-        .await
-        .unwrap();
-    osa_events::publish(db.pool(), &Record { n: 1 })
-        .await
-        .unwrap();
-    assert_eq!(deliveries_of(&db, ids[0]).await, 1);
-    assert_eq!(deliveries_of(&db, ids[1]).await, 1);
-}
-
-#[tokio::test]
-async fn routing_keys_select_subscriptions() {
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[
-            subscription("every-key", None),
-            subscription("vector-only", Some("vector")),
-            subscription("keyword-only", Some("keyword")),
-        ])
-        .await
-        .unwrap();
-    osa_events::publish_routed(db.pool(), "vector", &Record { n: 1 })
-        .await
-        .unwrap();
-    osa_events::publish(db.pool(), &Record { n: 2 })
-        .await
-        .unwrap();
-    assert_eq!(
-        deliveries_of(&db, ids[0]).await,
-        2,
-        "no filter: both events"
-    );
-    assert_eq!(
-        deliveries_of(&db, ids[1]).await,
-        1,
-        "vector filter: the vector event"
-    );
-    assert_eq!(
-        deliveries_of(&db, ids[2]).await,
-        0,
-        "keyword filter: nothing"
-    );
-}
-
-#[tokio::test]
-async fn other_event_types_are_not_delivered() {
-    #[derive(Event, Serialize, Deserialize)]
-    #[event(name = "test.publish.other")]
-    struct Other;
-
-    let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("records", None)])
-        .await
-        .unwrap();
-    osa_events::publish(db.pool(), &Other).await.unwrap();
-    assert_eq!(deliveries_of(&db, ids[0]).await, 0);
-    assert_eq!(
-        events(&db).await,
-        1,
-        "the event is logged even with no subscriber"
-    );
-}
-
-#[tokio::test]
 async fn publish_wakes_listeners_only_on_commit() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("woken", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("woken", None)]).await;
     let mut wake_ups = db.store.wake_ups().expect("PgStore listens").await.unwrap();
 
     let mut tx = db.pool().begin().await.unwrap();
@@ -316,13 +197,14 @@ async fn a_publish_reports_the_deliveries_it_created() {
     assert_eq!(before_any_handler.deliveries, 0);
     assert!(before_any_handler.reached_no_handler());
 
-    db.store
-        .register(&[
+    subscribe(
+        &db,
+        &[
             subscription("all", None),
             subscription("vector", Some("vector")),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let plain = osa_events::publish(db.pool(), &Record { n: 2 })
         .await
         .unwrap();
@@ -359,11 +241,7 @@ async fn a_publish_reports_the_deliveries_it_created() {
 #[tokio::test]
 async fn deleting_events_or_subscriptions_with_deliveries_is_refused() {
     let db = Db::new().await;
-    let ids = db
-        .store
-        .register(&[subscription("all", None)])
-        .await
-        .unwrap();
+    let ids = subscribe(&db, &[subscription("all", None)]).await;
     osa_events::publish(db.pool(), &Record { n: 1 })
         .await
         .unwrap();

@@ -10,6 +10,11 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The variable that replays a randomized test of this binary: each one prints
+/// `OSA_TEST_SEED=<seed>` ([`Rng::from_env_or_random`](osa_events_testing::Rng::from_env_or_random)).
+/// The reliability tests have their own, `OSA_RELIABILITY_SEED`.
+pub(crate) const SEED_VAR: &str = "OSA_TEST_SEED";
+
 /// A fresh database with the osa-events schema.
 pub(crate) struct Db {
     pub(crate) store: PgStore,

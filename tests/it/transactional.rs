@@ -40,35 +40,47 @@ async fn publish_orders(db: &Db, count: i32) {
     osa_events::publish_batch(db.pool(), &batch).await.unwrap();
 }
 
+/// Writes `n` to the ledger, in the handler's transaction.
+async fn write(tx: &mut Tx, n: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into ledger (n) values ($1)")
+        .bind(n)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Runs `handler` in a fresh database over `count` orders until no delivery is left, and returns
+/// the ledger then.
+async fn ledger_once_drained(handler: &str, count: i32) -> Vec<i32> {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let running = db.start(&[handler], Resources::new()).await;
+    publish_orders(&db, count).await;
+    eventually(WAIT, "every order completed", || async {
+        db.deliveries(None).await == 0
+    })
+    .await;
+    running.stop().await;
+    ledger(&db).await
+}
+
 #[event_handler(name = "tx.record", batch = 8, poll = "20ms")]
 async fn record(order: Order, mut tx: Tx) -> Result<(), HandlerError> {
-    sqlx::query("insert into ledger (n) values ($1)")
-        .bind(order.n)
-        .execute(&mut *tx)
-        .await?;
+    write(&mut tx, order.n).await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn writes_commit_together_with_the_completion() {
-    let db = Db::new().await;
-    with_ledger(&db).await;
-    let running = db.start(&["tx.record"], Resources::new()).await;
-    publish_orders(&db, 20).await;
-    eventually(WAIT, "all orders recorded", || async {
-        db.deliveries(None).await == 0
-    })
-    .await;
-    running.stop().await;
-    assert_eq!(ledger(&db).await, (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        ledger_once_drained("tx.record", 20).await,
+        (0..20).collect::<Vec<_>>()
+    );
 }
 
 #[event_handler(name = "tx.flaky", retries = 3, backoff = "10ms", poll = "20ms")]
 async fn flaky(order: Order, mut tx: Tx, ctx: Ctx) -> Result<(), HandlerError> {
-    sqlx::query("insert into ledger (n) values ($1)")
-        .bind(order.n)
-        .execute(&mut *tx)
-        .await?;
+    write(&mut tx, order.n).await?;
     if ctx.attempt() == 1 {
         return Err(HandlerError::retry(
             "the downstream call failed after the insert",
@@ -79,17 +91,8 @@ async fn flaky(order: Order, mut tx: Tx, ctx: Ctx) -> Result<(), HandlerError> {
 
 #[tokio::test]
 async fn a_failed_attempt_rolls_back_its_writes() {
-    let db = Db::new().await;
-    with_ledger(&db).await;
-    let running = db.start(&["tx.flaky"], Resources::new()).await;
-    publish_orders(&db, 5).await;
-    eventually(WAIT, "all orders recorded", || async {
-        db.deliveries(None).await == 0
-    })
-    .await;
-    running.stop().await;
     assert_eq!(
-        ledger(&db).await,
+        ledger_once_drained("tx.flaky", 5).await,
         vec![0, 1, 2, 3, 4],
         "each order once, though every first attempt wrote and failed"
     );
@@ -108,10 +111,7 @@ async fn overtaken(
     mut tx: Tx,
     takeover: State<Takeover>,
 ) -> Result<(), HandlerError> {
-    sqlx::query("insert into ledger (n) values ($1)")
-        .bind(order.n)
-        .execute(&mut *tx)
-        .await?;
+    write(&mut tx, order.n).await?;
     takeover.entered.fetch_add(1, Ordering::SeqCst);
     takeover.proceed.notified().await;
     Ok(())
@@ -181,10 +181,7 @@ async fn record_batch(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcome, 
             );
             continue;
         }
-        sqlx::query("insert into ledger (n) values ($1)")
-            .bind(order.n)
-            .execute(&mut *tx)
-            .await?;
+        write(&mut tx, order.n).await?;
     }
     Ok(outcome)
 }
@@ -220,10 +217,7 @@ async fn a_batch_handler_fails_single_events_and_commits_the_rest() {
 async fn write_then_fail(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcome, HandlerError> {
     let mut outcome = BatchOutcome::new();
     for (index, (ctx, order)) in orders.iter_with_ctx().enumerate() {
-        sqlx::query("insert into ledger (n) values ($1)")
-            .bind(order.n)
-            .execute(&mut *tx)
-            .await?;
+        write(&mut tx, order.n).await?;
         if order.n % 3 == 0 && ctx.attempt() == 1 {
             outcome.fail(index, HandlerError::retry("downstream refused it"));
         }
@@ -233,19 +227,8 @@ async fn write_then_fail(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcom
 
 #[tokio::test]
 async fn a_tx_batch_commits_its_writes_for_events_it_marks_failed() {
-    let db = Db::new().await;
-    with_ledger(&db).await;
-    let running = db
-        .start(&["tx.batch.writes_then_fails"], Resources::new())
-        .await;
-    publish_orders(&db, 6).await;
-    eventually(WAIT, "every order completed", || async {
-        db.deliveries(None).await == 0
-    })
-    .await;
-    running.stop().await;
     assert_eq!(
-        ledger(&db).await,
+        ledger_once_drained("tx.batch.writes_then_fails", 6).await,
         vec![0, 0, 1, 2, 3, 3, 4, 5],
         "the writes for the failed orders 0 and 3 committed with the batch, and again on retry"
     );
@@ -265,10 +248,11 @@ async fn miscount(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcome, Hand
     let mut first_attempt = false;
     for (ctx, order) in orders.iter_with_ctx() {
         first_attempt |= ctx.attempt() == 1;
-        sqlx::query("insert into ledger (n) values ($1)")
-            .bind(order.n * 10 + i32::try_from(ctx.attempt()).unwrap())
-            .execute(&mut *tx)
-            .await?;
+        write(
+            &mut tx,
+            order.n * 10 + i32::try_from(ctx.attempt()).unwrap(),
+        )
+        .await?;
     }
     if first_attempt {
         outcome.fail(orders.len(), HandlerError::permanent("off by one"));
@@ -278,17 +262,8 @@ async fn miscount(orders: Batch<Order>, mut tx: Tx) -> Result<BatchOutcome, Hand
 
 #[tokio::test]
 async fn an_out_of_range_batch_outcome_index_rolls_the_whole_tx_batch_back() {
-    let db = Db::new().await;
-    with_ledger(&db).await;
-    let running = db.start(&["tx.batch.miscounting"], Resources::new()).await;
-    publish_orders(&db, 4).await;
-    eventually(WAIT, "every order completed", || async {
-        db.deliveries(None).await == 0
-    })
-    .await;
-    running.stop().await;
     assert_eq!(
-        ledger(&db).await,
+        ledger_once_drained("tx.batch.miscounting", 4).await,
         vec![2, 12, 22, 32],
         "attempt 1 failed as a whole and rolled back; attempt 2 wrote each order once"
     );
@@ -303,10 +278,7 @@ async fn an_out_of_range_batch_outcome_index_rolls_the_whole_tx_batch_back() {
     poll = "20ms"
 )]
 async fn hold_the_connection(order: Order, mut tx: Tx) -> Result<(), HandlerError> {
-    sqlx::query("insert into ledger (n) values ($1)")
-        .bind(order.n)
-        .execute(&mut *tx)
-        .await?;
+    write(&mut tx, order.n).await?;
     tokio::time::sleep(Duration::from_millis(250)).await;
     Ok(())
 }

@@ -68,18 +68,16 @@ use osa_events::Event;
 use osa_events::store::SubscriptionId;
 use uuid::Uuid;
 
-use crate::{DeliveryStatus, FakeClock, InMemoryStore};
+use crate::{DeliveryStatus, FakeClock, InMemoryStore, Rng};
 
 mod builder;
 mod exec;
 mod model;
 mod probe;
-mod rng;
 mod store;
 
 pub use builder::{Faults, SimulationBuilder};
 pub use probe::{Behaviour, Probe};
-pub use rng::Rng;
 
 use exec::Slot;
 use model::Model;

@@ -17,9 +17,8 @@
 use std::time::Duration;
 
 use osa_events::prelude::*;
+use osa_events_suite::chaos_events::{Item, Mode, Poison};
 use sqlx::PgPool;
-
-use crate::events::{Item, Mode, Poison};
 
 /// What the handlers and the projection share: the pool for the ledger, this process's id, the
 /// simulated work.

@@ -34,7 +34,6 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-mod events;
 mod handlers;
 mod projection;
 mod publisher;

@@ -10,8 +10,8 @@
 //! values are lost with the rollback and show as a gap.
 
 use osa_events::prelude::*;
+use osa_events_suite::chaos_events::Item;
 
-use crate::events::Item;
 use crate::handlers::App;
 
 const PROJECT_SQL: &str =

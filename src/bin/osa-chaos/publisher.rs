@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use osa_events::Outgoing;
+use osa_events_suite::chaos_events;
+use osa_events_testing::Rng;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-
-use crate::events;
 
 /// What to publish, and how fast.
 #[derive(Debug, Clone, Copy)]
@@ -37,15 +37,8 @@ pub(crate) struct Plan {
 impl Plan {
     /// How long the transaction whose first event is `first` stays open.
     fn hold_for(&self, first: i64) -> Duration {
-        // SplitMix64's finalizer: a well-spread fraction of the jitter per transaction.
-        let mut z = (first as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        self.hold
-            + self
-                .hold_jitter
-                .mul_f64((z >> 11) as f64 / (1u64 << 53) as f64)
+        // A well-spread fraction of the jitter per transaction, the same on every run.
+        self.hold + self.hold_jitter.mul_f64(Rng::new(first as u64).unit())
     }
 }
 
@@ -99,7 +92,7 @@ pub(crate) async fn run(
                         }
                     }
                     let batch: Vec<Outgoing> = (start..end.min(start + plan.batch as i64))
-                        .map(|seq| events::item(seq, plan.pad))
+                        .map(|seq| chaos_events::item(seq, plan.pad))
                         .collect();
                     publish_until_committed(&pool, &batch, plan.hold_for(start), &summary).await?;
                 }

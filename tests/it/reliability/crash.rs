@@ -12,9 +12,10 @@
 use std::time::{Duration, Instant};
 
 use osa_events::Outgoing;
+use osa_events_suite::chaos_events;
 use sqlx::PgPool;
 
-use super::{Proc, Rng, Scene, count_lines, events, mib, report, scaled, serial};
+use super::{Proc, Scene, count_lines, mib, replay_hint, report, scaled, seeded_rng, serial};
 
 const HANDLERS: &str = "chaos.ledger,chaos.tx";
 /// `chaos.ledger`'s `concurrency` and `batch` (src/bin/osa-chaos/handlers.rs): at most this many
@@ -27,8 +28,9 @@ const WORKERS: usize = 3;
 async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_once() {
     let _turn = serial().await;
     let scene = Scene::new("crash").await;
-    let mut rng = Rng::from_env("crash");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
+    let replay = replay_hint(seed);
     let events = scaled(4000) as i64;
     let run_for = Duration::from_secs(scaled(10));
     let started = Instant::now();
@@ -44,13 +46,13 @@ async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_onc
     let chaos_started = Instant::now();
     let mut last_kill = Instant::now();
     while chaos_started.elapsed() < run_for {
-        tokio::time::sleep(rng.between(Duration::from_millis(300), Duration::from_millis(1200)))
+        tokio::time::sleep(rng.duration(Duration::from_millis(300)..Duration::from_millis(1200)))
             .await;
         let slot = rng.below(WORKERS as u64) as usize;
         workers[slot].kill().await;
         last_kill = Instant::now();
         killed.push(workers[slot].pid() as i32);
-        tokio::time::sleep(rng.between(Duration::ZERO, Duration::from_millis(300))).await;
+        tokio::time::sleep(rng.duration(Duration::ZERO..Duration::from_millis(300))).await;
         let replacement = scene.worker(&format!("worker{slot}-{}", killed.len()), HANDLERS, &[]);
         retired.push(std::mem::replace(&mut workers[slot], replacement));
     }
@@ -60,7 +62,7 @@ async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_onc
     scene
         .drained(
             Duration::from_secs(120 + scaled(30)),
-            &format!("OSA_RELIABILITY_SEED={seed}"),
+            &format!("seed {seed}"),
         )
         .await;
     let recovered_after_last_kill = last_kill.elapsed();
@@ -121,7 +123,6 @@ async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_onc
             ("seed", seed.to_string()),
         ],
     );
-    let replay = format!("(replay with OSA_RELIABILITY_SEED={seed})");
     assert!(kills > 0, "the test killed no worker {replay}");
     assert!(
         lost_ledger.is_empty(),
@@ -131,15 +132,7 @@ async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_onc
         lost_tx.is_empty(),
         "chaos.tx never saw {lost_tx:?} {replay}"
     );
-    assert_eq!(
-        open,
-        super::Open {
-            pending: 0,
-            claimed: 0,
-            dead: 0
-        },
-        "{replay}"
-    );
+    assert_eq!(open, super::Open::NONE, "{replay}");
     assert_eq!(
         tx_rows, tx_distinct,
         "a Tx handler's effect was duplicated {replay}"
@@ -162,7 +155,7 @@ async fn publish_spread(pool: PgPool, events: i64, over: Duration) {
     let pause = over / u32::try_from(chunks.max(1)).unwrap_or(u32::MAX);
     for chunk in 0..chunks {
         let batch: Vec<Outgoing> = (chunk * CHUNK..events.min((chunk + 1) * CHUNK))
-            .map(|seq| events::item(seq, 64))
+            .map(|seq| chaos_events::item(seq, 64))
             .collect();
         osa_events::publish_batch(&pool, &batch)
             .await

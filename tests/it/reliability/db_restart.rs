@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 
-use super::{Proc, Rng, Scene, count_lines, mib, report, scaled, serial};
+use super::{Proc, Scene, count_lines, mib, replay_hint, report, scaled, seeded_rng, serial};
 
 const HANDLERS: &str = "chaos.ledger,chaos.tx";
 /// How a warning of the runtime starts in `osa-chaos`'s log (after the timestamp).
@@ -23,8 +23,9 @@ const RUNTIME_WARNING: &str = " WARN osa_events";
 async fn workers_and_publishers_ride_out_terminated_connections() {
     let _turn = serial().await;
     let scene = Scene::new("db_restart").await;
-    let mut rng = Rng::from_env("db_restart");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
+    let replay = replay_hint(seed);
     let events = scaled(3000);
     let rate = 300;
     let started = Instant::now();
@@ -63,7 +64,7 @@ async fn workers_and_publishers_ride_out_terminated_connections() {
     let mut outages = 0u32;
     let mut terminated = 0i64;
     while started.elapsed() + Duration::from_secs(2) < publish_for {
-        tokio::time::sleep(rng.between(Duration::from_millis(1500), Duration::from_millis(3000)))
+        tokio::time::sleep(rng.duration(Duration::from_millis(1500)..Duration::from_millis(3000)))
             .await;
         outages += 1;
         for _ in 0..5 {
@@ -76,10 +77,7 @@ async fn workers_and_publishers_ride_out_terminated_connections() {
     assert!(status.success(), "the publisher exited with {status}");
     let published = publisher.stdout_text();
     scene
-        .drained(
-            Duration::from_secs(120),
-            &format!("OSA_RELIABILITY_SEED={seed}"),
-        )
+        .drained(Duration::from_secs(120), &format!("seed {seed}"))
         .await;
     let open = scene.open().await;
     for worker in &mut workers {
@@ -127,7 +125,6 @@ async fn workers_and_publishers_ride_out_terminated_connections() {
             ("seed", seed.to_string()),
         ],
     );
-    let replay = format!("(replay with OSA_RELIABILITY_SEED={seed})");
     assert!(
         outages > 0 && terminated > 0,
         "no connection was terminated {replay}"
@@ -140,15 +137,7 @@ async fn workers_and_publishers_ride_out_terminated_connections() {
         lost_tx.is_empty(),
         "chaos.tx never saw {lost_tx:?} {replay}"
     );
-    assert_eq!(
-        open,
-        super::Open {
-            pending: 0,
-            claimed: 0,
-            dead: 0
-        },
-        "{replay}"
-    );
+    assert_eq!(open, super::Open::NONE, "{replay}");
     assert_eq!(
         tx_rows, tx_distinct,
         "a Tx handler's effect was duplicated {replay}"

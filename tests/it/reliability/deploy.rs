@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use osa_events::prelude::*;
 use osa_events::{PgStore, Runtime};
+use osa_events_suite::chaos_events::Item;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::events::Item;
 use super::{Scene, eventually, report, serial, tail};
 
 /// The new version of `osa-chaos`'s `chaos.deploy`: the same name, routed `green`.

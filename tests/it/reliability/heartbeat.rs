@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use osa_events_suite::chaos_events;
+
 use super::{Scene, count_lines, serial};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,7 +20,7 @@ async fn heartbeats_do_not_mistake_a_tx_handlers_own_completions_for_takeovers()
     let scene = Scene::new("heartbeat").await;
     let mut worker = scene.worker("alone", "chaos.heartbeat", &["--work-ms", "400"]);
     scene.subscribed(&["chaos.heartbeat"]).await;
-    let batch: Vec<_> = (0..8).map(|seq| super::events::item(seq, 16)).collect();
+    let batch: Vec<_> = (0..8).map(|seq| chaos_events::item(seq, 16)).collect();
     osa_events::publish_batch(&scene.pool, &batch)
         .await
         .unwrap();

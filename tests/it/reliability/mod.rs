@@ -29,11 +29,6 @@ mod security;
 mod shutdown;
 mod worker_partition;
 
-/// The event shapes `osa-chaos` publishes and handles: the very same source file.
-#[allow(dead_code)]
-#[path = "../../../src/bin/osa-chaos/events.rs"]
-mod events;
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -41,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use osa_events::PgStore;
 use osa_events_fixtures::pg::TestDatabase;
+use osa_events_testing::Rng;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -91,50 +87,18 @@ pub(crate) fn scaled(base: u64) -> u64 {
     (base as f64 * scale()).round().max(1.0) as u64
 }
 
-/// SplitMix64: deterministic from a seed, so a failing run can be replayed.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng {
-    seed: u64,
-    state: u64,
+/// The variable that replays a run's random choices.
+const SEED_VAR: &str = "OSA_RELIABILITY_SEED";
+
+/// This test's random source: seeded from `OSA_RELIABILITY_SEED` when it is set (a replay), else
+/// from the clock; the seed is printed either way.
+pub(crate) fn seeded_rng() -> Rng {
+    Rng::from_env_or_random(SEED_VAR)
 }
 
-impl Rng {
-    /// Seeded from `OSA_RELIABILITY_SEED`, else from the clock; the seed is printed.
-    pub(crate) fn from_env(test: &str) -> Rng {
-        let seed = std::env::var("OSA_RELIABILITY_SEED")
-            .ok()
-            .and_then(|seed| seed.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(7, |since| since.as_nanos() as u64)
-            });
-        println!("{test}: OSA_RELIABILITY_SEED={seed}");
-        Rng { seed, state: seed }
-    }
-
-    pub(crate) fn seed(&self) -> u64 {
-        self.seed
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// A duration in `low..high`.
-    pub(crate) fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let span = high.saturating_sub(low).as_millis() as u64;
-        low + Duration::from_millis(self.below(span.max(1)))
-    }
+/// How to replay the run of `seed`, for failure messages: `(replay with OSA_RELIABILITY_SEED=…)`.
+pub(crate) fn replay_hint(seed: u64) -> String {
+    format!("(replay with {SEED_VAR}={seed})")
 }
 
 /// A fresh, migrated database with the tables `osa-chaos` writes, and a directory for the
@@ -375,6 +339,15 @@ pub(crate) struct Open {
     pub(crate) pending: i64,
     pub(crate) claimed: i64,
     pub(crate) dead: i64,
+}
+
+impl Open {
+    /// No delivery left open, none dead: where a run that lost nothing ends.
+    pub(crate) const NONE: Open = Open {
+        pending: 0,
+        claimed: 0,
+        dead: 0,
+    };
 }
 
 /// A running `osa-chaos` process; killed if dropped while still running.

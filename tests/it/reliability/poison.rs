@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use osa_events::{Error, Event, Outgoing};
+use osa_events_suite::chaos_events::{Mode, Poison};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::events::{Mode, Poison};
-use super::{Proc, Rng, Scene, eventually, mib, report, scaled, serial};
+use super::{Proc, Scene, eventually, mib, replay_hint, report, scaled, seeded_rng, serial};
 
 /// The same event name with fields of the wrong type.
 #[derive(Event, Serialize, Deserialize, Debug)]
@@ -107,7 +107,7 @@ fn healthy(seqs: std::ops::Range<i64>) -> Vec<Outgoing> {
 async fn poison_is_dead_lettered_one_by_one_while_the_stream_flows() {
     let _turn = serial().await;
     let scene = Scene::new("poison").await;
-    let mut rng = Rng::from_env("poison");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
     let healthy_count = scaled(2500) as i64;
     let per_kind = scaled(4) as i64;
@@ -217,8 +217,8 @@ async fn poison_is_dead_lettered_one_by_one_while_the_stream_flows() {
     }
     assert!(
         mixed_rate >= 0.5 * clean_rate,
-        "poison slowed the healthy stream from {clean_rate:.0}/s to {mixed_rate:.0}/s \
-         (OSA_RELIABILITY_SEED={seed})"
+        "poison slowed the healthy stream from {clean_rate:.0}/s to {mixed_rate:.0}/s {}",
+        replay_hint(seed)
     );
 }
 

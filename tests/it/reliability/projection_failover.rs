@@ -17,7 +17,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
+use super::{
+    Proc, Scene, count_lines, eventually, mib, replay_hint, report, scaled, seeded_rng, serial,
+    tail,
+};
 
 pub(super) const PROJECTION: &str = "chaos.projection";
 /// Each batch works 20 ms after writing its rows, inside its transaction: a kill often lands
@@ -42,29 +45,18 @@ const LEADER_SQL: &str = "select a.pid, a.application_name from pg_stat_activity
 async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_in_order() {
     let _turn = serial().await;
     let scene = Scene::new("projection_failover").await;
-    let mut rng = Rng::from_env("projection_failover");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
-    let replay = format!("(replay with OSA_RELIABILITY_SEED={seed})");
+    let replay = replay_hint(seed);
     let kills = scaled(6);
     let started = Instant::now();
 
-    let mut nodes = [
-        scene.worker("node0", PROJECTION, NODE_ARGS),
-        scene.worker("node1", PROJECTION, NODE_ARGS),
-    ];
-    let mut publisher = start_publisher(&scene);
-    for node in &nodes {
-        following(node).await;
-    }
-    eventually(WAIT, "a node leads the projection", || async {
-        leader(&scene).await.is_some()
-    })
-    .await;
+    let (mut nodes, mut publisher) = two_nodes_and_a_publisher(&scene).await;
 
     let mut takeovers: Vec<Takeover> = Vec::new();
     let mut killed: Vec<Proc> = Vec::new();
     for round in 0..kills {
-        tokio::time::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(1500)))
+        tokio::time::sleep(rng.duration(Duration::from_millis(500)..Duration::from_millis(1500)))
             .await;
         let victim = leading_node(&scene, &nodes).await;
         let survivor = 1 - victim;
@@ -180,10 +172,28 @@ async fn killed_projection_leaders_are_replaced_and_every_event_is_applied_once_
     );
 }
 
+/// Starts the projection's two processes and the publisher; returns once both processes follow
+/// the log and one of them leads.
+pub(super) async fn two_nodes_and_a_publisher(scene: &Scene) -> ([Proc; 2], Proc) {
+    let nodes = [
+        scene.worker("node0", PROJECTION, NODE_ARGS),
+        scene.worker("node1", PROJECTION, NODE_ARGS),
+    ];
+    let publisher = start_publisher(scene);
+    for node in &nodes {
+        following(node).await;
+    }
+    eventually(WAIT, "a node leads the projection", || async {
+        leader(scene).await.is_some()
+    })
+    .await;
+    (nodes, publisher)
+}
+
 /// Starts `osa-chaos publish` at [`RATE`] events per second from 8 concurrent publishers, each
 /// holding its transaction open 20-220 ms, so that transactions commit out of order. Its cap is
 /// far beyond any run: stop it with SIGTERM.
-pub(super) fn start_publisher(scene: &Scene) -> Proc {
+fn start_publisher(scene: &Scene) -> Proc {
     let cap = (RATE * 3600).to_string();
     scene.publisher(
         "publisher",
@@ -359,7 +369,7 @@ pub(super) async fn following(node: &Proc) {
 }
 
 /// The process id of the projection's leader, if a session holds its lock. Panics if two do.
-pub(super) async fn leader(scene: &Scene) -> Option<u32> {
+async fn leader(scene: &Scene) -> Option<u32> {
     leader_session(scene).await.map(|(_, process)| process)
 }
 

@@ -24,10 +24,10 @@ use osa_events_fixtures::pg::{Partition, unless_unavailable};
 
 use super::projection_failover::{
     NODE_ARGS, PROJECTION, WAIT, applied_by, avg, catch_up, exactness, following, handovers,
-    last_error, leader, leader_session, leading_node, logged_events, max, ms, published,
-    start_publisher, take_over,
+    last_error, leader_session, leading_node, logged_events, max, ms, published, take_over,
+    two_nodes_and_a_publisher,
 };
-use super::{Proc, Rng, Scene, count_lines, eventually, mib, report, scaled, serial, tail};
+use super::{Proc, Scene, count_lines, mib, replay_hint, report, scaled, seeded_rng, serial, tail};
 
 /// The server must end a cut leader's session, and the other process lead and commit a batch,
 /// within this: keepalives after 3 idle seconds, 3 probes a second apart, or 5 s of
@@ -51,29 +51,18 @@ const QUEUED_SQL: &str = "select count(*) from pg_stat_activity \
 async fn a_cut_off_leader_is_replaced_within_seconds_and_follows_once_the_network_heals() {
     let _turn = serial().await;
     let scene = Scene::new("projection_partition").await;
-    let mut rng = Rng::from_env("projection_partition");
+    let mut rng = seeded_rng();
     let seed = rng.seed();
-    let replay = format!("(replay with OSA_RELIABILITY_SEED={seed})");
+    let replay = replay_hint(seed);
     let cuts = scaled(1);
     let started = Instant::now();
 
-    let mut nodes = [
-        scene.worker("node0", PROJECTION, NODE_ARGS),
-        scene.worker("node1", PROJECTION, NODE_ARGS),
-    ];
-    let mut publisher = start_publisher(&scene);
-    for node in &nodes {
-        following(node).await;
-    }
-    eventually(WAIT, "a node leads the projection", || async {
-        leader(&scene).await.is_some()
-    })
-    .await;
+    let (mut nodes, mut publisher) = two_nodes_and_a_publisher(&scene).await;
 
     let mut takeovers = Vec::new();
     let mut rejoins = Vec::new();
     for _ in 0..cuts {
-        tokio::time::sleep(rng.between(Duration::from_millis(500), Duration::from_millis(1500)))
+        tokio::time::sleep(rng.duration(Duration::from_millis(500)..Duration::from_millis(1500)))
             .await;
         let victim = leading_node(&scene, &nodes).await;
         let survivor = 1 - victim;

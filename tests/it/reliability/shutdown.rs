@@ -150,14 +150,7 @@ async fn sigterm_finishes_or_releases_in_flight_work_and_exits_cleanly() {
     );
     assert!(lost.is_empty(), "never handled: {lost:?}");
     assert_eq!(rows, distinct, "a Tx handler's effect was duplicated");
-    assert_eq!(
-        open,
-        super::Open {
-            pending: 0,
-            claimed: 0,
-            dead: 0
-        }
-    );
+    assert_eq!(open, super::Open::NONE);
 }
 
 /// The `seq`s of the events `worker` holds claims on, once it holds at least one.

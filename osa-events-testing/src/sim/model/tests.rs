@@ -41,6 +41,15 @@ fn claim(model: &mut Model, worker: usize, delivery: &Delivery) {
     model.current = None;
 }
 
+/// A retryable failure of `fence`, due again in 5 s.
+fn retry_in_5s(fence: Fence) -> Failure {
+    Failure {
+        fence,
+        error: "boom".into(),
+        retry_in: Some(Duration::from_secs(5)),
+    }
+}
+
 #[test]
 fn a_claim_of_a_live_claim_is_reported_and_of_an_expired_one_counted() {
     let (mut model, _) = model();
@@ -81,12 +90,7 @@ fn a_failure_of_a_current_claim_the_store_refuses_is_reported() {
     let (mut model, _) = model();
     let claimed = delivery(1, 1);
     claim(&mut model, 0, &claimed);
-    let failure = Failure {
-        fence: claimed.fence,
-        error: "boom".into(),
-        retry_in: Some(Duration::from_secs(5)),
-    };
-    model.on_fail(std::slice::from_ref(&failure), 0);
+    model.on_fail(&[retry_in_5s(claimed.fence)], 0);
     assert_eq!(model.violations.len(), 1, "{:?}", model.violations);
 }
 
@@ -95,12 +99,7 @@ fn a_claim_before_the_backoff_ends_is_reported() {
     let (mut model, clock) = model();
     let claimed = delivery(1, 1);
     claim(&mut model, 0, &claimed);
-    let failure = Failure {
-        fence: claimed.fence,
-        error: "boom".into(),
-        retry_in: Some(Duration::from_secs(5)),
-    };
-    model.on_fail(std::slice::from_ref(&failure), 1);
+    model.on_fail(&[retry_in_5s(claimed.fence)], 1);
     clock.advance(Duration::from_secs(4));
     claim(&mut model, 1, &delivery(1, 2));
     assert_eq!(model.violations.len(), 1, "{:?}", model.violations);

@@ -1,5 +1,6 @@
-//! The events of the reliability suite, shared by `osa-chaos` and the tests that drive it (they
-//! include this file with `#[path]`, so publisher and handler can never disagree on a shape).
+//! The events of the reliability suite: `osa-chaos` publishes and handles them, and the tests that
+//! drive it (`tests/it/reliability`) publish and read them too. One definition for both, so
+//! publisher and handler can never disagree on a shape.
 
 use osa_events::{Event, Outgoing};
 use serde::{Deserialize, Serialize};
@@ -8,17 +9,17 @@ use uuid::Uuid;
 /// One event of the stream the crash, restart, load and shutdown tests push through the workers.
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
 #[event(name = "chaos.item")]
-pub(crate) struct Item {
+pub struct Item {
     /// The event's number in its run, `0..events`: the ledger's key.
-    pub(crate) seq: i64,
+    pub seq: i64,
     /// Filler, so rows have a realistic size.
-    pub(crate) pad: String,
+    pub pad: String,
 }
 
 /// How a [`Poison`] event's handler behaves.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Mode {
+pub enum Mode {
     /// Succeeds: the healthy part of the stream.
     Ok,
     /// Fails with a retryable error every time.
@@ -34,22 +35,22 @@ pub(crate) enum Mode {
 /// The stream of the poison test: healthy events mixed with ones that fail in every way.
 #[derive(Event, Serialize, Deserialize, Debug, Clone)]
 #[event(name = "chaos.poison")]
-pub(crate) struct Poison {
+pub struct Poison {
     /// The event's number in its run.
-    pub(crate) seq: i64,
+    pub seq: i64,
     /// What the handler does with it.
-    pub(crate) mode: Mode,
+    pub mode: Mode,
 }
 
 /// The id of event `seq`: deterministic, so a publisher that retries after an error whose
 /// outcome it cannot know (the connection died during `COMMIT`) republishes the same ids, which
 /// the store skips instead of duplicating.
-pub(crate) fn event_id(seq: i64) -> Uuid {
+pub fn event_id(seq: i64) -> Uuid {
     Uuid::from_u64_pair(0x6f73_615f_6368_616f, seq as u64)
 }
 
 /// Event `seq` of the item stream, with `pad_bytes` of filler, ready to publish.
-pub(crate) fn item(seq: i64, pad_bytes: usize) -> Outgoing {
+pub fn item(seq: i64, pad_bytes: usize) -> Outgoing {
     let item = Item {
         seq,
         pad: "x".repeat(pad_bytes),
