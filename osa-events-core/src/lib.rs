@@ -48,15 +48,15 @@ pub mod __private {
     pub use tokio_util::sync::CancellationToken;
 
     pub use crate::event::{Previous, previous};
+    pub use crate::extract::{Call, FromBatchArg, FromEventArg};
     pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
     pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
     };
+    pub use crate::store::Delivery;
     #[cfg(feature = "test-util")]
     pub use crate::worker::step::{ProjectionStep, StepReport, Stepper};
     pub use crate::{Batch, Event, HandlerError, PayloadError, Resources, Result};
-    pub use crate::extract::{Call, FromBatchArg, FromEventArg};
-    pub use crate::store::Delivery;
     pub use core::time::Duration;
 }

@@ -233,4 +233,3 @@ impl PublishedEvent {
         self.is_new && self.deliveries == 0
     }
 }
-

@@ -7,7 +7,6 @@
 use osa_events_core::{Event, Outgoing, Published, PublishedEvent, Result};
 use sqlx::{Executor, Postgres};
 
-
 /// The channel publishers `NOTIFY` and workers `LISTEN` on; the payload is a subscription id.
 pub(crate) const NOTIFY_CHANNEL: &str = "osa_events";
 
@@ -181,8 +180,7 @@ where
             .bind(payloads)
             .bind(metadata)
             .fetch_one(executor)
-            .await
-            ?;
+            .await?;
     if let Some(event_types) = unrouted {
         tracing::debug!(
             target: "osa_events::publish",

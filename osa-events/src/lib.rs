@@ -61,7 +61,6 @@
 //! - **Isolation.** Each handler has its own copy of each event (its delivery), its own retries
 //!   and dead letters: one failing backend never holds another back.
 
-
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod prelude;

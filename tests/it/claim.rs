@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use osa_events::{Event, Outgoing};
 
-use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId};
+use osa_events::store::{
+    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::support::Db;

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
-use osa_events::prelude::*;
 use osa_events::ResetTo;
+use osa_events::prelude::*;
 use osa_events::store::{Leadership, OpenBatch, ProjectionStore};
 use osa_events_testing::sim::Rng;
 use serde::{Deserialize, Serialize};

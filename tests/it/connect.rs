@@ -117,7 +117,8 @@ async fn connect_gives_up_after_its_bounded_wait() {
         "waited {waited:?}"
     );
     assert!(
-        matches!(&error, Error::Database(_)) && matches!(error.backend::<sqlx::Error>(), Some(sqlx::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused),
+        matches!(&error, Error::Database(_))
+            && matches!(error.backend::<sqlx::Error>(), Some(sqlx::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused),
         "{error:?}"
     );
 }

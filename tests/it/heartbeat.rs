@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osa_events::prelude::*;
+use osa_events::store::{
+    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeUps,
+};
 use osa_events::{Clock, Runtime};
-use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeUps};
 use osa_events_testing::{FakeClock, InMemoryStore};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use osa_events::prelude::*;
-use osa_events::{Error, PgStore, PgUnnamed};
 use osa_events::store::ProjectionStore;
+use osa_events::{Error, PgStore, PgUnnamed};
 use osa_events_testing::pg::{PgBouncer, TestDatabase, unless_unavailable};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osa_events::prelude::*;
-use osa_events::{Error, Outgoing, Runtime};
 use osa_events::store::{ClaimRequest, Store};
+use osa_events::{Error, Outgoing, Runtime};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

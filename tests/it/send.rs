@@ -5,8 +5,8 @@
 //! over the store under test and run by `store_contract_tests!`, never spawned by users.
 
 use osa_events::__private::Stepper;
-use osa_events::{Outgoing, PgStore, ResetTo, Resources, Runtime};
 use osa_events::store::{Store, WakeUps};
+use osa_events::{Outgoing, PgStore, ResetTo, Resources, Runtime};
 use osa_events_testing::pg::{Partition, TestDatabase};
 use osa_events_testing::sim::{Probe, SimulationBuilder};
 use osa_events_testing::{Harness, HarnessBuilder, InMemoryStore};

@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::ProjectionSpec;
 use super::store::{Leadership, ProjectionStore};
+use crate::Clock;
+use crate::handler::Invoker;
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, TxSlot};
 use crate::handler::invoke::{InvokerKind, panic_message};
 use crate::worker::call::out_of_range;
-use crate::Clock;
-use crate::handler::Invoker;
 
 /// How long a follower waits for the leadership in one attempt; a store that can (PostgreSQL's lock
 /// queue) hands it over the moment the leader goes.

@@ -45,9 +45,9 @@ use sqlx::{ConnectOptions, PgPool};
 
 use super::read::{self, Checkpoint};
 use crate::PgTransaction;
+use crate::store::keepalive;
 use crate::tx::PgStoreTransaction;
 use osa_events_core::store::{Advance, Leadership, OpenBatch, Transaction};
-use crate::store::keepalive;
 use osa_events_core::{Error, Result};
 
 /// The first half of every projection lock key: "osae" in ASCII. The second half is

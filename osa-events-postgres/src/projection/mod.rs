@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use osa_events_core::store::{Leadership, ProjectionStatus, ProjectionStore, ResetTo};
 use crate::PgStore;
 use osa_events_core::Result;
+use osa_events_core::store::{Leadership, ProjectionStatus, ProjectionStore, ResetTo};
 
 mod leader;
 pub(crate) mod ops;

@@ -5,9 +5,9 @@ use sqlx::{Executor, PgPool, Postgres};
 
 use super::leader::LOCK_NAMESPACE;
 use super::read;
-use osa_events_core::store::{ProjectionStatus, ProjectionStore, ResetTo, event_type_set};
-use crate::store::from_epoch_seconds;
 use crate::PgStore;
+use crate::store::from_epoch_seconds;
+use osa_events_core::store::{ProjectionStatus, ProjectionStore, ResetTo, event_type_set};
 use osa_events_core::{Error, Result};
 
 /// The checkpoint, its lag (committed events of its types after it: every committed transaction

@@ -49,9 +49,9 @@
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
+use crate::store::from_epoch_seconds;
 use osa_events_core::Result;
 pub(crate) use osa_events_core::store::Checkpoint;
-use crate::store::from_epoch_seconds;
 use osa_events_core::store::{Delivery, Fence};
 
 /// Locks the checkpoint row for the batch's transaction (a concurrent reset waits for it).

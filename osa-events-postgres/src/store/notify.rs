@@ -4,8 +4,8 @@ use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
-use osa_events_core::Result;
 use crate::publish::NOTIFY_CHANNEL;
+use osa_events_core::Result;
 use osa_events_core::store::{SubscriptionId, WakeSource, WakeUps};
 
 /// One listening connection per process, shared by every handler (see `worker::wake`).

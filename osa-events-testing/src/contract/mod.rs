@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use osa_events::{Event, Outgoing};
 
-use osa_events::store::{ClaimRequest, Delivery, ProjectionStore, Store, Subscription, SubscriptionId};
+use osa_events::store::{
+    ClaimRequest, Delivery, ProjectionStore, Store, Subscription, SubscriptionId,
+};
 use serde::{Deserialize, Serialize};
 
 pub use crate::memory::DeliveryStatus;

@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use osa_events::__private::Stepper;
-use osa_events::{Event, Outgoing, Resources, Runtime};
 use osa_events::store::SubscriptionId;
+use osa_events::{Event, Outgoing, Resources, Runtime};
 use tokio::time::Instant;
 use uuid::Uuid;
 

@@ -5,8 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
+use osa_events::store::{
+    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource,
+    WakeUps,
+};
 use osa_events::{Clock, Event, Outgoing, Result, SystemClock};
-use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource, WakeUps};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;

@@ -143,15 +143,17 @@ impl Leadership for MemoryLeadership {
         Box::pin(async move {
             let transaction = match transaction {
                 None => None,
-                Some(transaction) => Some(MemoryTransaction::unwrap(transaction).ok_or_else(|| {
-                    Error::Config(
+                Some(transaction) => {
+                    Some(MemoryTransaction::unwrap(transaction).ok_or_else(|| {
+                        Error::Config(
                         format!(
                             "projection `{}`: the batch's transaction is not the in-memory store's",
                             self.name
                         )
                         .into(),
                     )
-                })?),
+                    })?)
+                }
             };
             let now = self.store.wall_time(self.store.now());
             let mut tables = self.store.tables();

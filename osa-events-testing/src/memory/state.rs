@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use osa_events::Result;
 
-use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Reconcile, Subscription, SubscriptionId};
+use osa_events::store::{
+    ClaimRequest, Delivery, Failure, Fence, Reconcile, Subscription, SubscriptionId,
+};
 use tokio::time::Instant;
 use uuid::Uuid;
 

@@ -122,6 +122,8 @@ impl Transaction for MemoryTransaction {
 /// Transactions that buffer their writes until they commit (see the module docs).
 impl Transactions for InMemoryStore {
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn Transaction>>> {
-        Box::pin(async move { Ok(Box::new(MemoryTransaction::new(self.clone())) as Box<dyn Transaction>) })
+        Box::pin(async move {
+            Ok(Box::new(MemoryTransaction::new(self.clone())) as Box<dyn Transaction>)
+        })
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use osa_events::Result;
-use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId};
+use osa_events::store::{
+    ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId,
+};
 
 use super::model::Model;
 use crate::InMemoryStore;

@@ -1,8 +1,8 @@
 //! Hostile inputs on the in-memory store: payloads whose decode error would quote a secret, and
 //! error text with NUL characters (issue 12, items 9 and 10).
 
-use osa_events::store::ProjectionStore;
 use osa_events::prelude::*;
+use osa_events::store::ProjectionStore;
 use osa_events_testing::{Harness, RawEvent};
 use serde::{Deserialize, Serialize};
 

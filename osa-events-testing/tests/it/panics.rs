@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use osa_events::prelude::*;
-use osa_events::{ProjectionStatus, ResetTo, Runtime};
-use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Leadership, ProjectionStore, Store, Subscription, SubscriptionId, WakeUps};
 use osa_events::extract::{Call, FromBatchArg, FromEventArg};
+use osa_events::prelude::*;
+use osa_events::store::{
+    ClaimRequest, Delivery, Failure, Fence, Leadership, ProjectionStore, Store, Subscription,
+    SubscriptionId, WakeUps,
+};
+use osa_events::{ProjectionStatus, ResetTo, Runtime};
 use osa_events_testing::{Harness, InMemoryStore};
 use serde::{Deserialize, Deserializer, Serialize};
 

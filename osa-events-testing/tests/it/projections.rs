@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osa_events::prelude::*;
-use osa_events::{ResetTo, Runtime};
 use osa_events::store::ProjectionStore;
+use osa_events::{ResetTo, Runtime};
 use osa_events_testing::{Harness, InMemoryStore};
 use serde::{Deserialize, Serialize};
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use osa_events::prelude::*;
-use osa_events::{Error, Runtime};
 use osa_events::store::{ProjectionStore, Store, Subscription};
+use osa_events::{Error, Runtime};
 use osa_events_testing::InMemoryStore;
 use serde::{Deserialize, Serialize};
 
