@@ -19,8 +19,8 @@ pub(crate) struct PgStoreTransaction {
 }
 
 impl PgStoreTransaction {
-    /// Wraps `tx`; `transaction_pooler` as the store was built.
-    pub(crate) fn new(tx: PgTransaction, transaction_pooler: bool) -> Box<dyn Transaction> {
+    /// Wraps `tx` for the runtime; `transaction_pooler` as the store was built.
+    pub(crate) fn boxed(tx: PgTransaction, transaction_pooler: bool) -> Box<dyn Transaction> {
         Box::new(Self {
             tx,
             transaction_pooler,
@@ -43,12 +43,12 @@ impl Transaction for PgStoreTransaction {
         subscription: SubscriptionId,
         done: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>> {
-        let conn = PgUnnamed::when(self.transaction_pooler, &mut *self.tx);
+        let conn = PgUnnamed::when(self.transaction_pooler, &mut self.tx);
         Box::pin(fenced::complete(conn, subscription, done))
     }
 
     fn publish<'a>(&'a mut self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<Published>> {
-        let conn = PgUnnamed::when(self.transaction_pooler, &mut *self.tx);
+        let conn = PgUnnamed::when(self.transaction_pooler, &mut self.tx);
         Box::pin(crate::publish_batch(conn, events))
     }
 
@@ -88,7 +88,7 @@ impl Transactions for PgStore {
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn Transaction>>> {
         Box::pin(async move {
             let tx = self.pool().begin().await?;
-            Ok(PgStoreTransaction::new(tx, self.transaction_pooler))
+            Ok(PgStoreTransaction::boxed(tx, self.transaction_pooler))
         })
     }
 

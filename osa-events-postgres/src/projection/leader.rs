@@ -347,7 +347,7 @@ impl Leadership for PgLeadership {
                 events: read.events,
                 advance: Advance { from, to: read.to },
                 // Not behind a transaction-mode pooler: a leader refuses to run there.
-                transaction: Some(PgStoreTransaction::new(tx, false)),
+                transaction: Some(PgStoreTransaction::boxed(tx, false)),
             })
         })
     }
