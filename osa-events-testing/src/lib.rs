@@ -7,7 +7,8 @@
 //!   a seeded scheduler, with crashes and stalls, checked against a model of the claim protocol.
 //! - [`FakeClock`]: time that moves only when the test says so.
 //! - [`InMemoryStore`]: a [`Store`](osa_events::store::Store) with the semantics of `PgStore`, in
-//!   memory, deterministic on a [`FakeClock`].
+//!   memory, deterministic on a [`FakeClock`], with projections and transactions (what a `Tx`
+//!   publishes).
 //! - [`contract`]: the store contract suite every store must pass, with
 //!   [`store_contract_tests!`] to run it.
 //! - [`pg`]: PostgreSQL for tests and examples: a fresh database per test
@@ -87,6 +88,12 @@
 //!
 //! [`Harness::step`] runs one claim at a time instead, to check the state in between;
 //! `examples/testing_handlers.rs` tests a whole pipeline this way.
+//!
+//! Handlers and projections that take a `Tx` run in the harness too: what they publish through
+//! `tx.publish(..)` exists once when the call commits, with the completion of its deliveries (or
+//! the projection's checkpoint), and not at all when it fails (see
+//! [Handlers that take `Tx`](Harness#handlers-that-take-tx)). Their own SQL through `&mut *tx`
+//! needs PostgreSQL: test it on a [`pg::TestDatabase`].
 
 mod clock;
 mod harness;

@@ -66,7 +66,8 @@ use state::Tables;
 ///
 /// ```
 /// use std::time::Duration;
-/// use osa_events::{ClaimRequest, Event, Store, Subscription};
+/// use osa_events::Event;
+/// use osa_events::store::{ClaimRequest, Store, Subscription};
 /// use osa_events_testing::{FakeClock, InMemoryStore};
 /// use serde::{Deserialize, Serialize};
 ///
