@@ -9,7 +9,8 @@
 //! - [`Rng`]: a seeded random source, so a randomized test replays from its seed
 //!   ([`Rng::from_env_or_random`] picks one and prints it).
 //! - [`InMemoryStore`]: a [`Store`](osa_events::store::Store) with the semantics of `PgStore`, in
-//!   memory, deterministic on a [`FakeClock`].
+//!   memory, deterministic on a [`FakeClock`], with projections and transactions (what a `Tx`
+//!   publishes).
 //! - [`contract`]: the store contract suite every store must pass, with
 //!   [`store_contract_tests!`] to run it.
 //!
@@ -86,6 +87,12 @@
 //!
 //! [`Harness::step`] runs one claim at a time instead, to check the state in between;
 //! `examples/testing_handlers.rs` tests a whole pipeline this way.
+//!
+//! Handlers and projections that take a `Tx` run in the harness too: what they publish through
+//! `tx.publish(..)` exists once when the call commits, with the completion of its deliveries (or
+//! the projection's checkpoint), and not at all when it fails (see
+//! [Handlers that take `Tx`](Harness#handlers-that-take-tx)). Their own SQL through `&mut *tx`
+//! needs PostgreSQL: test it against a database of its own.
 
 mod clock;
 mod harness;

@@ -158,6 +158,105 @@ async fn a_stale_claim_rolls_back_the_handlers_writes() {
     assert_eq!(token, foreign, "the new holder's claim is untouched");
 }
 
+/// Publishes a follow-up and writes a ledger row per order, then waits, so the test can take one
+/// of the batch's claims over while it runs.
+#[event_handler(name = "tx.batch.overtaken", batch = 10, backoff = "1h", poll = "20ms")]
+async fn overtaken_batch(
+    orders: Batch<Order>,
+    mut tx: Tx,
+    takeover: State<Takeover>,
+) -> Result<(), HandlerError> {
+    let follow_ups = orders
+        .iter()
+        .map(|order| Outgoing::new(&Counted { n: order.n }))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.publish_batch(&follow_ups).await?;
+    for order in &orders {
+        sqlx::query("insert into ledger (n) values ($1)")
+            .bind(order.n)
+            .execute(&mut *tx)
+            .await?;
+    }
+    takeover.entered.fetch_add(1, Ordering::SeqCst);
+    takeover.proceed.notified().await;
+    Ok(())
+}
+
+/// What `tx.batch.overtaken` publishes.
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "test.tx.counted")]
+struct Counted {
+    n: i32,
+}
+
+#[tokio::test]
+async fn a_tx_batch_whose_claim_is_taken_over_commits_nothing_it_wrote_or_published() {
+    let db = Db::new().await;
+    with_ledger(&db).await;
+    let takeover = Arc::new(Takeover::default());
+    let running = db
+        .start(
+            &["tx.batch.overtaken"],
+            Resources::new().with_arc(takeover.clone()),
+        )
+        .await;
+    publish_orders(&db, 3).await;
+    eventually(WAIT, "the batch ran", || async {
+        takeover.entered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Another worker takes one delivery of the batch over (as after an expiry).
+    let foreign = uuid::Uuid::new_v4();
+    let taken: i64 = sqlx::query_scalar(
+        "update osa_events.deliveries set claim_token = $1, claimed_by = 'other' \
+         where event_position = (select min(event_position) from osa_events.deliveries) \
+         returning event_position",
+    )
+    .bind(foreign)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    takeover.proceed.notify_one();
+    eventually(WAIT, "the batch settled", || async {
+        running_idle(&db).await && db.deliveries(Some("pending")).await == 2
+    })
+    .await;
+    running.stop().await;
+
+    assert!(
+        ledger(&db).await.is_empty(),
+        "the batch's writes rolled back"
+    );
+    let counted: i64 = sqlx::query_scalar(
+        "select count(*) from osa_events.events where event_type = 'test.tx.counted'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(counted, 0, "the batch's follow-ups rolled back");
+    let rows: Vec<(i64, String, Option<uuid::Uuid>, Option<String>)> = sqlx::query_as(
+        "select event_position, status, claim_token, last_error from osa_events.deliveries \
+         order by event_position",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3, "nothing completed");
+    for (position, status, token, last_error) in rows {
+        if position == taken {
+            assert_eq!(
+                (status.as_str(), token),
+                ("claimed", Some(foreign)),
+                "the new holder's claim is untouched"
+            );
+        } else {
+            assert_eq!(status, "pending", "retried by the batch's worker");
+            let error = last_error.unwrap();
+            assert!(error.contains("taken over"), "{error}");
+        }
+    }
+}
+
 /// No transaction of the runtime is open in this database any more.
 async fn running_idle(db: &Db) -> bool {
     let open: i64 = sqlx::query_scalar(

@@ -11,10 +11,18 @@ use super::heartbeat::{self, Lost, Settled};
 use crate::handler::error::HandlerError;
 use crate::store::{Delivery, Failure, Fence};
 
-/// What became of a processed batch, as far as the caller still has to know.
+/// What became of a processed batch, as far as the caller still has to know (and, for the
+/// test-util stepper's report, what a `Tx` handler's transaction settled).
 pub(super) struct Processed {
     /// The fences of the succeeded deliveries, whose completion the caller writes.
     pub(super) completed: Vec<Fence>,
+    /// The fences of the deliveries a `Tx` handler's committed transaction completed.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    pub(super) completed_in_tx: Vec<Fence>,
+    /// The fences of the deliveries whose `Tx` handler succeeded but whose claim was taken over
+    /// before its transaction could complete it (rolled back).
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    pub(super) refused_in_tx: Vec<Fence>,
     /// The failures, already written (also for the exhausted deliveries, which were not run).
     /// Only the stepper of the `test-util` feature reports them.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
@@ -87,6 +95,8 @@ impl Worker {
         };
 
         let mut completed = Vec::new();
+        let mut completed_in_tx = Vec::new();
+        let mut refused_in_tx = Vec::new();
         let mut unfinished = Vec::new();
         let mut deferred = Vec::new();
         for (delivery, outcome) in runnable.iter().zip(outcomes) {
@@ -98,7 +108,8 @@ impl Worker {
                 Some(Outcome::Failed(error)) => {
                     failures.push(self.failure(delivery, &error, jitter))
                 }
-                Some(Outcome::CompletedInTx | Outcome::Lost) => {}
+                Some(Outcome::CompletedInTx) => completed_in_tx.push(delivery.fence),
+                Some(Outcome::Lost) => refused_in_tx.push(delivery.fence),
                 None => unfinished.push(delivery.fence),
             }
         }
@@ -118,6 +129,8 @@ impl Worker {
         }
         Processed {
             completed,
+            completed_in_tx,
+            refused_in_tx,
             failures,
         }
     }

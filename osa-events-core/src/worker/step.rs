@@ -76,6 +76,12 @@ pub struct StepReport {
     /// How many of those completions the store accepted: fewer than `completed.len()` when
     /// claims were taken over while the handler ran.
     pub completions_written: u64,
+    /// The fences of the deliveries completed inside a `Tx` handler's transaction, which
+    /// committed (not in `completed`: there is nothing left to write).
+    pub completed_in_tx: Vec<Fence>,
+    /// The fences of the deliveries whose `Tx` handler succeeded, but whose claim was taken over
+    /// before its transaction completed it: the transaction was rolled back.
+    pub refused_in_tx: Vec<Fence>,
     /// The failed attempts recorded: retries (`retry_in` is `Some`) and dead letters.
     pub failures: Vec<Failure>,
 }
@@ -238,6 +244,8 @@ impl Stepper {
             claimed,
             completed: processed.completed,
             completions_written,
+            completed_in_tx: processed.completed_in_tx,
+            refused_in_tx: processed.refused_in_tx,
             failures: processed.failures,
         })
     }

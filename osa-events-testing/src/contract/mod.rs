@@ -47,6 +47,7 @@ mod projections;
 mod publish;
 mod registration;
 mod subjects;
+mod transactions;
 
 pub use claims::{
     a_claim_carries_the_event, a_failure_error_with_nul_is_kept_with_a_replacement_character,
@@ -84,6 +85,14 @@ pub use registration::{
     a_higher_revision_repoints_and_a_lower_one_cannot_revert,
 };
 pub use subjects::MemoryUnderTest;
+pub use transactions::{
+    a_claim_lost_before_its_completion_rolls_the_transaction_back,
+    a_delivery_completed_in_an_open_transaction_is_not_handled_twice,
+    a_dropped_transaction_publishes_and_completes_nothing,
+    a_transactions_publishes_appear_once_when_it_commits,
+    a_tx_batch_whose_claims_are_taken_over_while_it_runs_commits_nothing,
+    completing_in_a_transaction_counts_only_held_claims,
+};
 
 /// A store under test, with what the rules need beyond the [`Store`] trait.
 ///
@@ -193,6 +202,12 @@ macro_rules! store_contract_tests {
             a_reset_during_a_batch_stands,
             the_status_shows_checkpoint_lag_and_leader,
             a_changed_event_type_set_is_refused_until_reset_or_acknowledged,
+            a_transactions_publishes_appear_once_when_it_commits,
+            a_dropped_transaction_publishes_and_completes_nothing,
+            completing_in_a_transaction_counts_only_held_claims,
+            a_claim_lost_before_its_completion_rolls_the_transaction_back,
+            a_delivery_completed_in_an_open_transaction_is_not_handled_twice,
+            a_tx_batch_whose_claims_are_taken_over_while_it_runs_commits_nothing,
         );
     };
     (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {

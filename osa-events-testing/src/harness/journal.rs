@@ -34,7 +34,8 @@ pub struct Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AttemptOutcome {
-    /// The handler succeeded and the delivery was completed.
+    /// The handler succeeded and the delivery was completed (for a handler that takes a `Tx`,
+    /// in its transaction, which committed with what it published).
     Handled,
     /// The handler failed with a retryable error; the delivery is due again after `retry_in`.
     Retried {
@@ -50,7 +51,8 @@ pub enum AttemptOutcome {
         error: String,
     },
     /// The handler succeeded, but the store refused the completion: the claim had been taken
-    /// over meanwhile, so the event is handled again.
+    /// over meanwhile, so the event is handled again. For a handler that takes a `Tx`, its
+    /// transaction was rolled back: nothing it published exists.
     CompletionRefused,
     /// The batch was abandoned before this delivery's outcome was known (its claim was lost);
     /// the delivery is claimed again when its claim expires.
@@ -163,6 +165,11 @@ pub(super) fn attempts_of(
                         error: failure.error.clone(),
                     },
                 },
+                // A `Tx` handler's deliveries are completed in its transaction, exactly.
+                None if report.completed_in_tx.contains(&delivery.fence) => AttemptOutcome::Handled,
+                None if report.refused_in_tx.contains(&delivery.fence) => {
+                    AttemptOutcome::CompletionRefused
+                }
                 None if report.completed.contains(&delivery.fence) => {
                     // The store reports a count: with any refusal, the batch's attempts cannot
                     // be told apart, so each is reported as refused.

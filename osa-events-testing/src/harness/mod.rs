@@ -33,7 +33,8 @@ pub use project::ProjectionFailed;
 /// - [`drain`](Self::drain) steps every handler until nothing is due, moving the fake clock to the
 ///   next retry when only backoff is left, so a retry schedule of minutes runs in microseconds;
 /// - [`project`](Self::project) applies a projection until it has caught up, batch by batch, with
-///   its checkpoint in the store (projections that take a `Tx` need PostgreSQL).
+///   its checkpoint in the store (and, for a projection that takes a `Tx`, what it published
+///   through it, committed with the checkpoint).
 ///
 /// Then inspect the journal ([`attempts`](Self::attempts), [`handled`](Self::handled),
 /// [`retries`](Self::retries), [`dead_letters`](Self::dead_letters)) or assert on it
@@ -51,6 +52,57 @@ pub use project::ProjectionFailed;
 ///
 /// Retry delays have jitter; it is seeded ([`HarnessBuilder::seed`]), so the same test gives the
 /// same delays on every run.
+///
+/// # Handlers that take `Tx`
+///
+/// The [`InMemoryStore`] has transactions, so handlers and projections that take a
+/// [`Tx`](osa_events::Tx) run here as on PostgreSQL: what they publish through
+/// `tx.publish(..)`, `publish_routed(..)` or `publish_batch(..)` takes effect, with the
+/// completion of the call's deliveries (or a projection's checkpoint), only when the call
+/// succeeds and its claims still hold; after an error, a panic, a timeout or a claim taken over
+/// it does not exist, and other handlers never see it before the commit. What they write through
+/// `&mut *tx` (the `PgConnection`) needs PostgreSQL: in memory it panics, and the call fails as a
+/// panicking handler does, so test those writes against a PostgreSQL database.
+///
+/// ```
+/// use osa_events::prelude::*;
+/// use osa_events_testing::Harness;
+/// # use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize, Debug)]
+/// #[event(name = "order.placed")]
+/// struct OrderPlaced { id: u64 }
+///
+/// #[derive(Event, Serialize, Deserialize, Debug)]
+/// #[event(name = "invoice.requested")]
+/// struct InvoiceRequested { order: u64 }
+///
+/// /// Requests the invoice, then fails on its first attempt: that request is rolled back.
+/// #[event_handler(name = "invoice.request", backoff = "5s")]
+/// async fn request_invoice(order: OrderPlaced, mut tx: Tx, ctx: Ctx) -> Result<(), HandlerError> {
+///     tx.publish(&InvoiceRequested { order: order.id }).await?;
+///     if ctx.attempt() == 1 {
+///         return Err(HandlerError::retry("the ledger is busy"));
+///     }
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), osa_events::Error> {
+/// let mut harness = Harness::builder().only(["invoice.request"]).build().await?;
+/// harness.publish(&OrderPlaced { id: 7 });
+///
+/// harness.step("invoice.request").await; // fails: its publish is rolled back
+/// let requested = |harness: &Harness| {
+///     harness.published().iter().filter(|event| event.event_type == "invoice.requested").count()
+/// };
+/// assert_eq!(requested(&harness), 0);
+///
+/// harness.drain().await; // the retry commits its publish with the completion
+/// harness.assert_retried("invoice.request", 1);
+/// harness.assert_handled("invoice.request", 1);
+/// assert_eq!(requested(&harness), 1, "once, from the attempt that succeeded");
+/// # Ok(()) }
+/// ```
 ///
 /// # Examples
 ///
@@ -323,7 +375,7 @@ impl HarnessBuilder {
 
     /// Runs only the handlers and projections with these names. Without it the harness runs every
     /// one registered in the test binary, which fails [`build`](Self::build) when one of them
-    /// needs a resource this test does not provide, or takes a `Tx` (which needs PostgreSQL).
+    /// needs a resource this test does not provide.
     #[must_use]
     pub fn only<I, S>(mut self, names: I) -> Self
     where
@@ -374,8 +426,8 @@ impl HarnessBuilder {
     /// # Errors
     ///
     /// The errors of [`RuntimeBuilder::build`](osa_events::RuntimeBuilder::build): an unknown
-    /// name, no handler left, a `State<T>` with no `T` in the resources, a handler or projection
-    /// that takes a `Tx` (it needs `PgStore`).
+    /// name, no handler left, a `State<T>` with no `T` in the resources. Handlers and projections
+    /// that take a `Tx` build (see [Handlers that take `Tx`](Harness#handlers-that-take-tx)).
     pub async fn build(self) -> osa_events::Result<Harness> {
         let clock = self.clock.unwrap_or_default();
         let store = InMemoryStore::with_clock(clock.clone());

@@ -54,7 +54,8 @@ impl MemoryTransaction {
 }
 
 impl MemoryTransaction {
-    /// Fails when a completion's claim was taken over since it was recorded; changes nothing.
+    /// Fails when a claim it completed (held when [`complete`](Transaction::complete) recorded
+    /// it) was taken over since; changes nothing.
     pub(super) fn verify(&self, tables: &Tables) -> Result<()> {
         for (subscription, fences) in &self.completions {
             if tables.held_count(*subscription, fences) < fences.len() as u64 {
@@ -70,16 +71,32 @@ impl MemoryTransaction {
 }
 
 impl Transaction for MemoryTransaction {
-    /// Counts the claims still held and records the completion for the commit.
+    /// Records for the commit the claims of `done` still held and not yet completed in this
+    /// transaction, and counts them, as a fenced `delete` in a PostgreSQL transaction would: a
+    /// claim that is not held completes nothing and, as there, does not stop the commit.
     fn complete<'a>(
         &'a mut self,
         subscription: SubscriptionId,
         done: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let held = self.store.tables().held_count(subscription, done);
-            self.completions.push((subscription, done.to_vec()));
-            Ok(held)
+            let tables = self.store.tables();
+            let mut held: Vec<Fence> = Vec::new();
+            for fence in done {
+                let completed_here = held.contains(fence)
+                    || self.completions.iter().any(|(earlier, fences)| {
+                        *earlier == subscription && fences.contains(fence)
+                    });
+                if !completed_here
+                    && tables.held_count(subscription, std::slice::from_ref(fence)) == 1
+                {
+                    held.push(*fence);
+                }
+            }
+            drop(tables);
+            let count = held.len() as u64;
+            self.completions.push((subscription, held));
+            Ok(count)
         })
     }
 

@@ -8,4 +8,5 @@ mod projections;
 mod registration;
 mod runtime;
 mod sim;
+mod tx;
 mod versions;

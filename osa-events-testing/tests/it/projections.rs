@@ -1,8 +1,10 @@
-//! Projections on the in-memory store: stepped by the harness (catch-up, failure and retry, reset),
-//! and run by the runtime on two "nodes" sharing one store (leadership, take-over, deposing).
+//! Projections on the in-memory store: stepped by the harness (catch-up, failure and retry, reset,
+//! and what a projection taking a `Tx` publishes), and run by the runtime on two "nodes" sharing
+//! one store (leadership, take-over, deposing).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use osa_events::prelude::*;
@@ -296,16 +298,284 @@ async fn two_runtimes_share_one_leader_and_the_survivor_takes_over() {
     );
 }
 
-#[projection(name = "projection.test.transactional")]
-async fn transactional(_events: Batch<Placed>, _tx: Tx) -> Result<(), HandlerError> {
+/// What the transactional projection publishes, one per event it applies.
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(name = "projection.test.counted")]
+struct Counted {
+    n: u32,
+}
+
+/// How the transactional projection's next batches end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchEnd {
+    Commit,
+    Fail,
+    Panic,
+    /// Deposes the projection's leader (as a lost session would), then returns `Ok`.
+    Depose,
+}
+
+/// The transactional projection's script (one end per batch, then [`BatchEnd::Commit`]), and
+/// what it and the handler of its follow-ups saw.
+#[derive(Default)]
+struct Counting {
+    ends: Mutex<VecDeque<BatchEnd>>,
+    /// The store, set once the harness or runtime is built.
+    store: OnceLock<InMemoryStore>,
+    /// How many of its own `Counted` events a batch found in the store after publishing them.
+    visible_early: AtomicUsize,
+    /// Whether [`BatchEnd::Depose`] found a leader to depose.
+    deposed: AtomicBool,
+    /// What `projection.test.on_counted` received.
+    received: Mutex<Vec<u32>>,
+}
+
+impl Counting {
+    fn new(ends: &[BatchEnd]) -> Self {
+        Self {
+            ends: Mutex::new(ends.iter().copied().collect()),
+            ..Self::default()
+        }
+    }
+
+    fn received(&self) -> Vec<u32> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+#[projection(
+    name = "projection.test.transactional",
+    batch = 4,
+    poll = "10ms",
+    backoff = "10ms"
+)]
+async fn transactional(
+    events: Batch<Placed>,
+    mut tx: Tx,
+    counting: State<Counting>,
+) -> Result<(), HandlerError> {
+    let mut ids = Vec::new();
+    for placed in events.iter() {
+        ids.push(tx.publish(&Counted { n: placed.n }).await?.id);
+    }
+    let store = counting.store.get().expect("set once built");
+    let visible = store
+        .events()
+        .iter()
+        .filter(|event| ids.contains(&event.id))
+        .count();
+    counting.visible_early.fetch_add(visible, Ordering::SeqCst);
+    let end = counting
+        .ends
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(BatchEnd::Commit);
+    match end {
+        BatchEnd::Commit => Ok(()),
+        BatchEnd::Fail => Err(HandlerError::retry("the batch failed after publishing")),
+        BatchEnd::Panic => panic!("the batch panicked after publishing"),
+        BatchEnd::Depose => {
+            let deposed = store.depose_projection_leader("projection.test.transactional");
+            counting.deposed.store(deposed, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+}
+
+/// Receives what the transactional projection publishes.
+#[event_handler(name = "projection.test.on_counted")]
+async fn on_counted(counted: Counted, counting: State<Counting>) -> Result<(), HandlerError> {
+    counting.received.lock().unwrap().push(counted.n);
     Ok(())
 }
 
+/// A harness running the transactional projection and the handler of what it publishes.
+async fn transactional_harness(counting: &Arc<Counting>) -> Harness {
+    let harness = Harness::builder()
+        .resources(Resources::new().with_arc(Arc::clone(counting)))
+        .only([
+            "projection.test.transactional",
+            "projection.test.on_counted",
+        ])
+        .build()
+        .await
+        .expect("a harness runs a projection that takes a `Tx`");
+    counting
+        .store
+        .set(harness.store().clone())
+        .expect("set once");
+    harness
+}
+
+/// The numbers of the `Counted` events in `store`, sorted.
+fn counted(store: &InMemoryStore) -> Vec<u32> {
+    let mut numbers: Vec<u32> = store
+        .events()
+        .iter()
+        .filter(|event| event.event_type == Counted::NAME)
+        .map(|event| serde_json::from_str::<Counted>(&event.payload).unwrap().n)
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+/// The position of the `index`th `Placed` event.
+fn placed_position(store: &InMemoryStore, index: usize) -> i64 {
+    let position = store
+        .events()
+        .iter()
+        .enumerate()
+        .filter(|(_, event)| event.event_type == Placed::NAME)
+        .nth(index)
+        .expect("published")
+        .0;
+    i64::try_from(position).unwrap() + 1
+}
+
+async fn checkpoint(store: &InMemoryStore) -> i64 {
+    store
+        .status("projection.test.transactional", &[Placed::NAME])
+        .await
+        .unwrap()
+        .position
+}
+
 #[tokio::test]
-async fn a_projection_that_takes_a_tx_is_refused_in_memory() {
-    let error = Runtime::builder(InMemoryStore::new())
+async fn a_projection_that_takes_a_tx_publishes_once_with_its_checkpoint() {
+    let counting = Arc::new(Counting::new(&[]));
+    let mut harness = transactional_harness(&counting).await;
+    for n in 0..6 {
+        harness.publish(&Placed { n });
+    }
+    assert_eq!(
+        harness.project("projection.test.transactional").await,
+        Ok(6)
+    );
+    assert_eq!(counted(harness.store()), [0, 1, 2, 3, 4, 5], "once each");
+    assert_eq!(
+        counting.visible_early.load(Ordering::SeqCst),
+        0,
+        "invisible until the batch committed"
+    );
+    assert_eq!(
+        checkpoint(harness.store()).await,
+        placed_position(harness.store(), 5)
+    );
+    assert_eq!(harness.deliveries("projection.test.on_counted").len(), 6);
+
+    harness.drain().await;
+    harness.assert_handled("projection.test.on_counted", 6);
+    assert_eq!(counting.received(), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        harness.project("projection.test.transactional").await,
+        Ok(0)
+    );
+    assert_eq!(
+        counted(harness.store()),
+        [0, 1, 2, 3, 4, 5],
+        "still once each"
+    );
+}
+
+/// The second batch (of 4) ends as `end`: the first batch's events and checkpoint are committed,
+/// the second's are not, and the retry publishes them once.
+async fn a_failed_tx_batch_publishes_nothing_and_leaves_the_checkpoint(end: BatchEnd, error: &str) {
+    let counting = Arc::new(Counting::new(&[BatchEnd::Commit, end]));
+    let mut harness = transactional_harness(&counting).await;
+    for n in 0..6 {
+        harness.publish(&Placed { n });
+    }
+    let failed = harness
+        .project("projection.test.transactional")
+        .await
+        .unwrap_err();
+    assert_eq!(failed.applied, 4, "the first batch");
+    assert!(failed.error.contains(error), "{failed}");
+    assert_eq!(
+        counted(harness.store()),
+        [0, 1, 2, 3],
+        "the first batch's only"
+    );
+    assert_eq!(
+        checkpoint(harness.store()).await,
+        placed_position(harness.store(), 3),
+        "after the first batch"
+    );
+    harness.drain().await;
+    assert_eq!(counting.received(), [0, 1, 2, 3]);
+
+    assert_eq!(
+        harness.project("projection.test.transactional").await,
+        Ok(2)
+    );
+    assert_eq!(counted(harness.store()), [0, 1, 2, 3, 4, 5], "once each");
+    harness.drain().await;
+    assert_eq!(counting.received(), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(counting.visible_early.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_erring_tx_projection_batch_publishes_nothing_and_leaves_the_checkpoint() {
+    a_failed_tx_batch_publishes_nothing_and_leaves_the_checkpoint(
+        BatchEnd::Fail,
+        "the batch failed after publishing",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_panicking_tx_projection_batch_publishes_nothing_and_leaves_the_checkpoint() {
+    a_failed_tx_batch_publishes_nothing_and_leaves_the_checkpoint(
+        BatchEnd::Panic,
+        "the projection panicked: the batch panicked after publishing",
+    )
+    .await;
+}
+
+/// A leader deposed while its batch runs (its session lost) commits neither the batch's
+/// publishes nor its checkpoint; the runtime leads again and applies every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_tx_batch_publishes_nothing() {
+    let store = InMemoryStore::new();
+    let counting = Arc::new(Counting::new(&[BatchEnd::Depose]));
+    counting.store.set(store.clone()).expect("set once");
+    for n in 0..6 {
+        store.publish(&Placed { n }).unwrap();
+    }
+    let runtime = Runtime::builder(store.clone())
+        .resources(Resources::new().with_arc(Arc::clone(&counting)))
         .only(["projection.test.transactional"])
+        .handle_signals(false)
+        .build()
+        .unwrap();
+    let token = runtime.shutdown_token();
+    let running = tokio::spawn(runtime.run());
+    eventually("all applied", async || {
+        checkpoint(&store).await == placed_position(&store, 5)
+    })
+    .await;
+    token.cancel();
+    running.await.unwrap().unwrap();
+    assert!(counting.deposed.load(Ordering::SeqCst), "it was deposed");
+    assert_eq!(
+        counted(&store),
+        [0, 1, 2, 3, 4, 5],
+        "once each: the deposed batch published nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_store_without_transactions_refuses_a_tx_projection_naming_it() {
+    let error = Runtime::builder(crate::tx::NoTransactions(InMemoryStore::new()))
+        .resources(Resources::new().with(Counting::default()))
+        .only(["projection.test.transactional"])
+        .handle_signals(false)
         .build()
         .unwrap_err();
-    assert!(error.to_string().contains("takes a `Tx`"), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "invalid configuration: projection `projection.test.transactional` takes a `Tx`, but \
+         this store offers no transactions (`Store::transactions` is `None`)"
+    );
 }
