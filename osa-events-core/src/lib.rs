@@ -14,6 +14,7 @@ mod projection;
 mod publish;
 mod redact;
 mod resources;
+mod rng;
 mod runtime;
 mod worker;
 
@@ -54,6 +55,7 @@ pub mod __private {
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
     };
+    pub use crate::rng::Rng;
     pub use crate::store::Delivery;
     #[cfg(feature = "test-util")]
     pub use crate::worker::step::{ProjectionStep, StepReport, Stepper};

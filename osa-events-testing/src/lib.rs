@@ -97,7 +97,6 @@
 mod clock;
 mod harness;
 mod memory;
-mod rng;
 
 pub mod contract;
 pub mod sim;
@@ -105,4 +104,5 @@ pub mod sim;
 pub use clock::FakeClock;
 pub use harness::{Attempt, AttemptOutcome, Harness, HarnessBuilder, ProjectionFailed};
 pub use memory::{DeliveryInfo, DeliveryStatus, InMemoryStore, RawEvent};
-pub use rng::Rng;
+/// The seeded random source of the runtime's retry jitter, for schedules and randomized tests.
+pub use osa_events::__private::Rng;

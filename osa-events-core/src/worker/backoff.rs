@@ -3,6 +3,8 @@
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
+use crate::rng::Rng;
+
 /// `base * 2^(attempt-1)`, capped at `cap`, then drawn uniformly from its upper half ("equal
 /// jitter"): retries of many deliveries that failed together spread out instead of returning as
 /// one wave, and no delay is shorter than half the nominal one.
@@ -13,32 +15,13 @@ pub(crate) fn delay(base: Duration, cap: Duration, attempt: u32, jitter: &mut Ji
     half + half.mul_f64(jitter.unit())
 }
 
-/// A small random source for jitter (SplitMix64). Seeded from the process's random hasher keys;
-/// quality needs are modest and a dependency would not earn its compile time.
-#[derive(Debug, Clone)]
-pub(crate) struct Jitter {
-    state: u64,
-}
+/// The random source of the jitter: a seeded [`Rng`], from the process's random hasher keys in
+/// production and from a chosen seed under the test kit's stepper.
+pub(crate) type Jitter = Rng;
 
-impl Jitter {
-    pub(crate) fn from_entropy() -> Self {
-        Self::seeded(RandomState::new().hash_one(std::process::id()))
-    }
-
-    pub(crate) fn seeded(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    /// A number in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // 53 random bits as a fraction.
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// A jitter source seeded from the process's random hasher keys.
+pub(crate) fn jitter_from_entropy() -> Jitter {
+    Rng::new(RandomState::new().hash_one(std::process::id()))
 }
 
 #[cfg(test)]
@@ -47,7 +30,7 @@ mod tests {
 
     #[test]
     fn delays_double_per_attempt_within_their_jitter_band() {
-        let mut jitter = Jitter::seeded(7);
+        let mut jitter = Jitter::new(7);
         let base = Duration::from_secs(1);
         let cap = Duration::from_secs(600);
         for attempt in 1..=6 {
@@ -63,7 +46,7 @@ mod tests {
 
     #[test]
     fn delays_are_capped() {
-        let mut jitter = Jitter::seeded(1);
+        let mut jitter = Jitter::new(1);
         let cap = Duration::from_secs(10);
         for attempt in [10, 40, u32::MAX] {
             assert!(delay(Duration::from_secs(1), cap, attempt, &mut jitter) <= cap);
@@ -72,7 +55,7 @@ mod tests {
 
     #[test]
     fn jitter_spreads_delays() {
-        let mut jitter = Jitter::seeded(42);
+        let mut jitter = Jitter::new(42);
         let delays: std::collections::BTreeSet<_> = (0..20)
             .map(|_| {
                 delay(

@@ -42,7 +42,7 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) async fn run(self) {
-        self.run_with(backoff::Jitter::from_entropy()).await;
+        self.run_with(backoff::jitter_from_entropy()).await;
     }
 
     /// The claim loop with a given source of retry jitter: seeded by the

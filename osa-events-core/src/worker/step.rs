@@ -101,7 +101,7 @@ impl Stepper {
                 spec,
                 invoker,
                 subscription,
-                jitter: Jitter::seeded(jitter_seed ^ name_hash(spec.name())),
+                jitter: Jitter::new(jitter_seed ^ name_hash(spec.name())),
             })
             .collect();
         let projections = projections
@@ -266,7 +266,7 @@ impl Stepper {
     ) -> Result<BoxFuture<'static, ()>> {
         let index = self.index(handler)?;
         let (worker, hints) = self.worker(index, worker.to_owned());
-        let jitter = Jitter::seeded(jitter_seed);
+        let jitter = Jitter::new(jitter_seed);
         Ok(Box::pin(async move {
             let _hints = hints;
             worker.run_with(jitter).await;

@@ -1,12 +1,13 @@
-//! [`Rng`]: a tiny seeded random source (SplitMix64), so a randomized test repeats from its seed.
+//! [`Rng`]: a tiny seeded random source (SplitMix64): the runtime's retry jitter, and the test
+//! kit's schedules and randomized tests, which repeat from their seed.
 
 use std::ops::Range;
 use std::time::Duration;
 
 /// A seeded pseudo-random source: SplitMix64 (Steele, Lea and Flood, 2014). Small, fast, and the
-/// same sequence for the same seed on every platform, which is all a test needs from it: the
-/// [simulation](crate::sim) draws its schedule from one, and so do the randomized integration
-/// tests, so that a failing run is replayed from its seed.
+/// same sequence for the same seed on every platform. The runtime draws its retry jitter from one;
+/// `osa-events-testing` re-exports it as `osa_events_testing::Rng`, for its simulation's schedule
+/// and for randomized tests, so that a failing run is replayed from its seed.
 ///
 /// # Examples
 ///
