@@ -96,7 +96,8 @@ pub use osa_events_core::{
 pub use osa_events_core::{extract, store};
 #[cfg(feature = "postgres")]
 pub use osa_events_postgres::{
-    ConnectRetry, PgStore, PgUnnamed, publish, publish_batch, publish_routed, reset_projection,
+    ConnectRetry, PgStore, PgTransaction, PgUnnamed, publish, publish_batch, publish_routed,
+    reset_projection,
 };
 pub use tx::Tx;
 
