@@ -199,6 +199,11 @@ impl Published {
         Self { events, deliveries }
     }
 
+    /// What these counts, of a publish of the one event `id`, say about that event.
+    pub fn of_one(self, id: Uuid) -> PublishedEvent {
+        PublishedEvent::new(id, self.events == 1, self.deliveries)
+    }
+
     /// Whether new events were written but no handler's subscription matched any of them.
     pub fn reached_no_handler(&self) -> bool {
         self.events > 0 && self.deliveries == 0

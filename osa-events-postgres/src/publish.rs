@@ -78,11 +78,7 @@ where
     X: Executor<'c, Database = Postgres>,
 {
     let published = publish_batch(executor, std::slice::from_ref(&outgoing)).await?;
-    Ok(PublishedEvent::new(
-        outgoing.id(),
-        published.events == 1,
-        published.deliveries,
-    ))
+    Ok(published.of_one(outgoing.id()))
 }
 
 /// Inserts the events, fans them out into one delivery per matching subscription, and notifies

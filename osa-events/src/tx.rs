@@ -105,11 +105,7 @@ impl Tx {
 
     async fn publish_one(&mut self, outgoing: Outgoing) -> Result<PublishedEvent> {
         let published = self.publish_batch(std::slice::from_ref(&outgoing)).await?;
-        Ok(PublishedEvent::new(
-            outgoing.id(),
-            published.events == 1,
-            published.deliveries,
-        ))
+        Ok(published.of_one(outgoing.id()))
     }
 }
 

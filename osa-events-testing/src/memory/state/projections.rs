@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use osa_events::{Error, ProjectionStatus, ResetTo, Result};
 
-use osa_events::store::{Advance, Checkpoint, Delivery, Fence};
+use osa_events::store::{Advance, Checkpoint, Delivery, Fence, event_type_set};
 use uuid::Uuid;
 
 use super::Tables;
@@ -157,9 +157,7 @@ impl Tables {
         event_types: &[&str],
         now: SystemTime,
     ) -> Result<()> {
-        let mut set: Vec<String> = event_types.iter().map(|t| (*t).to_owned()).collect();
-        set.sort();
-        set.dedup();
+        let set = event_type_set(event_types);
         let row = self
             .projections
             .entry(name.to_owned())
