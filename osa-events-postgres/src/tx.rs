@@ -55,18 +55,6 @@ impl Transaction for PgStoreTransaction {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move { Ok(self.tx.commit().await?) })
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 /// The PostgreSQL connection of a store transaction, if the store is PostgreSQL: what `&mut *tx`

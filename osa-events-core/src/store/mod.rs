@@ -56,7 +56,7 @@ pub use crate::projection::{
     Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ResetTo,
     event_type_set,
 };
-pub use transaction::{Transaction, Transactions};
+pub use transaction::{Transaction, TransactionAny, Transactions};
 
 /// The database id of a subscription (one per handler name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

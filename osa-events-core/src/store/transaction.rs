@@ -5,7 +5,7 @@
 //! The runtime never knows the backend: it opens a transaction through [`Transactions::begin`],
 //! hands it to the handler, and then completes the deliveries in it and commits it, or drops it
 //! (which must roll it back). A backend keeps its own connection inside and gives typed access to
-//! it through [`Transaction::as_any_mut`] (for PostgreSQL, `&mut *tx` is the transaction's
+//! it through [`TransactionAny::as_any_mut`] (for PostgreSQL, `&mut *tx` is the transaction's
 //! `PgConnection`).
 
 use std::any::Any;
@@ -37,9 +37,37 @@ pub trait Transactions: Send + Sync + 'static {
     }
 }
 
+/// Typed access to a store's own transaction behind a [`Transaction`], for the backend that
+/// opened it. Implemented for every `Send + 'static` type, so a backend writes none of it.
+pub trait TransactionAny: Any + Send {
+    /// The backend's own transaction, for typed access (`downcast_ref`).
+    fn as_any(&self) -> &dyn Any;
+
+    /// The backend's own transaction, for typed access (`downcast_mut`).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+
+    /// The backend's own transaction, by value: how a store takes back the transaction it opened
+    /// (a projection's [`Leadership::commit`](crate::store::Leadership::commit)).
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+impl<T: Any + Send> TransactionAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
 /// One open transaction of a store. Dropping it without [`commit`](Self::commit) rolls it back:
 /// nothing written through it, published in it or completed in it takes effect.
-pub trait Transaction: Send + 'static {
+pub trait Transaction: TransactionAny {
     /// Completes (removes) the deliveries of `subscription` whose claims `done` still holds, as
     /// part of this transaction; returns how many it completed. The runtime commits only when
     /// every claim was still held, so a taken-over claim rolls back the handler's writes.
@@ -55,14 +83,4 @@ pub trait Transaction: Send + 'static {
 
     /// Commits everything written through this transaction.
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
-
-    /// The backend's own transaction, for typed access (`downcast_ref`).
-    fn as_any(&self) -> &dyn Any;
-
-    /// The backend's own transaction, for typed access (`downcast_mut`).
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-
-    /// The backend's own transaction, by value: how a store takes back the transaction it opened
-    /// (a projection's [`Leadership::commit`](crate::store::Leadership::commit)).
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }

@@ -122,18 +122,6 @@ impl Transaction for MemoryTransaction {
             Ok(())
         })
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
 }
 
 /// Transactions that buffer their writes until they commit (see the module docs).
