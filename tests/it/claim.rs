@@ -54,28 +54,79 @@ async fn claim(
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// Issue #14: the claim walks `deliveries_claimable` in order and stops after its limit, on a table
+/// that was never analyzed (a fresh database, autovacuum off or not yet run). Planned from missing
+/// statistics, the plain statement read and sorted the whole backlog instead.
+///
+/// The evidence is the transaction's own index statistics (`pg_stat_get_xact_*`, not yet
+/// flushed, so no other session's work is in them): an ordered walk reads about `limit` index
+/// entries, a bitmap scan reads all of them.
 #[tokio::test]
-async fn the_claim_query_uses_the_partial_index() {
+async fn the_claim_walks_its_index_in_order_on_a_never_analyzed_table() {
+    const BACKLOG: i64 = 50_000;
+    const LIMIT: u32 = 100;
     let db = Db::new().await;
     let subscription = with_subscription(&db).await;
-    publish(&db, 2000).await;
-    sqlx::query("analyze osa_events.deliveries")
+    sqlx::query("alter table osa_events.deliveries set (autovacuum_enabled = false)")
         .execute(db.pool())
         .await
         .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar(
-        "explain select subscription_id, event_position from osa_events.deliveries \
-         where subscription_id = $1 and status <> 'dead' and run_at <= now() \
-         order by run_at, event_position limit 64 for no key update skip locked",
+    sqlx::query(
+        "with logged as (
+             insert into osa_events.events (id, event_type, event_version, payload)
+             select gen_random_uuid(), $2, 1, jsonb_build_object('n', n)
+             from generate_series(1, $3) as n
+             returning position)
+         insert into osa_events.deliveries (subscription_id, event_position)
+         select $1, position from logged",
     )
     .bind(subscription.0)
-    .fetch_all(db.pool())
+    .bind(Job::NAME)
+    .bind(BACKLOG)
+    .execute(db.pool())
     .await
     .unwrap();
-    let plan = plan.join("\n");
+    let analyzed: Option<String> = sqlx::query_scalar(
+        "select coalesce(last_analyze, last_autoanalyze)::text from pg_stat_user_tables \
+         where schemaname = 'osa_events' and relname = 'deliveries'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(analyzed, None, "the table must never have been analyzed");
+
+    let mut conn = db.pool().acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let claimed = sqlx::query(osa_events::__private::sql::CLAIM_SQL)
+        .bind(subscription.0)
+        .bind(LIMIT as i32)
+        .bind("plan")
+        .bind(60.0_f64)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), LIMIT as usize);
+    let (scans, read): (i64, i64) = sqlx::query_as(
+        "select pg_stat_get_xact_numscans(i), pg_stat_get_xact_tuples_returned(i) \
+         from (select 'osa_events.deliveries_claimable'::regclass::oid as i) as claimable",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    let sequential: i64 = sqlx::query_scalar(
+        "select seq_scan from pg_stat_xact_user_tables \
+         where schemaname = 'osa_events' and relname = 'deliveries'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(sequential, 0, "the claim scanned the table");
+    assert!(scans >= 1, "the claim did not use deliveries_claimable");
     assert!(
-        plan.contains("deliveries_claimable"),
-        "claim plan does not use the partial index:\n{plan}"
+        read <= i64::from(LIMIT) * 2,
+        "the claim read {read} index entries of deliveries_claimable for {LIMIT} rows out of \
+         {BACKLOG}: it did not walk the index in order"
     );
 }
 
