@@ -48,8 +48,8 @@ impl Settled {
 }
 
 /// Runs until the batch's claims are lost; never returns while they are held. `claimed_at` is a
-/// local instant taken before the claim was sent, so the local estimate of the expiry is never
-/// later than the database's.
+/// local instant taken before the claim was sent (the first claim, for a batch that lingered over
+/// several), so the local estimate of the expiry is never later than the database's.
 pub(crate) async fn keep(
     store: &dyn Store,
     subscription: SubscriptionId,
