@@ -9,6 +9,8 @@ pub(crate) const MAX_BATCH: u32 = 1000;
 pub(crate) const MAX_CONCURRENCY: u32 = 256;
 /// Largest `retries`.
 pub(crate) const MAX_RETRIES: u32 = 100;
+/// Default `claim_timeout`: how long a claim lasts without a heartbeat.
+pub(crate) const DEFAULT_CLAIM_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(60);
 /// Shortest `claim_timeout`.
 pub(crate) const MIN_CLAIM_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(1);
 /// Longest `claim_timeout`: one day. Claims are set with `now() + make_interval(secs => ..)`, and
@@ -16,3 +18,10 @@ pub(crate) const MIN_CLAIM_TIMEOUT: core::time::Duration = core::time::Duration:
 /// keeps its claim alive through heartbeats anyway.
 pub(crate) const MAX_CLAIM_TIMEOUT: core::time::Duration =
     core::time::Duration::from_secs(24 * 60 * 60);
+/// Heartbeats per claim timeout: while a batch runs, its claims are extended every
+/// `claim_timeout / HEARTBEATS_PER_CLAIM_TIMEOUT`. It also bounds `linger`, which may be at most
+/// that interval: the deliveries held while lingering are claimed, and the first heartbeat comes
+/// one interval after the handler is called, so a claim is at most two intervals old (two thirds
+/// of the timeout) when it is first extended, well before the worker would give it up (at nine
+/// tenths).
+pub(crate) const HEARTBEATS_PER_CLAIM_TIMEOUT: u32 = 3;

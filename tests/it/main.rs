@@ -9,6 +9,7 @@ mod connect;
 mod contract;
 mod failures;
 mod heartbeat;
+mod linger;
 mod migrate;
 mod nul;
 mod options;

@@ -34,6 +34,7 @@ pub struct HandlerSpec {
     shape: Shape,
     routing_key: Option<&'static str>,
     batch: u32,
+    linger: Duration,
     poll: Duration,
     retries: u32,
     claim_timeout: Duration,
@@ -44,7 +45,7 @@ pub struct HandlerSpec {
 }
 
 /// The limits of the handler options, shared with the macro crate (one table for both).
-mod limits {
+pub(crate) mod limits {
     osa_events_macros::__option_limits!();
 }
 
@@ -53,6 +54,8 @@ impl HandlerSpec {
     pub const DEFAULT_BATCH: u32 = 32;
     /// Largest allowed `batch`.
     pub const MAX_BATCH: u32 = limits::MAX_BATCH;
+    /// Default `linger`: zero, off. A batch handler is called with what one claim returned.
+    pub const DEFAULT_LINGER: Duration = Duration::ZERO;
     /// Default `poll`: how long an idle worker sleeps when no wake-up arrives.
     pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
     /// Default `retries`: failed attempts retried before a delivery is dead (so 6 attempts in all).
@@ -60,7 +63,7 @@ impl HandlerSpec {
     /// Largest allowed `retries`.
     pub const MAX_RETRIES: u32 = limits::MAX_RETRIES;
     /// Default `claim_timeout`: how long a claim lasts without a heartbeat.
-    pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_CLAIM_TIMEOUT: Duration = limits::DEFAULT_CLAIM_TIMEOUT;
     /// Shortest allowed `claim_timeout`: 1 s.
     pub const MIN_CLAIM_TIMEOUT: Duration = limits::MIN_CLAIM_TIMEOUT;
     /// Longest allowed `claim_timeout`: 24 h. A claim's expiry is `now() + claim_timeout` in the
@@ -92,6 +95,7 @@ impl HandlerSpec {
             shape,
             routing_key: None,
             batch: Self::DEFAULT_BATCH,
+            linger: Self::DEFAULT_LINGER,
             poll: Self::DEFAULT_POLL,
             retries: Self::DEFAULT_RETRIES,
             claim_timeout: Self::DEFAULT_CLAIM_TIMEOUT,
@@ -111,6 +115,26 @@ impl HandlerSpec {
     /// Claim up to this many deliveries at once.
     pub const fn with_batch(mut self, batch: u32) -> Self {
         self.batch = batch;
+        self
+    }
+
+    /// After a claim returns fewer than `batch` deliveries (but some), wait up to this long,
+    /// measured from that claim, for more before calling the handler; zero (the default) calls it
+    /// at once.
+    ///
+    /// While it waits, the worker claims the rest of the batch whenever a publish wakes it and
+    /// once more when the time is up, and calls the handler as soon as the batch is full. Only for
+    /// batch handlers ([`Shape::Batch`]), and at most a third of the
+    /// [claim timeout](Self::with_claim_timeout), the heartbeat interval: the deliveries it holds
+    /// are claimed while it waits. See the `linger` option of `#[event_handler]`.
+    ///
+    /// # Errors
+    ///
+    /// Not here (the builder is `const`): [`RuntimeBuilder::build`](crate::RuntimeBuilder::build)
+    /// fails with [`Error::Config`](crate::Error::Config) for a non-zero linger on a per-event
+    /// handler, or one longer than a third of the claim timeout.
+    pub const fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -191,6 +215,11 @@ impl HandlerSpec {
         self.batch
     }
 
+    /// How long a batch handler waits for a fuller batch after a short claim (zero: not at all).
+    pub const fn linger(&self) -> Duration {
+        self.linger
+    }
+
     /// The idle poll interval.
     pub const fn poll(&self) -> Duration {
         self.poll
@@ -234,6 +263,7 @@ impl HandlerSpec {
             "shape": match self.shape { Shape::Each => "each", Shape::Batch => "batch" },
             "routing_key": self.routing_key,
             "batch": self.batch,
+            "linger": format_duration(self.linger),
             "poll": format_duration(self.poll),
             "retries": self.retries,
             "claim_timeout": format_duration(self.claim_timeout),
@@ -287,6 +317,23 @@ impl HandlerSpec {
         }
         if self.poll.is_zero() {
             return fail("`poll` must not be zero".into());
+        }
+        if !self.linger.is_zero() && self.shape == Shape::Each {
+            return fail(
+                "`linger` applies only to batch handlers (`Shape::Batch`): a per-event handler is \
+                 called once per event, however many are claimed together"
+                    .into(),
+            );
+        }
+        let max_linger = self.claim_timeout / limits::HEARTBEATS_PER_CLAIM_TIMEOUT;
+        if self.linger > max_linger {
+            return fail(format!(
+                "`linger` must be at most {}, a third of `claim_timeout` ({}), found {}: the \
+                 deliveries it holds are claimed while it waits",
+                format_duration(max_linger),
+                format_duration(self.claim_timeout),
+                format_duration(self.linger)
+            ));
         }
         Ok(())
     }
@@ -381,5 +428,38 @@ mod tests {
             "invalid configuration: handler `spec.test`: `concurrency` must be in 1..=256, found 257"
         );
         assert!(at(0).is_err());
+    }
+
+    /// `linger` set with `with_linger` is checked at start-up as the macro checks it at compile
+    /// time: batch handlers only, at most a third of the claim timeout.
+    #[test]
+    fn linger_is_checked_at_run_time() {
+        let batch = |linger: Duration, claim_timeout: Duration| {
+            HandlerSpec::new("spec.test", "tests::spec", "spec.event", 1, Shape::Batch)
+                .with_claim_timeout(claim_timeout)
+                .with_linger(linger)
+                .validate()
+        };
+        let minute = Duration::from_secs(60);
+        assert!(batch(Duration::ZERO, minute).is_ok());
+        assert!(batch(Duration::from_secs(20), minute).is_ok());
+        assert_eq!(
+            batch(Duration::from_millis(20_001), minute)
+                .unwrap_err()
+                .to_string(),
+            "invalid configuration: handler `spec.test`: `linger` must be at most 20000ms, a third \
+             of `claim_timeout` (60000ms), found 20001ms: the deliveries it holds are claimed \
+             while it waits"
+        );
+        let each = spec(minute)
+            .with_linger(Duration::from_millis(50))
+            .validate();
+        assert_eq!(
+            each.unwrap_err().to_string(),
+            "invalid configuration: handler `spec.test`: `linger` applies only to batch handlers \
+             (`Shape::Batch`): a per-event handler is called once per event, however many are \
+             claimed together"
+        );
+        assert!(spec(minute).with_linger(Duration::ZERO).validate().is_ok());
     }
 }

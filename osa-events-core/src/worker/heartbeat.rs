@@ -1,6 +1,7 @@
 //! Keeping a batch's claims alive while its handlers run.
 //!
-//! Every third of the claim timeout the claims are extended to a full timeout from the database's
+//! Every third of the claim timeout (`HEARTBEATS_PER_CLAIM_TIMEOUT` in the option limits, which
+//! also bound `linger` by it) the claims are extended to a full timeout from the database's
 //! `now()`. If extending keeps failing or hangs (database unreachable, or a network that drops
 //! every packet), the heartbeat gives up shortly before the last confirmed expiry, so the worker
 //! stops the handlers before another worker could legitimately take the deliveries over: every
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::Clock;
+use crate::handler::limits::HEARTBEATS_PER_CLAIM_TIMEOUT;
 use crate::store::{Fence, Store, SubscriptionId};
 
 /// Why a heartbeat stopped: the batch must be abandoned.
@@ -46,8 +48,8 @@ impl Settled {
 }
 
 /// Runs until the batch's claims are lost; never returns while they are held. `claimed_at` is a
-/// local instant taken before the claim was sent, so the local estimate of the expiry is never
-/// later than the database's.
+/// local instant taken before the claim was sent (the first claim, for a batch that lingered over
+/// several), so the local estimate of the expiry is never later than the database's.
 pub(crate) async fn keep(
     store: &dyn Store,
     subscription: SubscriptionId,
@@ -57,7 +59,7 @@ pub(crate) async fn keep(
     clock: &dyn Clock,
     claimed_at: tokio::time::Instant,
 ) -> Lost {
-    let interval = claim_timeout / 3;
+    let interval = claim_timeout / HEARTBEATS_PER_CLAIM_TIMEOUT;
     let margin = claim_timeout / 10;
     let mut taken_over: HashSet<usize> = HashSet::new();
     let mut held_until = claimed_at + claim_timeout;

@@ -1,4 +1,5 @@
 //! The claim loop: claim a batch, run the handler, write the outcomes, repeat; sleep when idle.
+//! A batch handler with `linger` holds a short claim for more before it is called ([`linger`]).
 //!
 //! One [`Worker`] is one claim loop of one handler; a handler with `concurrency = n` has `n` of
 //! them per process. Loops coordinate only through the store (row locks), so any number of them
@@ -18,6 +19,7 @@ mod backoff;
 mod batch;
 pub(crate) mod call;
 mod heartbeat;
+mod linger;
 #[cfg(feature = "test-util")]
 pub(crate) mod step;
 pub(crate) mod supervise;
@@ -54,10 +56,13 @@ impl Worker {
         let mut completed: Vec<Fence> = Vec::new();
         while !self.stopping.is_cancelled() {
             let claimed_at = self.clock.now();
-            match self.claim(&completed).await {
-                Ok(deliveries) => {
+            match self.claim(&completed, self.spec.batch()).await {
+                Ok(mut deliveries) => {
                     store_errors = 0;
                     completed.clear();
+                    if self.lingers_after(deliveries.len()) {
+                        self.linger(&mut deliveries, claimed_at).await;
+                    }
                     let full = deliveries.len() >= self.spec.batch() as usize;
                     if !deliveries.is_empty() {
                         completed = self
@@ -89,11 +94,16 @@ impl Worker {
         self.write_completions(&completed).await;
     }
 
-    /// Claims the next batch, completing `completed` in the same round trip when there are any.
-    async fn claim(&self, completed: &[Fence]) -> crate::Result<Vec<crate::store::Delivery>> {
+    /// Claims up to `limit` deliveries (a batch, or what a lingering batch still lacks),
+    /// completing `completed` in the same round trip when there are any.
+    async fn claim(
+        &self,
+        completed: &[Fence],
+        limit: u32,
+    ) -> crate::Result<Vec<crate::store::Delivery>> {
         let request = ClaimRequest {
             subscription: self.subscription,
-            limit: self.spec.batch(),
+            limit,
             claim_timeout: self.spec.claim_timeout(),
             worker: &self.name,
         };

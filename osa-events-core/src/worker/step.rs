@@ -69,7 +69,8 @@ struct Stepped {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct StepReport {
-    /// The deliveries claimed, in claim order; empty when nothing was due.
+    /// The deliveries claimed, in claim order (over several claims when the handler lingered);
+    /// empty when nothing was due.
     pub claimed: Vec<Delivery>,
     /// The fences of the deliveries whose handler succeeded, whose completion was sent.
     pub completed: Vec<Fence>,
@@ -216,18 +217,24 @@ impl Stepper {
     /// on it under a heartbeat, writes the failures and then the completions (alone, not with a
     /// next claim). Returns at once with an empty report when nothing is due.
     ///
+    /// A batch handler with `linger` lingers after a short claim as its claim loop does, on the
+    /// runtime's clock; no wake-up hint comes, so it claims once more when the linger is over.
+    ///
     /// # Errors
     ///
     /// [`Error::UnknownHandler`] when this stepper has no such handler; the store's error when the
     /// claim or the completion fails.
     pub async fn step(&mut self, handler: &str) -> Result<StepReport> {
         let index = self.index(handler)?;
-        let (worker, _hints) = self.worker(index, format!("{}/{handler}#step", self.instance));
+        let (mut worker, _hints) = self.worker(index, format!("{}/{handler}#step", self.instance));
         let jitter = &mut self.handlers[index].jitter;
         let claimed_at = worker.clock.now();
-        let claimed = worker.claim(&[]).await?;
+        let mut claimed = worker.claim(&[], worker.spec.batch()).await?;
         if claimed.is_empty() {
             return Ok(StepReport::default());
+        }
+        if worker.lingers_after(claimed.len()) {
+            worker.linger(&mut claimed, claimed_at).await;
         }
         let processed = worker.process(claimed.clone(), claimed_at, jitter).await;
         let completions_written = if processed.completed.is_empty() {

@@ -16,6 +16,7 @@ pub(crate) const KEYS: &[&str] = &[
     "name",
     "routing_key",
     "batch",
+    "linger",
     "poll",
     "retries",
     "claim_timeout",
@@ -26,7 +27,8 @@ pub(crate) const KEYS: &[&str] = &[
 ];
 
 pub(crate) use crate::limits::{
-    MAX_BATCH, MAX_CLAIM_TIMEOUT, MAX_CONCURRENCY, MAX_RETRIES, MIN_CLAIM_TIMEOUT,
+    DEFAULT_CLAIM_TIMEOUT, HEARTBEATS_PER_CLAIM_TIMEOUT, MAX_BATCH, MAX_CLAIM_TIMEOUT,
+    MAX_CONCURRENCY, MAX_RETRIES, MIN_CLAIM_TIMEOUT,
 };
 
 /// The options as written; absent ones are `None` and get the runtime's defaults.
@@ -35,6 +37,7 @@ pub(crate) struct HandlerArgs {
     pub(crate) name: Keyed<LitStr>,
     pub(crate) routing_key: Keyed<LitStr>,
     pub(crate) batch: Keyed<u32>,
+    pub(crate) linger: Keyed<Duration>,
     pub(crate) poll: Keyed<Duration>,
     pub(crate) retries: Keyed<u32>,
     pub(crate) claim_timeout: Keyed<Duration>,
@@ -60,7 +63,33 @@ impl HandlerArgs {
         {
             errors.spanned(key, "`max_backoff` must not be shorter than `backoff`");
         }
+        parsed.check_linger(errors);
         Ok(parsed)
+    }
+
+    /// `linger` is at most the heartbeat interval, a third of `claim_timeout` (as written, or the
+    /// runtime's default): the deliveries held while lingering are claimed.
+    fn check_linger(&self, errors: &mut Errors) {
+        let Some((key, linger)) = &self.linger else {
+            return;
+        };
+        let (claim_timeout, default) = match &self.claim_timeout {
+            Some((_, claim_timeout)) => (*claim_timeout, ""),
+            None => (DEFAULT_CLAIM_TIMEOUT, ", the default"),
+        };
+        let max = claim_timeout / HEARTBEATS_PER_CLAIM_TIMEOUT;
+        if *linger > max {
+            errors.spanned(
+                key,
+                format!(
+                    "`linger` must be at most {}, a third of `claim_timeout` ({}{default}), found {}: \
+                     the deliveries it holds are claimed while it waits",
+                    humantime::format_duration(max),
+                    humantime::format_duration(claim_timeout),
+                    humantime::format_duration(*linger),
+                ),
+            );
+        }
     }
 
     fn set(&mut self, meta: &Meta) -> syn::Result<()> {
@@ -92,6 +121,11 @@ impl HandlerArgs {
                 &mut self.concurrency,
                 key,
                 lit::bounded_u32(value, "concurrency", 1..=MAX_CONCURRENCY, 4)?,
+            ),
+            "linger" => set_once(
+                &mut self.linger,
+                key,
+                lit::duration(value, "linger", Duration::ZERO)?,
             ),
             "poll" => set_once(
                 &mut self.poll,
@@ -150,7 +184,8 @@ mod tests {
             concurrency = 4,
             timeout = "30s",
             backoff = "1s",
-            max_backoff = "1m"
+            max_backoff = "1m",
+            linger = "50ms"
         ));
         assert!(errors.is_empty(), "{errors:?}");
         let args = args.unwrap();
@@ -159,6 +194,7 @@ mod tests {
         assert_eq!(args.poll.unwrap().1, Duration::from_millis(500));
         assert_eq!(args.claim_timeout.unwrap().1, Duration::from_secs(300));
         assert_eq!(args.concurrency.unwrap().1, 4);
+        assert_eq!(args.linger.unwrap().1, Duration::from_millis(50));
     }
 
     #[test]
@@ -201,5 +237,43 @@ mod tests {
     fn max_backoff_must_cover_backoff() {
         let (_, errors) = parse(quote!(backoff = "10s", max_backoff = "1s"));
         assert_eq!(errors, ["`max_backoff` must not be shorter than `backoff`"]);
+    }
+
+    #[test]
+    fn linger_may_be_zero_but_is_a_duration() {
+        let (args, errors) = parse(quote!(linger = "0s"));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.unwrap().linger.unwrap().1, Duration::ZERO);
+        let (_, errors) = parse(quote!(linger = 50));
+        assert_eq!(
+            errors,
+            ["`linger` takes a string literal, e.g. `linger = \"30s\"`"]
+        );
+    }
+
+    #[test]
+    fn linger_is_at_most_a_third_of_the_claim_timeout() {
+        let (_, errors) = parse(quote!(linger = "20s", claim_timeout = "1m"));
+        assert!(errors.is_empty(), "{errors:?}");
+        let (_, errors) = parse(quote!(linger = "21s", claim_timeout = "1m"));
+        assert_eq!(
+            errors,
+            [
+                "`linger` must be at most 20s, a third of `claim_timeout` (1m), found 21s: \
+                 the deliveries it holds are claimed while it waits"
+            ]
+        );
+        // Without `claim_timeout`, against the runtime's default (the same table).
+        let (_, errors) = parse(quote!(linger = "30s"));
+        assert_eq!(
+            errors,
+            [
+                "`linger` must be at most 20s, a third of `claim_timeout` (1m, the default), found \
+                 30s: the deliveries it holds are claimed while it waits"
+            ]
+        );
+        // A bad `claim_timeout` is reported once, and `linger` checked against the default.
+        let (_, errors) = parse(quote!(claim_timeout = "0s", linger = "10s"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 }

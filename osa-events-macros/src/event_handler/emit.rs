@@ -76,6 +76,7 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
         }
     }
     let durations = [
+        ("linger", &args.linger),
         ("poll", &args.poll),
         ("claim_timeout", &args.claim_timeout),
         ("timeout", &args.timeout),

@@ -86,6 +86,13 @@ impl ProjectionArgs {
                 key,
                 lit::duration(value, "timeout", at_least_1ms)?,
             ),
+            // An option of `#[event_handler]` that a projection has no use for: say why.
+            "linger" => Err(syn::Error::new_spanned(
+                key,
+                "`linger` is an option of `#[event_handler]`, not of `#[projection]`: a projection \
+                 is not woken per publish but polls, so a batch already holds what committed \
+                 within one `poll`; raise `poll` for fuller batches",
+            )),
             _ => Err(unknown_option(&assignment.path, KEYS)),
         }
     }
@@ -120,6 +127,18 @@ mod tests {
             errors[2].starts_with("invalid duration \"soon\" for `poll`"),
             "{}",
             errors[2]
+        );
+    }
+
+    #[test]
+    fn linger_is_refused_with_its_reason() {
+        let errors = messages(quote!(batch = 100, linger = "50ms"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .starts_with("`linger` is an option of `#[event_handler]`, not of `#[projection]`"),
+            "{}",
+            errors[0]
         );
     }
 }

@@ -17,7 +17,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         item,
         Kind::Projection,
         args::ProjectionArgs::parse,
-        |signature, errors| {
+        |_, signature, errors| {
             if signature.shape == Shape::Each {
                 errors.spanned(
                     signature.event,

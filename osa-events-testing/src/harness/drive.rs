@@ -27,7 +27,10 @@ impl Harness {
     /// clock, or [`drain`](Self::drain)).
     ///
     /// While the handler waits on fake time, the clock is advanced (see
-    /// [Time](Harness#time)).
+    /// [Time](Harness#time)). So is a batch handler's `linger`: after a claim of fewer than
+    /// `batch` deliveries it waits, as its claim loop would, but nothing can publish during a step,
+    /// so the harness moves the clock to the linger's end, where the handler claims once more (a
+    /// retry that came due meanwhile, say) and is called with what it holds.
     ///
     /// # Panics
     ///

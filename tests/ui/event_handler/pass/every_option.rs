@@ -14,6 +14,7 @@ struct RecordPublished {
     name = "index.vector",
     routing_key = "vector",
     batch = 64,
+    linger = "50ms",
     poll = "500ms",
     retries = 5,
     claim_timeout = "5m",
@@ -37,6 +38,7 @@ fn main() {
     assert_eq!(spec.shape(), Shape::Batch);
     assert_eq!(spec.routing_key(), Some("vector"));
     assert_eq!(spec.batch(), 64);
+    assert_eq!(spec.linger(), Duration::from_millis(50));
     assert_eq!(spec.poll(), Duration::from_millis(500));
     assert_eq!(spec.retries(), 5);
     assert_eq!(spec.claim_timeout(), Duration::from_secs(300));
