@@ -349,11 +349,16 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Warns when the store cannot hold open the transactions of the handlers that take a `Tx`
-    /// (for PostgreSQL, the pool is too small): each of their claim loops holds a transaction for
-    /// its whole call, and the claim loops need one more connection for claims, completions and
-    /// heartbeats. A starved handler does not lose attempts (its claims are released
-    /// unattempted), but it waits.
+    /// Warns when the store's pool is too small for this runtime.
+    ///
+    /// Handlers that take a `Tx` (for PostgreSQL, the pool is too small): each of their claim
+    /// loops holds a transaction for its whole call, and the claim loops need one more connection
+    /// for claims, completions and heartbeats. A starved handler does not lose attempts (its
+    /// claims are released unattempted), but it waits.
+    ///
+    /// Otherwise, more claim loops (every handler's `concurrency`, one per projection) than
+    /// connections: each loop uses a connection for every statement, so the loops queue for
+    /// connections and the configured concurrency is not reached.
     fn check_pool_size(&self) {
         let Some(max_connections) = self
             .store
@@ -378,6 +383,23 @@ impl Runtime {
                  {tx_loops} claim loops holds a connection while it runs, and the claim loops need \
                  one more; handlers will wait for connections (their claims are released, not \
                  failed): give the pool at least {needed} connections"
+            );
+            return;
+        }
+        let loops: u32 = self
+            .handlers
+            .iter()
+            .map(|handler| handler.spec.concurrency())
+            .sum::<u32>()
+            .saturating_add(u32::try_from(self.projections.len()).unwrap_or(u32::MAX));
+        if loops > max_connections {
+            tracing::warn!(
+                max_connections,
+                loops,
+                "more claim loops than database connections: the {loops} claim loops of this \
+                 runtime (every handler's concurrency, one per projection) queue for \
+                 {max_connections} connections, so the configured concurrency is not reached: \
+                 give the pool at least {loops} connections (for PostgreSQL: PgStore::connect_with_pool)"
             );
         }
     }

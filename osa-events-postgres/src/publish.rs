@@ -113,7 +113,8 @@ with new_events as (
 select (select count(*) from new_events) as published,
        (select count(*) from fanned_out) as deliveries,
        (select count(*) from notified) as woken,
-       (select array_agg(distinct e.event_type) from new_events e
+       (select array_agg(distinct e.event_type)
+          from (select distinct event_type, routing_key from new_events) as e
          where not exists (
              select 1 from osa_events.subscriptions s
              where s.event_type = e.event_type

@@ -166,3 +166,44 @@ async fn complete_and_claim_is_one_fenced_round_trip() {
     assert_eq!((completed, none.len()), (3, 0));
     assert_eq!(db.deliveries(None).await, 0);
 }
+
+/// Issue #14: relaxed bookkeeping commits the store's claims and completions with
+/// `synchronous_commit = off`, on a pool of its own, and leaves the application's pool (publishing,
+/// `Tx` handlers) synchronous.
+#[tokio::test]
+async fn relaxed_bookkeeping_runs_on_asynchronously_committing_sessions_only() {
+    let db = Db::new().await;
+    let subscription = with_subscription(&db).await;
+    publish(&db, 3).await;
+    let relaxed = db.store.clone().relaxed_bookkeeping();
+    let setting = |pool: &sqlx::PgPool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("show synchronous_commit")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(setting(relaxed.bookkeeping_pool()).await, "off");
+    assert_eq!(setting(relaxed.pool()).await, "on");
+    assert_eq!(setting(db.store.bookkeeping_pool()).await, "on");
+
+    let claimed = relaxed
+        .claim(ClaimRequest {
+            subscription,
+            limit: 3,
+            claim_timeout: LONG,
+            worker: "relaxed",
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let done: Vec<Fence> = claimed.iter().map(|d| d.fence).collect();
+    assert_eq!(relaxed.complete(subscription, &done).await.unwrap(), 3);
+    assert_eq!(
+        db.deliveries(None).await,
+        0,
+        "completed on the relaxed pool"
+    );
+}

@@ -396,3 +396,38 @@ async fn selecting_an_unknown_handler_is_an_error() {
         .unwrap_err();
     assert!(matches!(&error, Error::UnknownHandler { .. }), "{error:?}");
 }
+
+/// Issue #14: a runtime whose claim loops outnumber the pool's connections says so at start-up,
+/// with both numbers; one that fits says nothing.
+#[tokio::test]
+async fn more_claim_loops_than_connections_is_warned_at_start_up() {
+    let logs = osa_events_fixtures::logs::Logs::capture();
+    let db = Db::new().await;
+    let small = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with((*db.pool().connect_options()).clone())
+        .await
+        .unwrap();
+    let crowded = Db::from_pool(small);
+    // runtime.compete runs 4 claim loops.
+    let ledger = Arc::new(Ledger::default());
+    crowded
+        .start(
+            &["runtime.compete"],
+            Resources::new().with_arc(ledger.clone()),
+        )
+        .await
+        .stop()
+        .await;
+    db.start(&["runtime.compete"], Resources::new().with_arc(ledger))
+        .await
+        .stop()
+        .await;
+    let warnings = logs.lines_with("more claim loops than database connections");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("max_connections=3") && warnings[0].contains("loops=4"),
+        "{}",
+        warnings[0]
+    );
+}

@@ -37,6 +37,7 @@ use osa_events_core::store::{
     ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeUps,
 };
 
+mod bookkeeping;
 pub(crate) mod claim;
 mod connect;
 pub(crate) mod fenced;
@@ -56,12 +57,15 @@ macro_rules! run {
         async move {
             if $store.transaction_pooler {
                 let mut tx = $store.pool.begin().await?;
+                if $store.relaxed.is_some() {
+                    sqlx::Executor::execute(&mut *tx, bookkeeping::RELAX_TRANSACTION_SQL).await?;
+                }
                 let $x = PgUnnamed::new(&mut tx);
                 let out = $call.await?;
                 tx.commit().await?;
                 Ok(out)
             } else {
-                let $x = &$store.pool;
+                let $x = $store.bookkeeping_pool();
                 $call.await
             }
         }
@@ -87,6 +91,8 @@ pub struct PgStore {
     pub(crate) transaction_pooler: bool,
     /// Where to `LISTEN`, when not through the pool (see [`listen_directly`](Self::listen_directly)).
     listen: Option<PgConnectOptions>,
+    /// The pool of [`relaxed_bookkeeping`](Self::relaxed_bookkeeping), when asked for.
+    relaxed: Option<PgPool>,
 }
 
 impl PgStore {
@@ -117,11 +123,41 @@ impl PgStore {
     ///
     /// As for [`connect`](Self::connect), with `retry`'s wait.
     pub async fn connect_with(url: &str, retry: ConnectRetry) -> Result<Self> {
+        Self::connect_with_pool(url, Self::pool_options(), retry).await
+    }
+
+    /// Connects a pool built from `pool` to `url`, waiting for the database as `retry` says: for
+    /// a pool of another size or acquire timeout than [`connect`](Self::connect)'s 16 connections
+    /// and 10 s. Start from [`pool_options`](Self::pool_options) to keep the keepalive settings.
+    ///
+    /// Size it for the runtime: each claim loop (a handler's `concurrency`, one per projection)
+    /// uses a connection for each of its statements, and a handler that takes `Tx` holds one for
+    /// its whole call; the runtime warns at start-up when the pool is smaller than that.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), osa_events::Error> {
+    /// use osa_events::{ConnectRetry, PgStore};
+    ///
+    /// let pool = PgStore::pool_options().max_connections(48);
+    /// let store = PgStore::connect_with_pool("postgres://app@db/app", pool, ConnectRetry::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`connect`](Self::connect), with `retry`'s wait.
+    pub async fn connect_with_pool(
+        url: &str,
+        pool: PgPoolOptions,
+        retry: ConnectRetry,
+    ) -> Result<Self> {
         let options: PgConnectOptions = url.parse::<PgConnectOptions>()?;
         // A first connection of our own: a pool that cannot connect reports only "pool timed
         // out", while this reports why (refused, unknown host, authentication, ...).
         connect::first_connection(&options, retry).await?;
-        let pool = Self::pool_options().connect_with(options).await?;
+        let pool = pool.connect_with(options).await?;
         Ok(Self::from_pool(pool))
     }
 
@@ -158,6 +194,7 @@ impl PgStore {
             pool,
             transaction_pooler: false,
             listen: None,
+            relaxed: None,
         }
     }
 
@@ -207,9 +244,51 @@ impl PgStore {
         Ok(self)
     }
 
+    /// Commits the store's bookkeeping (claims, completions, failures, deferrals, heartbeats
+    /// and releases) asynchronously: with `synchronous_commit = off`, so a batch's bookkeeping no
+    /// longer waits for its WAL flush. Publishing, `Tx` handlers (their writes and their
+    /// completion share one transaction), projections and registration stay synchronous.
+    ///
+    /// What it risks, exactly: when the database server crashes (not when a worker does), the
+    /// bookkeeping of the last moments before the crash, up to three times
+    /// [`wal_writer_delay`](https://www.postgresql.org/docs/current/runtime-config-wal.html#GUC-WAL-WRITER-DELAY)
+    /// (600 ms by default), may be lost. A lost completion means the event is handled again: a
+    /// duplicate, as at-least-once delivery allows. A lost claim or failure means an attempt is
+    /// not counted, and the delivery is claimed again. No event is lost: events and their
+    /// deliveries are written by publishing, which stays synchronous. The database itself stays
+    /// consistent (asynchronous commit never corrupts it). `BENCHMARKS.md` has the gain.
+    ///
+    /// The bookkeeping runs on a second pool of as many connections as the first, connected on
+    /// first use, with the setting for its sessions; behind a transaction-mode pooler
+    /// ([`through_transaction_pooler`](Self::through_transaction_pooler)) each bookkeeping
+    /// transaction sets it for itself instead (`SET LOCAL`), so no session of the pooler keeps it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), osa_events::Error> {
+    /// let store = osa_events::PgStore::connect("postgres://app@db/app").await?.relaxed_bookkeeping();
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn relaxed_bookkeeping(mut self) -> Self {
+        self.relaxed = Some(bookkeeping::relaxed_pool(&self.pool));
+        self
+    }
+
     /// The connection pool, for publishing and for the application's own queries.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The pool the store's bookkeeping runs on: [`pool`](Self::pool), or the second pool of
+    /// [`relaxed_bookkeeping`](Self::relaxed_bookkeeping) (not behind a transaction-mode pooler,
+    /// where bookkeeping transactions set `synchronous_commit` themselves).
+    pub fn bookkeeping_pool(&self) -> &PgPool {
+        match &self.relaxed {
+            Some(relaxed) if !self.transaction_pooler => relaxed,
+            _ => &self.pool,
+        }
     }
 }
 
@@ -221,6 +300,7 @@ impl fmt::Debug for PgStore {
             .field("idle", &self.pool.num_idle())
             .field("transaction_pooler", &self.transaction_pooler)
             .field("listen_directly", &self.listen.is_some())
+            .field("relaxed_bookkeeping", &self.relaxed.is_some())
             .finish_non_exhaustive()
     }
 }
