@@ -48,7 +48,8 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// Serializes `event` with a fresh random id, no routing key and empty metadata.
+    /// Serializes `event` with a fresh id (a time-ordered UUIDv7), no routing key and empty
+    /// metadata.
     ///
     /// # Errors
     ///
@@ -86,7 +87,9 @@ impl Outgoing {
             });
         }
         Ok(Self {
-            id: Uuid::new_v4(),
+            // Time-ordered (UUIDv7): a log's unique index on ids then grows at its right edge,
+            // as the position index does, instead of touching a random page per event.
+            id: Uuid::now_v7(),
             event_type: E::NAME,
             event_version: i32::try_from(E::VERSION).unwrap_or(i32::MAX),
             routing_key: None,
@@ -215,7 +218,7 @@ impl Published {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PublishedEvent {
-    /// The event's id (fresh and random unless chosen with [`Outgoing::with_id`]).
+    /// The event's id (a fresh UUIDv7 unless chosen with [`Outgoing::with_id`]).
     pub id: Uuid,
     /// Whether the event was written; `false` when an event with this id existed already.
     pub is_new: bool,
