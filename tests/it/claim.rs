@@ -207,3 +207,45 @@ async fn relaxed_bookkeeping_runs_on_asynchronously_committing_sessions_only() {
         "completed on the relaxed pool"
     );
 }
+
+/// Issue #14: a fenced write finds each claimed row by primary key even when the statistics were
+/// taken while no row was claimed. Planned from such statistics (one claimed row expected), the
+/// plain completion joined its 1,000 fences to a sequential scan of the table: seconds per batch.
+#[tokio::test]
+async fn fenced_writes_find_rows_by_key_whatever_the_statistics() {
+    let db = Db::new().await;
+    let subscription = with_subscription(&db).await;
+    publish(&db, 20_000).await;
+    sqlx::query("analyze osa_events.deliveries")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        batches.push(claim(&db, subscription, 1000, LONG).await);
+    }
+    let done: Vec<Fence> = batches[0].iter().map(|d| d.fence).collect();
+
+    let mut conn = db.pool().acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let (positions, tokens): (Vec<i64>, Vec<uuid::Uuid>) = done
+        .iter()
+        .map(|fence| (fence.position, fence.token))
+        .unzip();
+    let completed: i64 = sqlx::query_scalar(osa_events::__private::sql::COMPLETE_SQL)
+        .bind(subscription.0)
+        .bind(&positions)
+        .bind(&tokens)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let sequential: i64 =
+        sqlx::query_scalar("select pg_stat_get_xact_numscans('osa_events.deliveries'::regclass)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(completed, 1000);
+    assert_eq!(sequential, 0, "the completion scanned the table");
+    assert_eq!(db.deliveries(None).await, 19_000);
+}

@@ -1,7 +1,8 @@
 //! Writes about claimed deliveries, each fenced by claim token and batched into one statement.
 //!
 //! The fences of a batch are bound as two parallel arrays (positions, tokens) and joined with
-//! `unnest`, so one statement serves any batch size and each row is found by primary key. A row
+//! `unnest` inside a function of the schema (migration `lean_claims`), so one statement serves any
+//! batch size and each row is found by primary key, whatever the statistics say. A row
 //! whose token no longer matches (its claim expired and was taken over) is not touched.
 
 use std::time::Duration;
@@ -11,6 +12,11 @@ use uuid::Uuid;
 
 use osa_events_core::Result;
 use osa_events_core::store::{Failure, Fence, SubscriptionId};
+
+/// A function's row count, as the store reports it.
+fn count(written: i64) -> u64 {
+    u64::try_from(written).unwrap_or(0)
+}
 
 pub(super) fn split(fences: impl ExactSizeIterator<Item = Fence>) -> (Vec<i64>, Vec<Uuid>) {
     let mut positions = Vec::with_capacity(fences.len());
@@ -22,15 +28,11 @@ pub(super) fn split(fences: impl ExactSizeIterator<Item = Fence>) -> (Vec<i64>, 
     (positions, tokens)
 }
 
-/// Deletes the claimed deliveries whose tokens still match.
-pub const COMPLETE_SQL: &str = r#"
-delete from osa_events.deliveries d
-using unnest($2::int8[], $3::uuid[]) as done (position, token)
-where d.subscription_id = $1
-  and d.event_position = done.position
-  and d.claim_token = done.token
-  and d.status = 'claimed'
-"#;
+/// Deletes the claimed deliveries whose tokens still match; returns how many.
+///
+/// Every fenced write is a function of the schema (migration `lean_claims`), so its plan is one
+/// primary-key lookup per fence whatever the table's statistics say.
+pub const COMPLETE_SQL: &str = "select osa_events.complete_deliveries($1, $2, $3)";
 
 pub(crate) async fn complete<'c, X>(
     executor: X,
@@ -44,30 +46,18 @@ where
         return Ok(0);
     }
     let (positions, tokens) = split(done.iter().copied());
-    let result = sqlx::query(COMPLETE_SQL)
+    let written: i64 = sqlx::query_scalar(COMPLETE_SQL)
         .bind(subscription.0)
         .bind(positions)
         .bind(tokens)
-        .execute(executor)
+        .fetch_one(executor)
         .await?;
-    Ok(result.rows_affected())
+    Ok(count(written))
 }
 
-/// `retry_secs` null means dead: the row leaves the claimable index and keeps its error.
-const FAIL_SQL: &str = r#"
-update osa_events.deliveries d
-set status = case when f.retry_secs is null then 'dead' else 'pending' end,
-    run_at = case when f.retry_secs is null then now() else now() + make_interval(secs => f.retry_secs) end,
-    last_error = f.error,
-    claim_token = null,
-    claimed_by = null,
-    updated_at = now()
-from unnest($2::int8[], $3::uuid[], $4::text[], $5::float8[]) as f (position, token, error, retry_secs)
-where d.subscription_id = $1
-  and d.event_position = f.position
-  and d.claim_token = f.token
-  and d.status = 'claimed'
-"#;
+/// A failure with no retry delay (null) is dead: the row leaves the claimable index and keeps
+/// its error.
+const FAIL_SQL: &str = "select osa_events.fail_deliveries($1, $2, $3, $4, $5)";
 
 pub(super) async fn fail<'c, X>(
     executor: X,
@@ -101,27 +91,19 @@ where
         .iter()
         .map(|failure| failure.retry_in.map(|delay| delay.as_secs_f64()))
         .collect();
-    let result = sqlx::query(statement)
+    let written: i64 = sqlx::query_scalar(statement)
         .bind(subscription.0)
         .bind(positions)
         .bind(tokens)
         .bind(errors)
         .bind(retry_secs)
-        .execute(executor)
+        .fetch_one(executor)
         .await?;
-    Ok(result.rows_affected())
+    Ok(count(written))
 }
 
-const EXTEND_SQL: &str = r#"
-update osa_events.deliveries d
-set run_at = now() + make_interval(secs => $4), updated_at = now()
-from unnest($2::int8[], $3::uuid[]) as held (position, token)
-where d.subscription_id = $1
-  and d.event_position = held.position
-  and d.claim_token = held.token
-  and d.status = 'claimed'
-returning d.event_position
-"#;
+/// Moves the claims' expiry; returns the positions still held.
+const EXTEND_SQL: &str = "select * from osa_events.extend_deliveries($1, $2, $3, $4)";
 
 pub(super) async fn extend<'c, X>(
     executor: X,
@@ -148,20 +130,7 @@ where
 
 /// A released claim is due at once and its attempt is given back: the handler never finished it
 /// (shutdown), so it should not count against the retries.
-const RELEASE_SQL: &str = r#"
-update osa_events.deliveries d
-set status = 'pending',
-    run_at = now(),
-    attempts = greatest(d.attempts - 1, 0),
-    claim_token = null,
-    claimed_by = null,
-    updated_at = now()
-from unnest($2::int8[], $3::uuid[]) as held (position, token)
-where d.subscription_id = $1
-  and d.event_position = held.position
-  and d.claim_token = held.token
-  and d.status = 'claimed'
-"#;
+const RELEASE_SQL: &str = "select osa_events.release_deliveries($1, $2, $3)";
 
 pub(super) async fn release<'c, X>(
     executor: X,
@@ -175,32 +144,18 @@ where
         return Ok(0);
     }
     let (positions, tokens) = split(claims.iter().copied());
-    let result = sqlx::query(RELEASE_SQL)
+    let written: i64 = sqlx::query_scalar(RELEASE_SQL)
         .bind(subscription.0)
         .bind(positions)
         .bind(tokens)
-        .execute(executor)
+        .fetch_one(executor)
         .await?;
-    Ok(result.rows_affected())
+    Ok(count(written))
 }
 
 /// A deferred claim is pending again after its delay, keeps its reason as the last error, and its
 /// attempt is given back: this process could not take it yet, which is not the event's failure.
-const DEFER_SQL: &str = r#"
-update osa_events.deliveries d
-set status = 'pending',
-    run_at = now() + make_interval(secs => coalesce(f.retry_secs, 0)),
-    attempts = greatest(d.attempts - 1, 0),
-    last_error = f.error,
-    claim_token = null,
-    claimed_by = null,
-    updated_at = now()
-from unnest($2::int8[], $3::uuid[], $4::text[], $5::float8[]) as f (position, token, error, retry_secs)
-where d.subscription_id = $1
-  and d.event_position = f.position
-  and d.claim_token = f.token
-  and d.status = 'claimed'
-"#;
+const DEFER_SQL: &str = "select osa_events.defer_deliveries($1, $2, $3, $4, $5)";
 
 pub(super) async fn defer<'c, X>(
     executor: X,
