@@ -1,4 +1,5 @@
-//! The raw-SQL baseline: the store's own statements, issued by a minimal hand-written sqlx loop.
+//! The own-statements baseline: osa-events' store statements, issued by a minimal hand-written
+//! sqlx loop.
 
 use std::time::{Duration, Instant};
 

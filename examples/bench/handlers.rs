@@ -1,5 +1,6 @@
 //! The no-op handlers the benchmark runs, one per (batch, concurrency) setting: both are compile-time
-//! options of `#[event_handler]`.
+//! options of `#[event_handler]`. And three never run, whose subscriptions receive the same events
+//! (publish fan-out) or hold a drain's backlog.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,9 +86,27 @@ async fn b64_c4(_job: Job, progress: State<Progress>) -> Result<(), HandlerError
     Ok(())
 }
 
+#[event_handler(name = "bench.b1000.c4", batch = 1000, concurrency = 4, poll = "1s")]
+async fn b1000_c4(_job: Job, progress: State<Progress>) -> Result<(), HandlerError> {
+    progress.add(1);
+    Ok(())
+}
+
 /// A second subscription of the same event, for publish fan-out figures; never run.
 #[event_handler(name = "bench.fanout", poll = "1s")]
 async fn fanout(_job: Job) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+/// A third, for fan-out to four subscriptions; never run.
+#[event_handler(name = "bench.fanout.2", poll = "1s")]
+async fn fanout_2(_job: Job) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+/// A fourth, for fan-out to four subscriptions; never run.
+#[event_handler(name = "bench.fanout.3", poll = "1s")]
+async fn fanout_3(_job: Job) -> Result<(), HandlerError> {
     Ok(())
 }
 

@@ -1,26 +1,36 @@
-//! The benchmark: osa-events against a raw-SQL baseline issuing the store's own statements, in one
-//! run, on one database server.
+//! The benchmark: osa-events against two raw-SQL baselines, in one run, on one database server:
+//! the minimal single-table queue (`minimal_queue.rs`: what a durable queue on PostgreSQL costs at
+//! least) and a loop issuing osa-events' own statements (`baseline.rs`: what the runtime costs).
 //!
 //! ```text
-//! cargo run --release --example bench            # the full run (about 17 minutes)
-//! cargo run --release --example bench -- --quick # a smoke run in seconds (what CI runs)
-//! cargo run --release --example bench -- --long-transaction-only # a projection beside a 30 s transaction
+//! cargo run --release --example bench            # the full run (about 40 minutes, estimated)
+//! cargo run --release --example bench -- --quick # a smoke run in under a minute (what CI runs)
+//! cargo run --release --example bench -- --long-transaction-only # latencies beside a 30 s transaction
 //! cargo run --release --example bench -- --drain-and-publish-only # the claim and publish paths only
+//! cargo run --release --example bench -- --scenario "batch 1000" --scenario backlog # a rerun
 //! ```
 //!
+//! `--scenario <substring>` (repeatable) runs only the scenarios with a row whose name contains
+//! one of the substrings (case matters); `--long-transaction-only` is `--scenario "transaction
+//! open"`, and `--drain-and-publish-only` narrows either to the drain and publish scenarios.
+//!
 //! Uses the server in `DATABASE_URL` (an admin URL: each scenario gets a fresh database), or a
-//! throwaway cluster when it is unset. Prints the server's durability settings and a table of
-//! medians over the repetitions with the ratio osa-events / baseline. `BENCHMARKS.md` holds the
-//! figures of the last full run and what limits each.
+//! throwaway cluster when it is unset. Prints the server's durability settings, each row as its
+//! scenario ends, then the table of medians over the repetitions with osa-events' ratio to each
+//! baseline. `BENCHMARKS.md` holds the figures of the last full run and what limits each.
 
 mod baseline;
 mod handlers;
+mod latency;
+mod minimal_queue;
+mod report;
 mod scenarios;
 mod schema_costs;
 
 use std::time::Duration;
 
-use scenarios::{Bench, Row};
+use report::Row;
+use scenarios::Bench;
 
 /// The sizes of one run.
 #[derive(Debug, Clone)]
@@ -30,9 +40,12 @@ pub(crate) struct Plan {
     pub(crate) drain_sizes: Vec<u64>,
     pub(crate) publish_single: u64,
     pub(crate) publish_batched: u64,
+    /// Events of each bulk publish scenario (5,000 per transaction).
+    pub(crate) publish_bulk: u64,
     pub(crate) latency_events: usize,
     pub(crate) latency_gap: Duration,
-    /// How long the transaction beside the projection-latency scenario stays open, at least.
+    /// How long the transaction beside the long-transaction latency scenarios stays open, at
+    /// least.
     pub(crate) long_transaction: Duration,
     pub(crate) backlog_rows: u64,
     pub(crate) overhead_events: u64,
@@ -45,6 +58,7 @@ impl Plan {
             drain_sizes: vec![20_000, 200_000],
             publish_single: 2_000,
             publish_batched: 50_000,
+            publish_bulk: 50_000,
             latency_events: 200,
             latency_gap: Duration::from_millis(20),
             long_transaction: Duration::from_secs(30),
@@ -56,9 +70,10 @@ impl Plan {
     fn quick() -> Plan {
         Plan {
             repetitions: 1,
-            drain_sizes: vec![2_000],
-            publish_single: 200,
+            drain_sizes: vec![500],
+            publish_single: 100,
             publish_batched: 2_000,
+            publish_bulk: 5_000,
             latency_events: 20,
             latency_gap: Duration::from_millis(20),
             long_transaction: Duration::from_secs(1),
@@ -68,41 +83,80 @@ impl Plan {
     }
 }
 
+/// What the command line asks for.
+#[derive(Debug, Default)]
+struct Options {
+    quick: bool,
+    long_transaction_only: bool,
+    drain_and_publish_only: bool,
+    scenarios: Vec<String>,
+}
+
+impl Options {
+    fn parse() -> Result<Options, String> {
+        let mut options = Options::default();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => options.quick = true,
+                "--long-transaction-only" => options.long_transaction_only = true,
+                "--drain-and-publish-only" => options.drain_and_publish_only = true,
+                "--scenario" => options.scenarios.push(
+                    args.next()
+                        .ok_or("`--scenario` needs a substring of a scenario's name")?,
+                ),
+                other => {
+                    return Err(format!(
+                        "unknown argument `{other}`, expected `--quick`, `--long-transaction-only`, \
+                         `--drain-and-publish-only` or `--scenario <substring>`"
+                    ));
+                }
+            }
+        }
+        // Both scenarios beside a long transaction, and only those, have this in their names.
+        if options.long_transaction_only {
+            options.scenarios.push("transaction open".to_owned());
+        }
+        Ok(options)
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let quick = std::env::args().any(|arg| arg == "--quick");
-    let plan = if quick { Plan::quick() } else { Plan::full() };
+    let options = Options::parse()?;
+    let plan = if options.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
     let (admin_url, _cluster) = osa_events_fixtures::pg::database_url_or_throwaway()?;
-    let bench = Bench::new(admin_url, plan.clone());
+    let bench = Bench::new(admin_url, plan.clone(), options.scenarios);
     bench.print_settings().await?;
 
     let mut rows: Vec<Row> = Vec::new();
-    // `--long-transaction-only`: just the projection latency beside a 30 s transaction.
-    if std::env::args().any(|arg| arg == "--long-transaction-only") {
-        rows.extend(bench.projection_latency_beside_a_long_transaction().await?);
-        print_table(&rows);
-        return Ok(());
-    }
     rows.extend(bench.drain_all().await?);
     rows.extend(bench.publish_all().await?);
     // `--drain-and-publish-only`: the claim and publish paths, what a change to them reruns.
-    if std::env::args().any(|arg| arg == "--drain-and-publish-only") {
+    if options.drain_and_publish_only {
         print_table(&rows);
         return Ok(());
     }
-    rows.extend(bench.latency().await?);
-    rows.extend(bench.backlog(&rows).await?);
+    rows.extend(bench.latency_idle().await?);
+    rows.extend(bench.latency_beside_a_long_transaction().await?);
+    rows.extend(bench.projection_latency_beside_a_long_transaction().await?);
+    rows.extend(bench.backlog().await?);
     rows.extend(bench.commit_order_cost().await?);
     rows.extend(bench.foreign_key_cost().await?);
-    rows.extend(bench.projection_latency_beside_a_long_transaction().await?);
-    let overhead_events = plan.overhead_events;
-    let repetitions = plan.repetitions;
-    rows.push(
-        tokio::task::spawn_blocking(move || {
-            scenarios::in_memory_overhead(overhead_events, repetitions).map_err(|e| e.to_string())
-        })
-        .await??,
-    );
+    let (overhead_events, repetitions) = (plan.overhead_events, plan.repetitions);
+    if bench.wants(&[&scenarios::in_memory_overhead_name(overhead_events)]) {
+        rows.push(
+            tokio::task::spawn_blocking(move || {
+                scenarios::in_memory_overhead(overhead_events, repetitions)
+                    .map_err(|e| e.to_string())
+            })
+            .await??,
+        );
+    }
 
     print_table(&rows);
     Ok(())
@@ -110,8 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn print_table(rows: &[Row]) {
     println!();
-    println!("| scenario | baseline | osa-events | osa / baseline |");
-    println!("| --- | ---: | ---: | ---: |");
+    println!("{}", report::HEADER);
     for row in rows {
         println!("{row}");
     }

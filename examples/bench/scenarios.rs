@@ -1,7 +1,7 @@
-//! The scenarios: drain, publish, idle latency, drain with a large backlog. Each runs the baseline
-//! and osa-events alternately on a fresh database and keeps the median of the repetitions.
+//! The throughput scenarios: drain, publish, drain beside a large backlog, and the runtime alone.
+//! Each runs the minimal queue, osa-events' own statements and osa-events alternately on a fresh
+//! database and keeps the median of the repetitions.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,80 +10,58 @@ use osa_events_fixtures::pg::TestDatabase;
 use sqlx::PgPool;
 
 use super::handlers::{Job, Progress};
-use super::{Plan, baseline};
+use super::report::{RATIO, Row, Samples, median, rate};
+use super::{Plan, baseline, minimal_queue};
 
 pub(crate) type BoxError = Box<dyn std::error::Error>;
-
-/// One line of the report.
-pub(crate) struct Row {
-    pub(crate) scenario: String,
-    pub(crate) baseline: Option<f64>,
-    pub(crate) osa: f64,
-    pub(crate) unit: &'static str,
-}
-
-impl fmt::Display for Row {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = self.unit;
-        let digits = if unit == "ev/s" { 0 } else { 2 };
-        match self.baseline {
-            Some(baseline) => write!(
-                f,
-                "| {} | {baseline:.digits$} {unit} | {:.digits$} {unit} | {:.2} |",
-                self.scenario,
-                self.osa,
-                self.osa / baseline
-            ),
-            None => write!(
-                f,
-                "| {} | | {:.digits$} {unit} | |",
-                self.scenario, self.osa
-            ),
-        }
-    }
-}
 
 pub(crate) struct Bench {
     pub(crate) admin_url: String,
     pub(crate) plan: Plan,
+    /// `--scenario` values: run only the scenarios whose name contains one (all when empty).
+    pub(crate) filters: Vec<String>,
 }
 
-/// The (batch, concurrency) settings and the handler that has them.
-const SETTINGS: [(u32, u32, &str); 4] = [
+/// The (batch, concurrency) settings of the drains and the handler that has them. Batch 1000
+/// with 4 loops is where osa-events did best in an earlier comparison with other queues.
+const SETTINGS: [(u32, u32, &str); 5] = [
     (1, 1, "bench.b1.c1"),
     (1, 4, "bench.b1.c4"),
     (64, 1, "bench.b64.c1"),
     (64, 4, "bench.b64.c4"),
+    (1000, 4, "bench.b1000.c4"),
 ];
 
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
+/// The never-run subscriptions of the bench's job, after the measured one, for fan-out and
+/// backlogs.
+const OTHERS: [&str; 3] = ["bench.fanout", "bench.fanout.2", "bench.fanout.3"];
 
-fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
-
-/// A fresh database with the schema, its store, and the ids of `handlers`' subscriptions, in
-/// handler-name order (the runtime sorts handlers by name).
-async fn fresh(
+/// A fresh database with osa-events' schema, the minimal queue's, and `handlers`' subscriptions;
+/// its store, and the subscription ids in the order of `handlers`.
+pub(crate) async fn fresh(
     admin_url: &str,
     handlers: &[&str],
 ) -> Result<(TestDatabase, PgStore, Vec<i32>), BoxError> {
     let database = TestDatabase::create_on(admin_url).await?;
     let store = PgStore::connect(database.url()).await?;
     store.migrate().await?;
+    minimal_queue::create(store.pool()).await?;
     let runtime = Runtime::builder(store.clone())
         .only(handlers.iter().copied())
         .resources(Resources::new().with(Progress::new(0)))
         .build()?;
-    let ids = runtime
-        .register()
-        .await?
-        .into_iter()
-        .map(|id| id.0)
+    let registered = runtime.register().await?;
+    // The runtime registers its handlers in name order.
+    let mut by_name = handlers.to_vec();
+    by_name.sort_unstable();
+    let ids = handlers
+        .iter()
+        .map(|handler| {
+            let index = by_name
+                .binary_search(handler)
+                .expect("every handler is in the sorted copy");
+            registered[index].0
+        })
         .collect();
     Ok((database, store, ids))
 }
@@ -100,15 +78,16 @@ async fn publish_jobs(pool: &PgPool, count: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Vacuums both queues' hot tables, before every timed drain of either.
 async fn vacuum(pool: &PgPool) -> Result<(), BoxError> {
-    sqlx::query("vacuum (analyze) osa_events.deliveries")
+    sqlx::query("vacuum (analyze) osa_events.deliveries, minimal_queue.jobs")
         .execute(pool)
         .await?;
     Ok(())
 }
 
 /// Runs `handler` until it has handled `count` events; returns the time from start to the last.
-async fn run_until(
+pub(crate) async fn run_until(
     store: &PgStore,
     handler: &str,
     count: u64,
@@ -130,8 +109,20 @@ async fn run_until(
 }
 
 impl Bench {
-    pub(crate) fn new(admin_url: String, plan: Plan) -> Bench {
-        Bench { admin_url, plan }
+    pub(crate) fn new(admin_url: String, plan: Plan, filters: Vec<String>) -> Bench {
+        Bench {
+            admin_url,
+            plan,
+            filters,
+        }
+    }
+
+    /// Whether a scenario that reports the rows `names` is to run.
+    pub(crate) fn wants(&self, names: &[&str]) -> bool {
+        self.filters.is_empty()
+            || names
+                .iter()
+                .any(|name| self.filters.iter().any(|filter| name.contains(filter)))
     }
 
     pub(crate) async fn print_settings(&self) -> Result<(), BoxError> {
@@ -165,23 +156,21 @@ impl Bench {
                 if batch == 1 && size_index > 0 {
                     continue; // one round trip per event: the smallest size says enough
                 }
-                let (baseline, osa) = self.drain(size, batch, concurrency, handler, 0).await?;
-                println!(
-                    "drain {size} batch {batch} concurrency {concurrency}: baseline {baseline:.0}/s, osa-events {osa:.0}/s"
-                );
-                rows.push(Row {
-                    scenario: format!("drain {size}, batch {batch}, concurrency {concurrency}"),
-                    baseline: Some(baseline),
-                    osa,
-                    unit: "ev/s",
-                });
+                let scenario = format!("drain {size}, batch {batch}, concurrency {concurrency}");
+                if !self.wants(&[&scenario]) {
+                    continue;
+                }
+                let samples = self.drain(size, batch, concurrency, handler, 0).await?;
+                let row = samples.row(scenario, "ev/s");
+                println!("{row}");
+                rows.push(row);
             }
         }
         Ok(rows)
     }
 
-    /// Medians of (baseline, osa-events) events/s, with `backlog` dead rows of another
-    /// subscription in the tables.
+    /// Each side's events/s over the repetitions, with a backlog of `backlog` rows (see
+    /// [`fill_backlog`] and [`minimal_queue::fill_backlog`]) in the tables when it is not 0.
     async fn drain(
         &self,
         size: u64,
@@ -189,193 +178,159 @@ impl Bench {
         concurrency: u32,
         handler: &str,
         backlog: u64,
-    ) -> Result<(f64, f64), BoxError> {
-        // With a backlog, a second subscription owns the dead rows; its fresh copies of the
-        // measured events are dropped before each drain, so both sides drain one subscription.
+    ) -> Result<Samples, BoxError> {
+        // With a backlog, two other subscriptions own its rows; their fresh copies of the
+        // measured events are dropped before each drain, so every side drains one queue.
         let handlers: &[&str] = if backlog > 0 {
-            &[handler, "bench.fanout"]
+            &[handler, OTHERS[0], OTHERS[1]]
         } else {
             &[handler]
         };
         let (_db, store, ids) = fresh(&self.admin_url, handlers).await?;
+        let pool = store.pool();
         let measured = ids[0];
-        let other = ids.get(1).copied();
-        if let Some(other) = other {
-            fill_backlog(store.pool(), other, backlog).await?;
-        }
-        let prepare = |size: u64| {
-            let pool = store.pool().clone();
-            async move {
-                publish_jobs(&pool, size).await?;
-                if let Some(other) = other {
-                    sqlx::query("delete from osa_events.deliveries where subscription_id = $1 and status <> 'dead'")
-                        .bind(other)
-                        .execute(&pool)
-                        .await?;
-                }
-                vacuum(&pool).await
-            }
+        let backlog_end = if backlog > 0 {
+            minimal_queue::fill_backlog(pool, backlog).await?;
+            let end = fill_backlog(pool, ids[1], ids[2], backlog).await?;
+            checkpoint(pool).await;
+            Some(end)
+        } else {
+            None
         };
-        let (mut baselines, mut osas) = (Vec::new(), Vec::new());
-        for _ in 0..self.plan.repetitions {
-            prepare(size).await?;
-            let elapsed = baseline::drain(store.pool(), measured, batch, concurrency).await;
-            baselines.push(size as f64 / elapsed.as_secs_f64());
-
-            prepare(size).await?;
-            let (elapsed, _) = run_until(&store, handler, size).await?;
-            osas.push(size as f64 / elapsed.as_secs_f64());
-        }
-        Ok((median(baselines), median(osas)))
-    }
-
-    /// Publish throughput: one event per transaction and 100 per transaction, to one and two
-    /// subscriptions.
-    pub(crate) async fn publish_all(&self) -> Result<Vec<Row>, BoxError> {
-        let mut rows = Vec::new();
-        for (subscriptions, handlers) in [
-            (1, &["bench.b64.c1"][..]),
-            (2, &["bench.b64.c1", "bench.fanout"][..]),
-        ] {
-            for per_tx in [1_u64, 100] {
-                let count = if per_tx == 1 {
-                    self.plan.publish_single
-                } else {
-                    self.plan.publish_batched
-                };
-                let (_db, store, _) = fresh(&self.admin_url, handlers).await?;
-                let (mut baselines, mut osas) = (Vec::new(), Vec::new());
-                for _ in 0..self.plan.repetitions {
-                    baselines.push(
-                        count as f64
-                            / baseline::publish(store.pool(), count, per_tx)
-                                .await?
-                                .as_secs_f64(),
-                    );
-                    osas.push(
-                        count as f64
-                            / publish_timed(store.pool(), count, per_tx)
-                                .await?
-                                .as_secs_f64(),
-                    );
-                }
-                let (baseline, osa) = (median(baselines), median(osas));
-                println!(
-                    "publish {per_tx}/tx to {subscriptions} subscription(s): baseline {baseline:.0}/s, osa-events {osa:.0}/s"
-                );
-                rows.push(Row {
-                    scenario: format!(
-                        "publish {per_tx} per transaction, {subscriptions} subscription(s)"
-                    ),
-                    baseline: Some(baseline),
-                    osa,
-                    unit: "ev/s",
-                });
-            }
-        }
-        Ok(rows)
-    }
-
-    /// Publish-to-handler-start latency with idle workers: p50, p95, max.
-    pub(crate) async fn latency(&self) -> Result<Vec<Row>, BoxError> {
-        let count = self.plan.latency_events;
-        let (mut baseline_runs, mut osa_runs) = (Vec::new(), Vec::new());
-        for _ in 0..self.plan.repetitions {
-            let (_db, store, ids) = fresh(&self.admin_url, &["bench.latency"]).await?;
-            let (ready, is_ready) = tokio::sync::oneshot::channel();
-            let listening = tokio::spawn(baseline::listen_and_drain(
-                store.pool().clone(),
-                ids[0],
-                count,
-                ready,
-            ));
-            is_ready.await?;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            self.trickle(store.pool(), count).await?;
-            baseline_runs.push(listening.await?);
-
-            let progress = Arc::new(Progress::new(count as u64));
-            let runtime = Runtime::builder(store.clone())
-                .only(["bench.latency"])
-                .resources(Resources::new().with_arc(progress.clone()))
-                .handle_signals(false)
-                .build()?;
-            let shutdown = runtime.shutdown_token();
-            let running = tokio::spawn(runtime.run());
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            self.trickle(store.pool(), count).await?;
-            progress.done.notified().await;
-            shutdown.cancel();
-            running.await??;
-            osa_runs.push(progress.latencies.lock().unwrap().clone());
-        }
-        let mut rows = Vec::new();
-        for (label, fraction) in [("p50", 0.5), ("p95", 0.95), ("max", 1.0)] {
-            let of = |runs: &[Vec<Duration>]| {
-                median(
-                    runs.iter()
-                        .map(|run| {
-                            let mut sorted = run.clone();
-                            sorted.sort();
-                            percentile(&sorted, fraction)
-                        })
-                        .collect(),
+        let prepare = async || {
+            publish_jobs(pool, size).await?;
+            if let Some(backlog_end) = backlog_end {
+                sqlx::query(
+                    "delete from osa_events.deliveries where subscription_id <> $1 and event_position > $2",
                 )
-            };
-            let (baseline, osa) = (of(&baseline_runs), of(&osa_runs));
-            println!("latency {label}: baseline {baseline:.2} ms, osa-events {osa:.2} ms");
-            rows.push(Row {
-                scenario: format!(
-                    "latency {label}, idle workers, {count} events {} ms apart",
-                    self.plan.latency_gap.as_millis()
-                ),
-                baseline: Some(baseline),
-                osa,
-                unit: "ms",
-            });
+                .bind(measured)
+                .bind(backlog_end)
+                .execute(pool)
+                .await?;
+            }
+            vacuum(pool).await
+        };
+        let mut samples = Samples::default();
+        for _ in 0..self.plan.repetitions {
+            minimal_queue::prepare(pool, size).await?;
+            vacuum(pool).await?;
+            let elapsed = minimal_queue::drain(pool, batch, concurrency).await;
+            minimal_queue::assert_drained(pool).await?;
+            samples.minimal.push(rate(size, elapsed));
+
+            prepare().await?;
+            let elapsed = baseline::drain(pool, measured, batch, concurrency).await;
+            assert_drained(pool, measured).await?;
+            samples.own.push(rate(size, elapsed));
+
+            prepare().await?;
+            let (elapsed, _) = run_until(&store, handler, size).await?;
+            samples.osa.push(rate(size, elapsed));
+        }
+        Ok(samples)
+    }
+
+    /// Publish throughput: 1 and 100 events per transaction to 1 and 2 subscriptions, and
+    /// 5,000 per transaction to 1 and 4. The minimal queue writes one row per event whatever
+    /// the subscriptions, one statement per transaction.
+    pub(crate) async fn publish_all(&self) -> Result<Vec<Row>, BoxError> {
+        let bulk = minimal_queue::BULK;
+        let mut rows = Vec::new();
+        for (subscriptions, per_tx, count) in [
+            (1, 1, self.plan.publish_single),
+            (1, 100, self.plan.publish_batched),
+            (2, 1, self.plan.publish_single),
+            (2, 100, self.plan.publish_batched),
+            (1, bulk, self.plan.publish_bulk),
+            (4, bulk, self.plan.publish_bulk),
+        ] {
+            let scenario =
+                format!("publish {per_tx} per transaction, {subscriptions} subscription(s)");
+            if !self.wants(&[&scenario]) {
+                continue;
+            }
+            let handlers: Vec<&str> = std::iter::once("bench.b64.c1")
+                .chain(OTHERS)
+                .take(subscriptions)
+                .collect();
+            let (_db, store, _) = fresh(&self.admin_url, &handlers).await?;
+            let pool = store.pool();
+            let mut samples = Samples::default();
+            for _ in 0..self.plan.repetitions {
+                let elapsed = minimal_queue::publish(pool, count, per_tx).await?;
+                samples.minimal.push(rate(count, elapsed));
+                let elapsed = baseline::publish(pool, count, per_tx).await?;
+                samples.own.push(rate(count, elapsed));
+                let elapsed = publish_timed(pool, count, per_tx).await?;
+                samples.osa.push(rate(count, elapsed));
+            }
+            let row = samples.row(scenario, "ev/s");
+            println!("{row}");
+            rows.push(row);
         }
         Ok(rows)
     }
 
-    async fn trickle(&self, pool: &PgPool, count: usize) -> Result<(), BoxError> {
-        for n in 0..count {
-            osa_events::publish(pool, &Job::now(n as u64)).await?;
-            tokio::time::sleep(self.plan.latency_gap).await;
-        }
-        Ok(())
-    }
-
-    /// Drain at batch 64 with a backlog of dead rows of another subscription, against the
-    /// empty-table figure of the same run.
-    pub(crate) async fn backlog(&self, earlier: &[Row]) -> Result<Vec<Row>, BoxError> {
+    /// Drain at batch 64 with a backlog of other subscriptions' open work and dead letters (for
+    /// the minimal queue, done rows), and the same drain without it, each side's ratio of the two.
+    /// The drain without is measured again here, next to the one with, not taken from
+    /// [`drain_all`](Self::drain_all): the machine's speed drifts over a run.
+    pub(crate) async fn backlog(&self) -> Result<Vec<Row>, BoxError> {
         let size = self.plan.drain_sizes[0];
-        let empty = earlier
-            .iter()
-            .find(|row| row.scenario == format!("drain {size}, batch 64, concurrency 1"))
-            .map(|row| row.osa);
         let backlog = self.plan.backlog_rows;
-        let (baseline, osa) = self.drain(size, 64, 1, "bench.b64.c1", backlog).await?;
-        println!(
-            "drain {size} batch 64 with {backlog} backlog rows: baseline {baseline:.0}/s, osa-events {osa:.0}/s"
-        );
-        let mut rows = vec![Row {
-            scenario: format!(
-                "drain {size}, batch 64, concurrency 1, {backlog} dead rows of another subscription"
-            ),
-            baseline: Some(baseline),
-            osa,
-            unit: "ev/s",
-        }];
-        if let Some(empty) = empty {
-            rows.push(Row {
-                scenario: format!("osa-events with backlog / without (drain {size}, batch 64)"),
-                baseline: None,
-                osa: osa / empty,
-                unit: "x",
-            });
+        let drain = format!("drain {size}, batch 64, concurrency 1");
+        let without_name = format!("{drain}, no backlog (the ratio's other half)");
+        let with_name = format!("{drain}, beside a {backlog}-row backlog");
+        let ratio_name = format!("{drain}: with the {backlog}-row backlog / without");
+        if !self.wants(&[&without_name, &with_name, &ratio_name]) {
+            return Ok(Vec::new());
         }
-        Ok(rows)
+        let without = self.drain(size, 64, 1, "bench.b64.c1", 0).await?;
+        let with = self.drain(size, 64, 1, "bench.b64.c1", backlog).await?;
+        let (without, with) = (
+            without.row(without_name, "ev/s"),
+            with.row(with_name, "ev/s"),
+        );
+        let ratio = |with: Option<f64>, without: Option<f64>| Some(with? / without?);
+        let ratios = Row {
+            scenario: ratio_name,
+            minimal: ratio(with.minimal, without.minimal),
+            own: ratio(with.own, without.own),
+            osa: with.osa / without.osa,
+            unit: RATIO,
+        };
+        for row in [&without, &with, &ratios] {
+            println!("{row}");
+        }
+        Ok(vec![without, with, ratios])
     }
+}
+
+/// Writes out what filling a backlog wrote: otherwise its WAL (a million rows in each of three
+/// tables, in the full run) sets off a checkpoint in the middle of the timed drains that follow,
+/// and whichever side is running then pays for it. Only a warning where the role may not
+/// checkpoint (PostgreSQL 15: superuser or `pg_checkpoint`).
+async fn checkpoint(pool: &PgPool) {
+    if let Err(error) = sqlx::query("checkpoint").execute(pool).await {
+        println!(
+            "  (no checkpoint after the backlog: {error}; a checkpoint may fall inside a drain)"
+        );
+    }
+}
+
+/// Fails unless subscription `subscription` has no open work left: a loop that stopped early
+/// would report a rate for work it did not do.
+async fn assert_drained(pool: &PgPool, subscription: i32) -> Result<(), BoxError> {
+    let left: i64 = sqlx::query_scalar(
+        "select count(*) from osa_events.deliveries where subscription_id = $1 and status <> 'dead'",
+    )
+    .bind(subscription)
+    .fetch_one(pool)
+    .await?;
+    if left > 0 {
+        return Err(format!("the own-statements drain left {left} deliveries").into());
+    }
+    Ok(())
 }
 
 async fn publish_timed(pool: &PgPool, count: u64, per_tx: u64) -> Result<Duration, BoxError> {
@@ -398,8 +353,10 @@ async fn publish_timed(pool: &PgPool, count: u64, per_tx: u64) -> Result<Duratio
     Ok(started.elapsed())
 }
 
-/// `rows` events, each with a dead delivery of subscription `other`: a table that has seen a lot.
-async fn fill_backlog(pool: &PgPool, other: i32, rows: u64) -> Result<(), BoxError> {
+/// `rows` events in the log, half with a due pending delivery of subscription `pending` (open
+/// work of a handler that is not running) and half with a dead delivery of subscription `dead`:
+/// a table that has seen a lot. Returns the last backlog position.
+async fn fill_backlog(pool: &PgPool, pending: i32, dead: i32, rows: u64) -> Result<i64, BoxError> {
     sqlx::query(
         "insert into osa_events.events (id, event_type, event_version, payload) \
          select gen_random_uuid(), 'bench.job', 1, '{\"n\": 0, \"sent_ns\": 0}'::jsonb from generate_series(1, $1)",
@@ -408,16 +365,26 @@ async fn fill_backlog(pool: &PgPool, other: i32, rows: u64) -> Result<(), BoxErr
     .execute(pool)
     .await?;
     sqlx::query(
-        "insert into osa_events.deliveries (subscription_id, event_position, status, attempts, last_error) \
-         select $1, position, 'dead', 6, 'backlog' from osa_events.events",
+        "insert into osa_events.deliveries (subscription_id, event_position, status) \
+         select $1, position, 'pending' from osa_events.events where position % 2 = 0",
     )
-    .bind(other)
+    .bind(pending)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "insert into osa_events.deliveries (subscription_id, event_position, status, attempts, last_error) \
+         select $1, position, 'dead', 6, 'backlog' from osa_events.events where position % 2 = 1",
+    )
+    .bind(dead)
     .execute(pool)
     .await?;
     sqlx::query("vacuum (analyze) osa_events.events")
         .execute(pool)
         .await?;
-    Ok(())
+    let end: i64 = sqlx::query_scalar("select max(position) from osa_events.events")
+        .fetch_one(pool)
+        .await?;
+    Ok(end)
 }
 
 /// The runtime alone: the no-op batch-64 handler on the in-memory store, on one thread (a
@@ -451,12 +418,17 @@ pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Row,
         })?;
         rates.push(rate);
     }
-    let rate = median(rates);
-    println!("in-memory store, one thread: {rate:.0} events/s");
-    Ok(Row {
-        scenario: format!("runtime overhead: in-memory store, one core, {events} events, batch 64"),
-        baseline: None,
-        osa: rate,
+    let row = Row {
+        scenario: in_memory_overhead_name(events),
+        minimal: None,
+        own: None,
+        osa: median(rates),
         unit: "ev/s",
-    })
+    };
+    println!("{row}");
+    Ok(row)
+}
+
+pub(crate) fn in_memory_overhead_name(events: u64) -> String {
+    format!("runtime overhead: in-memory store, one core, {events} events, batch 64")
 }

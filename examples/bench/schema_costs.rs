@@ -11,7 +11,8 @@ use osa_events_fixtures::pg::TestDatabase;
 use sqlx::PgPool;
 
 use super::handlers::Job;
-use super::scenarios::{BoxError, Row, median};
+use super::report::{Row, median, percentile};
+use super::scenarios::BoxError;
 use super::{Bench, baseline};
 
 /// Turns the commit numbering off in a bench database: no commit row, no trigger, no lock. What
@@ -84,6 +85,12 @@ impl Bench {
         let mut rows = Vec::new();
         for per_tx in [1_u64, 100] {
             for publishers in [1_u64, 8] {
+                let scenario = format!(
+                    "publish {per_tx}/tx, {publishers} publisher(s), 1 subscription: commit order off (baseline) / on"
+                );
+                if !self.wants(&[&scenario]) {
+                    continue;
+                }
                 let count = if per_tx == 1 {
                     self.plan.publish_single
                 } else {
@@ -102,18 +109,15 @@ impl Bench {
                         publish_rate(off.url(), count, per_tx, publishers, &statement).await?,
                     );
                 }
-                let (off, on) = (median(offs), median(ons));
-                println!(
-                    "publish {per_tx}/tx, {publishers} publisher(s): commit order off {off:.0}/s, on {on:.0}/s"
-                );
-                rows.push(Row {
-                    scenario: format!(
-                        "publish {per_tx}/tx, {publishers} publisher(s), 1 subscription: commit order off (baseline) / on"
-                    ),
-                    baseline: Some(off),
-                    osa: on,
+                let row = Row {
+                    scenario,
+                    minimal: None,
+                    own: Some(median(offs)),
+                    osa: median(ons),
                     unit: "ev/s",
-                });
+                };
+                println!("{row}");
+                rows.push(row);
             }
         }
         Ok(rows)
@@ -124,6 +128,12 @@ impl Bench {
     pub(crate) async fn foreign_key_cost(&self) -> Result<Vec<Row>, BoxError> {
         let mut rows = Vec::new();
         for subscriptions in [1_usize, 100] {
+            let scenario = format!(
+                "publish 100/tx to {subscriptions} subscription(s): foreign keys on (baseline) / off"
+            );
+            if !self.wants(&[&scenario]) {
+                continue;
+            }
             // Every event reaches every subscription: fewer events for more fan-out.
             let count = self.plan.publish_batched / subscriptions as u64 * 2;
             let count = count.max(200) / 100 * 100;
@@ -137,18 +147,15 @@ impl Bench {
                 let (without, _) = self.fresh_publish_db(subscriptions).await?;
                 withouts.push(publish_rate(without.url(), count, 100, 1, PUBLISH_SQL).await?);
             }
-            let (with, without) = (median(withs), median(withouts));
-            println!(
-                "publish 100/tx to {subscriptions} subscription(s): with foreign keys {with:.0}/s, without {without:.0}/s"
-            );
-            rows.push(Row {
-                scenario: format!(
-                    "publish 100/tx to {subscriptions} subscription(s): foreign keys on (baseline) / off"
-                ),
-                baseline: Some(with),
-                osa: without,
+            let row = Row {
+                scenario,
+                minimal: None,
+                own: Some(median(withs)),
+                osa: median(withouts),
                 unit: "ev/s",
-            });
+            };
+            println!("{row}");
+            rows.push(row);
         }
         Ok(rows)
     }
@@ -159,6 +166,16 @@ impl Bench {
         &self,
     ) -> Result<Vec<Row>, BoxError> {
         const TYPES: &[&str] = &[<Job as osa_events::Event>::NAME];
+        let names = ["p50", "p95", "max"].map(|label| {
+            format!(
+                "projection read latency {label}, poll 5 ms, another transaction open {} s ({} events)",
+                self.plan.long_transaction.as_secs(),
+                self.plan.latency_events
+            )
+        });
+        if !self.wants(&names.each_ref().map(String::as_str)) {
+            return Ok(Vec::new());
+        }
         let (database, store) = self.fresh_publish_db(0).await?;
         let mut long = database.pool().begin().await?;
         sqlx::query("select pg_current_xact_id()")
@@ -193,30 +210,25 @@ impl Bench {
         let held = held_since.elapsed();
         long.rollback().await?;
         leadership.resign().await;
-        latencies.sort();
-        let p50 = latencies[latencies.len() / 2].as_secs_f64() * 1000.0;
-        let max = latencies[latencies.len() - 1].as_secs_f64() * 1000.0;
         println!(
-            "projection latency beside a transaction open {:.1} s: p50 {p50:.2} ms, max {max:.2} ms",
+            "  (the other transaction was open {:.1} s)",
             held.as_secs_f64()
         );
-        Ok(vec![
-            Row {
-                scenario: format!(
-                    "projection read latency p50, poll 5 ms, another transaction open ({} events)",
-                    latencies.len()
-                ),
-                baseline: None,
-                osa: p50,
+        let rows: Vec<Row> = [0.5, 0.95, 1.0]
+            .into_iter()
+            .zip(names)
+            .map(|(fraction, scenario)| Row {
+                scenario,
+                minimal: None,
+                own: None,
+                osa: percentile(&latencies, fraction),
                 unit: "ms",
-            },
-            Row {
-                scenario: "projection read latency max, same".to_owned(),
-                baseline: None,
-                osa: max,
-                unit: "ms",
-            },
-        ])
+            })
+            .collect();
+        for row in &rows {
+            println!("{row}");
+        }
+        Ok(rows)
     }
 
     /// A fresh migrated database with `subscriptions` subscriptions of the bench's job type.
