@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use osa_events::__private::sql::{CLAIM_SQL, COMPLETE_SQL};
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -30,15 +30,25 @@ pub(crate) async fn drain(
     started.elapsed()
 }
 
+/// The claimed rows of the claim function's answer: when it claims nothing it returns one row that
+/// carries only the completion count.
+fn claimed(rows: Vec<PgRow>) -> Vec<PgRow> {
+    rows.into_iter()
+        .filter(|row| row.get::<Option<i64>, _>("event_position").is_some())
+        .collect()
+}
+
 async fn claim_and_complete(pool: &PgPool, subscription: i32, batch: u32) -> usize {
-    let rows = sqlx::query(CLAIM_SQL)
-        .bind(subscription)
-        .bind(i64::from(batch))
-        .bind("baseline")
-        .bind(60.0_f64)
-        .fetch_all(pool)
-        .await
-        .expect("baseline claim");
+    let rows = claimed(
+        sqlx::query(CLAIM_SQL)
+            .bind(subscription)
+            .bind(i32::try_from(batch).expect("a batch fits the claim's integer"))
+            .bind("baseline")
+            .bind(60.0_f64)
+            .fetch_all(pool)
+            .await
+            .expect("baseline claim"),
+    );
     if rows.is_empty() {
         return 0;
     }
@@ -74,14 +84,16 @@ pub(crate) async fn listen_and_drain(
     while latencies.len() < count {
         let _ = tokio::time::timeout(Duration::from_secs(1), listener.recv()).await;
         loop {
-            let rows = sqlx::query(CLAIM_SQL)
-                .bind(subscription)
-                .bind(64_i64)
-                .bind("baseline")
-                .bind(60.0_f64)
-                .fetch_all(&pool)
-                .await
-                .expect("baseline claim");
+            let rows = claimed(
+                sqlx::query(CLAIM_SQL)
+                    .bind(subscription)
+                    .bind(64_i32)
+                    .bind("baseline")
+                    .bind(60.0_f64)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("baseline claim"),
+            );
             if rows.is_empty() {
                 break;
             }

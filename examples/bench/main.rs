@@ -145,6 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rows.extend(bench.latency_beside_a_long_transaction().await?);
     rows.extend(bench.projection_latency_beside_a_long_transaction().await?);
     rows.extend(bench.backlog().await?);
+    rows.extend(bench.relaxed_bookkeeping().await?);
     rows.extend(bench.commit_order_cost().await?);
     rows.extend(bench.foreign_key_cost().await?);
     let (overhead_events, repetitions) = (plan.overhead_events, plan.repetitions);

@@ -306,6 +306,52 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// The gain of [`PgStore::relaxed_bookkeeping`]: osa-events' drain with synchronous
+    /// bookkeeping (in the "own statements" column, as the other "off / on" rows) and relaxed (in
+    /// the osa-events column), taking turns, at batch 1 and 64.
+    pub(crate) async fn relaxed_bookkeeping(&self) -> Result<Vec<Row>, BoxError> {
+        let size = self.plan.drain_sizes[0];
+        let mut rows = Vec::new();
+        for (batch, concurrency, handler) in [
+            (1, 1, "bench.b1.c1"),
+            (64, 1, "bench.b64.c1"),
+            (64, 4, "bench.b64.c4"),
+        ] {
+            let scenario = format!(
+                "drain {size}, batch {batch}, concurrency {concurrency}: synchronous bookkeeping \
+                 (baseline) / relaxed"
+            );
+            if !self.wants(&[&scenario]) {
+                continue;
+            }
+            let (_db, store, _) = fresh(&self.admin_url, &[handler]).await?;
+            let relaxed = store.clone().relaxed_bookkeeping();
+            let pool = store.pool();
+            let mut synchronous = Vec::new();
+            let mut asynchronous = Vec::new();
+            for _ in 0..self.plan.repetitions {
+                for (side, rates) in [(&store, &mut synchronous), (&relaxed, &mut asynchronous)] {
+                    publish_jobs(pool, size).await?;
+                    vacuum(pool).await?;
+                    let (elapsed, _) = run_until(side, handler, size).await?;
+                    rates.push(rate(size, elapsed));
+                }
+            }
+            let row = Row {
+                scenario,
+                minimal: None,
+                own: Some(median(synchronous)),
+                osa: median(asynchronous),
+                unit: "ev/s",
+            };
+            println!("{row}");
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
 /// Writes out what filling a backlog wrote: otherwise its WAL (a million rows in each of three
 /// tables, in the full run) sets off a checkpoint in the middle of the timed drains that follow,
 /// and whichever side is running then pays for it. Only a warning where the role may not
