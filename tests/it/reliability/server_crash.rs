@@ -22,16 +22,16 @@
 //! mid-drain, while publishing and handling run; in odd rounds the moment every delivery so far
 //! is completed, when the plain handler's last completions (it works 2 ms per event, so it
 //! finishes after the `Tx` handler) are the last writes, asynchronous ones: the worst moment for
-//! relaxed bookkeeping. The server stays down 0-500 ms, restarts on the same port and data directory and
-//! replays its WAL; the runtimes reconnect by themselves. Afterwards: every event handled by both
-//! handlers (lost = 0), nothing pending, claimed or dead, no `Tx` duplicate, every completion
-//! taken back was acknowledged before a crash, duplicates within crashes x loops x 2 batches, and
-//! the server log shows one crash recovery per crash. `OSA_RELIABILITY_SCALE` multiplies the
-//! rounds.
+//! relaxed bookkeeping. The server stays down 0-500 ms, restarts on the same port and data
+//! directory and replays its WAL; the runtimes reconnect by themselves. Afterwards: every event
+//! handled by both handlers (lost = 0), nothing pending, claimed or dead, no `Tx` duplicate,
+//! every completion or claim taken back acknowledged before a crash, duplicates within
+//! crashes x loops x 2 batches, and the server log shows one crash recovery per crash.
+//! `OSA_RELIABILITY_SCALE` multiplies the rounds.
 
 mod acknowledged;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use self::acknowledged::{Ack, Acknowledging, Book};
+use self::acknowledged::{Acknowledging, Book, TakenBack};
 use super::{Open, Scene, replay_hint, report, scaled, seeded_rng, serial};
 
 const LEDGER: &str = "server_crash.ledger";
@@ -207,6 +207,7 @@ async fn a_server_crash_takes_back_only_bookkeeping_which_shows_as_duplicates() 
         tokio::time::sleep(rng.duration(Duration::ZERO..Duration::from_millis(500))).await;
         tokio::task::block_in_place(|| cluster.restart()).expect("restart the crashed server");
         let outage = began.elapsed();
+        keep_server_log(&cluster, &scene);
         // At once: the runtimes are reconnecting, but a delivery whose completion was taken back
         // is claimed again only when its claim expires, seconds later.
         let open_after = scene.open().await;
@@ -241,11 +242,29 @@ async fn a_server_crash_takes_back_only_bookkeeping_which_shows_as_duplicates() 
     // batch, whose claim went with it (one commit), handled on by its loop after the restart and
     // by another loop that claimed it again.
     let bound = crashes.len() as i64 * i64::from(RUNTIMES) * LOOPS * 2 * BATCH;
-    let taken_back = TakenBack::find(&scene, &books, &crashes).await;
-    let server_log = std::fs::read_to_string(cluster.dir().join("server.log")).unwrap_or_default();
-    // Kept with the scene's logs when the test fails (the cluster's directory goes with it).
-    let _ = std::fs::write(scene.logs.join("server.log"), &server_log);
-    let recoveries = server_log.matches(RECOVERY).count();
+    let taken_back = {
+        let ledger = SubscriptionId(
+            sqlx::query_scalar("select id from osa_events.subscriptions where name = $1")
+                .bind(LEDGER)
+                .fetch_one(&scene.pool)
+                .await
+                .expect("the ledger handler's subscription"),
+        );
+        let last_attempt: HashMap<i64, i32> = sqlx::query_as::<_, (i64, i32)>(
+            "select e.position, max(l.attempt) from chaos_ledger l \
+             join osa_events.events e on (e.payload->>'seq')::bigint = l.seq \
+             where l.handler = $1 group by e.position",
+        )
+        .bind(LEDGER)
+        .fetch_all(&scene.pool)
+        .await
+        .expect("read the ledger")
+        .into_iter()
+        .collect();
+        let times: Vec<(Instant, Instant)> = crashes.iter().map(|c| (c.began, c.gone)).collect();
+        TakenBack::find(&books, &times, ledger, &last_attempt)
+    };
+    let recoveries = keep_server_log(&cluster, &scene).matches(RECOVERY).count();
     let refused: u64 = books.iter().map(|book| book.refused).sum();
     let unknown_fences: u64 = books.iter().map(|book| book.unknown_fences).sum();
 
@@ -369,6 +388,14 @@ async fn scene_on(cluster: &ThrowawayCluster) -> Scene {
     scene
 }
 
+/// The cluster's server log, also copied to the scene's logs, which are kept when the test fails
+/// (the cluster's directory goes with it).
+fn keep_server_log(cluster: &ThrowawayCluster, scene: &Scene) -> String {
+    let log = std::fs::read_to_string(cluster.dir().join("server.log")).unwrap_or_default();
+    let _ = std::fs::write(scene.logs.join("server.log"), &log);
+    log
+}
+
 /// A runtime of both handlers on a relaxed store of its own, running in a task.
 struct Running {
     shutdown: CancellationToken,
@@ -466,114 +493,5 @@ async fn settled(scene: &Scene, replay: &str) {
             "deliveries still open after 60 s: {open:?} {replay}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// The acknowledged bookkeeping the crashes took back, per crash.
-#[derive(Debug)]
-struct TakenBack {
-    /// Completions of the plain handler acknowledged and then handled again, by the crash that
-    /// followed their acknowledgement.
-    completions: Vec<usize>,
-    /// Claims (of either handler) acknowledged and then handed out again with the same attempt.
-    claims: Vec<usize>,
-    /// The longest time from an acknowledgement that was taken back to the crash that took it.
-    oldest: Duration,
-    /// Taken back with no crash after them: none can be.
-    unexplained_completions: usize,
-    unexplained_claims: usize,
-}
-
-impl TakenBack {
-    async fn find(scene: &Scene, books: &[Book], crashes: &[Crash]) -> TakenBack {
-        let ledger: SubscriptionId = SubscriptionId(
-            sqlx::query_scalar("select id from osa_events.subscriptions where name = $1")
-                .bind(LEDGER)
-                .fetch_one(&scene.pool)
-                .await
-                .expect("the ledger handler's subscription"),
-        );
-        let seq_at: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
-            "select position, (payload->>'seq')::bigint from osa_events.events",
-        )
-        .fetch_all(&scene.pool)
-        .await
-        .expect("read the events")
-        .into_iter()
-        .collect();
-        let last_attempt: HashMap<i64, i32> = sqlx::query_as::<_, (i64, i32)>(
-            "select seq, max(attempt) from chaos_ledger where handler = $1 group by seq",
-        )
-        .bind(LEDGER)
-        .fetch_all(&scene.pool)
-        .await
-        .expect("read the ledger")
-        .into_iter()
-        .collect();
-
-        let mut taken_back = TakenBack {
-            completions: vec![0; crashes.len()],
-            claims: vec![0; crashes.len()],
-            oldest: Duration::ZERO,
-            unexplained_completions: 0,
-            unexplained_claims: 0,
-        };
-        // The crash that may have taken back what was acknowledged at `at`: the first one whose
-        // server was gone after it.
-        let mut blame = |ack: &Ack, counts: fn(&mut TakenBack) -> &mut Vec<usize>| -> bool {
-            match crashes.iter().position(|crash| crash.gone > ack.at) {
-                Some(crash) => {
-                    counts(&mut taken_back)[crash] += 1;
-                    taken_back.oldest = taken_back
-                        .oldest
-                        .max(crashes[crash].began.saturating_duration_since(ack.at));
-                    true
-                }
-                None => false,
-            }
-        };
-
-        // A completion is taken back when its event was handled again at a later attempt: a
-        // completion that holds deletes the delivery, so nothing can claim it again.
-        let mut unexplained_completions = 0;
-        for ack in books.iter().flat_map(|book| &book.completions) {
-            if ack.subscription != ledger {
-                continue;
-            }
-            let seq = seq_at[&ack.position];
-            let handled_again = last_attempt.get(&seq).copied().unwrap_or(0)
-                > i32::try_from(ack.attempt).unwrap_or(i32::MAX);
-            if handled_again && !blame(ack, |t| &mut t.completions) {
-                unexplained_completions += 1;
-            }
-        }
-
-        // A claim is taken back when the same attempt of the same delivery is handed out again
-        // (each claim counts an attempt), unless the first claim was released.
-        let released: HashSet<(SubscriptionId, i64, u32)> = books
-            .iter()
-            .flat_map(|book| book.released.iter().copied())
-            .collect();
-        let mut claims: Vec<&Ack> = books.iter().flat_map(|book| &book.claims).collect();
-        claims.sort_by_key(|ack| ack.at);
-        let mut first_claim: HashMap<(SubscriptionId, i64, u32), &Ack> = HashMap::new();
-        let mut unexplained_claims = 0;
-        for ack in claims {
-            let key = (ack.subscription, ack.position, ack.attempt);
-            match first_claim.get(&key) {
-                None => {
-                    first_claim.insert(key, ack);
-                }
-                Some(first) if !released.contains(&key) => {
-                    if !blame(first, |t| &mut t.claims) {
-                        unexplained_claims += 1;
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        taken_back.unexplained_completions = unexplained_completions;
-        taken_back.unexplained_claims = unexplained_claims;
-        taken_back
     }
 }

@@ -1,6 +1,6 @@
 //! [`Acknowledging`]: a `Store` that passes everything to a `PgStore` and writes down which
-//! claims and completions the database acknowledged, and when, so that after a server crash the
-//! test knows exactly which acknowledged bookkeeping the crash took back.
+//! claims and completions the database acknowledged, and when; [`TakenBack`]: which of them the
+//! server's crashes took back.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -193,5 +193,95 @@ impl Store for Acknowledging {
 
     fn transactions(&self) -> Option<&dyn Transactions> {
         self.inner.transactions()
+    }
+}
+
+/// The acknowledged bookkeeping the crashes took back, per crash.
+#[derive(Debug)]
+pub(super) struct TakenBack {
+    /// Completions of the plain handler acknowledged and then handled again, by the crash that
+    /// followed their acknowledgement.
+    pub(super) completions: Vec<usize>,
+    /// Claims (of either handler) acknowledged and then handed out again with the same attempt.
+    pub(super) claims: Vec<usize>,
+    /// The longest time from an acknowledgement that was taken back to the crash that took it.
+    pub(super) oldest: Duration,
+    /// Completions taken back with no crash after them: none can be.
+    pub(super) unexplained_completions: usize,
+    /// Claims taken back with no crash after them: none can be.
+    pub(super) unexplained_claims: usize,
+}
+
+impl TakenBack {
+    /// What `crashes` (when each began, when its server was gone) took back of what `books`
+    /// recorded. `ledger` is the plain handler's subscription, `last_attempt` the highest
+    /// attempt at which it handled each event (by position).
+    pub(super) fn find(
+        books: &[Book],
+        crashes: &[(Instant, Instant)],
+        ledger: SubscriptionId,
+        last_attempt: &HashMap<i64, i32>,
+    ) -> TakenBack {
+        let mut taken_back = TakenBack {
+            completions: vec![0; crashes.len()],
+            claims: vec![0; crashes.len()],
+            oldest: Duration::ZERO,
+            unexplained_completions: 0,
+            unexplained_claims: 0,
+        };
+
+        // A completion is taken back when its event was handled again at a later attempt: a
+        // completion that holds deletes the delivery, so nothing can claim it again.
+        for ack in books.iter().flat_map(|book| &book.completions) {
+            let handled_again = ack.subscription == ledger
+                && last_attempt.get(&ack.position).copied().unwrap_or(0)
+                    > i32::try_from(ack.attempt).unwrap_or(i32::MAX);
+            if handled_again && !taken_back.blame(crashes, ack, |t| &mut t.completions) {
+                taken_back.unexplained_completions += 1;
+            }
+        }
+
+        // A claim is taken back when the same attempt of the same delivery is handed out again
+        // (each claim counts an attempt), unless the first claim was released or deferred.
+        let released: HashSet<(SubscriptionId, i64, u32)> = books
+            .iter()
+            .flat_map(|book| book.released.iter().copied())
+            .collect();
+        let mut claims: Vec<&Ack> = books.iter().flat_map(|book| &book.claims).collect();
+        claims.sort_by_key(|ack| ack.at);
+        let mut first_claims: HashMap<(SubscriptionId, i64, u32), &Ack> = HashMap::new();
+        for ack in claims {
+            let key = (ack.subscription, ack.position, ack.attempt);
+            match first_claims.get(&key) {
+                None => {
+                    first_claims.insert(key, ack);
+                }
+                Some(first) if !released.contains(&key) => {
+                    if !taken_back.blame(crashes, first, |t| &mut t.claims) {
+                        taken_back.unexplained_claims += 1;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        taken_back
+    }
+
+    /// Counts `ack`, in `counts`, against the first crash whose server was gone after it was
+    /// acknowledged; `false` when there was none.
+    fn blame(
+        &mut self,
+        crashes: &[(Instant, Instant)],
+        ack: &Ack,
+        counts: fn(&mut TakenBack) -> &mut Vec<usize>,
+    ) -> bool {
+        let Some(crash) = crashes.iter().position(|(_, gone)| *gone > ack.at) else {
+            return false;
+        };
+        counts(self)[crash] += 1;
+        self.oldest = self
+            .oldest
+            .max(crashes[crash].0.saturating_duration_since(ack.at));
+        true
     }
 }
