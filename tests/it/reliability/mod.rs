@@ -26,6 +26,7 @@ mod poison;
 mod projection_failover;
 mod projection_partition;
 mod security;
+mod server_crash;
 mod shutdown;
 mod worker_partition;
 
