@@ -254,9 +254,13 @@ impl PgStore {
     /// [`wal_writer_delay`](https://www.postgresql.org/docs/current/runtime-config-wal.html#GUC-WAL-WRITER-DELAY)
     /// (600 ms by default), may be lost. A lost completion means the event is handled again: a
     /// duplicate, as at-least-once delivery allows. A lost claim or failure means an attempt is
-    /// not counted, and the delivery is claimed again. No event is lost: events and their
-    /// deliveries are written by publishing, which stays synchronous. The database itself stays
-    /// consistent (asynchronous commit never corrupts it). `BENCHMARKS.md` has the gain.
+    /// not counted and the delivery is claimed again; a handler that was running on a lost
+    /// claim may then handle it a second time (its completion is refused as stale). No event is
+    /// lost: events and their deliveries are written by publishing, which stays synchronous, and
+    /// a `Tx` handler's effects stay exactly once (its completion commits synchronously with
+    /// them). The database itself stays consistent (asynchronous commit never corrupts it).
+    /// `reliability::server_crash` crashes a server under it (RELIABILITY.md, section 13);
+    /// `BENCHMARKS.md` has the gain.
     ///
     /// The bookkeeping runs on a second pool of as many connections as the first, connected on
     /// first use, with the setting for its sessions; behind a transaction-mode pooler
