@@ -19,8 +19,9 @@
 --    tenth of the table. With the settings below the plan is the same on any table, and it is
 --    cached for the session (`force_generic_plan`), so no claim pays for planning.
 --
---    The settings are the function's own (`set` clauses): they apply while it runs and are
---    restored at its exit, so they never reach the caller's session or other statements.
+--    The settings are the functions' own (`set` clauses, given to all six at the end of this
+--    file): they apply while one runs and are restored at its exit, so they never reach the
+--    caller's session or other statements.
 
 drop trigger events_keep_their_deliveries on events;
 drop index deliveries_event_position;
@@ -80,14 +81,6 @@ end $$;
 create function complete_deliveries(subscription integer, positions bigint[], tokens uuid[])
 returns bigint
 language plpgsql volatile
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_sort = off
-set enable_hashjoin = off
-set enable_mergejoin = off
-set enable_material = off
-set jit = off
-set plan_cache_mode = force_generic_plan
 as $$
 declare
     written bigint;
@@ -108,14 +101,6 @@ create function fail_deliveries(
     subscription integer, positions bigint[], tokens uuid[], errors text[], retry_seconds float8[]
 ) returns bigint
 language plpgsql volatile
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_sort = off
-set enable_hashjoin = off
-set enable_mergejoin = off
-set enable_material = off
-set jit = off
-set plan_cache_mode = force_generic_plan
 as $$
 declare
     written bigint;
@@ -142,14 +127,6 @@ create function extend_deliveries(
     subscription integer, positions bigint[], tokens uuid[], claim_seconds float8
 ) returns setof bigint
 language plpgsql volatile
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_sort = off
-set enable_hashjoin = off
-set enable_mergejoin = off
-set enable_material = off
-set jit = off
-set plan_cache_mode = force_generic_plan
 as $$
 begin
     return query
@@ -168,14 +145,6 @@ end $$;
 create function release_deliveries(subscription integer, positions bigint[], tokens uuid[])
 returns bigint
 language plpgsql volatile
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_sort = off
-set enable_hashjoin = off
-set enable_mergejoin = off
-set enable_material = off
-set jit = off
-set plan_cache_mode = force_generic_plan
 as $$
 declare
     written bigint;
@@ -203,14 +172,6 @@ create function defer_deliveries(
     subscription integer, positions bigint[], tokens uuid[], errors text[], retry_seconds float8[]
 ) returns bigint
 language plpgsql volatile
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_sort = off
-set enable_hashjoin = off
-set enable_mergejoin = off
-set enable_material = off
-set jit = off
-set plan_cache_mode = force_generic_plan
 as $$
 declare
     written bigint;
@@ -267,14 +228,6 @@ create function claim_deliveries(
     published_at float8
 )
 language plpgsql volatile
-set enable_seqscan = off
-set enable_bitmapscan = off
-set enable_sort = off
-set enable_hashjoin = off
-set enable_mergejoin = off
-set enable_material = off
-set jit = off
-set plan_cache_mode = force_generic_plan
 as $$
 declare
     done_count bigint := 0;
@@ -311,5 +264,33 @@ begin
     if not found then
         completed := done_count;
         return next;
+    end if;
+end $$;
+
+-- The planner settings of every claim and fenced-write function (see the top of this file).
+do $$
+declare
+    planned regprocedure;
+    given integer := 0;
+begin
+    for planned in
+        select p.oid::regprocedure from pg_proc p
+        where p.pronamespace = 'osa_events'::regnamespace
+          and p.proname in ('claim_deliveries', 'complete_deliveries', 'fail_deliveries',
+                            'extend_deliveries', 'release_deliveries', 'defer_deliveries')
+    loop
+        execute format('alter function %s
+            set enable_seqscan = off
+            set enable_bitmapscan = off
+            set enable_sort = off
+            set enable_hashjoin = off
+            set enable_mergejoin = off
+            set enable_material = off
+            set jit = off
+            set plan_cache_mode = force_generic_plan', planned);
+        given := given + 1;
+    end loop;
+    if given <> 6 then
+        raise exception 'lean_claims: planner settings given to % functions, expected 6', given;
     end if;
 end $$;
