@@ -116,7 +116,11 @@ impl Scene {
     /// A fresh database, migrated (as the superuser of `DATABASE_URL`), with the tables
     /// `osa-chaos` writes.
     pub(crate) async fn new(test: &'static str) -> Scene {
-        let scene = Scene::unmigrated(test).await;
+        Scene::migrated(Scene::unmigrated(test).await).await
+    }
+
+    /// `scene`, migrated, with the tables `osa-chaos` writes.
+    pub(crate) async fn migrated(scene: Scene) -> Scene {
         PgStore::from_pool(scene.pool.clone())
             .migrate()
             .await
@@ -130,6 +134,11 @@ impl Scene {
         let database = TestDatabase::create()
             .await
             .unwrap_or_else(|error| panic!("no test database: {error}"));
+        Scene::on(test, database)
+    }
+
+    /// A scene on `database` as it is, with a fresh log directory.
+    pub(crate) fn on(test: &'static str, database: TestDatabase) -> Scene {
         let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("reliability")
             .join(format!(

@@ -33,7 +33,6 @@ mod acknowledged;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -367,25 +366,7 @@ async fn scene_on(cluster: &ThrowawayCluster) -> Scene {
     let database = TestDatabase::create_on(cluster.url())
         .await
         .unwrap_or_else(|error| panic!("no database on the throwaway cluster: {error}"));
-    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("reliability")
-        .join(format!(
-            "server_crash-{}",
-            &Uuid::new_v4().simple().to_string()[..8]
-        ));
-    std::fs::create_dir_all(&logs).expect("create the log directory");
-    let scene = Scene {
-        test: "server_crash",
-        pool: database.pool().clone(),
-        logs,
-        database,
-    };
-    PgStore::from_pool(scene.pool.clone())
-        .migrate()
-        .await
-        .expect("migrations apply to a fresh database");
-    scene.create_ledger().await;
-    scene
+    Scene::migrated(Scene::on("server_crash", database)).await
 }
 
 /// The cluster's server log, also copied to the scene's logs, which are kept when the test fails
