@@ -112,7 +112,7 @@ async fn killed_workers_lose_no_event_and_transactional_effects_stay_exactly_onc
             ("duplicate_bound", bound.to_string()),
             ("tx_duplicates", (tx_rows - tx_distinct).to_string()),
             ("lost", (lost_ledger.len() + lost_tx.len()).to_string()),
-            ("stuck", (open.pending + open.claimed).to_string()),
+            ("stuck", open.unfinished().to_string()),
             ("dead", open.dead.to_string()),
             (
                 "recovered_after_last_kill",

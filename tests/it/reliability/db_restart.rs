@@ -118,7 +118,7 @@ async fn workers_and_publishers_ride_out_terminated_connections() {
             ("duplicates", (ledger_rows - ledger_distinct).to_string()),
             ("tx_duplicates", (tx_rows - tx_distinct).to_string()),
             ("lost", (lost_ledger.len() + lost_tx.len()).to_string()),
-            ("stuck", (open.pending + open.claimed).to_string()),
+            ("stuck", open.unfinished().to_string()),
             ("dead", open.dead.to_string()),
             ("peak_rss", mib(peak_rss)),
             ("seconds", format!("{:.1}", started.elapsed().as_secs_f64())),

@@ -55,7 +55,7 @@ async fn sustained_load_keeps_latency_memory_and_the_hot_table_bounded() {
             rss_start = workers.iter_mut().map(rss).collect();
         }
         let open = scene.open().await;
-        backlog.push(open.pending + open.claimed);
+        backlog.push(open.unfinished());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let status = publisher.exit(Duration::from_secs(10)).await;
@@ -159,7 +159,7 @@ async fn sustained_load_keeps_latency_memory_and_the_hot_table_bounded() {
             ("peak_rss", mib(peak_rss)),
             (
                 "deliveries_left",
-                (open.pending + open.claimed + open.dead).to_string(),
+                (open.unfinished() + open.dead).to_string(),
             ),
             (
                 "deliveries_table",

@@ -266,7 +266,7 @@ impl Scene {
             &format!("every delivery completed ({context})"),
             || async {
                 let open = self.open().await;
-                open.pending + open.claimed == 0
+                open.unfinished() == 0
             },
         )
         .await;
@@ -277,7 +277,7 @@ impl Scene {
         let deadline = Instant::now() + limit;
         loop {
             let open = self.open().await;
-            if open.pending + open.claimed == 0 {
+            if open.unfinished() == 0 {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -358,6 +358,11 @@ impl Open {
         claimed: 0,
         dead: 0,
     };
+
+    /// Deliveries still to be handled: pending or claimed (dead ones are finished, if badly).
+    pub(crate) fn unfinished(&self) -> i64 {
+        self.pending + self.claimed
+    }
 }
 
 /// A running `osa-chaos` process; killed if dropped while still running.

@@ -154,7 +154,7 @@ async fn poison_is_dead_lettered_one_by_one_while_the_stream_flows() {
         "every poison event dead-lettered",
         || async {
             let open = scene.open().await;
-            open.pending + open.claimed == 0 && open.dead == poison_count
+            open.unfinished() == 0 && open.dead == poison_count
         },
     )
     .await;

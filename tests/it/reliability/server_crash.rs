@@ -284,7 +284,7 @@ async fn a_server_crash_takes_back_only_bookkeeping_which_shows_as_duplicates() 
                     "{:?}",
                     crashes
                         .iter()
-                        .map(|c| c.open.pending + c.open.claimed)
+                        .map(|c| c.open.unfinished())
                         .collect::<Vec<_>>()
                 ),
             ),
@@ -294,7 +294,7 @@ async fn a_server_crash_takes_back_only_bookkeeping_which_shows_as_duplicates() 
                     "{:?}",
                     crashes
                         .iter()
-                        .map(|c| c.open_after.pending + c.open_after.claimed)
+                        .map(|c| c.open_after.unfinished())
                         .collect::<Vec<_>>()
                 ),
             ),
@@ -321,7 +321,7 @@ async fn a_server_crash_takes_back_only_bookkeeping_which_shows_as_duplicates() 
             ("duplicate_bound", bound.to_string()),
             ("tx_duplicates", (tx_rows - tx_distinct).to_string()),
             ("lost", (lost_ledger.len() + lost_tx.len()).to_string()),
-            ("stuck", (open.pending + open.claimed).to_string()),
+            ("stuck", open.unfinished().to_string()),
             ("dead", open.dead.to_string()),
             ("seconds", format!("{:.1}", started.elapsed().as_secs_f64())),
             ("seed", seed.to_string()),
@@ -466,7 +466,7 @@ async fn settled(scene: &Scene, replay: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let open = scene.open().await;
-        if open.pending + open.claimed == 0 {
+        if open.unfinished() == 0 {
             return;
         }
         assert!(

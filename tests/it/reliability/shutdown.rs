@@ -139,7 +139,7 @@ async fn sigterm_finishes_or_releases_in_flight_work_and_exits_cleanly() {
             ("exit_codes", "0,0,0".to_owned()),
             ("duplicates", (rows - distinct).to_string()),
             ("lost", lost.len().to_string()),
-            ("stuck", (open.pending + open.claimed).to_string()),
+            ("stuck", open.unfinished().to_string()),
             (
                 "shutdown_warnings",
                 count_lines(&log, &[" WARN "]).to_string(),
