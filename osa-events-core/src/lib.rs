@@ -18,6 +18,7 @@ mod rng;
 mod runtime;
 mod worker;
 
+pub mod operations;
 pub mod store;
 
 /// The extractor traits: how a handler parameter is resolved at start-up and built per call.

@@ -7,6 +7,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{HandlerSpec, Invoker, registry};
+use crate::operations::{Retention, StartFrom};
 use crate::projection::ProjectionSpec;
 use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
@@ -76,6 +77,9 @@ pub struct Runtime {
     handle_signals: bool,
     shutdown: CancellationToken,
     instance: String,
+    namespace: Option<String>,
+    retention: Option<Retention>,
+    node_heartbeat: Duration,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,8 @@ struct BoundHandler {
     stored_name: String,
     /// The revision from [`RuntimeBuilder::repoint`], else 1.
     revision: u32,
+    /// From [`RuntimeBuilder::start_from`], else the spec's.
+    start_from: StartFrom,
 }
 
 #[derive(Debug)]
@@ -110,6 +116,9 @@ pub struct RuntimeBuilder {
     instance: Option<String>,
     namespace: Option<String>,
     repoint: Vec<(String, u32)>,
+    start_from: Vec<(String, StartFrom)>,
+    retention: Option<Retention>,
+    node_heartbeat: Duration,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -121,6 +130,9 @@ impl std::fmt::Debug for dyn Store {
 impl Runtime {
     /// The default grace period: how long in-flight handlers may run on after shutdown begins.
     pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+    /// The default interval of the node record's heartbeat ([`RuntimeBuilder::node_heartbeat`]).
+    pub const DEFAULT_NODE_HEARTBEAT: Duration = Duration::from_secs(10);
 
     /// Starts configuring a runtime on `store`.
     pub fn builder(store: impl Store) -> RuntimeBuilder {
@@ -136,6 +148,9 @@ impl Runtime {
             instance: None,
             namespace: None,
             repoint: Vec::new(),
+            start_from: Vec::new(),
+            retention: None,
+            node_heartbeat: Self::DEFAULT_NODE_HEARTBEAT,
         }
     }
 
@@ -183,6 +198,7 @@ impl Runtime {
                 routing_key: handler.spec.routing_key().map(str::to_owned),
                 config: handler.spec.config_json(),
                 revision: handler.revision,
+                start_from: handler.start_from,
             })
             .collect();
         self.store.register(&subscriptions).await
@@ -570,6 +586,45 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Where `handler`'s subscription starts when this registration creates it, overriding the
+    /// `start_from` option of its `#[event_handler]` (see [`StartFrom`]). With
+    /// [`StartFrom::Beginning`] a new handler receives the history of its event type still in the
+    /// log, oldest first and ahead of what is published from now on, copied in bounded chunks
+    /// by the runtime while publishing goes on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// use osa_events::operations::StartFrom;
+    /// let runtime = osa_events::Runtime::builder(store)
+    ///     .start_from("index.search", StartFrom::Beginning)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn start_from(mut self, handler: impl Into<String>, start_from: StartFrom) -> Self {
+        self.start_from.push((handler.into(), start_from));
+        self
+    }
+
+    /// Prunes the log periodically (see [`Retention`]): on every node, but one pass at a time
+    /// fleet-wide (the store's retention lock). Off by default: the log is kept.
+    #[must_use]
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// How often this instance refreshes its record in the store (see
+    /// [`Operations::nodes`](crate::operations::Operations::nodes)); 10 s by default. It counts
+    /// as gone after three intervals without one.
+    #[must_use]
+    pub fn node_heartbeat(mut self, every: Duration) -> Self {
+        self.node_heartbeat = every.max(Duration::from_millis(100));
+        self
+    }
+
     /// The clock for the runtime's timers (polls, heartbeats, timeouts, grace period).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -595,6 +650,13 @@ impl RuntimeBuilder {
             Some(namespace) => format!("{namespace}@{name}"),
             None => name.to_owned(),
         };
+        for (handler, _) in &self.start_from {
+            if !selected.handlers.iter().any(|r| r.spec.name() == handler) {
+                return Err(crate::Error::Config(
+                    format!("`start_from(\"{handler}\", ..)`: this runtime runs no handler named `{handler}`").into(),
+                ));
+            }
+        }
         for (handler, revision) in &self.repoint {
             if !selected.handlers.iter().any(|r| r.spec.name() == handler) {
                 return Err(crate::Error::Config(
@@ -660,6 +722,12 @@ impl RuntimeBuilder {
                         .rev()
                         .find(|(handler, _)| handler == name)
                         .map_or(1, |(_, revision)| *revision),
+                    start_from: self
+                        .start_from
+                        .iter()
+                        .rev()
+                        .find(|(handler, _)| handler == name)
+                        .map_or(registration.spec.start_from(), |(_, start_from)| *start_from),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -672,6 +740,9 @@ impl RuntimeBuilder {
             handle_signals: self.handle_signals,
             shutdown: self.shutdown,
             instance: self.instance.unwrap_or_else(worker_prefix),
+            namespace: self.namespace,
+            retention: self.retention,
+            node_heartbeat: self.node_heartbeat,
         })
     }
 }

@@ -24,6 +24,7 @@ async fn with_subscription(db: &Db) -> SubscriptionId {
         routing_key: None,
         config: serde_json::json!({}),
         revision: 1,
+        start_from: Default::default(),
     };
     db.store.register(&[subscription]).await.unwrap()[0]
 }

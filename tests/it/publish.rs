@@ -24,6 +24,7 @@ fn subscription(name: &str, routing_key: Option<&str>) -> Subscription {
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({}),
         revision: 1,
+        start_from: Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::{Event, Resources, Result};
+use crate::operations::StartFrom;
 
 pub(crate) mod error;
 pub(crate) mod extract;
@@ -42,6 +43,7 @@ pub struct HandlerSpec {
     timeout: Option<Duration>,
     backoff: Duration,
     max_backoff: Duration,
+    start_from: StartFrom,
 }
 
 /// The limits of the handler options, shared with the macro crate (one table for both).
@@ -103,7 +105,20 @@ impl HandlerSpec {
             timeout: None,
             backoff: Self::DEFAULT_BACKOFF,
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
+            start_from: StartFrom::Now,
         }
+    }
+
+    /// Where a new subscription of this handler starts (see [`StartFrom`]): the `start_from`
+    /// option of `#[event_handler]`.
+    pub const fn with_start_from(mut self, start_from: StartFrom) -> Self {
+        self.start_from = start_from;
+        self
+    }
+
+    /// Where a new subscription of this handler starts.
+    pub const fn start_from(&self) -> StartFrom {
+        self.start_from
     }
 
     /// Receive only events published with this routing key.
@@ -271,6 +286,11 @@ impl HandlerSpec {
             "timeout": self.timeout.map(format_duration),
             "backoff": format_duration(self.backoff),
             "max_backoff": format_duration(self.max_backoff),
+            "start_from": match self.start_from {
+                StartFrom::Now => serde_json::json!("now"),
+                StartFrom::Beginning => serde_json::json!("beginning"),
+                StartFrom::AfterPosition(position) => serde_json::json!(position),
+            },
         })
     }
 

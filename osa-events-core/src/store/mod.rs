@@ -49,6 +49,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::Result;
+use crate::operations::{Operations, StartFrom};
 
 mod transaction;
 
@@ -76,6 +77,9 @@ pub struct Subscription {
     /// The revision of what the subscription receives (its event type and routing key); 1
     /// unless re-pointed with [`RuntimeBuilder::repoint`](crate::RuntimeBuilder::repoint).
     pub revision: u32,
+    /// Which earlier events a subscription created by this registration receives (ignored when
+    /// it exists already).
+    pub start_from: StartFrom,
 }
 
 /// What registering a [`Subscription`] does to the stored one of the same name, from
@@ -310,6 +314,14 @@ pub trait Store: Send + Sync + 'static {
     /// The store's transactions, if it offers them: handlers and projections that take a
     /// `Tx` need them, and the runtime refuses to start those on a store without.
     fn transactions(&self) -> Option<&dyn Transactions> {
+        None
+    }
+
+    /// The store's [operations API](crate::operations): status, dead letters, replay, pause,
+    /// retirement, retention and nodes. Every store of this repository offers it; the runtime
+    /// needs it for the nodes' records, backfills and periodic retention, and skips those on a
+    /// store without.
+    fn operations(&self) -> Option<&dyn Operations> {
         None
     }
 }

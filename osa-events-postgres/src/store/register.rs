@@ -86,6 +86,7 @@ pub(super) async fn register(
             config: serde_json::Value::Null,
             // The column's check keeps it at least 1.
             revision: u32::try_from(stored_revision).unwrap_or(1),
+            start_from: Default::default(),
         };
         match subscription.reconcile(&stored)? {
             Reconcile::Keep => {}

@@ -254,6 +254,7 @@ async fn subscribe<S: StoreUnderTest>(
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({ "rule": name }),
         revision: 1,
+        start_from: Default::default(),
     };
     let ids = subject
         .store()

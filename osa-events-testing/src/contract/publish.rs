@@ -19,6 +19,7 @@ pub async fn subscriptions_are_upserted_by_name_with_stable_ids<S: StoreUnderTes
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({}),
         revision: if routing_key.is_some() { 2 } else { 1 },
+        start_from: Default::default(),
     };
     let store = subject.store();
     let ids = store
@@ -198,6 +199,7 @@ pub async fn payloads_come_back_as_jsonb_returns_them<S: StoreUnderTest>(subject
             routing_key: None,
             config: serde_json::json!({}),
             revision: 1,
+            start_from: Default::default(),
         }])
         .await
         .expect("register")[0];

@@ -20,6 +20,7 @@ fn subscription(
         routing_key: routing_key.map(str::to_owned),
         config: serde_json::json!({ "revision": revision }),
         revision,
+        start_from: Default::default(),
     }
 }
 

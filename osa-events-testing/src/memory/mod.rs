@@ -84,6 +84,7 @@ use state::Tables;
 ///     routing_key: None,
 ///     config: serde_json::json!({}),
 ///     revision: 1,
+///     start_from: Default::default(),
 /// }]).await?;
 /// store.publish(&RecordPublished { srn: "srn:1".into() })?;
 ///

@@ -160,6 +160,7 @@ impl Tables {
                                 Subscription {
                                     config: subscription.config.clone(),
                                     revision: subscription.revision,
+                                    start_from: Default::default(),
                                     ..stored
                                 },
                             );

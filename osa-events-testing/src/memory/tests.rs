@@ -23,6 +23,7 @@ async fn subscribed(store: &InMemoryStore, name: &str) -> SubscriptionId {
         routing_key: None,
         config: serde_json::json!({}),
         revision: 1,
+        start_from: Default::default(),
     };
     store.register(&[subscription]).await.unwrap()[0]
 }

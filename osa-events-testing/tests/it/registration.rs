@@ -59,6 +59,7 @@ async fn registered_elsewhere(store: &InMemoryStore, routing_key: &str, revision
             routing_key: Some(routing_key.to_owned()),
             config: serde_json::json!({}),
             revision,
+            start_from: Default::default(),
         }])
         .await
         .expect("the other process registers");
@@ -120,6 +121,7 @@ async fn a_repoint_changes_the_subscription_and_an_older_build_cannot_revert_it(
         routing_key: Some("blue".to_owned()),
         config: serde_json::json!({}),
         revision: 1,
+        start_from: Default::default(),
     };
     let error = store.register(&[old]).await.unwrap_err();
     assert!(

@@ -79,6 +79,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             routing_key: Some(HOSTILE.to_owned()),
             config: serde_json::json!({ "note": HOSTILE }),
             revision: 1,
+            start_from: Default::default(),
         },
         // Filters that would match everything if they were pasted into SQL.
         Subscription {
@@ -87,6 +88,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             routing_key: Some("x' or '1'='1".to_owned()),
             config: serde_json::json!({}),
             revision: 1,
+            start_from: Default::default(),
         },
         Subscription {
             name: "wildcard%".to_owned(),
@@ -94,6 +96,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             routing_key: Some("%".to_owned()),
             config: serde_json::json!({}),
             revision: 1,
+            start_from: Default::default(),
         },
     ];
     let ids = store.register(&subscriptions).await.expect("register");
