@@ -292,6 +292,26 @@ pub struct ReplayStep {
     pub done: bool,
 }
 
+/// What one [`Operations::backfill`] step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackfillStep {
+    /// Copied this many deliveries, through this position, of a history that ends at `end`.
+    Copied {
+        /// Deliveries created.
+        delivered: u64,
+        /// The last position read.
+        through: i64,
+        /// The position the history ends at.
+        end: i64,
+    },
+    /// Nothing copied yet: transactions that may have published without seeing the new
+    /// subscription are still running, or the handler has not worked off what was copied (at
+    /// most two chunks are open at a time). Try again after a pause.
+    Waiting,
+    /// No backfill is pending: it finished, or none was asked for.
+    Done,
+}
+
 /// A subscription as stored, with what operators need to decide about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionInfo {
@@ -442,6 +462,16 @@ pub trait Operations: Send + Sync {
 
     /// Resumes a paused `handler`, and wakes its workers. Returns whether it was paused.
     fn resume<'a>(&'a self, handler: &'a str) -> BoxFuture<'a, Result<bool>>;
+
+    /// One step of the backfill of `handler`, a subscription created with a [`StartFrom`] other
+    /// than [`StartFrom::Now`]: copies up to `chunk` events of its history (its event type and
+    /// routing key, after the start position, up to the head when the copy began) into its
+    /// deliveries, pending and ordered ahead of everything published since it was created, in
+    /// log order. Each step is one short transaction, so publishers are never held up, and at
+    /// most two chunks of copied deliveries are open at a time, so a long history does not flood
+    /// the deliveries. The runtime calls it until [`BackfillStep::Done`]; steps of several nodes
+    /// take turns.
+    fn backfill<'a>(&'a self, handler: &'a str, chunk: u32) -> BoxFuture<'a, Result<BackfillStep>>;
 
     /// Every subscription, with its liveness and counts.
     fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<SubscriptionInfo>>>;
