@@ -1,0 +1,101 @@
+//! The life of a subscription beyond its definition: when it was created, whether it is paused
+//! or retired, the history it still has to receive, and its latest error. The counterparts of
+//! the `paused_at`, `retired_at`, `backfill_*` and `last_error` columns of `subscriptions`.
+
+use osa_events::operations::{Retired, StartFrom};
+use osa_events::store::SubscriptionId;
+use tokio::time::Instant;
+
+use super::{DeliveryStatus, Tables};
+
+/// One subscription's life.
+#[derive(Debug, Clone)]
+pub(in crate::memory) struct Lifecycle {
+    /// When it was created (or revived after retirement): its history is due from then.
+    pub(in crate::memory) created_at: Instant,
+    pub(in crate::memory) paused_at: Option<Instant>,
+    pub(in crate::memory) retired_at: Option<Instant>,
+    /// The history still to copy, while a backfill is pending.
+    pub(in crate::memory) backfill: Option<Backfill>,
+    /// The error of its latest failed attempt, and when.
+    pub(in crate::memory) last_error: Option<(String, Instant)>,
+}
+
+/// A pending backfill: copied through `after`, up to `through` (fixed by the first step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::memory) struct Backfill {
+    pub(in crate::memory) after: i64,
+    pub(in crate::memory) through: Option<i64>,
+}
+
+impl Lifecycle {
+    /// A subscription created at `now`, with its history pending unless it starts from now.
+    pub(super) fn created(now: Instant, start_from: StartFrom) -> Self {
+        Self {
+            created_at: now,
+            paused_at: None,
+            retired_at: None,
+            backfill: start_from.after_position().map(|after| Backfill {
+                after,
+                through: None,
+            }),
+            last_error: None,
+        }
+    }
+
+    /// Whether its claims are held back: it is paused or retired.
+    pub(super) fn holds_claims(&self) -> bool {
+        self.paused_at.is_some() || self.retired_at.is_some()
+    }
+}
+
+impl Tables {
+    /// The life of subscription `id` (every stored subscription has one).
+    pub(in crate::memory) fn lifecycle(&self, id: SubscriptionId) -> &Lifecycle {
+        self.lifecycles
+            .get(&id)
+            .expect("every subscription gets its lifecycle when registered")
+    }
+
+    fn lifecycle_mut(&mut self, id: SubscriptionId) -> &mut Lifecycle {
+        self.lifecycles
+            .get_mut(&id)
+            .expect("every subscription gets its lifecycle when registered")
+    }
+
+    /// Pauses `id` at `now`; whether it was running.
+    pub(in crate::memory) fn pause(&mut self, id: SubscriptionId, now: Instant) -> bool {
+        let lifecycle = self.lifecycle_mut(id);
+        let running = lifecycle.paused_at.is_none();
+        if running {
+            lifecycle.paused_at = Some(now);
+        }
+        running
+    }
+
+    /// Resumes `id`; whether it was paused.
+    pub(in crate::memory) fn resume(&mut self, id: SubscriptionId) -> bool {
+        self.lifecycle_mut(id).paused_at.take().is_some()
+    }
+
+    /// Retires `id` at `now` (a retired one stays retired since it first was): every row deleted,
+    /// the backfill dropped. Returns what was deleted.
+    pub(in crate::memory) fn retire(&mut self, id: SubscriptionId, now: Instant) -> Retired {
+        let positions: Vec<i64> = self.rows_of(id).map(|(position, _)| position).collect();
+        let mut retired = Retired { open: 0, dead: 0 };
+        for position in positions {
+            if let Some(row) = self.deliveries.remove(&(id, position)) {
+                if row.status == DeliveryStatus::Dead {
+                    retired.dead += 1;
+                } else {
+                    retired.open += 1;
+                }
+            }
+        }
+        self.claimable.remove(&id);
+        let lifecycle = self.lifecycle_mut(id);
+        lifecycle.retired_at.get_or_insert(now);
+        lifecycle.backfill = None;
+        retired
+    }
+}
