@@ -21,7 +21,7 @@ select s.id, s.name, s.event_type, s.routing_key,
        extract(epoch from s.paused_at)::float8,
        extract(epoch from s.retired_at)::float8,
        s.last_error, extract(epoch from s.last_failed_at)::float8,
-       s.backfill_after, s.backfill_through,
+       s.backfill_after, s.backfill_head,
        (select count(*) from (select 1 from osa_events.deliveries d
          where d.subscription_id = s.id and d.status <> 'dead' and d.run_at <= now()
          limit $1) as due) as due,

@@ -249,3 +249,6 @@ async fn every_operation_runs_against_postgres() {
         "no projection ran here"
     );
 }
+
+mod drills;
+mod runtime;
