@@ -120,10 +120,18 @@ async fn a_handler_started_from_the_beginning_handles_the_whole_history_in_order
     .await;
     let handled = seen.all();
     let history: Vec<u32> = handled.iter().copied().filter(|n| *n < 2_500).collect();
-    assert_eq!(history, (0..2_500).collect::<Vec<_>>(), "the history, once each, in log order");
+    assert_eq!(
+        history,
+        (0..2_500).collect::<Vec<_>>(),
+        "the history, once each, in log order"
+    );
     let mut later: Vec<u32> = handled.iter().copied().filter(|n| *n >= 2_500).collect();
     later.sort_unstable();
-    assert_eq!(later, (2_500..2_510).collect::<Vec<_>>(), "the new events, once each");
+    assert_eq!(
+        later,
+        (2_500..2_510).collect::<Vec<_>>(),
+        "the new events, once each"
+    );
     let status = ops(&db).status().await.unwrap();
     assert_eq!(
         status.handler("ops.runtime.history").unwrap().backfill,
