@@ -5,7 +5,7 @@
 //! them all, naming the gap. Times are store times: a rule that filters by time reads the store's
 //! now from [`Operations::status`] (`Status::at`) between short passes of time.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use osa_events::operations::{NodeRecord, Operations, StartFrom};
 use osa_events::store::{Delivery, Failure, Store, Subscription, SubscriptionId};
@@ -91,7 +91,7 @@ async fn fail<S: StoreUnderTest>(
     subscription: SubscriptionId,
     delivery: &Delivery,
     error: &str,
-    retry_in: Option<std::time::Duration>,
+    retry_in: Option<Duration>,
 ) {
     let failure = Failure {
         fence: delivery.fence,
@@ -119,12 +119,7 @@ async fn store_now<S: StoreUnderTest>(subject: &S) -> SystemTime {
 }
 
 /// A node of `namespace` running `handlers`, heartbeating every `heartbeat`.
-fn node(
-    name: &str,
-    namespace: Option<&str>,
-    handlers: &[&str],
-    heartbeat: std::time::Duration,
-) -> NodeRecord {
+fn node(name: &str, namespace: Option<&str>, handlers: &[&str], heartbeat: Duration) -> NodeRecord {
     NodeRecord {
         id: Uuid::new_v4(),
         name: name.to_owned(),

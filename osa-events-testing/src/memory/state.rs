@@ -235,7 +235,7 @@ impl Tables {
         self.subscriptions = staged;
         for (id, start_from) in created {
             self.lifecycles
-                .insert(id, Lifecycle::created(now, start_from));
+                .insert(id, Lifecycle::created(now, self.last_position, start_from));
         }
         Ok(ids)
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use osa_events::operations::Liveness;
+use osa_events::operations::{Liveness, NodeRecord};
 
 use super::super::{StoreUnderTest, subscribe};
 use super::{node, ops};
@@ -28,7 +28,20 @@ pub async fn nodes_are_recorded_refreshed_reported_alive_and_removed<S: StoreUnd
         [("a-slow", true), ("b-quick", true)],
         "by name, alive"
     );
-    assert_eq!(nodes[1].record, quick, "the record as recorded");
+    let shown = &nodes[1].record;
+    let started_apart = shown
+        .started_at
+        .duration_since(quick.started_at)
+        .unwrap_or_else(|error| error.duration());
+    assert!(
+        started_apart < Duration::from_millis(1),
+        "the start time as recorded (to a store's precision), {started_apart:?} apart"
+    );
+    let same_start = NodeRecord {
+        started_at: quick.started_at,
+        ..shown.clone()
+    };
+    assert_eq!(same_start, quick, "the record as recorded");
     let first_seen = nodes[1].last_seen;
 
     subject.pass(Duration::from_millis(400)).await;

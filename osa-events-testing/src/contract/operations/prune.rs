@@ -1,18 +1,32 @@
 //! Rules of retention: which old events a prune deletes, and which it keeps.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use osa_events::ResetTo;
 use osa_events::operations::{Prune, PruneStep};
 use osa_events::store::{ProjectionStore, Store};
 
 use super::super::{Job, LONG, Other, StoreUnderTest, claim_one, outgoing, subscribe};
-use super::{expect_config, kill, ops};
+use super::{expect_config, kill, ops, store_now};
 
 /// What the rules prune: events older than this...
 const OLDER_THAN: Duration = Duration::from_millis(200);
 /// ...once this much time has passed since they were published.
 const AGED: Duration = Duration::from_millis(400);
+
+/// A prune whose cutoff lies [`OLDER_THAN`] before `boundary`, a store time after the old events
+/// and before the young ones, however long the steps before took (a step on PostgreSQL may take
+/// a good part of [`OLDER_THAN`] on a busy machine).
+async fn prune_before<S: StoreUnderTest>(subject: &S, boundary: SystemTime, prune: Prune) -> Prune {
+    let since = store_now(subject)
+        .await
+        .duration_since(boundary)
+        .unwrap_or(Duration::ZERO);
+    Prune {
+        older_than: since + OLDER_THAN,
+        ..prune
+    }
+}
 
 /// The counts of a step: (events, dead, kept, through, done).
 fn counts(step: PruneStep) -> (u64, u64, u64, i64, bool) {
@@ -45,13 +59,15 @@ pub async fn prune_deletes_old_events_nothing_refers_to_and_stops_at_younger_one
     let _open = claim_one(subject, subscription, LONG).await; // 2: claimed
     kill(subject, subscription, "dead").await; // 3: a dead letter; 4: nobody's; 5: pending
     subject.pass(AGED).await;
+    let boundary = store_now(subject).await;
     assert_eq!(subject.publish(&[outgoing(&Job { n: 6 })]).await, 1);
     let ops = ops(subject);
 
-    let prune = Prune {
+    let one = Prune {
         batch: 1,
         ..Prune::older_than(OLDER_THAN)
     };
+    let prune = prune_before(subject, boundary, one).await;
     let first = ops.prune(&prune, 0).await.expect("a prune step");
     assert_eq!(
         counts(first),
@@ -59,7 +75,7 @@ pub async fn prune_deletes_old_events_nothing_refers_to_and_stops_at_younger_one
         "one event per step of one"
     );
     assert!(!first.busy);
-    let rest = Prune::older_than(OLDER_THAN);
+    let rest = prune_before(subject, boundary, Prune::older_than(OLDER_THAN)).await;
     let step = ops.prune(&rest, first.through).await.expect("a prune step");
     assert_eq!(
         counts(step),
@@ -72,6 +88,7 @@ pub async fn prune_deletes_old_events_nothing_refers_to_and_stops_at_younger_one
         include_dead: true,
         ..Prune::older_than(OLDER_THAN)
     };
+    let with_dead = prune_before(subject, boundary, with_dead).await;
     let step = ops.prune(&with_dead, 0).await.expect("a prune step");
     assert_eq!(
         counts(step),

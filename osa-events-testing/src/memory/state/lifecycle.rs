@@ -21,24 +21,27 @@ pub(in crate::memory) struct Lifecycle {
     pub(in crate::memory) last_error: Option<(String, Instant)>,
 }
 
-/// A pending backfill: copied through `after`, up to `through` (fixed by the first step).
+/// A pending backfill: copied through `after`, up to `head`, the last position handed out when
+/// the subscription was created (every later event was published with the subscription in place,
+/// so it has its delivery already: there is no window of publishes straddling the creation to
+/// copy, as `PgStore` has, and the claims are never held for one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::memory) struct Backfill {
     pub(in crate::memory) after: i64,
-    pub(in crate::memory) through: Option<i64>,
+    pub(in crate::memory) head: i64,
 }
 
 impl Lifecycle {
-    /// A subscription created at `now`, with its history pending unless it starts from now.
-    pub(super) fn created(now: Instant, start_from: StartFrom) -> Self {
+    /// A subscription created at `now`, when `head` was the last position handed out, with its
+    /// history pending unless it starts from now.
+    pub(super) fn created(now: Instant, head: i64, start_from: StartFrom) -> Self {
         Self {
             created_at: now,
             paused_at: None,
             retired_at: None,
-            backfill: start_from.after_position().map(|after| Backfill {
-                after,
-                through: None,
-            }),
+            backfill: start_from
+                .after_position()
+                .map(|after| Backfill { after, head }),
             last_error: None,
         }
     }

@@ -8,6 +8,7 @@ use osa_events::{Error, Result};
 use tokio::time::Instant;
 
 use super::{MAX_CHUNK, in_range};
+use crate::memory::DeliveryStatus;
 use crate::memory::state::lifecycle::Backfill;
 use crate::memory::state::{LoggedEvent, Row, Tables, receives};
 use crate::memory::time::Now;
@@ -92,9 +93,10 @@ impl Tables {
         Ok((step, (copied.delivered > 0).then_some(id)))
     }
 
-    /// One step of the backfill of `handler`: the first fixes the end at the head; each copies
-    /// the next `chunk` events of the log, due when the subscription was created, unless more
-    /// than two chunks of its history are open.
+    /// One step of the backfill of `handler`: copies the next `chunk` events of the log up to
+    /// the head when it was created, due when it was created, unless more than two chunks of its
+    /// history are open (dead letters aside); the step that reaches the head ends the backfill,
+    /// and the next one reports it done.
     pub(in crate::memory) fn backfill(
         &mut self,
         handler: &str,
@@ -103,41 +105,42 @@ impl Tables {
     ) -> Result<(BackfillStep, Option<SubscriptionId>)> {
         in_range("chunk", chunk, MAX_CHUNK)?;
         let id = self.resolve(handler)?;
-        let head = self.head();
-        let lifecycle = self
-            .lifecycles
-            .get_mut(&id)
-            .expect("every subscription gets its lifecycle when registered");
-        let Some(backfill) = lifecycle.backfill.as_mut() else {
+        let lifecycle = self.lifecycle(id);
+        let (Some(Backfill { after, head }), created_at) =
+            (lifecycle.backfill, lifecycle.created_at)
+        else {
             return Ok((BackfillStep::Done, None));
         };
-        let end = *backfill.through.get_or_insert(head);
-        let Backfill { after, .. } = *backfill;
-        let created_at = lifecycle.created_at;
-
+        if after >= head {
+            self.lifecycles
+                .get_mut(&id)
+                .expect("every subscription gets its lifecycle when registered")
+                .backfill = None;
+            return Ok((BackfillStep::Done, None));
+        }
         let open = self
             .rows_of(id)
-            .take_while(|(position, _)| *position <= end)
+            .take_while(|(position, _)| *position <= head)
+            .filter(|(_, row)| row.status != DeliveryStatus::Dead)
             .count();
         if open > 2 * usize::try_from(chunk).unwrap_or(usize::MAX / 2) {
             return Ok((BackfillStep::Waiting, None));
         }
         let subscription = self.subscriptions[&id].clone();
         let wanted = |logged: &LoggedEvent| receives(&subscription, &logged.raw);
-        let copied = self.copy(id, (after, end), chunk, wanted, created_at, now);
-        let through = copied.last_read.unwrap_or(end).max(after);
-        let lifecycle = self
-            .lifecycles
+        let copied = self.copy(id, (after, head), chunk, wanted, created_at, now);
+        let through = copied.last_read.unwrap_or(head).max(after);
+        self.lifecycles
             .get_mut(&id)
-            .expect("every subscription gets its lifecycle when registered");
-        lifecycle.backfill = (through < end).then_some(Backfill {
+            .expect("every subscription gets its lifecycle when registered")
+            .backfill = (through < head).then_some(Backfill {
             after: through,
-            through: Some(end),
+            head,
         });
         let step = BackfillStep::Copied {
             delivered: copied.delivered,
             through,
-            end,
+            end: head,
         };
         Ok((step, (copied.delivered > 0).then_some(id)))
     }

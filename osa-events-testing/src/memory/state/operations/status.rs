@@ -95,7 +95,7 @@ impl Tables {
         status.liveness = Liveness::of(&subscription.name, nodes);
         status.backfill = lifecycle
             .backfill
-            .map(|backfill| (backfill.after, backfill.through));
+            .map(|backfill| (backfill.after, Some(backfill.head)));
         status
     }
 
