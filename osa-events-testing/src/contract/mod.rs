@@ -87,7 +87,7 @@ pub use operations::{
     retiring_a_handler_a_live_node_runs_needs_even_if_running,
     retry_and_purge_select_by_handler_error_time_event_type_position_and_limit,
     retry_dead_resets_attempts_makes_due_now_and_keeps_the_last_error,
-    status_counts_due_scheduled_claimed_and_dead,
+    retry_resume_and_replay_wake_listening_workers, status_counts_due_scheduled_claimed_and_dead,
     status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error,
 };
 pub use projections::{
@@ -255,6 +255,7 @@ macro_rules! store_contract_tests {
             prune_keeps_events_a_projection_has_not_passed,
             nodes_are_recorded_refreshed_reported_alive_and_removed,
             liveness_follows_the_live_nodes_of_the_namespace,
+            retry_resume_and_replay_wake_listening_workers,
         );
     };
     (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {

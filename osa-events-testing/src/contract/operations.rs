@@ -20,6 +20,7 @@ mod lifecycle;
 mod nodes;
 mod prune;
 mod status;
+mod wakes;
 
 pub use deliveries::{
     a_delivery_is_shown_with_its_event, deliveries_are_listed_by_each_filter_in_keyset_pages,
@@ -54,6 +55,7 @@ pub use status::{
     status_counts_due_scheduled_claimed_and_dead,
     status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error,
 };
+pub use wakes::retry_resume_and_replay_wake_listening_workers;
 
 /// The store's operations API.
 fn ops<S: StoreUnderTest>(subject: &S) -> &dyn Operations {

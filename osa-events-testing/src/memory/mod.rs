@@ -58,6 +58,11 @@ use time::{Epoch, Now};
 /// [`depose_projection_leader`](Self::depose_projection_leader) to end a leadership as a lost
 /// database session would.
 ///
+/// It offers the operations API ([`Store::operations`]) with `PgStore`'s semantics: status,
+/// deliveries and dead letters, replay, backfill of handlers that start from their history,
+/// pause, retirement, retention and the nodes' records, all on the store's clock. A paused or
+/// retired subscription claims nothing, and a retired one receives nothing.
+///
 /// It offers transactions ([`Store::transactions`]), so handlers and projections that take a `Tx`
 /// run here: what they publish through it (`tx.publish(..)`) takes effect with the completion (or
 /// the checkpoint) when the call succeeds, and not at all when it fails or its claim was lost.

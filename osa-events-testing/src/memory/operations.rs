@@ -125,9 +125,10 @@ impl Operations for InMemoryStore {
             {
                 return Err(Error::Config(
                     format!(
-                        "handler `{handler}` runs on {nodes} live node(s): stop it there first, \
-                         or retire it with RetireMode::EvenIfRunning (their claim loops then \
-                         claim nothing)"
+                        "handler `{handler}` is running on {nodes} live node(s): retiring it \
+                         would leave them claiming nothing; stop or redeploy them without it \
+                         first, or retire it even if running (`RetireMode::EvenIfRunning`, \
+                         `osa-events retire --even-if-running`)"
                     )
                     .into(),
                 ));

@@ -59,3 +59,38 @@ impl Now {
         self.epoch.wall(instant)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn instants_map_to_wall_times_at_the_same_distance() {
+        let start = Instant::now();
+        let epoch = Epoch::at(start);
+        let later = epoch.wall(start + Duration::from_secs(3));
+        assert_eq!(
+            later.duration_since(epoch.wall(start)).ok(),
+            Some(Duration::from_secs(3))
+        );
+        let now = Now::new(start + Duration::from_secs(5), epoch);
+        assert_eq!(
+            now.wall().duration_since(later).ok(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(now.wall_of(start), epoch.wall(start));
+    }
+
+    #[test]
+    fn an_instant_before_the_epoch_maps_earlier() {
+        let start = Instant::now() + Duration::from_secs(10);
+        let epoch = Epoch::at(start);
+        let earlier = epoch.wall(start - Duration::from_secs(4));
+        assert_eq!(
+            epoch.wall(start).duration_since(earlier).ok(),
+            Some(Duration::from_secs(4))
+        );
+    }
+}

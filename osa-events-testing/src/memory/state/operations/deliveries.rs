@@ -18,7 +18,7 @@ impl Tables {
         query: &DeliveryQuery,
         now: Now,
     ) -> Result<DeliveryPage> {
-        in_range("page_size", query.page_size, MAX_PAGE)?;
+        in_range("the page size", query.page_size, MAX_PAGE)?;
         let page_size = usize::try_from(query.page_size).unwrap_or(usize::MAX);
         let deliveries: Vec<_> = self
             .rows_selected(&query.selector, query.after, now)?

@@ -30,35 +30,31 @@ impl Tables {
         end: Option<i64>,
         now: Now,
     ) -> Result<(ReplayStep, Option<SubscriptionId>)> {
-        in_range("chunk", replay.chunk, MAX_CHUNK)?;
+        in_range("the replay chunk", replay.chunk, MAX_CHUNK)?;
         let id = self.resolve(&replay.handler)?;
         let subscription = &self.subscriptions[&id];
-        let name = &replay.handler;
-        if let Some(event_type) = &replay.event_type
-            && *event_type != subscription.event_type
+        let name = &subscription.name;
+        if self.lifecycle(id).retired_at.is_some() {
+            return Err(Error::Config(
+                format!("handler `{name}` is retired: nothing is delivered to it").into(),
+            ));
+        }
+        if let Some(asked) = &replay.event_type
+            && *asked != subscription.event_type
         {
             return Err(Error::Config(
                 format!(
-                    "cannot replay events of type `{event_type}` to `{name}`: it receives `{}` only",
+                    "handler `{name}` receives `{}` events, not `{asked}`",
                     subscription.event_type
                 )
                 .into(),
             ));
         }
-        if let (Some(own), Some(wanted)) = (&subscription.routing_key, &replay.routing_key)
-            && own != wanted
+        if let (Some(own), Some(asked)) = (&subscription.routing_key, &replay.routing_key)
+            && own != asked
         {
             return Err(Error::Config(
-                format!(
-                    "cannot replay events with routing key `{wanted}` to `{name}`: it receives key `{own}` only"
-                )
-                .into(),
-            ));
-        }
-        if self.lifecycle(id).retired_at.is_some() {
-            return Err(Error::Config(
-                format!("cannot replay to `{name}`: it is retired (register it again first)")
-                    .into(),
+                format!("handler `{name}` receives routing key `{own}` only, not `{asked}`").into(),
             ));
         }
         let end = end
@@ -82,13 +78,13 @@ impl Tables {
                     .is_none_or(|before| logged.published_at < before)
         };
         let copied = self.copy(id, (after, end), replay.chunk, wanted, now.instant, now);
-        let through = copied.last_read.unwrap_or(end);
+        let through = copied.last_read.unwrap_or(end).max(after);
         let step = ReplayStep {
             delivered: copied.delivered,
             skipped: copied.skipped,
             through,
             end,
-            done: through >= end,
+            done: through >= end || copied.last_read.is_none(),
         };
         Ok((step, (copied.delivered > 0).then_some(id)))
     }
@@ -103,7 +99,7 @@ impl Tables {
         chunk: u32,
         now: Now,
     ) -> Result<(BackfillStep, Option<SubscriptionId>)> {
-        in_range("chunk", chunk, MAX_CHUNK)?;
+        in_range("the backfill chunk", chunk, MAX_CHUNK)?;
         let id = self.resolve(handler)?;
         let lifecycle = self.lifecycle(id);
         let (Some(Backfill { after, head }), created_at) =

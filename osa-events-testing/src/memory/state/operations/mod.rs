@@ -25,7 +25,7 @@ fn in_range(what: &str, value: u32, max: u32) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Config(
-            format!("`{what}` must be in 1..={max}, found {value}").into(),
+            format!("{what} must be in 1..={max}, found {value}").into(),
         ))
     }
 }
@@ -41,7 +41,7 @@ fn state_of(status: DeliveryStatus) -> DeliveryState {
 
 impl Tables {
     /// The id of the subscription stored as `name`, or [`Error::UnknownHandler`] naming every
-    /// stored name, sorted.
+    /// stored name, sorted (`none` when there is none).
     pub(in crate::memory) fn resolve(&self, name: &str) -> Result<SubscriptionId> {
         self.subscription_id(name).ok_or_else(|| {
             let mut known: Vec<&str> = self
@@ -52,7 +52,11 @@ impl Tables {
             known.sort_unstable();
             Error::UnknownHandler {
                 name: name.to_owned(),
-                known: known.join(", "),
+                known: if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
             }
         })
     }
@@ -104,19 +108,26 @@ impl Tables {
             })
             .filter(move |((subscription, position), row)| {
                 handler.is_none_or(|handler| *subscription == handler)
-                    && self.matches(selector, *position, row, now)
+                    && self.matches(selector, (*subscription, *position), row, now)
             })
             .map(|(key, row)| (*key, row)))
     }
 
-    /// Whether the row at `position` passes `selector`'s filters other than the handler.
-    fn matches(&self, selector: &Selector, position: i64, row: &Row, now: Now) -> bool {
+    /// Whether the row of `subscription` at `position` passes `selector`'s filters other than
+    /// the handler. The event type is the subscription's, as `PgStore` filters it.
+    fn matches(
+        &self,
+        selector: &Selector,
+        (subscription, position): (SubscriptionId, i64),
+        row: &Row,
+        now: Now,
+    ) -> bool {
         let updated_at = now.wall_of(row.updated_at);
         selector.position.is_none_or(|wanted| wanted == position)
             && selector.event_type.as_deref().is_none_or(|wanted| {
-                self.events
-                    .get(&position)
-                    .is_some_and(|logged| logged.raw.event_type == wanted)
+                self.subscriptions
+                    .get(&subscription)
+                    .is_some_and(|stored| stored.event_type == wanted)
             })
             && selector.error_contains.as_deref().is_none_or(|text| {
                 row.last_error
@@ -148,10 +159,7 @@ impl Tables {
             state: state_of(row.status),
             attempts: row.attempts,
             last_error: row.last_error.clone(),
-            claimed_by: row
-                .claimed_by
-                .clone()
-                .filter(|_| row.status == DeliveryStatus::Claimed),
+            claimed_by: row.claimed_by.clone(),
             run_at: now.wall_of(row.run_at),
             updated_at: now.wall_of(row.updated_at),
             event_id: logged.raw.id,

@@ -21,7 +21,7 @@ impl Tables {
         after: i64,
         now: Now,
     ) -> Result<PruneStep> {
-        in_range("batch", prune.batch, MAX_CHUNK)?;
+        in_range("the prune batch", prune.batch, MAX_CHUNK)?;
         let cutoff = now
             .wall()
             .checked_sub(prune.older_than)
