@@ -8,7 +8,9 @@ use osa_events::operations::{
 };
 use osa_events::store::{ClaimRequest, Store};
 
-use super::super::{LONG, StoreUnderTest, claim, claim_one, publish_jobs, subscribe};
+use super::super::{
+    Job, LONG, StoreUnderTest, claim, claim_one, outgoing, publish_jobs, subscribe,
+};
 use super::{expect_config, kill, node, ops, subscribe_from};
 
 /// Every method that takes a handler name refuses an unknown one with
@@ -137,6 +139,17 @@ pub async fn a_retired_subscription_gets_nothing_loses_its_deliveries_and_claims
         "no new delivery"
     );
     assert_eq!(subject.rows(neighbour).await.len(), 4);
+    if let Some(transactions) = subject.store().transactions() {
+        let mut tx = transactions.begin().await.expect("begin a transaction");
+        let published = tx
+            .publish(&[outgoing(&Job { n: 9 })])
+            .await
+            .expect("publish in a transaction");
+        assert_eq!(
+            published.deliveries, 1,
+            "only the neighbour counts as routed; the transaction is dropped"
+        );
+    }
     assert!(claim(subject, subscription, 10, LONG).await.is_empty());
     assert_eq!(
         subject
