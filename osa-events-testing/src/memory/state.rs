@@ -234,8 +234,12 @@ impl Tables {
         }
         self.subscriptions = staged;
         for (id, start_from) in created {
-            self.lifecycles
-                .insert(id, Lifecycle::created(now, self.last_position, start_from));
+            let mut lifecycle = Lifecycle::created(now, self.last_position, start_from);
+            // A revived subscription keeps its latest error, as `PgStore`'s column does.
+            if let Some(retired) = self.lifecycles.get_mut(&id) {
+                lifecycle.last_error = retired.last_error.take();
+            }
+            self.lifecycles.insert(id, lifecycle);
         }
         Ok(ids)
     }

@@ -203,6 +203,8 @@ async fn nodes_not_seen_for_a_day_are_forgotten_at_the_next_record() {
     let old = record("old");
     store.record_node(&old).await.unwrap();
     clock.advance(NodeRecord::STALE_AFTER);
+    assert_eq!(store.nodes().await.unwrap().len(), 1, "kept for a day");
+    clock.advance(Duration::from_secs(1));
     assert!(
         store.nodes().await.unwrap().is_empty(),
         "not shown once stale"

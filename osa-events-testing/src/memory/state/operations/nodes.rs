@@ -7,12 +7,23 @@ use crate::memory::state::Tables;
 use crate::memory::time::Now;
 
 impl Tables {
-    /// Records `node` as seen now, and forgets the nodes not seen for
-    /// [`NodeRecord::STALE_AFTER`].
+    /// Records `node` as seen now, and forgets the others not seen for longer than
+    /// [`NodeRecord::STALE_AFTER`]. A node recorded again keeps its host, pid, version and start
+    /// (they describe the process, which an id names), as `PgStore`'s upsert does.
     pub(in crate::memory) fn record_node(&mut self, node: &NodeRecord, now: Now) {
-        self.nodes.insert(node.id, (node.clone(), now.instant));
-        self.nodes.retain(|_, (_, last_seen)| {
-            now.instant.saturating_duration_since(*last_seen) < NodeRecord::STALE_AFTER
+        let record = match self.nodes.get(&node.id) {
+            Some((known, _)) => NodeRecord {
+                host: known.host.clone(),
+                pid: known.pid,
+                version: known.version.clone(),
+                started_at: known.started_at,
+                ..node.clone()
+            },
+            None => node.clone(),
+        };
+        self.nodes.insert(node.id, (record, now.instant));
+        self.nodes.retain(|id, (_, last_seen)| {
+            *id == node.id || !stale(now.instant.saturating_duration_since(*last_seen))
         });
     }
 
@@ -21,7 +32,7 @@ impl Tables {
         self.nodes.remove(&id);
     }
 
-    /// The nodes seen within [`NodeRecord::STALE_AFTER`], by name: alive while fewer than
+    /// The nodes seen within [`NodeRecord::STALE_AFTER`], by name (then id): alive while fewer than
     /// [`NodeRecord::MISSED_HEARTBEATS`] heartbeats have passed since they were last seen.
     pub(in crate::memory) fn node_statuses(&self, now: Now) -> Vec<NodeStatus> {
         let mut nodes: Vec<NodeStatus> = self
@@ -29,7 +40,7 @@ impl Tables {
             .values()
             .filter_map(|(record, last_seen)| {
                 let silent = now.instant.saturating_duration_since(*last_seen);
-                (silent < NodeRecord::STALE_AFTER).then(|| NodeStatus {
+                (!stale(silent)).then(|| NodeStatus {
                     record: record.clone(),
                     last_seen: now.wall_of(*last_seen),
                     alive: silent
@@ -39,7 +50,12 @@ impl Tables {
                 })
             })
             .collect();
-        nodes.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        nodes.sort_by(|a, b| (&a.record.name, a.record.id).cmp(&(&b.record.name, b.record.id)));
         nodes
     }
+}
+
+/// Whether a node silent for `silent` is forgotten.
+fn stale(silent: std::time::Duration) -> bool {
+    silent > NodeRecord::STALE_AFTER
 }

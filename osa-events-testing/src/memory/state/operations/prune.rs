@@ -33,6 +33,7 @@ impl Tables {
             .take(batch)
             .map(|(&position, _)| position)
             .collect();
+        let examined_count = examined.len();
         let mut step = PruneStep {
             through: after,
             ..PruneStep::default()
@@ -72,13 +73,8 @@ impl Tables {
             }
             step.events += 1;
         }
-        if !step.done {
-            step.done = self
-                .events
-                .range(step.through.saturating_add(1)..)
-                .next()
-                .is_none();
-        }
+        // Fewer events than a batch: the log has no more (as `PgStore` judges it).
+        step.done |= examined_count < batch;
         Ok(step)
     }
 }
