@@ -353,6 +353,11 @@ pub async fn purge_dead_deletes_only_dead_letters_and_cancel_pending_only_pendin
     kill(subject, subscription, "dead").await; // position 1
     let held = claim_one(subject, subscription, SHORT).await; // position 2
     subject.pass(EXPIRED).await;
+    assert_eq!(
+        listed(subject, Selector::default(), Some(DeliveryState::Claimed)).await,
+        [(subscription, 2)],
+        "an expired claim is listed as claimed, as stored"
+    );
     let positions = |rows: Vec<super::super::Row>| -> Vec<i64> {
         rows.iter().map(|row| row.position).collect()
     };

@@ -103,6 +103,7 @@ impl Tables {
         Ok(self
             .deliveries
             .range((start, Unbounded))
+            // A handler's rows are one stretch of the key order: stop past it.
             .take_while(move |((subscription, _), _)| {
                 handler.is_none_or(|handler| *subscription <= handler)
             })
