@@ -7,6 +7,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod operations;
 mod projection;
 mod publish;
 mod store;

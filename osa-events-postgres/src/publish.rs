@@ -105,6 +105,7 @@ with new_events as (
     join osa_events.subscriptions s
       on s.event_type = e.event_type
      and (s.routing_key is null or s.routing_key = e.routing_key)
+     and s.retired_at is null
     returning subscription_id
 ), notified as (
     select pg_notify('osa_events', subscription_id::text)
@@ -118,7 +119,8 @@ select (select count(*) from new_events) as published,
          where not exists (
              select 1 from osa_events.subscriptions s
              where s.event_type = e.event_type
-               and (s.routing_key is null or s.routing_key = e.routing_key))) as unrouted
+               and (s.routing_key is null or s.routing_key = e.routing_key)
+               and s.retired_at is null)) as unrouted
 "#;
 
 /// Publishes many events in one round trip, in the caller's transaction; returns how many were new

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::{Event, Resources, Result};
 use crate::operations::StartFrom;
+use crate::{Event, Resources, Result};
 
 pub(crate) mod error;
 pub(crate) mod extract;

@@ -153,7 +153,12 @@ impl HandlerStatus {
     pub const EXACT_UP_TO: u64 = 10_000;
 
     /// A handler with nothing open, for stores to fill in.
-    pub fn idle(id: SubscriptionId, name: &str, event_type: &str, routing_key: Option<&str>) -> Self {
+    pub fn idle(
+        id: SubscriptionId,
+        name: &str,
+        event_type: &str,
+        routing_key: Option<&str>,
+    ) -> Self {
         Self {
             id,
             name: name.to_owned(),

@@ -403,6 +403,10 @@ impl Store for PgStore {
     fn transactions(&self) -> Option<&dyn osa_events_core::store::Transactions> {
         Some(self)
     }
+
+    fn operations(&self) -> Option<&dyn osa_events_core::operations::Operations> {
+        Some(self)
+    }
 }
 
 /// A database timestamp read as `extract(epoch from ..)::float8`, as a `SystemTime` (sqlx is built

@@ -14,14 +14,14 @@ use osa_events_core::{Error, Result};
 /// Creates the subscription unless its name is taken; a concurrent insert of the same name makes
 /// this wait for that transaction, then do nothing.
 const INSERT_SQL: &str = r#"
-insert into osa_events.subscriptions (name, event_type, routing_key, config, revision)
-values ($1, $2, $3, $4, $5)
+insert into osa_events.subscriptions (name, event_type, routing_key, config, revision, backfill_after)
+values ($1, $2, $3, $4, $5, $6)
 on conflict (name) do nothing
 returning id
 "#;
 
 const STORED_SQL: &str = r#"
-select id, event_type, routing_key, revision
+select id, event_type, routing_key, revision, retired_at is not null
 from osa_events.subscriptions
 where name = $1
 for update
@@ -36,6 +36,16 @@ where id = $1
 const REPOINT_SQL: &str = r#"
 update osa_events.subscriptions
 set event_type = $2, routing_key = $3, config = $4, revision = $5, updated_at = now()
+where id = $1
+"#;
+
+/// A retired subscription registered again starts afresh, as a new one would: what it receives
+/// and where it starts are the registration's, and it is neither retired nor paused any more.
+const REVIVE_SQL: &str = r#"
+update osa_events.subscriptions
+set event_type = $2, routing_key = $3, config = $4, revision = $5, backfill_after = $6,
+    backfill_xmax = null, backfill_through = null, retired_at = null, paused_at = null,
+    created_at = now(), updated_at = now()
 where id = $1
 "#;
 
@@ -68,17 +78,40 @@ pub(super) async fn register(
             .bind(subscription.routing_key.as_deref())
             .bind(&subscription.config)
             .bind(revision)
+            .bind(subscription.start_from.after_position())
             .fetch_optional(PgUnnamed::when(unnamed, &mut tx))
             .await?;
         if let Some((id,)) = inserted {
             ids.push(SubscriptionId(id));
             continue;
         }
-        let (id, event_type, routing_key, stored_revision): (i32, String, Option<String>, i32) =
-            sqlx::query_as(STORED_SQL)
-                .bind(&subscription.name)
-                .fetch_one(PgUnnamed::when(unnamed, &mut tx))
+        let (id, event_type, routing_key, stored_revision, retired): (
+            i32,
+            String,
+            Option<String>,
+            i32,
+            bool,
+        ) = sqlx::query_as(STORED_SQL)
+            .bind(&subscription.name)
+            .fetch_one(PgUnnamed::when(unnamed, &mut tx))
+            .await?;
+        if retired {
+            tracing::warn!(
+                handler = %subscription.name,
+                "a retired subscription is registered again: it starts afresh, as a new one"
+            );
+            sqlx::query(REVIVE_SQL)
+                .bind(id)
+                .bind(&subscription.event_type)
+                .bind(subscription.routing_key.as_deref())
+                .bind(&subscription.config)
+                .bind(revision)
+                .bind(subscription.start_from.after_position())
+                .execute(PgUnnamed::when(unnamed, &mut tx))
                 .await?;
+            ids.push(SubscriptionId(id));
+            continue;
+        }
         let stored = Subscription {
             name: subscription.name.clone(),
             event_type,

@@ -1,0 +1,313 @@
+//! Listing, showing, retrying, purging and cancelling deliveries by [`Selector`].
+//!
+//! Every statement here selects with the same filter (`filter!`, parameters `$1` to `$6`) and,
+//! for the mutations, locks what it changes and re-checks the state on the locked row: a retry or
+//! purge touches only dead rows and a cancel only pending ones, so a delivery a worker holds is
+//! never changed here, and its fenced completion or failure still lands.
+
+use sqlx::PgConnection;
+
+use super::{PgStore, epoch_seconds, in_range, subscribed, subscription_id};
+use crate::store::from_epoch_seconds;
+use osa_events_core::Result;
+use osa_events_core::operations::{
+    DeliveryDetail, DeliveryKey, DeliveryPage, DeliveryQuery, DeliveryState, DeliverySummary,
+    Selector,
+};
+
+/// The selector's filter over `d` (deliveries) joined with `s` (subscriptions). Parameters: `$1`
+/// subscription id, `$2` position, `$3` event type, `$4` error text, `$5`/`$6` changed at or
+/// after / before (epoch seconds); each null matches everything.
+macro_rules! filter {
+    () => {
+        r#"($1::int4 is null or d.subscription_id = $1)
+  and ($2::int8 is null or d.event_position = $2)
+  and ($3::text is null or s.event_type = $3)
+  and ($4::text is null or strpos(d.last_error, $4) > 0)
+  and ($5::float8 is null or d.updated_at >= to_timestamp($5))
+  and ($6::float8 is null or d.updated_at < to_timestamp($6))"#
+    };
+}
+
+const LIST_SQL: &str = concat!(
+    r#"
+select d.subscription_id, s.name, d.event_position, d.status, d.attempts, d.last_error,
+       d.claimed_by, extract(epoch from d.run_at)::float8, extract(epoch from d.updated_at)::float8,
+       e.id, e.event_type, e.routing_key, extract(epoch from e.created_at)::float8
+from osa_events.deliveries d
+join osa_events.subscriptions s on s.id = d.subscription_id
+join osa_events.events e on e.position = d.event_position
+where "#,
+    filter!(),
+    r#"
+  and ($7::text is null or d.status = $7)
+  and (d.subscription_id, d.event_position) > ($8, $9)
+order by d.subscription_id, d.event_position
+limit $10
+"#
+);
+
+const SHOW_SQL: &str = r#"
+select d.subscription_id, s.name, d.event_position, d.status, d.attempts, d.last_error,
+       d.claimed_by, extract(epoch from d.run_at)::float8, extract(epoch from d.updated_at)::float8,
+       e.id, e.event_type, e.routing_key, extract(epoch from e.created_at)::float8,
+       e.event_version, e.payload::text, e.metadata::text
+from osa_events.deliveries d
+join osa_events.subscriptions s on s.id = d.subscription_id
+join osa_events.events e on e.position = d.event_position
+where d.subscription_id = $1 and d.event_position = $2
+"#;
+
+const RETRY_SQL: &str = concat!(
+    r#"
+with picked as (
+    select d.subscription_id, d.event_position
+    from osa_events.deliveries d
+    join osa_events.subscriptions s on s.id = d.subscription_id
+    where d.status = 'dead' and "#,
+    filter!(),
+    r#"
+    order by d.subscription_id, d.event_position
+    limit $7
+    for update of d
+), retried as (
+    update osa_events.deliveries d
+    set status = 'pending', attempts = 0, run_at = now(), claim_token = null, claimed_by = null,
+        claimed_at = null, updated_at = now()
+    from picked p
+    where d.subscription_id = p.subscription_id and d.event_position = p.event_position
+      and d.status = 'dead'
+    returning d.subscription_id
+), woken as (
+    select pg_notify('osa_events', subscription_id::text)
+    from (select distinct subscription_id from retried) as subscriptions
+)
+select (select count(*) from retried), (select count(*) from woken)
+"#
+);
+
+const PURGE_SQL: &str = concat!(
+    r#"
+with picked as (
+    select d.subscription_id, d.event_position
+    from osa_events.deliveries d
+    join osa_events.subscriptions s on s.id = d.subscription_id
+    where d.status = 'dead' and "#,
+    filter!(),
+    r#"
+    order by d.subscription_id, d.event_position
+    limit $7
+    for update of d
+), purged as (
+    delete from osa_events.deliveries d
+    using picked p
+    where d.subscription_id = p.subscription_id and d.event_position = p.event_position
+      and d.status = 'dead'
+    returning 1
+)
+select count(*) from purged
+"#
+);
+
+/// Pending rows a claimer is locking at this moment are skipped (`skip locked`): it is about to
+/// claim them, and a cancel never takes a delivery from a worker.
+const CANCEL_SQL: &str = concat!(
+    r#"
+with picked as (
+    select d.subscription_id, d.event_position
+    from osa_events.deliveries d
+    join osa_events.subscriptions s on s.id = d.subscription_id
+    where d.status = 'pending' and "#,
+    filter!(),
+    r#"
+    order by d.subscription_id, d.event_position
+    limit $7
+    for update of d skip locked
+), cancelled as (
+    delete from osa_events.deliveries d
+    using picked p
+    where d.subscription_id = p.subscription_id and d.event_position = p.event_position
+      and d.status = 'pending'
+    returning 1
+)
+select count(*) from cancelled
+"#
+);
+
+/// A selector's parameters `$1` to `$6`, with its handler resolved.
+struct Bound {
+    subscription: Option<i32>,
+    position: Option<i64>,
+    event_type: Option<String>,
+    error_contains: Option<String>,
+    changed_after: Option<f64>,
+    changed_before: Option<f64>,
+    limit: Option<i64>,
+}
+
+async fn bind(store: &PgStore, conn: &mut PgConnection, selector: &Selector) -> Result<Bound> {
+    let subscription = match &selector.handler {
+        Some(handler) => Some(subscribed(store, conn, handler).await?.id),
+        None => None,
+    };
+    Ok(Bound {
+        subscription,
+        position: selector.position,
+        event_type: selector.event_type.clone(),
+        error_contains: selector.error_contains.clone(),
+        changed_after: selector.changed_after.map(epoch_seconds),
+        changed_before: selector.changed_before.map(epoch_seconds),
+        limit: selector
+            .limit
+            .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX)),
+    })
+}
+
+macro_rules! bind_filter {
+    ($query:expr, $bound:expr) => {
+        $query
+            .bind($bound.subscription)
+            .bind($bound.position)
+            .bind($bound.event_type.as_deref())
+            .bind($bound.error_contains.as_deref())
+            .bind($bound.changed_after)
+            .bind($bound.changed_before)
+    };
+}
+
+type SummaryRow = (
+    i32,
+    String,
+    i64,
+    String,
+    i32,
+    Option<String>,
+    Option<String>,
+    f64,
+    f64,
+    uuid::Uuid,
+    String,
+    Option<String>,
+    f64,
+);
+
+fn summary(row: SummaryRow) -> Result<DeliverySummary> {
+    let (sub, handler, position, state, attempts, last_error, claimed_by, run_at, updated_at) = (
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
+    );
+    Ok(DeliverySummary {
+        key: DeliveryKey {
+            subscription: subscription_id(sub),
+            position,
+        },
+        handler,
+        state: state.parse::<DeliveryState>()?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        last_error,
+        claimed_by,
+        run_at: from_epoch_seconds(run_at),
+        updated_at: from_epoch_seconds(updated_at),
+        event_id: row.9,
+        event_type: row.10,
+        routing_key: row.11,
+        published_at: from_epoch_seconds(row.12),
+    })
+}
+
+pub(super) async fn list(store: &PgStore, query: &DeliveryQuery) -> Result<DeliveryPage> {
+    let page_size = in_range("the page size", query.page_size, 1..=1000)?;
+    let mut conn = store.pool().acquire().await?;
+    let bound = bind(store, &mut conn, &query.selector).await?;
+    let (after_subscription, after_position) = query
+        .after
+        .map_or((-1, -1), |key| (key.subscription.0, key.position));
+    let rows: Vec<SummaryRow> = bind_filter!(sqlx::query_as(LIST_SQL), bound)
+        .bind(query.state.map(DeliveryState::as_str))
+        .bind(after_subscription)
+        .bind(after_position)
+        .bind(i64::from(page_size))
+        .fetch_all(store.ops(&mut conn))
+        .await?;
+    let deliveries = rows.into_iter().map(summary).collect::<Result<Vec<_>>>()?;
+    let next = (deliveries.len() == page_size as usize)
+        .then(|| deliveries.last().map(|last| last.key))
+        .flatten();
+    Ok(DeliveryPage { deliveries, next })
+}
+
+pub(super) async fn show(
+    store: &PgStore,
+    handler: &str,
+    position: i64,
+) -> Result<Option<DeliveryDetail>> {
+    let mut conn = store.pool().acquire().await?;
+    let subscription = subscribed(store, &mut conn, handler).await?;
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        i32,
+        String,
+        i64,
+        String,
+        i32,
+        Option<String>,
+        Option<String>,
+        f64,
+        f64,
+        uuid::Uuid,
+        String,
+        Option<String>,
+        f64,
+        i32,
+        String,
+        String,
+    )> = sqlx::query_as(SHOW_SQL)
+        .bind(subscription.id)
+        .bind(position)
+        .fetch_optional(store.ops(&mut conn))
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (event_version, payload, metadata) = (row.13, row.14.clone(), row.15.clone());
+    let summary = summary((
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10, row.11,
+        row.12,
+    ))?;
+    Ok(Some(DeliveryDetail {
+        summary,
+        event_version,
+        position,
+        payload,
+        metadata,
+    }))
+}
+
+pub(super) async fn retry_dead(store: &PgStore, selector: &Selector) -> Result<u64> {
+    let mut tx = store.pool().begin().await?;
+    let bound = bind(store, &mut tx, selector).await?;
+    let (retried, _woken): (i64, i64) = bind_filter!(sqlx::query_as(RETRY_SQL), bound)
+        .bind(bound.limit)
+        .fetch_one(store.ops(&mut tx))
+        .await?;
+    tx.commit().await?;
+    Ok(u64::try_from(retried).unwrap_or(0))
+}
+
+pub(super) async fn purge_dead(store: &PgStore, selector: &Selector) -> Result<u64> {
+    delete(store, selector, PURGE_SQL).await
+}
+
+pub(super) async fn cancel_pending(store: &PgStore, selector: &Selector) -> Result<u64> {
+    delete(store, selector, CANCEL_SQL).await
+}
+
+async fn delete(store: &PgStore, selector: &Selector, sql: &'static str) -> Result<u64> {
+    let mut tx = store.pool().begin().await?;
+    let bound = bind(store, &mut tx, selector).await?;
+    let (deleted,): (i64,) = bind_filter!(sqlx::query_as(sql), bound)
+        .bind(bound.limit)
+        .fetch_one(store.ops(&mut tx))
+        .await?;
+    tx.commit().await?;
+    Ok(u64::try_from(deleted).unwrap_or(0))
+}
