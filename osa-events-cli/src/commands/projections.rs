@@ -32,19 +32,25 @@ pub(crate) async fn reset(
     ops: &dyn Operations,
     args: &ResetArgs,
 ) -> Result<(), CliError> {
-    let projections = ops.projections().await?;
-    let Some(projection) = projections.iter().find(|p| p.name == args.name) else {
-        let known: Vec<&str> = projections.iter().map(|p| p.name.as_str()).collect();
+    let projection_store =
+        Store::projections(store).ok_or_else(|| CliError::op("this store runs no projections"))?;
+    // The store lists only the projections of the program that asks (none, in this tool), and a
+    // reset by an unknown name would create a checkpoint: look the name up by itself first.
+    let projection = projection_store.status(&args.name, &[]).await?;
+    if projection.updated_at == SystemTime::UNIX_EPOCH {
+        let listed = ops.projections().await?;
+        let names: Vec<&str> = listed.iter().map(|p| p.name.as_str()).collect();
         return Err(CliError::op(format!(
-            "no projection is named `{}` (known projections: {})",
+            "no projection is named `{}` in this database: none has a checkpoint by that name \
+             (check the name{})",
             args.name,
-            if known.is_empty() {
-                "none".to_owned()
+            if names.is_empty() {
+                String::new()
             } else {
-                known.join(", ")
+                format!("; known projections: {}", names.join(", "))
             }
         )));
-    };
+    }
     let to = match args.to {
         ResetTo::Beginning => {
             "the beginning: it applies the whole log again (clear its read model first)".to_owned()
@@ -55,17 +61,16 @@ pub(crate) async fn reset(
         }
     };
     println!(
-        "projection `{}` is at position {} with {} events to apply; it would be reset to {to}",
-        projection.name, projection.position, projection.lag
+        "projection `{}` is at position {} (led by {}); it would be reset to {to}",
+        args.name,
+        projection.position,
+        projection.leader.as_deref().unwrap_or("nobody")
     );
-    let action = format!("reset projection `{}`", projection.name);
+    let action = format!("reset projection `{}`", args.name);
     if confirm(args.confirm, &action)? == Decision::DryRun {
         return Ok(());
     }
-    let projection_store = store
-        .projections()
-        .ok_or_else(|| CliError::op("this store runs no projections"))?;
-    projection_store.reset(&projection.name, args.to).await?;
-    println!("reset projection `{}`", projection.name);
+    projection_store.reset(&args.name, args.to).await?;
+    println!("reset projection `{}`", args.name);
     Ok(())
 }

@@ -179,7 +179,12 @@ pub(crate) fn projections_table(projections: &[ProjectionStatus], now: SystemTim
         ]);
     }
     if table.is_empty() {
-        return paint(Stream::Stdout, Style::Dim, "no projections\n");
+        // PostgreSQL lists the projections registered in the program that asks.
+        return paint(
+            Stream::Stdout,
+            Style::Dim,
+            "no projections listed (the store reports those registered in the asking program)\n",
+        );
     }
     table.render()
 }
