@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use tokio::sync::Notify;
+
 use crate::cli::Confirm;
 use crate::error::CliError;
 
@@ -204,25 +206,61 @@ impl Progress {
 /// Ctrl-C, noted between chunks: once installed, Ctrl-C no longer kills the process; the loop
 /// finishes the chunk in flight (its transaction commits or rolls back whole), then stops.
 #[derive(Debug, Clone)]
-pub(crate) struct Interrupt(Arc<AtomicBool>);
+pub(crate) struct Interrupt {
+    pressed: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
 
 impl Interrupt {
-    /// Starts listening for Ctrl-C.
-    pub(crate) fn install() -> Self {
-        let flag = Arc::new(AtomicBool::new(false));
-        let set = flag.clone();
+    /// Starts listening for Ctrl-C, and returns once the listener is in place.
+    pub(crate) async fn install() -> Self {
+        let interrupt = Self {
+            pressed: Arc::new(AtomicBool::new(false)),
+            notify: Arc::new(Notify::new()),
+        };
+        let (listening, ready) = tokio::sync::oneshot::channel();
+        let set = interrupt.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                set.store(true, Ordering::SeqCst);
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
+            // One poll registers the handler; then say so.
+            let first = futures_poll_once(ctrl_c.as_mut()).await;
+            let _ = listening.send(());
+            let pressed = match first {
+                Some(result) => result.is_ok(),
+                None => ctrl_c.await.is_ok(),
+            };
+            if pressed {
+                set.pressed.store(true, Ordering::SeqCst);
+                set.notify.notify_waiters();
             }
         });
-        Self(flag)
+        let _ = ready.await;
+        interrupt
     }
 
     /// Whether Ctrl-C was pressed.
     pub(crate) fn pressed(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.pressed.load(Ordering::SeqCst)
     }
+
+    /// Waits for Ctrl-C.
+    pub(crate) async fn wait(&self) {
+        let notified = self.notify.notified();
+        if self.pressed() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Polls `future` once: its output if it is ready, `None` otherwise.
+async fn futures_poll_once<F: Future + Unpin>(mut future: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut future).poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 /// What to do after a destructive command showed its plan.

@@ -114,7 +114,7 @@ pub(crate) async fn run(
         return Ok(());
     }
 
-    let interrupt = Interrupt::install();
+    let interrupt = Interrupt::install().await;
     let mut progress = Progress::new(change.done());
     let mut done = 0u64;
     while done < total && !interrupt.pressed() {

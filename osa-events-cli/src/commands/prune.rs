@@ -57,7 +57,7 @@ pub(crate) async fn run(ops: &dyn Operations, args: &PruneArgs) -> Result<(), Cl
         include_dead: args.include_dead,
         batch: args.batch,
     };
-    let interrupt = Interrupt::install();
+    let interrupt = Interrupt::install().await;
     let mut progress = Progress::new("examined");
     let (mut events, mut dead, mut kept) = (0u64, 0u64, 0u64);
     let mut after = 0i64;

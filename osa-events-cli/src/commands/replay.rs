@@ -50,7 +50,7 @@ pub(crate) async fn run(ops: &dyn Operations, args: &ReplayArgs) -> Result<(), C
         return Ok(());
     }
 
-    let interrupt = Interrupt::install();
+    let interrupt = Interrupt::install().await;
     let mut progress = Progress::new("replayed");
     let (mut delivered, mut skipped) = (0u64, 0u64);
     let mut through = after;

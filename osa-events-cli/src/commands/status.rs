@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::cli::StatusArgs;
 use crate::error::CliError;
 use crate::format::{age, ago, cut, or_dash, since, time_millis};
-use crate::term::{Stream, Style, Table, paint, stdout_is_terminal};
+use crate::term::{Interrupt, Stream, Style, Table, paint, stdout_is_terminal};
 
 /// Runs `status`.
 pub(crate) async fn run(ops: &dyn Operations, args: &StatusArgs) -> Result<(), CliError> {
@@ -21,6 +21,7 @@ pub(crate) async fn run(ops: &dyn Operations, args: &StatusArgs) -> Result<(), C
     };
     let every = every.max(Duration::from_millis(100));
     let clear = stdout_is_terminal() && !args.json;
+    let interrupt = Interrupt::install().await;
     loop {
         let status = ops.status().await?;
         let text = render(&status, args.json);
@@ -35,7 +36,7 @@ pub(crate) async fn run(ops: &dyn Operations, args: &StatusArgs) -> Result<(), C
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.wait() => return Ok(()),
         }
     }
 }

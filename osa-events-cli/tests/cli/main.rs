@@ -9,6 +9,7 @@ mod support;
 
 mod dead;
 mod input;
+mod interrupt;
 mod lifecycle;
 mod log;
 mod status;

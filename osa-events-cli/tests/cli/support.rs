@@ -120,20 +120,24 @@ impl Scene {
 
     /// How many deliveries of `handler` (every handler: `None`) are in `state`.
     pub(crate) async fn count(&self, handler: Option<&str>, state: DeliveryState) -> usize {
-        let page = self
-            .ops()
-            .deliveries(&DeliveryQuery {
-                selector: Selector {
-                    handler: handler.map(str::to_owned),
-                    ..Selector::default()
-                },
-                state: Some(state),
-                after: None,
-                page_size: 1000,
-            })
-            .await
-            .expect("deliveries");
-        page.deliveries.len()
+        let mut query = DeliveryQuery {
+            selector: Selector {
+                handler: handler.map(str::to_owned),
+                ..Selector::default()
+            },
+            state: Some(state),
+            after: None,
+            page_size: 1000,
+        };
+        let mut count = 0;
+        loop {
+            let page = self.ops().deliveries(&query).await.expect("deliveries");
+            count += page.deliveries.len();
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return count,
+            }
+        }
     }
 
     /// Runs `osa-events args…` on this database.
