@@ -1,5 +1,5 @@
 //! `dead retry`, `dead purge` and `pending cancel`: count what the selection matches, show it,
-//! confirm, then change it in chunks of `--chunk`, one transaction each, until done or Ctrl-C.
+//! confirm (a retry of a single dead letter goes ahead unasked), then change it in chunks of `--chunk`, one transaction each, until done or Ctrl-C.
 //!
 //! The work is bounded by the count that was shown and confirmed: dead letters that arrive
 //! while a purge runs are not purged with them.
@@ -110,7 +110,9 @@ pub(crate) async fn run(
         println!("  {handler}: {n}");
     }
     let action = format!("{} {total} {}", change.verb(), change.noun(total));
-    if confirm(args.confirm, &action)? == Decision::DryRun {
+    // Retrying one dead letter only puts it back into work: that needs no confirmation.
+    let ask = !(change == Change::Retry && total == 1) || args.confirm.dry_run;
+    if ask && confirm(args.confirm, &action)? == Decision::DryRun {
         return Ok(());
     }
 

@@ -124,6 +124,7 @@ async fn dead_show_prints_the_payload_and_the_last_error() {
 async fn retry_without_a_terminal_or_yes_refuses_and_changes_nothing() {
     let scene = scene().await;
     let out = scene.cli(&["dead", "retry", "--handler", "cli.a"]).exits(1);
+    // (One dead letter alone is retried unasked: see `retrying_one_dead_letter_needs_no_confirmation`.)
     assert!(
         out.stdout.contains("5 dead letters match"),
         "{}",
@@ -245,4 +246,35 @@ async fn pending_cancel_deletes_pending_deliveries_only() {
     assert_eq!(scene.count(Some("cli.b"), DeliveryState::Pending).await, 0);
     assert_eq!(scene.count(Some("cli.b"), DeliveryState::Dead).await, 2);
     assert_eq!(scene.count(Some("cli.a"), DeliveryState::Pending).await, 1);
+}
+
+#[tokio::test]
+async fn retrying_one_dead_letter_needs_no_confirmation() {
+    let scene = scene().await;
+    let list = scene
+        .cli(&["dead", "list", "--handler", "cli.b", "--json"])
+        .exits(0)
+        .json();
+    let position = list[0]["position"].as_i64().unwrap().to_string();
+    let out = scene
+        .cli(&[
+            "dead",
+            "retry",
+            "--handler",
+            "cli.b",
+            "--position",
+            &position,
+        ])
+        .exits(0);
+    assert!(
+        out.stdout.contains("retried 1 dead letter"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(scene.count(Some("cli.b"), DeliveryState::Dead).await, 1);
+    // Purging one is still confirmed.
+    let out = scene
+        .cli(&["dead", "purge", "--handler", "cli.a", "--position", "1"])
+        .exits(1);
+    assert!(out.stderr.contains("refusing"), "{}", out.stderr);
 }

@@ -126,3 +126,47 @@ async fn projections_reset_by_name() {
         .exits(2);
     assert!(out.stderr.contains("beginning"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn prune_include_dead_counts_and_deletes_dead_letters_of_old_events() {
+    let scene = Scene::new().await;
+    let a = scene.subscribe("cli.a").await;
+    scene.publish(0..3).await;
+    scene.kill(a, 2, "gone").await;
+    scene.handle(a, 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let out = scene
+        .cli(&["prune", "--older-than", "1ms", "--yes"])
+        .exits(0);
+    assert!(
+        out.stdout.contains("deleted 1 events and 0 dead letters"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(scene.count(Some("cli.a"), DeliveryState::Dead).await, 2);
+    let out = scene
+        .cli(&[
+            "prune",
+            "--older-than",
+            "1ms",
+            "--include-dead",
+            "--dry-run",
+        ])
+        .exits(0);
+    assert!(
+        out.stdout
+            .contains("2 dead letters of those events would be deleted"),
+        "{}",
+        out.stdout
+    );
+    let out = scene
+        .cli(&["prune", "--older-than", "1ms", "--include-dead", "--yes"])
+        .exits(0);
+    assert!(
+        out.stdout.contains("deleted 2 events and 2 dead letters"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(scene.count(Some("cli.a"), DeliveryState::Dead).await, 0);
+}
