@@ -58,14 +58,21 @@ fn usage(error: &clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // clap's message, its details and tips, on one line; without the usage and the
+            // pointer to --help, which follow.
             let rendered = error.render().to_string();
-            let line = rendered
+            let message: Vec<&str> = rendered
                 .lines()
-                .find(|line| !line.trim().is_empty())
-                .unwrap_or("invalid command line")
-                .trim_start_matches("error: ");
+                .map(str::trim)
+                .take_while(|line| {
+                    !line.starts_with("Usage:") && !line.starts_with("For more information")
+                })
+                .filter(|line| !line.is_empty())
+                .collect();
+            let message = message.join(" ");
+            let message = message.trim_start_matches("error: ");
             report(&CliError::usage(format!(
-                "{line} (see `osa-events --help`)"
+                "{message} (see `osa-events --help`)"
             )))
         }
     }

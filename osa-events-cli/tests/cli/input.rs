@@ -108,3 +108,15 @@ async fn an_unmigrated_database_points_at_migrate() {
     scene.cli(&["migrate"]).exits(0);
     scene.cli(&["status"]).exits(0);
 }
+
+#[test]
+fn a_position_without_a_handler_names_the_missing_flag() {
+    let out = run(&["dead", "retry", "--position", "3"], &[]).exits(2);
+    assert!(out.stderr.contains("--handler <HANDLER>"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        out.stderr
+    );
+}
