@@ -267,14 +267,3 @@ pub(crate) struct ResetArgs {
     #[command(flatten)]
     pub(crate) confirm: Confirm,
 }
-
-/// Which deliveries a [`ChangeArgs`] command changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
-    /// `dead retry`.
-    Retry,
-    /// `dead purge`.
-    Purge,
-    /// `pending cancel`.
-    Cancel,
-}

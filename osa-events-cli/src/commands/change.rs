@@ -1,5 +1,6 @@
 //! `dead retry`, `dead purge` and `pending cancel`: count what the selection matches, show it,
-//! confirm (a retry of a single dead letter goes ahead unasked), then change it in chunks of `--chunk`, one transaction each, until done or Ctrl-C.
+//! confirm (a retry of a single dead letter goes ahead unasked), then change it in chunks of
+//! `--chunk`, one transaction each, until done or Ctrl-C.
 //!
 //! The work is bounded by the count that was shown and confirmed: dead letters that arrive
 //! while a purge runs are not purged with them.
@@ -8,11 +9,22 @@ use std::collections::BTreeMap;
 
 use osa_events::operations::{DeliveryState, Operations, Selector};
 
-use crate::cli::{Change, ChangeArgs};
+use crate::cli::ChangeArgs;
 use crate::commands::dead::{scan, selector};
 use crate::error::CliError;
 use crate::store::subscription;
 use crate::term::{Decision, Interrupt, Progress, confirm};
+
+/// Which deliveries a [`ChangeArgs`] command changes, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// `dead retry`.
+    Retry,
+    /// `dead purge`.
+    Purge,
+    /// `pending cancel`.
+    Cancel,
+}
 
 impl Change {
     /// The state of the deliveries it changes.

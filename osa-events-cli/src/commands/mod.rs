@@ -2,9 +2,10 @@
 
 use osa_events::PgStore;
 
-use crate::cli::{Change, Command, DeadCommand, PendingCommand, ProjectionsCommand};
+use crate::cli::{Command, DeadCommand, PendingCommand, ProjectionsCommand};
 use crate::error::CliError;
 use crate::store::{connect, operations};
+use change::Change;
 
 mod change;
 mod dead;
