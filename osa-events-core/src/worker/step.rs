@@ -61,6 +61,8 @@ struct Stepped {
     spec: HandlerSpec,
     invoker: Arc<Invoker>,
     subscription: SubscriptionId,
+    /// The subscription's name (the handler's, qualified by the namespace).
+    stored_name: String,
     /// The retry jitter of [`Stepper::step`], carried from one step to the next.
     jitter: Jitter,
 }
@@ -92,16 +94,17 @@ impl Stepper {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         instance: String,
-        handlers: Vec<(HandlerSpec, Arc<Invoker>, SubscriptionId)>,
+        handlers: Vec<(HandlerSpec, Arc<Invoker>, SubscriptionId, String)>,
         projections: Vec<(ProjectionSpec, &'static str, Arc<Invoker>)>,
         jitter_seed: u64,
     ) -> Self {
         let handlers = handlers
             .into_iter()
-            .map(|(spec, invoker, subscription)| Stepped {
+            .map(|(spec, invoker, subscription, stored_name)| Stepped {
                 spec,
                 invoker,
                 subscription,
+                stored_name,
                 jitter: Jitter::new(jitter_seed ^ name_hash(spec.name())),
             })
             .collect();
@@ -226,6 +229,7 @@ impl Stepper {
     /// claim or the completion fails.
     pub async fn step(&mut self, handler: &str) -> Result<StepReport> {
         let index = self.index(handler)?;
+        self.backfill(index).await?;
         let (mut worker, _hints) = self.worker(index, format!("{}/{handler}#step", self.instance));
         let jitter = &mut self.handlers[index].jitter;
         let claimed_at = worker.clock.now();
@@ -255,6 +259,21 @@ impl Stepper {
             refused_in_tx: processed.refused_in_tx,
             failures: processed.failures,
         })
+    }
+
+    /// Copies what the handler's backfill can copy now (see
+    /// [`Operations::backfill`](crate::operations::Operations::backfill)), as the runtime's
+    /// upkeep does between claims: a handler that starts from its history receives it in the
+    /// harness too.
+    async fn backfill(&self, index: usize) -> Result<()> {
+        let Some(operations) = self.store.operations() else {
+            return Ok(());
+        };
+        let name = &self.handlers[index].stored_name;
+        while let crate::operations::BackfillStep::Copied { .. } =
+            operations.backfill(name, 1_000).await?
+        {}
+        Ok(())
     }
 
     /// The real claim loop of `handler`, named `worker` in `claimed_by`, for the caller to poll:
