@@ -229,7 +229,11 @@ impl Stepper {
     /// claim or the completion fails.
     pub async fn step(&mut self, handler: &str) -> Result<StepReport> {
         let index = self.index(handler)?;
-        self.backfill(index).await?;
+        backfill(
+            Arc::clone(&self.store),
+            self.handlers[index].stored_name.clone(),
+        )
+        .await?;
         let (mut worker, _hints) = self.worker(index, format!("{}/{handler}#step", self.instance));
         let jitter = &mut self.handlers[index].jitter;
         let claimed_at = worker.clock.now();
@@ -259,21 +263,6 @@ impl Stepper {
             refused_in_tx: processed.refused_in_tx,
             failures: processed.failures,
         })
-    }
-
-    /// Copies what the handler's backfill can copy now (see
-    /// [`Operations::backfill`](crate::operations::Operations::backfill)), as the runtime's
-    /// upkeep does between claims: a handler that starts from its history receives it in the
-    /// harness too.
-    async fn backfill(&self, index: usize) -> Result<()> {
-        let Some(operations) = self.store.operations() else {
-            return Ok(());
-        };
-        let name = &self.handlers[index].stored_name;
-        while let crate::operations::BackfillStep::Copied { .. } =
-            operations.backfill(name, 1_000).await?
-        {}
-        Ok(())
     }
 
     /// The real claim loop of `handler`, named `worker` in `claimed_by`, for the caller to poll:
@@ -353,4 +342,18 @@ fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Copies what `handler`'s backfill can copy now (see
+/// [`Operations::backfill`](crate::operations::Operations::backfill)), as the runtime's upkeep
+/// does between claims: a handler that starts from its history receives it in the harness too.
+/// Takes what it needs by value, so a step's future holds no borrow of the stepper.
+async fn backfill(store: Arc<dyn Store>, handler: String) -> Result<()> {
+    let Some(operations) = store.operations() else {
+        return Ok(());
+    };
+    while let crate::operations::BackfillStep::Copied { .. } =
+        operations.backfill(&handler, 1_000).await?
+    {}
+    Ok(())
 }
