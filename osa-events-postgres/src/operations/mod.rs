@@ -28,6 +28,8 @@ mod prune;
 mod replay;
 mod status;
 
+pub use status::{STATUS_PLAN_SQL, STATUS_SQL};
+
 impl PgStore {
     /// The executor for an operations statement on `conn`: unnamed behind a transaction-mode
     /// pooler, like every statement of the store.
