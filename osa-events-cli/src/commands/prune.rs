@@ -67,7 +67,9 @@ pub(crate) async fn run(ops: &dyn Operations, args: &PruneArgs) -> Result<(), Cl
             Ok(step) => step,
             Err(error) => {
                 progress.finish();
-                eprintln!("deleted {events} events before the error");
+                if events > 0 {
+                    eprintln!("deleted {events} events before the error");
+                }
                 return Err(error.into());
             }
         };

@@ -12,6 +12,19 @@ use crate::term::{Decision, Interrupt, Progress, confirm};
 /// Runs `replay`.
 pub(crate) async fn run(ops: &dyn Operations, args: &ReplayArgs) -> Result<(), CliError> {
     let info = subscription(ops, &args.handler).await?;
+    // The store refuses these too, but only at the first step: say so before asking.
+    if info.retired_at.is_some() {
+        return Err(CliError::op(format!(
+            "handler `{}` is retired: nothing is delivered to it",
+            info.name
+        )));
+    }
+    if let Some(asked) = args.event_type.as_deref().filter(|t| *t != info.event_type) {
+        return Err(CliError::op(format!(
+            "handler `{}` receives `{}` events, not `{asked}` (--type)",
+            info.name, info.event_type
+        )));
+    }
     let after = args.from_position.map_or(0, |from| (from - 1).max(0));
     let head = ops.status().await?.head;
     let end = args.through_position.unwrap_or(head).min(head);
@@ -60,7 +73,9 @@ pub(crate) async fn run(ops: &dyn Operations, args: &ReplayArgs) -> Result<(), C
             Ok(step) => step,
             Err(error) => {
                 progress.finish();
-                eprintln!("delivered {delivered} events again before the error");
+                if delivered > 0 {
+                    eprintln!("delivered {delivered} events again before the error");
+                }
                 return Err(error.into());
             }
         };

@@ -44,6 +44,16 @@ async fn replay_delivers_handled_events_again() {
     );
     assert_eq!(scene.count(Some("cli.a"), DeliveryState::Pending).await, 3);
 
+    let out = scene
+        .cli(&["replay", "cli.a", "--type", "cli.other", "--yes"])
+        .exits(1);
+    assert!(
+        out.stderr
+            .contains("receives `cli.job` events, not `cli.other`"),
+        "{}",
+        out.stderr
+    );
+
     // What is still open is skipped, and said so.
     let out = scene.cli(&["replay", "cli.a", "--yes"]).exits(0);
     assert!(
