@@ -304,3 +304,42 @@ pub(crate) fn confirm(confirm: Confirm, action: &str) -> Result<Decision, CliErr
         _ => Err(CliError::op("aborted: nothing was changed")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_padded_to_the_widest_cell_and_lines_trimmed() {
+        let mut table = Table::new(&["NAME", "DEAD", "LAST ERROR"]);
+        table.styled_row(vec![
+            ("billing.invoice".into(), Style::Plain),
+            ("≥10000".into(), Style::Plain),
+            ("-".into(), Style::Plain),
+        ]);
+        table.styled_row(vec![
+            ("a".into(), Style::Plain),
+            ("2".into(), Style::Plain),
+            ("".into(), Style::Plain),
+        ]);
+        let text = table.render();
+        // Headers are bold on a terminal: compare what remains without escapes.
+        let plain: String = text
+            .split('\x1b')
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part
+                } else {
+                    part.split_once('m').map_or(part, |(_, rest)| rest)
+                }
+            })
+            .collect();
+        assert_eq!(
+            plain,
+            "NAME             DEAD    LAST ERROR\n\
+             billing.invoice  ≥10000  -\n\
+             a                2\n"
+        );
+    }
+}
