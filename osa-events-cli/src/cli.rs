@@ -136,7 +136,8 @@ pub(crate) struct DeadListArgs {
     #[command(flatten)]
     pub(crate) filters: Filters,
     /// Show at most N.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) limit: u64,
     /// Print JSON (an array) instead of a table.
     #[arg(long)]
