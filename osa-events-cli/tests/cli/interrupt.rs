@@ -22,13 +22,14 @@ fn spawn(scene: &Scene, args: &[&str]) -> Child {
         .expect("the osa-events binary starts")
 }
 
-/// Sends SIGINT, as Ctrl-C does.
+/// Sends SIGINT, as Ctrl-C does (with the shell's `kill`, as the repository's other tests do:
+/// no binary beyond `sh` needed).
 fn interrupt(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    let status = Command::new("sh")
+        .args(["-c", "kill -s INT \"$1\"", "sh", &child.id().to_string()])
         .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -INT failed");
+        .expect("run kill");
+    assert!(status.success(), "kill -s INT {} failed", child.id());
 }
 
 /// Reads stdout lines until one contains `marker`; returns what was read.
@@ -56,6 +57,21 @@ async fn watch_refreshes_until_ctrl_c() {
     interrupt(&child);
     let status = child.wait().expect("it exits");
     assert_eq!(status.code(), Some(0), "Ctrl-C ends --watch with success");
+}
+
+#[tokio::test]
+async fn watch_json_prints_one_document_a_line() {
+    let scene = Scene::new().await;
+    scene.subscribe("cli.a").await;
+    let mut child = spawn(&scene, &["status", "--watch", "100ms", "--json"]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..2 {
+        let line = read_until(&mut out, "cli.a");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON document");
+        assert_eq!(json["handlers"][0]["name"], "cli.a");
+    }
+    interrupt(&child);
+    assert_eq!(child.wait().expect("it exits").code(), Some(0));
 }
 
 #[tokio::test]
