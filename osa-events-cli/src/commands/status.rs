@@ -180,9 +180,7 @@ pub(crate) fn projections_table(projections: &[ProjectionStatus], now: SystemTim
         ]);
     }
     if table.is_empty() {
-        // PostgreSQL lists the projections registered in the program that asks.
-        let none =
-            "no projections listed (the store reports those registered in the asking program)";
+        let none = "no projections (none has a checkpoint yet)";
         return format!("{}\n", paint(Stream::Stdout, Style::Dim, none));
     }
     table.render()

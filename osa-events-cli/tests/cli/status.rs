@@ -106,4 +106,11 @@ async fn nodes_and_projections_on_a_quiet_database() {
         out.stderr
     );
     assert_eq!(scene.count(None, DeliveryState::Dead).await, 0);
+
+    // A projection another program runs shows once it has a checkpoint.
+    osa_events::reset_projection(scene.store.pool(), "orders", osa_events::ResetTo::End)
+        .await
+        .expect("a checkpoint for `orders`");
+    let out = scene.cli(&["projections", "status"]).exits(0);
+    assert!(out.stdout.contains("orders"), "{}", out.stdout);
 }
