@@ -54,6 +54,7 @@ pub mod __private {
     pub use crate::extract::{Call, FromBatchArg, FromEventArg};
     pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
     pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
+    pub use crate::operations::StartFrom;
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,
     };

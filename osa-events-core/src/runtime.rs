@@ -237,7 +237,14 @@ impl Runtime {
             .handlers
             .into_iter()
             .zip(subscriptions)
-            .map(|(handler, subscription)| (handler.spec, handler.invoker, subscription))
+            .map(|(handler, subscription)| {
+                (
+                    handler.spec,
+                    handler.invoker,
+                    subscription,
+                    handler.stored_name,
+                )
+            })
             .collect();
         let projections = self
             .projections

@@ -1,6 +1,6 @@
 //! Each `#[event_handler]` option changes behaviour: routing_key, batch, poll, backoff and
-//! max_backoff here; retries, timeout, claim_timeout and concurrency are covered in `failures` and
-//! `runtime`.
+//! max_backoff here, and start_from reaches the stored subscription; retries, timeout,
+//! claim_timeout and concurrency are covered in `failures` and `runtime`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -249,5 +249,66 @@ async fn a_dropped_listener_connection_is_re_established() {
     assert!(
         woken < Duration::from_secs(5),
         "woken by the new listener, not the 30 s poll: {woken:?}"
+    );
+}
+
+#[event_handler(name = "options.start_beginning", start_from = "beginning")]
+async fn from_the_beginning(_item: Item) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[event_handler(name = "options.start_after", start_from = 1042)]
+async fn after_a_position(_item: Item) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[event_handler(name = "options.start_default")]
+async fn from_now(_item: Item) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+#[tokio::test]
+async fn start_from_is_carried_by_the_spec_into_the_subscription() {
+    use osa_events::__private::Handler;
+    use osa_events::operations::StartFrom;
+
+    assert_eq!(
+        FromTheBeginningHandler::SPEC.start_from(),
+        StartFrom::Beginning
+    );
+    assert_eq!(
+        AfterAPositionHandler::SPEC.start_from(),
+        StartFrom::AfterPosition(1042)
+    );
+    assert_eq!(FromNowHandler::SPEC.start_from(), StartFrom::Now);
+
+    let db = Db::new().await;
+    let running = db
+        .start(
+            &[
+                "options.start_beginning",
+                "options.start_after",
+                "options.start_default",
+            ],
+            Resources::new(),
+        )
+        .await;
+    running.stop().await;
+    let stored: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "select name, config -> 'start_from' from osa_events.subscriptions order by name",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        [
+            ("options.start_after".to_owned(), serde_json::json!(1042)),
+            (
+                "options.start_beginning".to_owned(),
+                serde_json::json!("beginning")
+            ),
+            ("options.start_default".to_owned(), serde_json::json!("now")),
+        ]
     );
 }

@@ -506,7 +506,8 @@ pub trait Operations: Send + Sync {
     /// The runtime instances seen within [`NodeRecord::STALE_AFTER`], and whether each is alive.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeStatus>>>;
 
-    /// The projections' states (what [`ProjectionStore::statuses`](crate::ProjectionStore::statuses)
-    /// reports), empty on a store without projections.
+    /// The state of every projection the store has a checkpoint of (whichever program runs it),
+    /// and of those registered in this program that have none yet, by name; empty on a store
+    /// without projections.
     fn projections(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>>;
 }

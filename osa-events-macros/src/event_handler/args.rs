@@ -8,6 +8,7 @@ use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{LitStr, Meta, Token};
 
+use super::start_from::{self, StartFrom};
 use crate::diag::{Errors, Keyed, set_once, unknown_option};
 use crate::lit;
 
@@ -24,6 +25,7 @@ pub(crate) const KEYS: &[&str] = &[
     "timeout",
     "backoff",
     "max_backoff",
+    "start_from",
 ];
 
 pub(crate) use crate::limits::{
@@ -45,6 +47,7 @@ pub(crate) struct HandlerArgs {
     pub(crate) timeout: Keyed<Duration>,
     pub(crate) backoff: Keyed<Duration>,
     pub(crate) max_backoff: Keyed<Duration>,
+    pub(crate) start_from: Keyed<StartFrom>,
 }
 
 impl HandlerArgs {
@@ -152,6 +155,7 @@ impl HandlerArgs {
                 key,
                 lit::duration(value, "max_backoff", at_least_1ms)?,
             ),
+            "start_from" => set_once(&mut self.start_from, key, start_from::start_from(value)?),
             _ => Err(unknown_option(&assignment.path, KEYS)),
         }
     }
@@ -185,7 +189,8 @@ mod tests {
             timeout = "30s",
             backoff = "1s",
             max_backoff = "1m",
-            linger = "50ms"
+            linger = "50ms",
+            start_from = "beginning"
         ));
         assert!(errors.is_empty(), "{errors:?}");
         let args = args.unwrap();
@@ -195,6 +200,37 @@ mod tests {
         assert_eq!(args.claim_timeout.unwrap().1, Duration::from_secs(300));
         assert_eq!(args.concurrency.unwrap().1, 4);
         assert_eq!(args.linger.unwrap().1, Duration::from_millis(50));
+        assert_eq!(args.start_from.unwrap().1, StartFrom::Beginning);
+    }
+
+    #[test]
+    fn start_from_is_set_once_and_checked_with_the_others() {
+        let (args, errors) = parse(quote!(start_from = 1042, batch = 8));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            args.unwrap().start_from.unwrap().1,
+            StartFrom::AfterPosition(1042)
+        );
+        let (_, errors) = parse(quote!(
+            start_from = "now",
+            start_from = "later",
+            start_from = "now",
+            batch = 0
+        ));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("invalid `start_from` \"later\""),
+            "{errors:?}"
+        );
+        assert_eq!(errors[1], "`start_from` specified more than once");
+        assert_eq!(errors[2], "`batch` must be in 1..=1000, found 0");
+        // In an attribute, syn reads `-1` as one negative literal.
+        let (_, errors) = parse(quote!(start_from = -1));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("`start_from` position must not be negative"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use syn::{Ident, ItemFn, Type};
 
 use super::args::HandlerArgs;
 use super::signature::{Shape, Signature, blame};
+use super::start_from::StartFrom;
 
 /// `index_vectors` with suffix `Handler` → `IndexVectorsHandler`.
 pub(crate) fn handler_type_name(function: &Ident, suffix: &str) -> Ident {
@@ -89,6 +90,16 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
             let value = duration(*value);
             options.extend(quote!(.#method(#value)));
         }
+    }
+    if let Some((_, start_from)) = &args.start_from {
+        let start_from = match start_from {
+            StartFrom::Now => quote!(::osa_events::__private::StartFrom::Now),
+            StartFrom::Beginning => quote!(::osa_events::__private::StartFrom::Beginning),
+            StartFrom::AfterPosition(position) => {
+                quote!(::osa_events::__private::StartFrom::AfterPosition(#position))
+            }
+        };
+        options.extend(quote!(.with_start_from(#start_from)));
     }
     let event_name =
         quote_spanned!(blame(event)=> <#event as ::osa_events::__private::Event>::NAME);

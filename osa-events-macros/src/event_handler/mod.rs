@@ -8,6 +8,7 @@ use crate::diag::{Errors, with_errors};
 mod args;
 pub(crate) mod emit;
 pub(crate) mod signature;
+mod start_from;
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     expand_fn(

@@ -34,7 +34,7 @@ async fn paused_handler(job: Job, seen: State<Seen>) -> Result<(), HandlerError>
     Ok(())
 }
 
-#[event_handler(name = "ops.runtime.history", poll = "50ms")]
+#[event_handler(name = "ops.runtime.history", poll = "50ms", start_from = "beginning")]
 async fn history_handler(job: Job, seen: State<Seen>) -> Result<(), HandlerError> {
     seen.0.lock().unwrap().push(job.n);
     Ok(())
@@ -103,7 +103,7 @@ async fn a_handler_started_from_the_beginning_handles_the_whole_history_in_order
         .start_with(
             &["ops.runtime.history"],
             Resources::new().with_arc(std::sync::Arc::clone(&seen)),
-            |builder| builder.start_from("ops.runtime.history", StartFrom::Beginning),
+            |builder| builder,
         )
         .await;
     publish(&db, 2_500..2_510).await;
@@ -137,6 +137,31 @@ async fn a_handler_started_from_the_beginning_handles_the_whole_history_in_order
         status.handler("ops.runtime.history").unwrap().backfill,
         None
     );
+    running.stop().await;
+}
+
+/// `RuntimeBuilder::start_from` overrides the attribute: `now` skips the history.
+#[tokio::test]
+async fn the_builder_overrides_the_attributes_start_from() {
+    let db = Db::new().await;
+    publish(&db, 0..5).await;
+    let seen = std::sync::Arc::new(Seen::default());
+    let running = db
+        .start_with(
+            &["ops.runtime.history"],
+            Resources::new().with_arc(std::sync::Arc::clone(&seen)),
+            |builder| builder.start_from("ops.runtime.history", StartFrom::Now),
+        )
+        .await;
+    publish(&db, 5..7).await;
+    eventually(WAIT, "the new events are handled", || async {
+        seen.all().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut handled = seen.all();
+    handled.sort_unstable();
+    assert_eq!(handled, vec![5, 6], "no history with start_from now");
     running.stop().await;
 }
 

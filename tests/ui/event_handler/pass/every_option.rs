@@ -1,7 +1,7 @@
 use std::time::Duration;
 
+use osa_events::__private::{Handler, Shape, StartFrom};
 use osa_events::prelude::*;
-use osa_events::__private::{Handler, Shape};
 use serde::{Deserialize, Serialize};
 
 #[derive(Event, Serialize, Deserialize)]
@@ -21,7 +21,8 @@ struct RecordPublished {
     concurrency = 4,
     timeout = "30s",
     backoff = "1s",
-    max_backoff = "1m"
+    max_backoff = "1m",
+    start_from = "beginning"
 )]
 async fn index_vectors(events: Batch<RecordPublished>) -> Result<(), HandlerError> {
     for event in &events {
@@ -46,4 +47,5 @@ fn main() {
     assert_eq!(spec.timeout(), Some(Duration::from_secs(30)));
     assert_eq!(spec.backoff(), Duration::from_secs(1));
     assert_eq!(spec.max_backoff(), Duration::from_secs(60));
+    assert_eq!(spec.start_from(), StartFrom::Beginning);
 }

@@ -1,0 +1,16 @@
+use osa_events::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "record.published")]
+struct RecordPublished {
+    srn: String,
+}
+
+#[event_handler(name = "search.index", start_from = beginning)]
+async fn index(event: RecordPublished) -> Result<(), HandlerError> {
+    let _ = event;
+    Ok(())
+}
+
+fn main() {}
