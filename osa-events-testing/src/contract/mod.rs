@@ -1,5 +1,6 @@
-//! The store contract suite: the rules of the claim protocol, of publishing and of projections
-//! that every [`Store`] (and its [`ProjectionStore`]) must follow, one function per rule.
+//! The store contract suite: the rules of the claim protocol, of publishing, of projections and
+//! of the operations API that every [`Store`] (and its [`ProjectionStore`]) must follow, one
+//! function per rule.
 //!
 //! **Not a stable public API.** Rules are added, renamed and tightened as the protocol evolves,
 //! in any release. It is public so that every store, in this workspace or outside it, runs the
@@ -88,6 +89,7 @@ pub use operations::{
     retry_and_purge_select_by_handler_error_time_event_type_position_and_limit,
     retry_dead_resets_attempts_makes_due_now_and_keeps_the_last_error,
     retry_resume_and_replay_wake_listening_workers, status_counts_due_scheduled_claimed_and_dead,
+    status_lists_every_projection_with_a_checkpoint,
     status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error,
 };
 pub use projections::{
@@ -256,6 +258,7 @@ macro_rules! store_contract_tests {
             nodes_are_recorded_refreshed_reported_alive_and_removed,
             liveness_follows_the_live_nodes_of_the_namespace,
             retry_resume_and_replay_wake_listening_workers,
+            status_lists_every_projection_with_a_checkpoint,
         );
     };
     (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {

@@ -52,7 +52,7 @@ pub use prune::{
     prune_keeps_events_a_projection_has_not_passed,
 };
 pub use status::{
-    status_counts_due_scheduled_claimed_and_dead,
+    status_counts_due_scheduled_claimed_and_dead, status_lists_every_projection_with_a_checkpoint,
     status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error,
 };
 pub use wakes::retry_resume_and_replay_wake_listening_workers;

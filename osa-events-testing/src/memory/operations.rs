@@ -159,7 +159,17 @@ impl Operations for InMemoryStore {
         Box::pin(async move { Ok(self.tables().node_statuses(self.now_at())) })
     }
 
+    /// Every projection with a checkpoint, and those registered in this program without one.
     fn projections(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>> {
-        Box::pin(async move { ProjectionStore::statuses(self).await })
+        Box::pin(async move {
+            let mut statuses = self.tables().stored_projection_statuses();
+            for registered in ProjectionStore::statuses(self).await? {
+                if statuses.iter().all(|stored| stored.name != registered.name) {
+                    statuses.push(registered);
+                }
+            }
+            statuses.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(statuses)
+        })
     }
 }

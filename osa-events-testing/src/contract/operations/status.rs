@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use osa_events::ResetTo;
 use osa_events::operations::{Count, Liveness};
+use osa_events::store::ProjectionStore;
 use osa_events::store::Store;
 
 use super::super::{
@@ -154,4 +156,29 @@ pub async fn status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error<
         age < LONG,
         "the error's time is store time, found {age:?} ago"
     );
+}
+
+/// Status lists every projection the store has a checkpoint of, whichever program runs it.
+pub async fn status_lists_every_projection_with_a_checkpoint<S: StoreUnderTest>(subject: &S) {
+    publish_jobs(subject, 2).await;
+    for name in ["contract.listed.b", "contract.listed.a"] {
+        subject
+            .store()
+            .reset(name, ResetTo::AfterPosition(1))
+            .await
+            .expect("a checkpoint after position 1");
+    }
+    let listed = ops(subject).projections().await.expect("projections");
+    let ours: Vec<(&str, i64)> = listed
+        .iter()
+        .filter(|status| status.name.starts_with("contract.listed."))
+        .map(|status| (status.name.as_str(), status.position))
+        .collect();
+    assert_eq!(
+        ours,
+        [("contract.listed.a", 1), ("contract.listed.b", 1)],
+        "by name, at their checkpoints"
+    );
+    let status = ops(subject).status().await.expect("status");
+    assert_eq!(status.projections, listed, "status shows the projections");
 }

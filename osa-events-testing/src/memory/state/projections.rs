@@ -223,6 +223,23 @@ impl Tables {
         status
     }
 
+    /// The state of every projection with a checkpoint, by name, each read with the event
+    /// types it recorded (none: no lag to count), as `PgStore` lists them.
+    pub(in crate::memory) fn stored_projection_statuses(&self) -> Vec<ProjectionStatus> {
+        self.projections
+            .iter()
+            .map(|(name, row)| {
+                let event_types: Vec<&str> = row
+                    .event_types
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
+                self.projection_status(name, &event_types)
+            })
+            .collect()
+    }
+
     /// Rewinds `name` to `to`, creating its checkpoint if it has none.
     pub(in crate::memory) fn reset_projection(
         &mut self,
