@@ -7,6 +7,12 @@ use osa_events::operations::{Liveness, NodeRecord};
 use super::super::{StoreUnderTest, subscribe};
 use super::{node, ops};
 
+/// The heartbeat of a node the rules let fall silent: alive for three of these (450 ms, a wide
+/// margin for the calls between recording it and looking)...
+const QUICK: Duration = Duration::from_millis(150);
+/// ...and gone after this much silence.
+const SILENT: Duration = Duration::from_millis(500);
+
 /// Nodes are recorded and refreshed by id, listed by name, alive until
 /// [`NodeRecord::MISSED_HEARTBEATS`](osa_events::operations::NodeRecord::MISSED_HEARTBEATS)
 /// heartbeats pass without a refresh, and forgotten when removed.
@@ -14,7 +20,7 @@ pub async fn nodes_are_recorded_refreshed_reported_alive_and_removed<S: StoreUnd
     subject: &S,
 ) {
     let ops = ops(subject);
-    let quick = node("b-quick", None, &["h"], Duration::from_millis(100));
+    let quick = node("b-quick", None, &["h"], QUICK);
     let slow = node("a-slow", Some("billing"), &[], Duration::from_secs(60));
     ops.record_node(&quick).await.expect("record a node");
     ops.record_node(&slow).await.expect("record a node");
@@ -44,10 +50,10 @@ pub async fn nodes_are_recorded_refreshed_reported_alive_and_removed<S: StoreUnd
     assert_eq!(same_start, quick, "the record as recorded");
     let first_seen = nodes[1].last_seen;
 
-    subject.pass(Duration::from_millis(400)).await;
+    subject.pass(SILENT).await;
     let nodes = ops.nodes().await.expect("nodes");
     let seen: Vec<bool> = nodes.iter().map(|status| status.alive).collect();
-    assert_eq!(seen, [true, false], "three heartbeats of 100 ms missed");
+    assert_eq!(seen, [true, false], "three quick heartbeats missed");
 
     ops.record_node(&quick).await.expect("refresh a node");
     let nodes = ops.nodes().await.expect("nodes");
@@ -105,18 +111,13 @@ pub async fn liveness_follows_the_live_nodes_of_the_namespace<S: StoreUnderTest>
         .unwrap();
     assert_eq!(liveness("live.a").await, Liveness::Running { nodes: 2 });
 
-    let gone = node(
-        "w",
-        Some("billing"),
-        &["billing@live.b"],
-        Duration::from_millis(100),
-    );
+    let gone = node("w", Some("billing"), &["billing@live.b"], QUICK);
     ops.record_node(&gone).await.unwrap();
     assert_eq!(
         liveness("billing@live.b").await,
         Liveness::Running { nodes: 1 }
     );
-    subject.pass(Duration::from_millis(400)).await;
+    subject.pass(SILENT).await;
     assert_eq!(
         liveness("billing@live.b").await,
         Liveness::Orphan,
