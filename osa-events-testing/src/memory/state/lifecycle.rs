@@ -1,9 +1,10 @@
-//! The life of a subscription beyond its definition: when it was created, whether it is paused
-//! or retired, the history it still has to receive, and its latest error. The counterparts of
-//! the `paused_at`, `retired_at`, `backfill_*` and `last_error` columns of `subscriptions`.
+//! The life of a subscription: its registration, when it was created, whether it is paused or
+//! retired, the history it still has to receive, and its latest error. The counterparts of the
+//! `paused_at`, `retired_at`, `backfill_*` and `last_error` columns of `subscriptions`.
 
+use osa_events::Result;
 use osa_events::operations::{Retired, StartFrom};
-use osa_events::store::SubscriptionId;
+use osa_events::store::{Reconcile, Subscription, SubscriptionId};
 use tokio::time::Instant;
 
 use super::{DeliveryStatus, Tables};
@@ -53,6 +54,74 @@ impl Lifecycle {
 }
 
 impl Tables {
+    /// Registers by name, by the rule of [`Subscription::reconcile`]: a known name keeps its id,
+    /// and is re-pointed only at a higher revision. All or nothing: on a conflict, nothing changes.
+    ///
+    /// A subscription it creates starts its life at `now`, with a pending backfill unless it
+    /// starts from [`StartFrom::Now`](osa_events::StartFrom::Now). A retired one registered again
+    /// is created afresh under its id: its new definition stored as given, no longer paused or
+    /// retired, and its `start_from` applies again.
+    pub(in crate::memory) fn register(
+        &mut self,
+        subscriptions: &[Subscription],
+        now: Instant,
+    ) -> Result<Vec<SubscriptionId>> {
+        let mut staged = self.subscriptions.clone();
+        let mut ids = Vec::with_capacity(subscriptions.len());
+        let mut created = Vec::new();
+        for subscription in subscriptions {
+            let known = staged
+                .iter()
+                .find(|(_, stored)| stored.name == subscription.name)
+                .map(|(id, stored)| (*id, stored.clone()));
+            let id = match known {
+                None => {
+                    let last = staged.keys().next_back().map_or(0, |id| id.0);
+                    let id = SubscriptionId(last + 1);
+                    staged.insert(id, subscription.clone());
+                    created.push((id, subscription.start_from));
+                    id
+                }
+                Some((id, _)) if self.is_retired(id) => {
+                    staged.insert(id, subscription.clone());
+                    created.push((id, subscription.start_from));
+                    id
+                }
+                Some((id, stored)) => {
+                    match subscription.reconcile(&stored)? {
+                        Reconcile::Keep => {}
+                        Reconcile::Update => {
+                            staged.insert(
+                                id,
+                                Subscription {
+                                    config: subscription.config.clone(),
+                                    revision: subscription.revision,
+                                    start_from: Default::default(),
+                                    ..stored
+                                },
+                            );
+                        }
+                        Reconcile::Repoint => {
+                            staged.insert(id, subscription.clone());
+                        }
+                    }
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        self.subscriptions = staged;
+        for (id, start_from) in created {
+            let mut lifecycle = Lifecycle::created(now, self.last_position, start_from);
+            // A revived subscription keeps its latest error, as `PgStore`'s column does.
+            if let Some(retired) = self.lifecycles.get_mut(&id) {
+                lifecycle.last_error = retired.last_error.take();
+            }
+            self.lifecycles.insert(id, lifecycle);
+        }
+        Ok(ids)
+    }
+
     /// The life of subscription `id` (every stored subscription has one).
     pub(in crate::memory) fn lifecycle(&self, id: SubscriptionId) -> &Lifecycle {
         self.lifecycles
