@@ -58,7 +58,7 @@ impl Tables {
     /// and is re-pointed only at a higher revision. All or nothing: on a conflict, nothing changes.
     ///
     /// A subscription it creates starts its life at `now`, with a pending backfill unless it
-    /// starts from [`StartFrom::Now`](osa_events::StartFrom::Now). A retired one registered again
+    /// starts from [`StartFrom::Now`]. A retired one registered again
     /// is created afresh under its id: its new definition stored as given, no longer paused or
     /// retired, and its `start_from` applies again.
     pub(in crate::memory) fn register(
