@@ -238,7 +238,8 @@ pub async fn replay_refuses_another_event_type_a_retired_handler_and_a_bad_chunk
 }
 
 /// A new subscription starting from the beginning, or after a position, receives the history of
-/// its type in log order, claimed before what was published after it was registered.
+/// its type (and routing key) in log order, claimed before what was published after it was
+/// registered.
 pub async fn a_new_subscription_starting_from_its_history_is_backfilled_first_in_log_order<
     S: StoreUnderTest,
 >(
@@ -247,13 +248,14 @@ pub async fn a_new_subscription_starting_from_its_history_is_backfilled_first_in
     let history = [
         outgoing(&Job { n: 1 }),
         outgoing(&Other { n: 2 }),
-        outgoing(&Job { n: 3 }),
+        outgoing(&Job { n: 3 }).with_routing_key("k"),
         outgoing(&Job { n: 4 }),
         outgoing(&Job { n: 5 }),
     ];
     assert_eq!(subject.publish(&history).await, 5);
     let everything = subscribe_from(subject, "history.all", None, StartFrom::Beginning).await;
     let later = subscribe_from(subject, "history.after", None, StartFrom::AfterPosition(3)).await;
+    let keyed = subscribe_from(subject, "history.keyed", Some("k"), StartFrom::Beginning).await;
     let status = ops(subject).status().await.unwrap();
     assert_eq!(
         status
@@ -269,6 +271,7 @@ pub async fn a_new_subscription_starting_from_its_history_is_backfilled_first_in
 
     assert_eq!(backfill_all(subject, "history.all", 2).await, 4);
     assert_eq!(backfill_all(subject, "history.after", 2).await, 2);
+    assert_eq!(backfill_all(subject, "history.keyed", 2).await, 1);
     assert_eq!(
         work_off(subject, everything).await,
         [1, 3, 4, 5, 6],
@@ -279,6 +282,7 @@ pub async fn a_new_subscription_starting_from_its_history_is_backfilled_first_in
         [4, 5, 6],
         "after position 3"
     );
+    assert_eq!(work_off(subject, keyed).await, [3], "its routing key only");
     let status = ops(subject).status().await.unwrap();
     assert_eq!(
         status.handler("history.all").unwrap().backfill,
