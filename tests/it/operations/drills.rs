@@ -7,12 +7,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use osa_events::operations::{Liveness, Operations, RetireMode, Selector, StartFrom};
+use osa_events::Resources;
+use osa_events::operations::{Liveness, RetireMode, Selector, StartFrom};
 use osa_events::prelude::*;
 use osa_events::store::Store;
-use osa_events::{Outgoing, Resources};
 use serde::{Deserialize, Serialize};
 
+use super::ops;
 use crate::support::{Db, eventually};
 
 #[derive(Event, Serialize, Deserialize, Debug)]
@@ -66,12 +67,7 @@ async fn new_name(job: Job, backend: State<Backend>) -> Result<(), HandlerError>
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn publish(db: &Db, range: std::ops::Range<u32>) {
-    let batch: Vec<Outgoing> = range.map(|n| Outgoing::new(&Job { n }).unwrap()).collect();
-    osa_events::publish_batch(db.pool(), &batch).await.unwrap();
-}
-
-fn ops(db: &Db) -> &dyn Operations {
-    db.store.operations().expect("PgStore offers operations")
+    super::publish_each(db, range, |n| Job { n }).await;
 }
 
 /// Every delivery dead-letters during an outage; once the backend is back, one retry of the

@@ -31,9 +31,15 @@ fn subscription(name: &str, start_from: StartFrom) -> Subscription {
     }
 }
 
-async fn publish(db: &Db, range: std::ops::Range<u32>) {
-    let batch: Vec<Outgoing> = range.map(|n| Outgoing::new(&Job { n }).unwrap()).collect();
+/// Publishes `make(n)` for each `n` of `range`, in one transaction (each test module has its own
+/// event type, so no module's handlers see another's events).
+async fn publish_each<E: Event>(db: &Db, range: std::ops::Range<u32>, make: impl Fn(u32) -> E) {
+    let batch: Vec<Outgoing> = range.map(|n| Outgoing::new(&make(n)).unwrap()).collect();
     osa_events::publish_batch(db.pool(), &batch).await.unwrap();
+}
+
+async fn publish(db: &Db, range: std::ops::Range<u32>) {
+    publish_each(db, range, |n| Job { n }).await;
 }
 
 fn ops(db: &Db) -> &dyn Operations {

@@ -4,12 +4,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use osa_events::operations::{Liveness, Operations, Retention, StartFrom};
+use osa_events::Resources;
+use osa_events::operations::{Liveness, Retention, StartFrom};
 use osa_events::prelude::*;
-use osa_events::store::Store;
-use osa_events::{Outgoing, Resources};
 use serde::{Deserialize, Serialize};
 
+use super::ops;
 use crate::support::{Db, eventually};
 
 #[derive(Event, Serialize, Deserialize, Debug)]
@@ -43,12 +43,7 @@ async fn history_handler(job: Job, seen: State<Seen>) -> Result<(), HandlerError
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn publish(db: &Db, range: std::ops::Range<u32>) {
-    let batch: Vec<Outgoing> = range.map(|n| Outgoing::new(&Job { n }).unwrap()).collect();
-    osa_events::publish_batch(db.pool(), &batch).await.unwrap();
-}
-
-fn ops(db: &Db) -> &dyn Operations {
-    db.store.operations().expect("PgStore offers operations")
+    super::publish_each(db, range, |n| Job { n }).await;
 }
 
 /// Pausing is honoured by a running claim loop at its next claim; deliveries accumulate and are
