@@ -8,11 +8,20 @@
 -- every claim (one primary-key lookup of a tiny table), so every node honours them at its next
 -- claim.
 --
--- `backfill_*`: the history a new subscription receives (`start_from`). `backfill_after` is the
--- last position copied (null: no backfill pending); `backfill_xmax` the snapshot bound the copy
--- waits for (every transaction that might have published without seeing the new subscription
--- must have ended first, so none of its events is passed by before it is visible);
--- `backfill_through` the head the copy runs up to, fixed once that wait is over.
+-- `backfill_*`: the history a new subscription receives (`start_from`), copied by the runtime in
+-- steps (osa-events-postgres/src/operations/backfill.rs explains the order):
+--   backfill_after        last history position copied (null: no backfill pending)
+--   backfill_head         the highest position handed out when the subscription was created:
+--                         every event at or below it was published without seeing it
+--   backfill_xmax         the snapshot bound the copy waits for (transactions that may have
+--                         published without seeing the subscription must end first)
+--   backfill_through      the highest position handed out once they ended: events above it were
+--                         all published by statements that saw the subscription
+--   backfill_window       last position copied of (backfill_head, backfill_through], the events
+--                         published while the subscription was being created
+--   backfill_holds_claims the subscription claims nothing until that window is copied, so none of
+--                         its own deliveries there completes (and disappears) before the copy
+--                         has skipped it
 --
 -- `last_error`/`last_failed_at`: the latest failed attempt, kept by `fail_deliveries`, so status
 -- need not search the deliveries for it.
@@ -20,8 +29,11 @@ alter table subscriptions
     add column paused_at timestamptz,
     add column retired_at timestamptz,
     add column backfill_after bigint,
+    add column backfill_head bigint,
     add column backfill_xmax xid8,
     add column backfill_through bigint,
+    add column backfill_window bigint,
+    add column backfill_holds_claims boolean not null default false,
     add column last_error text,
     add column last_failed_at timestamptz;
 
@@ -39,6 +51,14 @@ create index deliveries_claimable on deliveries (subscription_id, run_at, event_
 -- Dead letters by subscription and time of death: status counts them, the dead-letter commands
 -- list and select them, without reading open work. Only dead rows have entries.
 create index deliveries_dead on deliveries (subscription_id, updated_at) where status = 'dead';
+
+-- The highest event position handed out so far, committed or not (the backfill's bounds). It
+-- runs as the schema's owner: reading the identity sequence needs a privilege publishers and
+-- workers do not otherwise need.
+create function allocated_head() returns bigint
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select coalesce(pg_sequence_last_value(pg_get_serial_sequence('osa_events.events', 'position')), 0)
+$$;
 
 -- Who runs what: each runtime instance records itself at start and on every heartbeat.
 create table nodes (
@@ -86,8 +106,9 @@ begin
     return written;
 end $$;
 
--- The claim, as in lean_claims, and: a paused or retired subscription claims nothing (the
--- completion of the previous batch still lands), and a claim records when it was taken.
+-- The claim, as in lean_claims, and: a paused or retired subscription claims nothing, nor one
+-- whose backfill holds its claims (the completion of the previous batch still lands), and a
+-- claim records when it was taken.
 create or replace function claim_deliveries(
     subscription integer,
     claim_limit integer,
@@ -119,7 +140,8 @@ begin
         done_count := osa_events.complete_deliveries(subscription, done_positions, done_tokens);
     end if;
     if exists (select 1 from osa_events.subscriptions s
-               where s.id = subscription and (s.paused_at is not null or s.retired_at is not null)) then
+               where s.id = subscription
+                 and (s.paused_at is not null or s.retired_at is not null or s.backfill_holds_claims)) then
         completed := done_count;
         return next;
         return;

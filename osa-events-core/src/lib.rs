@@ -16,6 +16,7 @@ mod redact;
 mod resources;
 mod rng;
 mod runtime;
+mod upkeep;
 mod worker;
 
 pub mod operations;

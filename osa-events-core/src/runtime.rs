@@ -11,6 +11,7 @@ use crate::operations::{Retention, StartFrom};
 use crate::projection::ProjectionSpec;
 use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
+use crate::upkeep;
 use crate::worker::Worker;
 #[cfg(feature = "test-util")]
 use crate::worker::step::Stepper;
@@ -236,7 +237,14 @@ impl Runtime {
             .handlers
             .into_iter()
             .zip(subscriptions)
-            .map(|(handler, subscription)| (handler.spec, handler.invoker, subscription))
+            .map(|(handler, subscription)| {
+                (
+                    handler.spec,
+                    handler.invoker,
+                    subscription,
+                    handler.stored_name,
+                )
+            })
             .collect();
         let projections = self
             .projections
@@ -316,6 +324,9 @@ impl Runtime {
                 ));
             }
         }
+        let node = self
+            .start_upkeep(&mut tasks, &subscriptions, &board, &stopping)
+            .await;
         if let Some(store) = self.store.projections() {
             for projection in &self.projections {
                 let runner = ProjectionRunner {
@@ -359,8 +370,67 @@ impl Runtime {
                 join_all(&mut tasks).await;
             }
         }
+        if let (Some(node), Some(operations)) = (node, self.store.operations())
+            && let Err(error) = operations.remove_node(node).await
+        {
+            tracing::warn!(%error, "cannot remove this node's record; it expires on its own");
+        }
         tracing::info!("osa-events runtime stopped");
         Ok(())
+    }
+
+    /// Records this node and starts the upkeep tasks (the node's heartbeat, backfills, periodic
+    /// retention) on a store with the operations API; returns the node's id.
+    async fn start_upkeep(
+        &self,
+        tasks: &mut JoinSet<()>,
+        subscriptions: &[SubscriptionId],
+        board: &Arc<WakeBoard>,
+        stopping: &CancellationToken,
+    ) -> Option<uuid::Uuid> {
+        let operations = self.store.operations()?;
+        let record = upkeep::node_record(
+            &self.instance,
+            self.namespace.as_deref(),
+            self.handlers
+                .iter()
+                .map(|h| h.stored_name.clone())
+                .collect(),
+            self.projections
+                .iter()
+                .map(|p| p.stored_name.to_owned())
+                .collect(),
+            self.node_heartbeat,
+        );
+        if let Err(error) = operations.record_node(&record).await {
+            tracing::warn!(%error, "cannot record this node; retrying at the next heartbeat");
+        }
+        let id = record.id;
+        tasks.spawn(upkeep::keep_node_record(
+            Arc::clone(&self.store),
+            record,
+            Arc::clone(&self.clock),
+            stopping.clone(),
+        ));
+        for (handler, subscription) in self.handlers.iter().zip(subscriptions) {
+            tasks.spawn(upkeep::backfill(
+                Arc::clone(&self.store),
+                handler.stored_name.clone(),
+                *subscription,
+                Arc::clone(board),
+                Arc::clone(&self.clock),
+                stopping.clone(),
+            ));
+        }
+        if let Some(retention) = self.retention {
+            tasks.spawn(upkeep::keep_retention(
+                Arc::clone(&self.store),
+                retention,
+                Arc::clone(&self.clock),
+                stopping.clone(),
+            ));
+        }
+        Some(id)
     }
 }
 
@@ -431,13 +501,17 @@ async fn join_all(tasks: &mut JoinSet<()>) {
 
 /// `host:pid`, the prefix of every claim loop's name in `claimed_by`.
 fn worker_prefix() -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+/// This machine's host name (`HOSTNAME`, else `/etc/hostname`, else `localhost`).
+pub(crate) fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|host| host.trim().to_owned())
         .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}:{}", std::process::id())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 fn spawn_signal_listener(stopping: CancellationToken) -> Result<()> {

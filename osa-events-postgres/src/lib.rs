@@ -27,5 +27,9 @@ pub mod __private {
         pub use crate::publish::PUBLISH_SQL;
         pub use crate::store::claim::CLAIM_SQL;
         pub use crate::store::fenced::COMPLETE_SQL;
+
+        /// The statement of `Operations::status` and its planner settings, for the test of its
+        /// plan.
+        pub use crate::operations::{STATUS_PLAN_SQL, STATUS_SQL};
     }
 }

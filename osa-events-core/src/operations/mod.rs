@@ -217,8 +217,9 @@ pub enum StartFrom {
     /// Only events published from now on (the default).
     #[default]
     Now,
-    /// The whole history of its event type (and routing key) still in the log, in log order,
-    /// before what is published from now on.
+    /// The whole history of its event type (and routing key) still in the log, once each and in
+    /// log order. The runtime copies it in bounded chunks while the handler runs, so what is
+    /// published meanwhile is handled as usual, possibly before the history is through.
     Beginning,
     /// The history after this position in the log.
     AfterPosition(i64),
@@ -465,9 +466,10 @@ pub trait Operations: Send + Sync {
 
     /// One step of the backfill of `handler`, a subscription created with a [`StartFrom`] other
     /// than [`StartFrom::Now`]: copies up to `chunk` events of its history (its event type and
-    /// routing key, after the start position, up to the head when the copy began) into its
-    /// deliveries, pending and ordered ahead of everything published since it was created, in
-    /// log order. Each step is one short transaction, so publishers are never held up, and at
+    /// routing key, after the start position, up to the head when it was created) into its
+    /// deliveries, pending and due at its creation, so each copied chunk is claimed in log order
+    /// ahead of what was published since. No event is delivered twice or missed, also when
+    /// publishing transactions straddle the subscription's creation. Each step is one short transaction, so publishers are never held up, and at
     /// most two chunks of copied deliveries are open at a time, so a long history does not flood
     /// the deliveries. The runtime calls it until [`BackfillStep::Done`]; steps of several nodes
     /// take turns.
@@ -504,7 +506,8 @@ pub trait Operations: Send + Sync {
     /// The runtime instances seen within [`NodeRecord::STALE_AFTER`], and whether each is alive.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeStatus>>>;
 
-    /// The projections' states (what [`ProjectionStore::statuses`](crate::ProjectionStore::statuses)
-    /// reports), empty on a store without projections.
+    /// The state of every projection the store has a checkpoint of (whichever program runs it),
+    /// and of those registered in this program that have none yet, by name; empty on a store
+    /// without projections.
     fn projections(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>>;
 }

@@ -150,7 +150,7 @@ pub struct HandlerStatus {
 
 impl HandlerStatus {
     /// Where counts stop being exact: at most this many rows are read per figure and handler.
-    pub const EXACT_UP_TO: u64 = 10_000;
+    pub const EXACT_UP_TO: u64 = 1_000;
 
     /// A handler with nothing open, for stores to fill in.
     pub fn idle(

@@ -61,6 +61,8 @@ struct Stepped {
     spec: HandlerSpec,
     invoker: Arc<Invoker>,
     subscription: SubscriptionId,
+    /// The subscription's name (the handler's, qualified by the namespace).
+    stored_name: String,
     /// The retry jitter of [`Stepper::step`], carried from one step to the next.
     jitter: Jitter,
 }
@@ -92,16 +94,17 @@ impl Stepper {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         instance: String,
-        handlers: Vec<(HandlerSpec, Arc<Invoker>, SubscriptionId)>,
+        handlers: Vec<(HandlerSpec, Arc<Invoker>, SubscriptionId, String)>,
         projections: Vec<(ProjectionSpec, &'static str, Arc<Invoker>)>,
         jitter_seed: u64,
     ) -> Self {
         let handlers = handlers
             .into_iter()
-            .map(|(spec, invoker, subscription)| Stepped {
+            .map(|(spec, invoker, subscription, stored_name)| Stepped {
                 spec,
                 invoker,
                 subscription,
+                stored_name,
                 jitter: Jitter::new(jitter_seed ^ name_hash(spec.name())),
             })
             .collect();
@@ -226,6 +229,11 @@ impl Stepper {
     /// claim or the completion fails.
     pub async fn step(&mut self, handler: &str) -> Result<StepReport> {
         let index = self.index(handler)?;
+        backfill(
+            Arc::clone(&self.store),
+            self.handlers[index].stored_name.clone(),
+        )
+        .await?;
         let (mut worker, _hints) = self.worker(index, format!("{}/{handler}#step", self.instance));
         let jitter = &mut self.handlers[index].jitter;
         let claimed_at = worker.clock.now();
@@ -334,4 +342,18 @@ fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Copies what `handler`'s backfill can copy now (see
+/// [`Operations::backfill`](crate::operations::Operations::backfill)), as the runtime's upkeep
+/// does between claims: a handler that starts from its history receives it in the harness too.
+/// Takes what it needs by value, so a step's future holds no borrow of the stepper.
+async fn backfill(store: Arc<dyn Store>, handler: String) -> Result<()> {
+    let Some(operations) = store.operations() else {
+        return Ok(());
+    };
+    while let crate::operations::BackfillStep::Copied { .. } =
+        operations.backfill(&handler, 1_000).await?
+    {}
+    Ok(())
 }

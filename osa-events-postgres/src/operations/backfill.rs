@@ -1,18 +1,24 @@
 //! The backfill of a new subscription that starts from its history (`start_from`).
 //!
-//! Registration records where the history starts (`backfill_after`). Then each step, in a
+//! Registration records where the history starts (`backfill_after`) and the highest position
+//! handed out at that moment (`backfill_head`): every event at or below it was published without
+//! seeing the subscription. It also holds the subscription's claims. Then each step, in a
 //! transaction that locks the subscription's row (so the steps of several nodes take turns):
 //!
-//! 1. The first step notes the bound of the transactions in flight (`backfill_xmax`). A
-//!    transaction that was publishing while the subscription was created may have published
-//!    without seeing it, and its events become visible only when it commits.
-//! 2. Once every one of those has ended, the history is settled: the step fixes the head of the
-//!    log as the end (`backfill_through`). Every event at or below it is visible now, and every
-//!    later event was published by a statement that saw the subscription, so it has its delivery.
-//! 3. Each step then copies one chunk with the replay's copy statement, skipping events that have
-//!    a delivery already. The copied deliveries are due at the subscription's creation, before
-//!    anything published since, so the history is claimed first, in log order. A step copies
-//!    nothing while more than two chunks of copied deliveries are still open.
+//! 1. The first step notes the bound of the transactions in flight (`backfill_xmax`): one that
+//!    was publishing while the subscription was created may have published without seeing it,
+//!    at positions above the head too, and its events become visible only when it commits.
+//! 2. Once every one of those has ended, the step notes the highest position handed out by then
+//!    (`backfill_through`): every event above it was published by a statement that saw the
+//!    subscription, so it has its delivery.
+//! 3. The window `(head, through]` is copied first, skipping events that have a delivery already.
+//!    Claims are still held, so none of those deliveries can have completed (and disappeared)
+//!    before the copy skips it: nothing is delivered twice. Then claims are released.
+//! 4. The history up to the head is copied chunk by chunk, at most two chunks open at a time.
+//!    Nothing there can have a delivery of its own.
+//!
+//! Copied deliveries are due at the subscription's creation, before anything published since,
+//! so the history is claimed first, in log order.
 
 use super::replay::copy;
 use super::{PgStore, in_range, subscribed};
@@ -20,7 +26,7 @@ use osa_events_core::Result;
 use osa_events_core::operations::BackfillStep;
 
 const LOCK_SQL: &str = r#"
-select backfill_after, backfill_xmax::text, backfill_through,
+select backfill_after, backfill_head, backfill_xmax::text, backfill_through, backfill_window,
        extract(epoch from created_at)::float8,
        case when backfill_xmax is null then null
             else pg_snapshot_xmin(pg_current_snapshot()) >= backfill_xmax end
@@ -33,18 +39,30 @@ update osa_events.subscriptions set backfill_xmax = pg_snapshot_xmax(pg_current_
 where id = $1
 "#;
 
-const FIX_END_SQL: &str = r#"
+const NOTE_THROUGH_SQL: &str = r#"
 update osa_events.subscriptions
-set backfill_through = (select coalesce(max(position), 0) from osa_events.events)
+set backfill_through = osa_events.allocated_head(), backfill_window = backfill_head
 where id = $1
 returning backfill_through
 "#;
 
-/// The copied deliveries still open, counted up to `$3`.
+const ADVANCE_WINDOW_SQL: &str = r#"
+update osa_events.subscriptions set backfill_window = $2 where id = $1
+"#;
+
+/// The window is copied: claims go on, and the claim loops are woken.
+const RELEASE_CLAIMS_SQL: &str = r#"
+update osa_events.subscriptions set backfill_window = $2, backfill_holds_claims = false
+where id = $1
+returning pg_notify('osa_events', id::text)
+"#;
+
+/// The copied deliveries still open (dead letters do not count: they wait for an operator),
+/// counted up to `$3`.
 const OPEN_SQL: &str = r#"
 select count(*) from (
     select 1 from osa_events.deliveries
-    where subscription_id = $1 and event_position <= $2
+    where subscription_id = $1 and event_position <= $2 and status <> 'dead'
     limit $3
 ) as open
 "#;
@@ -53,7 +71,8 @@ const ADVANCE_SQL: &str = "update osa_events.subscriptions set backfill_after = 
 
 const FINISH_SQL: &str = r#"
 update osa_events.subscriptions
-set backfill_after = null, backfill_xmax = null, backfill_through = null
+set backfill_after = null, backfill_head = null, backfill_xmax = null, backfill_through = null,
+    backfill_window = null, backfill_holds_claims = false
 where id = $1
 "#;
 
@@ -61,9 +80,12 @@ pub(super) async fn step(store: &PgStore, handler: &str, chunk: u32) -> Result<B
     let chunk = in_range("the backfill chunk", chunk, 1..=100_000)?;
     let mut tx = store.pool().begin().await?;
     let subscription = subscribed(store, &mut tx, handler).await?;
-    let (after, xmax, through, created_at, settled): (
+    #[allow(clippy::type_complexity)]
+    let (after, head, xmax, through, window, created_at, settled): (
+        Option<i64>,
         Option<i64>,
         Option<String>,
+        Option<i64>,
         Option<i64>,
         f64,
         Option<bool>,
@@ -71,7 +93,7 @@ pub(super) async fn step(store: &PgStore, handler: &str, chunk: u32) -> Result<B
         .bind(subscription.id)
         .fetch_one(store.ops(&mut tx))
         .await?;
-    let Some(after) = after else {
+    let (Some(after), Some(head)) = (after, head) else {
         return Ok(BackfillStep::Done);
     };
     if xmax.is_none() {
@@ -82,21 +104,68 @@ pub(super) async fn step(store: &PgStore, handler: &str, chunk: u32) -> Result<B
         tx.commit().await?;
         return Ok(BackfillStep::Waiting);
     }
-    let end = match through {
-        Some(end) => end,
-        None if settled == Some(true) => {
-            let (end,): (i64,) = sqlx::query_as(FIX_END_SQL)
+    let (through, window) = match (through, window) {
+        (Some(through), Some(window)) => (through, window),
+        _ if settled == Some(true) => {
+            let (through,): (i64,) = sqlx::query_as(NOTE_THROUGH_SQL)
                 .bind(subscription.id)
                 .fetch_one(store.ops(&mut tx))
                 .await?;
-            end
+            (through, head)
         }
-        None => return Ok(BackfillStep::Waiting),
+        _ => return Ok(BackfillStep::Waiting),
     };
+    let due_at = Some(created_at);
+    if window < through {
+        let copied = copy(
+            store,
+            &mut tx,
+            &subscription,
+            window,
+            through,
+            chunk,
+            subscription.routing_key.as_deref(),
+            (None, None),
+            due_at,
+        )
+        .await?;
+        let window = copied.last_read.unwrap_or(through).max(window);
+        let sql = if window >= through {
+            RELEASE_CLAIMS_SQL
+        } else {
+            ADVANCE_WINDOW_SQL
+        };
+        sqlx::query(sql)
+            .bind(subscription.id)
+            .bind(window)
+            .execute(store.ops(&mut tx))
+            .await?;
+        tx.commit().await?;
+        return Ok(BackfillStep::Copied {
+            delivered: copied.inserted,
+            through: window,
+            end: through,
+        });
+    }
+    if window >= through && after < head {
+        sqlx::query(RELEASE_CLAIMS_SQL)
+            .bind(subscription.id)
+            .bind(window)
+            .execute(store.ops(&mut tx))
+            .await?;
+    }
+    if after >= head {
+        sqlx::query(FINISH_SQL)
+            .bind(subscription.id)
+            .execute(store.ops(&mut tx))
+            .await?;
+        tx.commit().await?;
+        return Ok(BackfillStep::Done);
+    }
     let cap = 2 * i64::from(chunk) + 1;
     let (open,): (i64,) = sqlx::query_as(OPEN_SQL)
         .bind(subscription.id)
-        .bind(end)
+        .bind(head)
         .bind(cap)
         .fetch_one(store.ops(&mut tx))
         .await?;
@@ -109,30 +178,28 @@ pub(super) async fn step(store: &PgStore, handler: &str, chunk: u32) -> Result<B
         &mut tx,
         &subscription,
         after,
-        end,
+        head,
         chunk,
         subscription.routing_key.as_deref(),
         (None, None),
-        Some(created_at),
+        due_at,
     )
     .await?;
-    let through = copied.last_read.unwrap_or(end).max(after);
-    if through >= end {
-        sqlx::query(FINISH_SQL)
-            .bind(subscription.id)
-            .execute(store.ops(&mut tx))
-            .await?;
+    let copied_through = copied.last_read.unwrap_or(head).max(after);
+    let sql = if copied_through >= head {
+        FINISH_SQL
     } else {
-        sqlx::query(ADVANCE_SQL)
-            .bind(subscription.id)
-            .bind(through)
-            .execute(store.ops(&mut tx))
-            .await?;
+        ADVANCE_SQL
+    };
+    let mut finish = sqlx::query(sql).bind(subscription.id);
+    if copied_through < head {
+        finish = finish.bind(copied_through);
     }
+    finish.execute(store.ops(&mut tx)).await?;
     tx.commit().await?;
     Ok(BackfillStep::Copied {
         delivered: copied.inserted,
-        through,
-        end,
+        through: copied_through,
+        end: head,
     })
 }

@@ -58,25 +58,49 @@ join osa_events.events e on e.position = d.event_position
 where d.subscription_id = $1 and d.event_position = $2
 "#;
 
+/// The CTE `picked`: the selected rows in `$status`, in key order, at most `$7`, locked (`$lock`:
+/// `for update of d`, or with `skip locked`).
+macro_rules! picked {
+    ($status:literal, $lock:literal) => {
+        concat!(
+            "\nwith picked as (\n",
+            "    select d.subscription_id, d.event_position\n",
+            "    from osa_events.deliveries d\n",
+            "    join osa_events.subscriptions s on s.id = d.subscription_id\n",
+            "    where d.status = '",
+            $status,
+            "' and ",
+            filter!(),
+            "\n    order by d.subscription_id, d.event_position\n",
+            "    limit $7\n    ",
+            $lock,
+            "\n)"
+        )
+    };
+}
+
+/// The picked row itself, still in the state it was picked in.
+macro_rules! still_picked {
+    ($status:literal) => {
+        concat!(
+            "d.subscription_id = p.subscription_id and d.event_position = p.event_position\n",
+            "      and d.status = '",
+            $status,
+            "'"
+        )
+    };
+}
+
 const RETRY_SQL: &str = concat!(
-    r#"
-with picked as (
-    select d.subscription_id, d.event_position
-    from osa_events.deliveries d
-    join osa_events.subscriptions s on s.id = d.subscription_id
-    where d.status = 'dead' and "#,
-    filter!(),
-    r#"
-    order by d.subscription_id, d.event_position
-    limit $7
-    for update of d
-), retried as (
+    picked!("dead", "for update of d"),
+    r#", retried as (
     update osa_events.deliveries d
     set status = 'pending', attempts = 0, run_at = now(), claim_token = null, claimed_by = null,
         claimed_at = null, updated_at = now()
     from picked p
-    where d.subscription_id = p.subscription_id and d.event_position = p.event_position
-      and d.status = 'dead'
+    where "#,
+    still_picked!("dead"),
+    r#"
     returning d.subscription_id
 ), woken as (
     select pg_notify('osa_events', subscription_id::text)
@@ -87,22 +111,11 @@ select (select count(*) from retried), (select count(*) from woken)
 );
 
 const PURGE_SQL: &str = concat!(
+    picked!("dead", "for update of d"),
+    r#", purged as (
+    delete from osa_events.deliveries d using picked p where "#,
+    still_picked!("dead"),
     r#"
-with picked as (
-    select d.subscription_id, d.event_position
-    from osa_events.deliveries d
-    join osa_events.subscriptions s on s.id = d.subscription_id
-    where d.status = 'dead' and "#,
-    filter!(),
-    r#"
-    order by d.subscription_id, d.event_position
-    limit $7
-    for update of d
-), purged as (
-    delete from osa_events.deliveries d
-    using picked p
-    where d.subscription_id = p.subscription_id and d.event_position = p.event_position
-      and d.status = 'dead'
     returning 1
 )
 select count(*) from purged
@@ -112,22 +125,11 @@ select count(*) from purged
 /// Pending rows a claimer is locking at this moment are skipped (`skip locked`): it is about to
 /// claim them, and a cancel never takes a delivery from a worker.
 const CANCEL_SQL: &str = concat!(
+    picked!("pending", "for update of d skip locked"),
+    r#", cancelled as (
+    delete from osa_events.deliveries d using picked p where "#,
+    still_picked!("pending"),
     r#"
-with picked as (
-    select d.subscription_id, d.event_position
-    from osa_events.deliveries d
-    join osa_events.subscriptions s on s.id = d.subscription_id
-    where d.status = 'pending' and "#,
-    filter!(),
-    r#"
-    order by d.subscription_id, d.event_position
-    limit $7
-    for update of d skip locked
-), cancelled as (
-    delete from osa_events.deliveries d
-    using picked p
-    where d.subscription_id = p.subscription_id and d.event_position = p.event_position
-      and d.status = 'pending'
     returning 1
 )
 select count(*) from cancelled

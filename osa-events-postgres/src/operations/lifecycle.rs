@@ -39,8 +39,9 @@ order by s.name
 
 const RETIRE_SQL: &str = r#"
 update osa_events.subscriptions
-set retired_at = coalesce(retired_at, now()), backfill_after = null, backfill_xmax = null,
-    backfill_through = null, updated_at = now()
+set retired_at = coalesce(retired_at, now()), backfill_after = null, backfill_head = null,
+    backfill_xmax = null, backfill_through = null, backfill_window = null,
+    backfill_holds_claims = false, updated_at = now()
 where id = $1
 "#;
 

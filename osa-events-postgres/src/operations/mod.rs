@@ -28,6 +28,8 @@ mod prune;
 mod replay;
 mod status;
 
+pub use status::{STATUS_PLAN_SQL, STATUS_SQL};
+
 impl PgStore {
     /// The executor for an operations statement on `conn`: unnamed behind a transaction-mode
     /// pooler, like every statement of the store.
@@ -187,8 +189,33 @@ impl Operations for PgStore {
     }
 
     fn projections(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>> {
-        Box::pin(async move { ProjectionStore::statuses(self).await })
+        Box::pin(projections(self))
     }
+}
+
+const CHECKPOINTS_SQL: &str =
+    "select name, coalesce(event_types, '{}') from osa_events.checkpoints";
+
+/// Every projection with a checkpoint in the database (whichever program runs it), and the ones
+/// registered in this program that have none yet, by name.
+async fn projections(store: &PgStore) -> Result<Vec<ProjectionStatus>> {
+    let mut conn = store.pool().acquire().await?;
+    let stored: Vec<(String, Vec<String>)> = sqlx::query_as(CHECKPOINTS_SQL)
+        .fetch_all(store.ops(&mut conn))
+        .await?;
+    drop(conn);
+    let mut statuses = Vec::with_capacity(stored.len());
+    for (name, event_types) in &stored {
+        let event_types: Vec<&str> = event_types.iter().map(String::as_str).collect();
+        statuses.push(crate::projection::ops::status(store.pool(), name, &event_types).await?);
+    }
+    for registered in ProjectionStore::statuses(store).await? {
+        if !stored.iter().any(|(name, _)| *name == registered.name) {
+            statuses.push(registered);
+        }
+    }
+    statuses.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(statuses)
 }
 
 /// The subscription id of a row, as the API's type.

@@ -17,7 +17,10 @@ use osa_events_core::operations::{Prune, PruneStep};
 const LOCK_SQL: &str = "select pg_try_advisory_xact_lock(hashtext('osa_events.retention'))";
 
 /// The lookups below go by primary key, subscription by subscription, whatever the statistics.
-const PLAN_SQL: &str = "set local enable_seqscan = off; set local enable_hashjoin = off; set local enable_mergejoin = off";
+const PLAN_SQL: &str = r#"
+select set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
+       set_config('enable_mergejoin', 'off', true)
+"#;
 
 const EXAMINE_SQL: &str = r#"
 select e.position, e.created_at < now() - make_interval(secs => $3)
@@ -91,7 +94,7 @@ pub(super) async fn step(store: &PgStore, prune: &Prune, after: i64) -> Result<P
             ..PruneStep::default()
         });
     }
-    sqlx::raw_sql(PLAN_SQL).execute(&mut *tx).await?;
+    sqlx::query(PLAN_SQL).execute(store.ops(&mut tx)).await?;
     let examined: Vec<(i64, bool)> = sqlx::query_as(EXAMINE_SQL)
         .bind(after)
         .bind(i64::from(batch))

@@ -16,12 +16,13 @@ use crate::store::from_epoch_seconds;
 use osa_events_core::Result;
 use osa_events_core::operations::{Count, HandlerStatus, Liveness, Status};
 
-const STATUS_SQL: &str = r#"
+/// Every subscription's figures; `$1` is the cap of each count.
+pub const STATUS_SQL: &str = r#"
 select s.id, s.name, s.event_type, s.routing_key,
        extract(epoch from s.paused_at)::float8,
        extract(epoch from s.retired_at)::float8,
        s.last_error, extract(epoch from s.last_failed_at)::float8,
-       s.backfill_after, s.backfill_through,
+       s.backfill_after, s.backfill_head,
        (select count(*) from (select 1 from osa_events.deliveries d
          where d.subscription_id = s.id and d.status <> 'dead' and d.run_at <= now()
          limit $1) as due) as due,
@@ -60,6 +61,12 @@ left join osa_events.events e on e.position = next.event_position
 order by s.name
 "#;
 
+/// Index walks only, whatever the statistics: on a table never analyzed the planner takes a
+/// bitmap scan for each count, which reads the whole range instead of stopping at the cap.
+pub const STATUS_PLAN_SQL: &str = r#"
+select set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)
+"#;
+
 const HEAD_SQL: &str = r#"
 select coalesce((select max(position) from osa_events.events), 0),
        extract(epoch from now())::float8
@@ -72,7 +79,10 @@ fn age(seconds: Option<f64>) -> Option<Duration> {
 pub(super) async fn status(store: &PgStore) -> Result<Status> {
     let nodes = super::nodes::list(store).await?;
     let projections = super::Operations::projections(store).await?;
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.pool().begin().await?;
+    sqlx::query(STATUS_PLAN_SQL)
+        .execute(store.ops(&mut conn))
+        .await?;
     let (head, now): (i64, f64) = sqlx::query_as(HEAD_SQL)
         .fetch_one(store.ops(&mut conn))
         .await?;
@@ -81,6 +91,7 @@ pub(super) async fn status(store: &PgStore) -> Result<Status> {
         .bind(i64::try_from(cap).unwrap_or(i64::MAX))
         .fetch_all(store.ops(&mut conn))
         .await?;
+    conn.commit().await?;
     let count = |n: i64| Count::capped(u64::try_from(n).unwrap_or(0), cap);
     let mut handlers = Vec::with_capacity(rows.len());
     for row in rows {

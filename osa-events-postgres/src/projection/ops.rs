@@ -136,7 +136,7 @@ impl PgStore {
 }
 
 /// The state of projection `name`, which reads `event_types`.
-pub(super) async fn status(
+pub(crate) async fn status(
     pool: &PgPool,
     name: &str,
     event_types: &[&str],

@@ -14,8 +14,11 @@ use osa_events_core::{Error, Result};
 /// Creates the subscription unless its name is taken; a concurrent insert of the same name makes
 /// this wait for that transaction, then do nothing.
 const INSERT_SQL: &str = r#"
-insert into osa_events.subscriptions (name, event_type, routing_key, config, revision, backfill_after)
-values ($1, $2, $3, $4, $5, $6)
+insert into osa_events.subscriptions
+    (name, event_type, routing_key, config, revision,
+     backfill_after, backfill_head, backfill_holds_claims)
+values ($1, $2, $3, $4, $5,
+        $6, case when $6::int8 is null then null else osa_events.allocated_head() end, $6::int8 is not null)
 on conflict (name) do nothing
 returning id
 "#;
@@ -44,7 +47,10 @@ where id = $1
 const REVIVE_SQL: &str = r#"
 update osa_events.subscriptions
 set event_type = $2, routing_key = $3, config = $4, revision = $5, backfill_after = $6,
-    backfill_xmax = null, backfill_through = null, retired_at = null, paused_at = null,
+    backfill_head = case when $6::int8 is null then null else osa_events.allocated_head() end,
+    backfill_holds_claims = $6::int8 is not null,
+    backfill_xmax = null, backfill_through = null, backfill_window = null,
+    retired_at = null, paused_at = null,
     created_at = now(), updated_at = now()
 where id = $1
 "#;

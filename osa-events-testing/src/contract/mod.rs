@@ -1,5 +1,6 @@
-//! The store contract suite: the rules of the claim protocol, of publishing and of projections
-//! that every [`Store`] (and its [`ProjectionStore`]) must follow, one function per rule.
+//! The store contract suite: the rules of the claim protocol, of publishing, of projections and
+//! of the operations API that every [`Store`] (and its [`ProjectionStore`]) must follow, one
+//! function per rule.
 //!
 //! **Not a stable public API.** Rules are added, renamed and tightened as the protocol evolves,
 //! in any release. It is public so that every store, in this workspace or outside it, runs the
@@ -43,6 +44,7 @@ pub use crate::memory::DeliveryStatus;
 
 mod claims;
 mod fences;
+mod operations;
 mod projections;
 mod publish;
 mod registration;
@@ -64,6 +66,31 @@ pub use fences::{
     a_stale_complete_is_refused, a_stale_extend_is_refused, a_stale_fail_is_refused,
     a_stale_release_is_refused, fences_belong_to_their_subscription,
     writes_need_a_claimed_delivery,
+};
+pub use operations::{
+    a_delivery_is_shown_with_its_event,
+    a_new_subscription_starting_from_its_history_is_backfilled_first_in_log_order,
+    a_paused_handler_claims_nothing_until_resumed,
+    a_retired_handler_registered_again_starts_afresh,
+    a_retired_subscription_gets_nothing_loses_its_deliveries_and_claims_nothing,
+    a_start_from_now_subscription_has_no_backfill,
+    an_unknown_handler_is_refused_naming_the_known_ones,
+    backfill_keeps_at_most_two_chunks_open_and_ends_with_done,
+    deliveries_are_listed_by_each_filter_in_keyset_pages,
+    liveness_follows_the_live_nodes_of_the_namespace,
+    nodes_are_recorded_refreshed_reported_alive_and_removed,
+    prune_deletes_old_events_nothing_refers_to_and_stops_at_younger_ones,
+    prune_keeps_events_a_projection_has_not_passed,
+    purge_dead_deletes_only_dead_letters_and_cancel_pending_only_pending_ones,
+    replay_delivers_a_range_in_log_order_due_now_skipping_existing_rows,
+    replay_filters_by_publish_time_and_routing_key,
+    replay_refuses_another_event_type_a_retired_handler_and_a_bad_chunk,
+    retiring_a_handler_a_live_node_runs_needs_even_if_running,
+    retry_and_purge_select_by_handler_error_time_event_type_position_and_limit,
+    retry_dead_resets_attempts_makes_due_now_and_keeps_the_last_error,
+    retry_resume_and_replay_wake_listening_workers, status_counts_due_scheduled_claimed_and_dead,
+    status_lists_every_projection_with_a_checkpoint,
+    status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error,
 };
 pub use projections::{
     a_changed_event_type_set_is_refused_until_reset_or_acknowledged,
@@ -208,6 +235,30 @@ macro_rules! store_contract_tests {
             a_claim_lost_before_its_completion_rolls_the_transaction_back,
             a_delivery_completed_in_an_open_transaction_is_not_handled_twice,
             a_tx_batch_whose_claims_are_taken_over_while_it_runs_commits_nothing,
+            status_counts_due_scheduled_claimed_and_dead,
+            status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error,
+            deliveries_are_listed_by_each_filter_in_keyset_pages,
+            a_delivery_is_shown_with_its_event,
+            retry_dead_resets_attempts_makes_due_now_and_keeps_the_last_error,
+            retry_and_purge_select_by_handler_error_time_event_type_position_and_limit,
+            purge_dead_deletes_only_dead_letters_and_cancel_pending_only_pending_ones,
+            an_unknown_handler_is_refused_naming_the_known_ones,
+            a_paused_handler_claims_nothing_until_resumed,
+            a_retired_subscription_gets_nothing_loses_its_deliveries_and_claims_nothing,
+            retiring_a_handler_a_live_node_runs_needs_even_if_running,
+            a_retired_handler_registered_again_starts_afresh,
+            replay_delivers_a_range_in_log_order_due_now_skipping_existing_rows,
+            replay_filters_by_publish_time_and_routing_key,
+            replay_refuses_another_event_type_a_retired_handler_and_a_bad_chunk,
+            a_new_subscription_starting_from_its_history_is_backfilled_first_in_log_order,
+            backfill_keeps_at_most_two_chunks_open_and_ends_with_done,
+            a_start_from_now_subscription_has_no_backfill,
+            prune_deletes_old_events_nothing_refers_to_and_stops_at_younger_ones,
+            prune_keeps_events_a_projection_has_not_passed,
+            nodes_are_recorded_refreshed_reported_alive_and_removed,
+            liveness_follows_the_live_nodes_of_the_namespace,
+            retry_resume_and_replay_wake_listening_workers,
+            status_lists_every_projection_with_a_checkpoint,
         );
     };
     (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {

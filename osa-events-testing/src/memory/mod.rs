@@ -15,14 +15,17 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 mod jsonb;
+mod operations;
 mod projections;
 mod raw;
 mod state;
+mod time;
 mod transaction;
 
 pub use raw::RawEvent;
 
 use state::Tables;
+use time::{Epoch, Now};
 
 /// A [`Store`] in memory, with the semantics of `PgStore`, for unit tests of handlers and of the
 /// runtime.
@@ -54,6 +57,11 @@ use state::Tables;
 /// one leader per projection name, as `PgStore` keeps them, with
 /// [`depose_projection_leader`](Self::depose_projection_leader) to end a leadership as a lost
 /// database session would.
+///
+/// It offers the operations API ([`Store::operations`]) with `PgStore`'s semantics: status,
+/// deliveries and dead letters, replay, backfill of handlers that start from their history,
+/// pause, retirement, retention and the nodes' records, all on the store's clock. A paused or
+/// retired subscription claims nothing, and a retired one receives nothing.
 ///
 /// It offers transactions ([`Store::transactions`]), so handlers and projections that take a `Tx`
 /// run here: what they publish through it (`tx.publish(..)`) takes effect with the completion (or
@@ -109,7 +117,7 @@ struct Shared {
     tables: Mutex<Tables>,
     clock: Arc<dyn Clock>,
     /// One reading of both clocks, to turn the store clock's instants into wall-clock times.
-    epoch: (Instant, SystemTime),
+    epoch: Epoch,
     wake: broadcast::Sender<SubscriptionId>,
     /// Notified whenever a projection's leadership ends, for those waiting to take it.
     leadership_freed: tokio::sync::Notify,
@@ -159,7 +167,7 @@ impl InMemoryStore {
 
     /// An empty store whose notion of now is `clock`, typically a [`FakeClock`](crate::FakeClock).
     pub fn with_clock(clock: impl Clock) -> Self {
-        let epoch = (clock.now(), SystemTime::now());
+        let epoch = Epoch::at(clock.now());
         Self {
             shared: Arc::new(Shared {
                 tables: Mutex::new(Tables::default()),
@@ -281,13 +289,12 @@ impl InMemoryStore {
 
     /// The wall-clock time of the store clock's `instant` (for `Delivery::published_at`).
     fn wall_time(&self, instant: Instant) -> SystemTime {
-        let (epoch, wall) = self.shared.epoch;
-        if instant >= epoch {
-            wall + (instant - epoch)
-        } else {
-            wall.checked_sub(epoch - instant)
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        }
+        self.shared.epoch.wall(instant)
+    }
+
+    /// The store's now, with its wall-clock mapping, for the operations.
+    fn now_at(&self) -> Now {
+        Now::new(self.now(), self.shared.epoch)
     }
 
     fn tables(&self) -> MutexGuard<'_, Tables> {
@@ -320,7 +327,10 @@ impl Store for InMemoryStore {
         &'a self,
         subscriptions: &'a [Subscription],
     ) -> BoxFuture<'a, Result<Vec<SubscriptionId>>> {
-        Box::pin(async move { self.tables().register(subscriptions) })
+        Box::pin(async move {
+            let now = self.now();
+            self.tables().register(subscriptions, now)
+        })
     }
 
     fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>> {
@@ -406,6 +416,12 @@ impl Store for InMemoryStore {
     /// Transactions that buffer their publishes and completions and apply them together when
     /// they commit; a dropped one leaves no trace.
     fn transactions(&self) -> Option<&dyn osa_events::store::Transactions> {
+        Some(self)
+    }
+
+    /// Status, dead letters, replay, pause, retirement, retention and nodes, over these tables
+    /// (see `operations.rs`).
+    fn operations(&self) -> Option<&dyn osa_events::operations::Operations> {
         Some(self)
     }
 

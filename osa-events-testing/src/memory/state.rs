@@ -5,25 +5,31 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use osa_events::Result;
-
-use osa_events::store::{
-    ClaimRequest, Delivery, Failure, Fence, Reconcile, Subscription, SubscriptionId,
-};
+use osa_events::operations::NodeRecord;
+use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Subscription, SubscriptionId};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{DeliveryInfo, DeliveryStatus, RawEvent};
 
+mod lifecycle;
+mod operations;
 mod projections;
+
+use lifecycle::Lifecycle;
 
 /// The event log, subscriptions and deliveries, as in the `osa_events` schema.
 #[derive(Debug, Default)]
 pub(super) struct Tables {
     /// By id; ids are handed out from 1 and never reused.
     subscriptions: BTreeMap<SubscriptionId, Subscription>,
-    /// In publish order: an event's position is its index plus one.
-    events: Vec<LoggedEvent>,
+    /// What operators do to each subscription (created, paused, retired, backfilled, last
+    /// error), by id: one entry per subscription (see `lifecycle.rs`).
+    lifecycles: BTreeMap<SubscriptionId, Lifecycle>,
+    /// By position, from 1 in publish order; a pruned event leaves a gap, as in the table.
+    events: BTreeMap<i64, LoggedEvent>,
+    /// The last position handed out (the counterpart of the position sequence).
+    last_position: i64,
     event_ids: HashSet<Uuid>,
     /// Open work and dead letters, by (subscription, position), like the primary key.
     deliveries: BTreeMap<(SubscriptionId, i64), Row>,
@@ -35,6 +41,8 @@ pub(super) struct Tables {
     commits: u64,
     /// Projection checkpoints and leaders, by name (see `projections.rs`).
     projections: BTreeMap<String, projections::ProjectionRow>,
+    /// Runtime instances, by id, with when each was last seen (see `operations/nodes.rs`).
+    nodes: BTreeMap<Uuid, (NodeRecord, Instant)>,
 }
 
 #[derive(Debug)]
@@ -73,10 +81,36 @@ struct Row {
     run_at: Instant,
     claim_token: Option<Uuid>,
     claimed_by: Option<String>,
+    /// When the current claim was taken (extensions move `run_at`, not this).
+    claimed_at: Option<Instant>,
     last_error: Option<String>,
+    /// When its state last changed: created, claimed, failed, released, deferred or retried.
+    updated_at: Instant,
 }
 
 impl Row {
+    /// A fresh delivery, pending and due at `run_at`, created at `now`.
+    fn pending(run_at: Instant, now: Instant) -> Self {
+        Self {
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            run_at,
+            claim_token: None,
+            claimed_by: None,
+            claimed_at: None,
+            last_error: None,
+            updated_at: now,
+        }
+    }
+
+    /// Ends the claim fields (token, worker, time) and records the change at `now`.
+    fn unclaim(&mut self, now: Instant) {
+        self.claim_token = None;
+        self.claimed_by = None;
+        self.claimed_at = None;
+        self.updated_at = now;
+    }
+
     /// Whether a fenced write may touch this row: it is claimed, by this token.
     fn held_by(&self, token: Uuid) -> bool {
         self.status == DeliveryStatus::Claimed && self.claim_token == Some(token)
@@ -119,6 +153,13 @@ fn receives(subscription: &Subscription, raw: &RawEvent) -> bool {
             .is_none_or(|key| raw.routing_key.as_ref() == Some(key))
 }
 
+/// Whether the subscription `id` is retired (it then receives nothing).
+fn retired(lifecycles: &BTreeMap<SubscriptionId, Lifecycle>, id: SubscriptionId) -> bool {
+    lifecycles
+        .get(&id)
+        .is_some_and(|lifecycle| lifecycle.retired_at.is_some())
+}
+
 /// The row of `fence` if its claim is still held.
 fn held(
     deliveries: &mut BTreeMap<(SubscriptionId, i64), Row>,
@@ -131,53 +172,6 @@ fn held(
 }
 
 impl Tables {
-    /// Registers by name, by the rule of [`Subscription::reconcile`]: a known name keeps its id,
-    /// and is re-pointed only at a higher revision. All or nothing: on a conflict, nothing changes.
-    pub(super) fn register(
-        &mut self,
-        subscriptions: &[Subscription],
-    ) -> Result<Vec<SubscriptionId>> {
-        let mut staged = self.subscriptions.clone();
-        let mut ids = Vec::with_capacity(subscriptions.len());
-        for subscription in subscriptions {
-            let known = staged
-                .iter()
-                .find(|(_, stored)| stored.name == subscription.name)
-                .map(|(id, stored)| (*id, stored.clone()));
-            let id = match known {
-                None => {
-                    let last = staged.keys().next_back().map_or(0, |id| id.0);
-                    let id = SubscriptionId(last + 1);
-                    staged.insert(id, subscription.clone());
-                    id
-                }
-                Some((id, stored)) => {
-                    match subscription.reconcile(&stored)? {
-                        Reconcile::Keep => {}
-                        Reconcile::Update => {
-                            staged.insert(
-                                id,
-                                Subscription {
-                                    config: subscription.config.clone(),
-                                    revision: subscription.revision,
-                                    start_from: Default::default(),
-                                    ..stored
-                                },
-                            );
-                        }
-                        Reconcile::Repoint => {
-                            staged.insert(id, subscription.clone());
-                        }
-                    }
-                    id
-                }
-            };
-            ids.push(id);
-        }
-        self.subscriptions = staged;
-        Ok(ids)
-    }
-
     /// Appends the new events in order and fans each out to the subscriptions of its type whose
     /// routing-key filter is unset or equal to its key. Ids already logged, earlier or in this
     /// batch, are skipped. Returns how many events were new and the subscriptions that got work.
@@ -194,26 +188,21 @@ impl Tables {
             if !self.event_ids.insert(raw.id) {
                 continue;
             }
-            self.events.push(LoggedEvent {
-                raw: stored(raw),
-                published_at,
-                commit,
-            });
+            self.last_position += 1;
+            let position = self.last_position;
+            self.events.insert(
+                position,
+                LoggedEvent {
+                    raw: stored(raw),
+                    published_at,
+                    commit,
+                },
+            );
             published += 1;
-            let position = i64::try_from(self.events.len()).expect("fewer than 2^63 events");
             for (id, subscription) in &self.subscriptions {
-                if receives(subscription, raw) {
-                    self.deliveries.insert(
-                        (*id, position),
-                        Row {
-                            status: DeliveryStatus::Pending,
-                            attempts: 0,
-                            run_at: now,
-                            claim_token: None,
-                            claimed_by: None,
-                            last_error: None,
-                        },
-                    );
+                if receives(subscription, raw) && !retired(&self.lifecycles, *id) {
+                    self.deliveries
+                        .insert((*id, position), Row::pending(now, now));
                     self.claimable
                         .entry(*id)
                         .or_default()
@@ -240,8 +229,10 @@ impl Tables {
             published += 1;
             deliveries += self
                 .subscriptions
-                .values()
-                .filter(|subscription| receives(subscription, raw))
+                .iter()
+                .filter(|(id, subscription)| {
+                    receives(subscription, raw) && !retired(&self.lifecycles, **id)
+                })
                 .count() as u64;
         }
         (published, deliveries)
@@ -262,8 +253,16 @@ impl Tables {
 
     /// Claims up to `limit` rows that are not dead and due (`run_at <= now`), by `(run_at,
     /// position)`: a fresh token each, the attempt counted, `run_at` moved to the claim's expiry.
+    /// A paused or retired subscription claims nothing.
     pub(super) fn claim(&mut self, request: ClaimRequest<'_>, now: Instant) -> Vec<Delivery> {
         let subscription = request.subscription;
+        if self
+            .lifecycles
+            .get(&subscription)
+            .is_some_and(Lifecycle::holds_claims)
+        {
+            return Vec::new();
+        }
         let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
         let due: Vec<(Instant, i64)> = self
             .claimable
@@ -296,7 +295,9 @@ impl Tables {
                 row.attempts = row.attempts.saturating_add(1);
                 row.claim_token = Some(token);
                 row.claimed_by = Some(request.worker.to_owned());
-                let logged = &self.events[usize::try_from(position - 1).expect("positions from 1")];
+                row.claimed_at = Some(now);
+                row.updated_at = now;
+                let logged = &self.events[&position];
                 logged.delivery(
                     Fence { position, token },
                     row.attempts,
@@ -326,7 +327,9 @@ impl Tables {
         completed
     }
 
-    /// Pending at `now + retry_in`, or dead at `now`; the error is kept either way.
+    /// Pending at `now + retry_in`, or dead at `now`; the error is kept either way. When any was
+    /// written, the subscription keeps the last error given as its latest, as `fail_deliveries`
+    /// does.
     pub(super) fn fail(
         &mut self,
         subscription: SubscriptionId,
@@ -345,9 +348,14 @@ impl Tables {
             let key = (subscription, failure.fence.position);
             reschedule(&mut self.claimable, key, row, status, run_at);
             row.last_error = Some(failure.stored_error().into_owned());
-            row.claim_token = None;
-            row.claimed_by = None;
+            row.unclaim(now);
             failed += 1;
+        }
+        if failed > 0
+            && let Some(last) = failures.last()
+            && let Some(lifecycle) = self.lifecycles.get_mut(&subscription)
+        {
+            lifecycle.last_error = Some((last.stored_error().into_owned(), now));
         }
         failed
     }
@@ -391,8 +399,7 @@ impl Tables {
                 let key = (subscription, fence.position);
                 reschedule(&mut self.claimable, key, row, DeliveryStatus::Pending, now);
                 row.attempts = row.attempts.saturating_sub(1);
-                row.claim_token = None;
-                row.claimed_by = None;
+                row.unclaim(now);
                 released += 1;
             }
         }
@@ -423,8 +430,7 @@ impl Tables {
             );
             row.attempts = row.attempts.saturating_sub(1);
             row.last_error = Some(failure.stored_error().into_owned());
-            row.claim_token = None;
-            row.claimed_by = None;
+            row.unclaim(now);
             done += 1;
         }
         done
@@ -434,7 +440,7 @@ impl Tables {
     pub(super) fn deliveries(&self, subscription: SubscriptionId) -> Vec<DeliveryInfo> {
         self.rows_of(subscription)
             .map(|(position, row)| {
-                let logged = &self.events[usize::try_from(position - 1).expect("positions from 1")];
+                let logged = &self.events[&position];
                 DeliveryInfo {
                     subscription,
                     position,
@@ -458,12 +464,17 @@ impl Tables {
             .map(|(id, _)| *id)
     }
 
-    /// Every logged event, in publish order.
+    /// Every event still logged, in publish order.
     pub(super) fn events(&self) -> Vec<RawEvent> {
         self.events
-            .iter()
+            .values()
             .map(|logged| logged.raw.clone())
             .collect()
+    }
+
+    /// Whether the subscription `id` is retired.
+    fn is_retired(&self, id: SubscriptionId) -> bool {
+        retired(&self.lifecycles, id)
     }
 
     fn rows_of(&self, subscription: SubscriptionId) -> impl Iterator<Item = (i64, &Row)> {

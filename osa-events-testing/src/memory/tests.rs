@@ -181,3 +181,79 @@ async fn an_oversized_payload_is_rejected_before_anything_is_written() {
     );
     assert_eq!(store.events(), []);
 }
+
+#[tokio::test]
+async fn nodes_not_seen_for_a_day_are_forgotten_at_the_next_record() {
+    use osa_events::operations::{NodeRecord, Operations};
+
+    let clock = FakeClock::new();
+    let store = InMemoryStore::with_clock(clock.clone());
+    let record = |name: &str| NodeRecord {
+        id: uuid::Uuid::new_v4(),
+        name: name.to_owned(),
+        namespace: None,
+        host: "host".to_owned(),
+        pid: 1,
+        version: "0".to_owned(),
+        handlers: Vec::new(),
+        projections: Vec::new(),
+        started_at: std::time::SystemTime::now(),
+        heartbeat: Duration::from_secs(10),
+    };
+    let old = record("old");
+    store.record_node(&old).await.unwrap();
+    clock.advance(NodeRecord::STALE_AFTER);
+    assert_eq!(store.nodes().await.unwrap().len(), 1, "kept for a day");
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        store.nodes().await.unwrap().is_empty(),
+        "not shown once stale"
+    );
+    store.record_node(&record("new")).await.unwrap();
+    let names: Vec<String> = store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|node| node.record.name)
+        .collect();
+    assert_eq!(names, ["new"]);
+    store.record_node(&old).await.unwrap();
+    assert_eq!(
+        store.nodes().await.unwrap().len(),
+        2,
+        "the stale one was deleted, not kept"
+    );
+}
+
+#[tokio::test]
+async fn operations_report_times_on_the_store_clock() {
+    use osa_events::operations::Operations;
+
+    let clock = FakeClock::new();
+    let store = InMemoryStore::with_clock(clock.clone());
+    let subscription = subscribed(&store, "timed").await;
+    let before = store.status().await.unwrap().at;
+    clock.advance(Duration::from_secs(90));
+    store.publish(&Job { n: 1 }).unwrap();
+    let claimed = store.claim(request(subscription)).await.unwrap();
+    let at = store.status().await.unwrap().at;
+    assert_eq!(
+        at.duration_since(before).ok(),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        claimed[0].published_at, at,
+        "published_at is mapped the same way"
+    );
+    // The inherent `InMemoryStore::deliveries` (rows of one subscription) shadows the method.
+    let query = osa_events::operations::DeliveryQuery::default();
+    let listed = Operations::deliveries(&store, &query).await.unwrap();
+    let summary = &listed.deliveries[0];
+    assert_eq!((summary.updated_at, summary.published_at), (at, at));
+    assert_eq!(
+        summary.run_at.duration_since(at).ok(),
+        Some(Duration::from_secs(60)),
+        "a claimed delivery's run_at is its claim's expiry"
+    );
+}

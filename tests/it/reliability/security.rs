@@ -280,6 +280,59 @@ fn with_credentials(url: &str, user: &str, password: &str) -> String {
     format!("{scheme}://{user}:{password}@{host}")
 }
 
+/// Every operation of the operations API, as a role with the documented operator grants.
+async fn operate_with_the_documented_grants(store: &PgStore) {
+    use osa_events::operations::{Prune, Replay, RetireMode, Selector};
+    use osa_events::store::Store;
+    let operations = store.operations().expect("PgStore offers operations");
+    let status = operations
+        .status()
+        .await
+        .expect("the operator reads the status");
+    assert!(status.handler("chaos.ledger").is_some());
+    operations
+        .deliveries(&Default::default())
+        .await
+        .expect("the operator lists deliveries");
+    operations
+        .retry_dead(&Selector::default())
+        .await
+        .expect("the operator retries");
+    operations
+        .purge_dead(&Selector::default())
+        .await
+        .expect("the operator purges");
+    operations
+        .cancel_pending(&Selector::handler("chaos.slow"))
+        .await
+        .expect("the operator cancels");
+    assert!(
+        operations
+            .pause("chaos.slow")
+            .await
+            .expect("the operator pauses")
+    );
+    assert!(
+        operations
+            .resume("chaos.slow")
+            .await
+            .expect("the operator resumes")
+    );
+    operations
+        .replay(&Replay::everything("chaos.ledger"), 0, None)
+        .await
+        .expect("the operator replays");
+    operations
+        .prune(&Prune::older_than(Duration::ZERO), 0)
+        .await
+        .expect("the operator prunes");
+    operations
+        .retire("chaos.slow", RetireMode::EvenIfRunning)
+        .await
+        .expect("the operator retires");
+    operations.nodes().await.expect("the operator lists nodes");
+}
+
 /// The documented SQL block labelled `-- role: <label>` in docs/privileges.md.
 fn documented(label: &str) -> String {
     const DOC: &str = include_str!("../../../docs/privileges.md");
@@ -298,6 +351,7 @@ struct Roles {
     owner: String,
     worker: String,
     publisher: String,
+    operator: String,
 }
 
 impl Roles {
@@ -307,6 +361,7 @@ impl Roles {
             owner: format!("osa_owner_{tag}"),
             worker: format!("osa_worker_{tag}"),
             publisher: format!("osa_publisher_{tag}"),
+            operator: format!("osa_operator_{tag}"),
         }
     }
 
@@ -316,6 +371,7 @@ impl Roles {
             .replace("osa_owner", &self.owner)
             .replace("osa_worker", &self.worker)
             .replace("osa_publisher", &self.publisher)
+            .replace("osa_operator", &self.operator)
             .replace("'change-me'", &format!("'{PASSWORD}'"))
             .replace("database app ", &format!("database \"{database}\" "))
     }
@@ -327,6 +383,7 @@ impl Drop for Roles {
             self.owner.clone(),
             self.worker.clone(),
             self.publisher.clone(),
+            self.operator.clone(),
         ];
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -399,7 +456,7 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
 
     // Workers and publishers get exactly the documented grants, plus the application's table.
     scene.create_ledger().await;
-    for label in ["worker", "worker (projections)", "publisher"] {
+    for label in ["worker", "worker (projections)", "publisher", "operator"] {
         execute(&mut admin, roles.sql(label, &database)).await;
     }
     execute(
@@ -504,6 +561,13 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
         .await;
     let (status, _) = worker.stop(Duration::from_secs(20)).await;
     assert!(status.success(), "the worker exited with {status}");
+
+    // An operator runs every operation with the documented grants.
+    let operator_url = with_credentials(scene.url(), &roles.operator, PASSWORD);
+    let operator = PgStore::connect(&operator_url)
+        .await
+        .expect("the operator connects");
+    operate_with_the_documented_grants(&operator).await;
 
     // A process that cannot connect says so, without the password.
     let mut unreachable = scene.publisher_at(

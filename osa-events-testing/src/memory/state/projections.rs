@@ -223,6 +223,23 @@ impl Tables {
         status
     }
 
+    /// The state of every projection with a checkpoint, by name, each read with the event
+    /// types it recorded (none: no lag to count), as `PgStore` lists them.
+    pub(in crate::memory) fn stored_projection_statuses(&self) -> Vec<ProjectionStatus> {
+        self.projections
+            .iter()
+            .map(|(name, row)| {
+                let event_types: Vec<&str> = row
+                    .event_types
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect();
+                self.projection_status(name, &event_types)
+            })
+            .collect()
+    }
+
     /// Rewinds `name` to `to`, creating its checkpoint if it has none.
     pub(in crate::memory) fn reset_projection(
         &mut self,
@@ -232,22 +249,19 @@ impl Tables {
     ) -> Result<()> {
         let checkpoint = match to {
             ResetTo::Beginning => Checkpoint::default(),
-            ResetTo::End => self
-                .events
-                .last()
-                .map_or_else(Checkpoint::default, |logged| Checkpoint {
+            ResetTo::End => self.events.last_key_value().map_or_else(
+                Checkpoint::default,
+                |(&position, logged)| Checkpoint {
                     commit_seq: logged.commit,
-                    position: i64::try_from(self.events.len()).expect("fewer than 2^63 events"),
-                }),
+                    position,
+                },
+            ),
             ResetTo::AfterPosition(position) => {
-                let logged = usize::try_from(position - 1)
-                    .ok()
-                    .and_then(|index| self.events.get(index))
-                    .ok_or_else(|| {
-                        Error::Config(
-                            format!("cannot reset projection `{name}`: no event at {to:?}").into(),
-                        )
-                    })?;
+                let logged = self.events.get(&position).ok_or_else(|| {
+                    Error::Config(
+                        format!("cannot reset projection `{name}`: no event at {to:?}").into(),
+                    )
+                })?;
                 Checkpoint {
                     commit_seq: logged.commit,
                     position,
@@ -273,17 +287,14 @@ impl Tables {
         from: Checkpoint,
         event_types: &'a [&'a str],
     ) -> impl Iterator<Item = (i64, &'a super::LoggedEvent)> + 'a {
-        let first = usize::try_from(from.position).unwrap_or(0);
         self.events
-            .iter()
-            .enumerate()
-            .skip(first)
+            .range(from.position.saturating_add(1).max(1)..)
             .filter(|(_, logged)| event_types.contains(&logged.raw.event_type.as_str()))
-            .map(|(index, logged)| {
-                (
-                    i64::try_from(index + 1).expect("fewer than 2^63 events"),
-                    logged,
-                )
-            })
+            .map(|(&position, logged)| (position, logged))
+    }
+
+    /// Every projection's checkpoint: an event no checkpoint has passed is still to be read.
+    pub(in crate::memory) fn checkpoints(&self) -> impl Iterator<Item = Checkpoint> + '_ {
+        self.projections.values().map(|row| row.checkpoint)
     }
 }

@@ -31,9 +31,15 @@ fn subscription(name: &str, start_from: StartFrom) -> Subscription {
     }
 }
 
-async fn publish(db: &Db, range: std::ops::Range<u32>) {
-    let batch: Vec<Outgoing> = range.map(|n| Outgoing::new(&Job { n }).unwrap()).collect();
+/// Publishes `make(n)` for each `n` of `range`, in one transaction (each test module has its own
+/// event type, so no module's handlers see another's events).
+async fn publish_each<E: Event>(db: &Db, range: std::ops::Range<u32>, make: impl Fn(u32) -> E) {
+    let batch: Vec<Outgoing> = range.map(|n| Outgoing::new(&make(n)).unwrap()).collect();
     osa_events::publish_batch(db.pool(), &batch).await.unwrap();
+}
+
+async fn publish(db: &Db, range: std::ops::Range<u32>) {
+    publish_each(db, range, |n| Job { n }).await;
 }
 
 fn ops(db: &Db) -> &dyn Operations {
@@ -248,4 +254,92 @@ async fn every_operation_runs_against_postgres() {
             .all(|projection| projection.position == 0),
         "no projection ran here"
     );
+}
+
+mod drills;
+mod runtime;
+
+/// Status reads indexes, never the open work: at 80,000 open deliveries over four subscriptions
+/// its statement scans no table and reads at most its caps of index entries (1,000 per count),
+/// analyzed or not.
+#[tokio::test]
+async fn status_reads_capped_index_ranges_not_the_open_work() {
+    const PER_SUBSCRIPTION: i64 = 20_000;
+    let db = Db::new().await;
+    let names = ["ops.cost.a", "ops.cost.b", "ops.cost.c", "ops.cost.d"];
+    let subscriptions: Vec<Subscription> = names
+        .iter()
+        .map(|name| subscription(name, StartFrom::Now))
+        .collect();
+    db.store.register(&subscriptions).await.unwrap();
+    sqlx::query(
+        "with logged as (
+             insert into osa_events.events (id, event_type, event_version, payload)
+             select gen_random_uuid(), $1, 1, jsonb_build_object('n', n)
+             from generate_series(1, $2) as n
+             returning position)
+         insert into osa_events.deliveries (subscription_id, event_position, status, run_at)
+         select s.id, l.position,
+                case when l.position % 100 = 0 then 'dead' else 'pending' end,
+                now() - interval '1 minute'
+         from logged l cross join osa_events.subscriptions s",
+    )
+    .bind(Job::NAME)
+    .bind(PER_SUBSCRIPTION)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    for analyze in [false, true] {
+        if analyze {
+            sqlx::query("vacuum analyze osa_events.deliveries")
+                .execute(db.pool())
+                .await
+                .unwrap();
+        }
+        let mut conn = db.pool().acquire().await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        sqlx::query(osa_events::__private::sql::STATUS_PLAN_SQL)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // The transaction's counters, before and after (a connection's counters include what its
+        // earlier transactions did until they are flushed).
+        const COUNTERS: &str = "select coalesce((select seq_scan from pg_stat_xact_user_tables
+                      where schemaname = 'osa_events' and relname = 'deliveries'), 0),
+                    (select coalesce(sum(pg_stat_get_xact_tuples_returned(c.oid)), 0)::int8
+                      from pg_class c
+                      where c.relnamespace = 'osa_events'::regnamespace
+                        and c.relname in ('deliveries_claimable', 'deliveries_dead', 'deliveries_pkey'))";
+        let (sequential_before, read_before): (i64, i64) =
+            sqlx::query_as(COUNTERS).fetch_one(&mut *tx).await.unwrap();
+        let rows = sqlx::query(osa_events::__private::sql::STATUS_SQL)
+            .bind(i64::try_from(osa_events::operations::HandlerStatus::EXACT_UP_TO).unwrap())
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), names.len());
+        let (sequential_after, read_after): (i64, i64) =
+            sqlx::query_as(COUNTERS).fetch_one(&mut *tx).await.unwrap();
+        let (sequential, read) = (
+            sequential_after - sequential_before,
+            read_after - read_before,
+        );
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            sequential, 0,
+            "status scanned the deliveries (analyzed: {analyze})"
+        );
+        // Per subscription: due up to the cap, the (empty) scheduled and claimed ranges, dead
+        // (200, under the cap), the oldest due and the next delivery: one entry each.
+        let bound = names.len() as i64 * (1_001 + 200 + 10);
+        assert!(
+            read <= bound,
+            "status read {read} index entries for {} open deliveries (bound {bound}, analyzed: {analyze})",
+            PER_SUBSCRIPTION * names.len() as i64
+        );
+    }
+    let status = ops(&db).status().await.unwrap();
+    let a = status.handler("ops.cost.a").unwrap();
+    assert_eq!(a.due, osa_events::operations::Count::AtLeast(1_000));
+    assert_eq!(a.dead, osa_events::operations::Count::Exact(200));
 }

@@ -1,0 +1,29 @@
+//! The runtime's upkeep beside the claim loops, on a store with the
+//! [operations API](crate::operations): the node's record of itself, the backfill of handlers
+//! that start from their history, and periodic retention.
+//!
+//! None of them is on the claim path: each failure is logged and retried after a pause, and the
+//! claim loops never wait for them.
+
+mod backfill;
+mod node;
+mod retention;
+
+pub(crate) use backfill::backfill;
+pub(crate) use node::{keep_node_record, node_record};
+pub(crate) use retention::keep_retention;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::Clock;
+
+/// Sleeps `duration` on `clock`; false when shutdown began first.
+async fn pause(clock: &Arc<dyn Clock>, duration: Duration, stopping: &CancellationToken) -> bool {
+    tokio::select! {
+        () = clock.sleep(duration) => true,
+        () = stopping.cancelled() => false,
+    }
+}
