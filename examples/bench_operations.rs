@@ -5,31 +5,41 @@
 //!
 //! ```text
 //! cargo run --release --example bench_operations                      # all three (about 5 minutes)
-//! cargo run --release --example bench_operations -- --scenario status # one of status, prune, replay
+//! cargo run --release --example bench_operations -- --scenario status # status, prune or replay (repeatable)
 //! cargo run --release --example bench_operations -- --quick           # a smoke run: 1/100 of the rows
 //! cargo run --release --example bench_operations -- --scenario status \
 //!     --explain docs/operations-status-explain.txt                    # also write status's plans
+//! cargo run --release --example bench_operations -- --scenario status --status-experiments
+//! cargo run --release --example bench_operations -- --scenario prune --prune-backlog --prune-seconds 180
 //! ```
 //!
+//! - `--status-experiments`: status timed again with `jit = off` for the database, then also with
+//!   an index of the claims: settings and an index of this database only, for comparison.
+//! - `--prune-backlog`: the publisher's subscription is not run, so its open deliveries pile up
+//!   during the prune (by default a handler in this process handles what it publishes).
+//! - `--prune-seconds <n>`: stop the prune after `n` seconds and report the rate so far.
+//! - `--prune-jit-off`: the prune scenario with `jit = off` for its database, for comparison.
+//!
 //! Uses the server in `DATABASE_URL` (an admin URL: each scenario gets a fresh database, dropped
-//! afterwards), or a throwaway cluster when it is unset. Prints the server's settings, then one
-//! block per scenario:
+//! afterwards), or a throwaway cluster when it is unset. Prints the cores, load average and server
+//! settings, then one block per scenario (figures of a run on 2 busy cores):
 //!
 //! ```text
-//! status: 1000000 open deliveries (945000 due, 50000 scheduled, 5000 claimed) and 50000 dead over 20 subscriptions
-//!   status(): 20 calls, median 52.1 ms, max 61.0 ms (first call 88.3 ms)
-//! prune: 1000000 unreferenced events older than the cutoff, batch 1000
-//!   prune: 1000000 events deleted in 41.2 s: 24271 events/s
-//!   publish, one event per transaction: idle p50 2.10 ms, p99 4.30 ms (2873 publishes); during the prune p50 2.95 ms, p99 6.80 ms (13000 publishes): p99 ratio 1.58
-//! replay: 1000000 events to one handler, chunk 1000
-//!   replay: 1000000 deliveries created in 20.3 s: 49261 events/s
+//! status: 1000000 open deliveries (945042 due, 49958 scheduled, 5000 claimed) and 50000 dead over 20 subscriptions; filled in 11.3 s, ...
+//!   status(): 20 calls, median 61.5 ms, max 69.8 ms (first call 124.4 ms); target < 100 ms; load average 1.39 1.88 2.36
+//! prune: 1000000 unreferenced events older than the cutoff (one commit each), 4 subscriptions (the publisher's handled as it publishes), batch 1000; ...
+//!     30 s: 342000 deleted, slowest step so far 0.19 s, 2 open deliveries
+//!   prune: 1000000 events deleted in 1001 steps, 87.9 s: 11374 events/s; slowest step 0.19 s
+//!   publish, one event per transaction: idle p50 0.71 ms, p99 1.34 ms (20193 publishes); during the prune p50 0.92 ms, p99 6.43 ms (62920 publishes): p99 ratio 4.80 (target ≤ 2)
+//! replay: 1000000 events to one handler, chunk 1000; ...
+//!   replay: 1000000 deliveries created in 1000 steps, 4.6 s: 216049 events/s
 //! ```
 //!
 //! `BENCHMARKS.md` ("Operations (issue #15)") holds the figures of the last runs and what limits
 //! each. With `--explain <file>`, the status scenario also runs `status()` on a connection with
 //! `auto_explain` loaded (every statement's plan, with `ANALYZE` and `BUFFERS`, sent back as a
 //! notice) and writes the plans of its seventh call, when the prepared statements have settled
-//! on the plan they keep, to the file.
+//! on the plan they keep, to the file. The example exits 0 when its scenarios are done.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,6 +126,8 @@ struct Options {
     prune_backlog: bool,
     /// `--prune-seconds <n>`: stop the prune after this long and report the rate so far.
     prune_limit: Option<Duration>,
+    /// `--prune-jit-off`: the prune scenario with `jit = off` for its database.
+    prune_jit_off: bool,
 }
 
 impl Options {
@@ -139,6 +151,7 @@ impl Options {
                 }
                 "--prune-backlog" => options.prune_backlog = true,
                 "--status-experiments" => options.status_experiments = true,
+                "--prune-jit-off" => options.prune_jit_off = true,
                 "--prune-seconds" => {
                     let seconds = args
                         .next()
@@ -149,8 +162,8 @@ impl Options {
                 other => {
                     return Err(format!(
                         "unknown argument `{other}`, expected `--quick`, `--scenario <status|prune|replay>`, \
-                         `--explain <file>`, `--status-experiments`, `--prune-backlog` or \
-                         `--prune-seconds <n>`"
+                         `--explain <file>`, `--status-experiments`, `--prune-backlog`, \
+                         `--prune-seconds <n>` or `--prune-jit-off`"
                     ));
                 }
             }
@@ -186,7 +199,12 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     }
     if options.wants("prune") {
-        prune(&admin_url, plan, options.prune_backlog, options.prune_limit).await?;
+        let variant = PruneVariant {
+            backlog: options.prune_backlog,
+            limit: options.prune_limit,
+            jit_off: options.prune_jit_off,
+        };
+        prune(&admin_url, plan, variant).await?;
     }
     if options.wants("replay") {
         replay(&admin_url, plan).await?;
@@ -313,9 +331,9 @@ async fn fill_events(
 ///
 /// One event per delivery; runs of 21 consecutive positions belong to one subscription (round
 /// robin over the subscriptions), and of each run: one dead letter, one scheduled retry (due in up
-/// to an hour, attempt 1, with an error), one claimed delivery in every tenth run (5,000 claims in
-/// all, 250 per subscription: 4 loops of batch 64 each), the rest due, up to an hour overdue. Two
-/// live nodes run the subscriptions.
+/// to an hour, attempt 1, with an error), in one run of ten per subscription a claimed delivery
+/// (claimed 10 s ago, expiring in 10 minutes: 250 per subscription, about what 4 loops of batch 64
+/// hold, 5,000 in all), the rest due, up to an hour overdue. Two live nodes run the subscriptions.
 async fn status(
     admin_url: &str,
     plan: Plan,
@@ -334,16 +352,16 @@ async fn status(
              (subscription_id, event_position, status, attempts, run_at, claim_token, claimed_by, \
               claimed_at, last_error, updated_at) \
          select $1[1 + (run % cardinality($1))], p, \
-                case when slot = 0 then 'dead' when slot = 1 and run % 10 = 0 then 'claimed' \
+                case when slot = 0 then 'dead' when slot = 1 and (run / 20) % 10 = 0 then 'claimed' \
                      else 'pending' end, \
                 case when slot = 0 then 6 when slot in (1, 2) then 1 else 0 end, \
                 case when slot = 0 then now() - make_interval(secs => p % 86400) \
-                     when slot = 1 and run % 10 = 0 then now() + interval '50 seconds' \
+                     when slot = 1 and (run / 20) % 10 = 0 then now() + interval '10 minutes' \
                      when slot = 2 then now() + make_interval(secs => 1 + p % 3600) \
                      else now() - make_interval(secs => p % 3600) end, \
-                case when slot = 1 and run % 10 = 0 then gen_random_uuid() end, \
-                case when slot = 1 and run % 10 = 0 then format('node-%s/loop-%s', run % 2, run % 4) end, \
-                case when slot = 1 and run % 10 = 0 then now() - interval '10 seconds' end, \
+                case when slot = 1 and (run / 20) % 10 = 0 then gen_random_uuid() end, \
+                case when slot = 1 and (run / 20) % 10 = 0 then format('node-%s/loop-%s', (run / 20) % 2, (run / 20) % 4) end, \
+                case when slot = 1 and (run / 20) % 10 = 0 then now() - interval '10 seconds' end, \
                 case when slot in (0, 2) then 'handler failed: connection refused' end, \
                 now() - make_interval(secs => p % 86400) \
          from (select p, p % 21 as slot, p / 21 as run from osa_events.events as e (p)) as d",
@@ -399,7 +417,8 @@ async fn status(
         writeln!(
             text,
             "Data: {} open deliveries ({due} due, {scheduled} scheduled, {claimed} claimed) and \
-             {dead} dead letters over {} subscriptions, one event each; vacuumed and analyzed.",
+             {dead} dead letters over {} subscriptions, one event each, two live nodes, no \
+             projection; vacuumed and analyzed.",
             due + scheduled + claimed,
             ids.len()
         )?;
@@ -536,13 +555,24 @@ async fn explain_status(url: &str, notices: &Notices) -> Result<Vec<String>, Box
 ///
 /// By default a handler runs and handles the publisher's events, so open deliveries stay few;
 /// with `backlog` its subscription is not run, and its deliveries pile up as the prune goes.
-async fn prune(
-    admin_url: &str,
-    plan: Plan,
-    backlog: bool,
-    limit: Option<Duration>,
-) -> Result<(), BoxError> {
-    let (database, store) = fresh(admin_url).await?;
+async fn prune(admin_url: &str, plan: Plan, variant: PruneVariant) -> Result<(), BoxError> {
+    let PruneVariant {
+        backlog,
+        limit,
+        jit_off,
+    } = variant;
+    let (database, mut store) = fresh(admin_url).await?;
+    if jit_off {
+        // A setting of this database only, for comparison; new connections take it.
+        let name = database.name();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "alter database \"{name}\" set jit = off"
+        )))
+        .execute(store.pool())
+        .await?;
+        store = PgStore::connect(database.url()).await?;
+        println!("  (experiment: jit = off for the database)");
+    }
     let pool = store.pool();
     let started = Instant::now();
     if backlog {
@@ -662,6 +692,17 @@ async fn prune(
         during_p99 / idle_p99,
     );
     Ok(())
+}
+
+/// The prune scenario's variant, from the command line.
+#[derive(Debug, Clone, Copy)]
+struct PruneVariant {
+    /// The publisher's subscription is not run: its open deliveries pile up.
+    backlog: bool,
+    /// Stop the prune after this long.
+    limit: Option<Duration>,
+    /// `jit = off` for the database.
+    jit_off: bool,
 }
 
 /// Which phase the publisher is in.
