@@ -96,7 +96,7 @@ impl Plan {
             subscriptions: 20,
             status_calls: 20,
             prune_events: 1_000_000,
-            prune_batch: 1_000,
+            prune_batch: Prune::DEFAULT_BATCH,
             idle_publishing: Duration::from_secs(15),
             replay_events: 1_000_000,
             replay_chunk: 1_000,
@@ -128,6 +128,10 @@ struct Options {
     prune_limit: Option<Duration>,
     /// `--prune-jit-off`: the prune scenario with `jit = off` for its database.
     prune_jit_off: bool,
+    /// `--prune-batch <n>`: events per prune step (default 1,000).
+    prune_batch: Option<u32>,
+    /// `--prune-pause-ms <n>`: the pause between prune steps (`Prune::pause`; default none).
+    prune_pause: Option<Duration>,
 }
 
 impl Options {
@@ -152,6 +156,20 @@ impl Options {
                 "--prune-backlog" => options.prune_backlog = true,
                 "--status-experiments" => options.status_experiments = true,
                 "--prune-jit-off" => options.prune_jit_off = true,
+                "--prune-batch" => {
+                    let batch = args
+                        .next()
+                        .and_then(|batch| batch.parse().ok())
+                        .ok_or("`--prune-batch` needs a number of events")?;
+                    options.prune_batch = Some(batch);
+                }
+                "--prune-pause-ms" => {
+                    let millis = args
+                        .next()
+                        .and_then(|millis| millis.parse().ok())
+                        .ok_or("`--prune-pause-ms` needs a number of milliseconds")?;
+                    options.prune_pause = Some(Duration::from_millis(millis));
+                }
                 "--prune-seconds" => {
                     let seconds = args
                         .next()
@@ -163,7 +181,8 @@ impl Options {
                     return Err(format!(
                         "unknown argument `{other}`, expected `--quick`, `--scenario <status|prune|replay>`, \
                          `--explain <file>`, `--status-experiments`, `--prune-backlog`, \
-                         `--prune-seconds <n>` or `--prune-jit-off`"
+                         `--prune-seconds <n>`, `--prune-batch <n>`, `--prune-pause-ms <n>` or \
+                         `--prune-jit-off`"
                     ));
                 }
             }
@@ -179,11 +198,14 @@ impl Options {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let options = Options::parse()?;
-    let plan = if options.quick {
+    let mut plan = if options.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if let Some(batch) = options.prune_batch {
+        plan.prune_batch = batch;
+    }
     let notices = Notices::install();
     let (admin_url, _cluster) = osa_events_fixtures::pg::database_url_or_throwaway()?;
     print_settings(&admin_url).await?;
@@ -203,6 +225,7 @@ async fn main() -> Result<(), BoxError> {
             backlog: options.prune_backlog,
             limit: options.prune_limit,
             jit_off: options.prune_jit_off,
+            pause: options.prune_pause.unwrap_or_default(),
         };
         prune(&admin_url, plan, variant).await?;
     }
@@ -560,6 +583,7 @@ async fn prune(admin_url: &str, plan: Plan, variant: PruneVariant) -> Result<(),
         backlog,
         limit,
         jit_off,
+        pause,
     } = variant;
     let (database, mut store) = fresh(admin_url).await?;
     if jit_off {
@@ -639,6 +663,9 @@ async fn prune(admin_url: &str, plan: Plan, variant: PruneVariant) -> Result<(),
         if limit.is_some_and(|limit| started.elapsed() >= limit) {
             break false;
         }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         if reported.elapsed() >= Duration::from_secs(30) {
             reported = Instant::now();
             let open: i64 = sqlx::query_scalar(
@@ -703,6 +730,8 @@ struct PruneVariant {
     limit: Option<Duration>,
     /// `jit = off` for the database.
     jit_off: bool,
+    /// The pause between steps.
+    pause: Duration,
 }
 
 /// Which phase the publisher is in.

@@ -206,20 +206,27 @@ begin
     end if;
 end $$;
 
--- Deleting events checks for deliveries by primary key, subscription by subscription (there is
--- no index on `event_position` alone, see lean_claims): a retention step deletes a thousand
--- events at a time, and this keeps its check to a thousand lookups per subscription instead of a
--- scan of the open work.
+-- Deleting events checks for deliveries by primary key, event by event and subscription by
+-- subscription (there is no index on `event_position` alone, see lean_claims): a retention step
+-- deletes a thousand events at a time, and this keeps its check to a thousand lookups per
+-- subscription instead of a scan of the open work. Written as a lateral lookup per deleted event,
+-- with the planner settings below, so the plan is the same whatever the statistics: planned
+-- from stale ones as a join, the check compared every deleted event with every open delivery
+-- (27 s for one step at 200,000 open deliveries).
 create or replace function refuse_deleting_events_with_deliveries() returns trigger
 language plpgsql as $$
 declare
     open_deliveries bigint;
     first_position bigint;
 begin
-    select count(*), min(d.event_position) into open_deliveries, first_position
-    from osa_events.subscriptions s
-    cross join deleted_events x
-    join osa_events.deliveries d on d.subscription_id = s.id and d.event_position = x.position;
+    select coalesce(sum(found.deliveries), 0), min(x.position) filter (where found.deliveries > 0)
+    into open_deliveries, first_position
+    from deleted_events x
+    cross join lateral (
+        select count(*) as deliveries
+        from osa_events.subscriptions s
+        join osa_events.deliveries d on d.subscription_id = s.id and d.event_position = x.position
+    ) as found;
     if open_deliveries > 0 then
         raise exception 'cannot delete events from osa_events.events: % open or dead deliveries still refer to them (the first at position %); deleting an event never deletes its work (complete, retry or delete those deliveries first)',
                 open_deliveries, first_position
@@ -230,5 +237,8 @@ end $$;
 
 alter function refuse_deleting_events_with_deliveries()
     set enable_seqscan = off
+    set enable_bitmapscan = off
     set enable_hashjoin = off
-    set enable_mergejoin = off;
+    set enable_mergejoin = off
+    set enable_material = off
+    set jit = off;

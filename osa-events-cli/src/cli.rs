@@ -238,8 +238,9 @@ pub(crate) struct PruneArgs {
     /// Also delete dead letters of those events (kept by default).
     #[arg(long)]
     pub(crate) include_dead: bool,
-    /// How many events of the log one transaction examines.
-    #[arg(long, value_name = "N", default_value_t = 1000,
+    /// How many events of the log one transaction examines (small steps keep publishers'
+    /// latency low: each step's WAL is flushed ahead of their commits).
+    #[arg(long, value_name = "N", default_value_t = osa_events::operations::Prune::DEFAULT_BATCH,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) batch: u32,
     #[command(flatten)]

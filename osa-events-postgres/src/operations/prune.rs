@@ -16,10 +16,16 @@ use osa_events_core::operations::{Prune, PruneStep};
 /// locks' first key (see projection/leader.rs): one key for the whole database.
 const LOCK_SQL: &str = "select pg_try_advisory_xact_lock(hashtext('osa_events.retention'))";
 
-/// The lookups below go by primary key, subscription by subscription, whatever the statistics.
+/// The lookups below go by primary key, subscription by subscription, whatever the statistics;
+/// no JIT (the disabled scans' costs would pass its thresholds and compile every step, 100 ms of
+/// a 150 ms step); and the step commits without waiting for its WAL to be flushed: a step lost
+/// in a server crash only leaves its events for the next pass, and publishers' commits do not
+/// queue behind its flushes.
 const PLAN_SQL: &str = r#"
-select set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
-       set_config('enable_mergejoin', 'off', true)
+select set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+       set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),
+       set_config('enable_material', 'off', true), set_config('jit', 'off', true),
+       set_config('synchronous_commit', 'off', true)
 "#;
 
 const EXAMINE_SQL: &str = r#"

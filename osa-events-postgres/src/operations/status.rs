@@ -62,9 +62,12 @@ order by s.name
 "#;
 
 /// Index walks only, whatever the statistics: on a table never analyzed the planner takes a
-/// bitmap scan for each count, which reads the whole range instead of stopping at the cap.
+/// bitmap scan for each count, which reads the whole range instead of stopping at the cap. No
+/// JIT: the statement's estimated cost passes its thresholds, and compiling took 17 ms of a 61 ms
+/// call at a million open deliveries.
 pub const STATUS_PLAN_SQL: &str = r#"
-select set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)
+select set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true),
+       set_config('jit', 'off', true)
 "#;
 
 const HEAD_SQL: &str = r#"
