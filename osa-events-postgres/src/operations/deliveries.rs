@@ -5,7 +5,8 @@
 //! purge touches only dead rows and a cancel only pending ones, so a delivery a worker holds is
 //! never changed here, and its fenced completion or failure still lands.
 
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
 
 use super::{PgStore, epoch_seconds, in_range, subscribed, subscription_id};
 use crate::store::from_epoch_seconds;
@@ -177,42 +178,26 @@ macro_rules! bind_filter {
     };
 }
 
-type SummaryRow = (
-    i32,
-    String,
-    i64,
-    String,
-    i32,
-    Option<String>,
-    Option<String>,
-    f64,
-    f64,
-    uuid::Uuid,
-    String,
-    Option<String>,
-    f64,
-);
-
-fn summary(row: SummaryRow) -> Result<DeliverySummary> {
-    let (sub, handler, position, state, attempts, last_error, claimed_by, run_at, updated_at) = (
-        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
-    );
+/// The summary in columns 0 to 12 of a row of [`LIST_SQL`] or [`SHOW_SQL`].
+fn summary(row: &PgRow) -> Result<DeliverySummary> {
+    let state: String = row.try_get(3)?;
+    let attempts: i32 = row.try_get(4)?;
     Ok(DeliverySummary {
         key: DeliveryKey {
-            subscription: subscription_id(sub),
-            position,
+            subscription: subscription_id(row.try_get(0)?),
+            position: row.try_get(2)?,
         },
-        handler,
+        handler: row.try_get(1)?,
         state: state.parse::<DeliveryState>()?,
         attempts: u32::try_from(attempts).unwrap_or(0),
-        last_error,
-        claimed_by,
-        run_at: from_epoch_seconds(run_at),
-        updated_at: from_epoch_seconds(updated_at),
-        event_id: row.9,
-        event_type: row.10,
-        routing_key: row.11,
-        published_at: from_epoch_seconds(row.12),
+        last_error: row.try_get(5)?,
+        claimed_by: row.try_get(6)?,
+        run_at: from_epoch_seconds(row.try_get(7)?),
+        updated_at: from_epoch_seconds(row.try_get(8)?),
+        event_id: row.try_get(9)?,
+        event_type: row.try_get(10)?,
+        routing_key: row.try_get(11)?,
+        published_at: from_epoch_seconds(row.try_get(12)?),
     })
 }
 
@@ -223,14 +208,14 @@ pub(super) async fn list(store: &PgStore, query: &DeliveryQuery) -> Result<Deliv
     let (after_subscription, after_position) = query
         .after
         .map_or((-1, -1), |key| (key.subscription.0, key.position));
-    let rows: Vec<SummaryRow> = bind_filter!(sqlx::query_as(LIST_SQL), bound)
+    let rows = bind_filter!(sqlx::query(LIST_SQL), bound)
         .bind(query.state.map(DeliveryState::as_str))
         .bind(after_subscription)
         .bind(after_position)
         .bind(i64::from(page_size))
         .fetch_all(store.ops(&mut conn))
         .await?;
-    let deliveries = rows.into_iter().map(summary).collect::<Result<Vec<_>>>()?;
+    let deliveries = rows.iter().map(summary).collect::<Result<Vec<_>>>()?;
     let next = (deliveries.len() == page_size as usize)
         .then(|| deliveries.last().map(|last| last.key))
         .flatten();
@@ -244,25 +229,7 @@ pub(super) async fn show(
 ) -> Result<Option<DeliveryDetail>> {
     let mut conn = store.pool().acquire().await?;
     let subscription = subscribed(store, &mut conn, handler).await?;
-    #[allow(clippy::type_complexity)]
-    let row: Option<(
-        i32,
-        String,
-        i64,
-        String,
-        i32,
-        Option<String>,
-        Option<String>,
-        f64,
-        f64,
-        uuid::Uuid,
-        String,
-        Option<String>,
-        f64,
-        i32,
-        String,
-        String,
-    )> = sqlx::query_as(SHOW_SQL)
+    let row = sqlx::query(SHOW_SQL)
         .bind(subscription.id)
         .bind(position)
         .fetch_optional(store.ops(&mut conn))
@@ -270,11 +237,12 @@ pub(super) async fn show(
     let Some(row) = row else {
         return Ok(None);
     };
-    let (event_version, payload, metadata) = (row.13, row.14.clone(), row.15.clone());
-    let summary = summary((
-        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10, row.11,
-        row.12,
-    ))?;
+    let (summary, event_version, payload, metadata) = (
+        summary(&row)?,
+        row.try_get(13)?,
+        row.try_get(14)?,
+        row.try_get(15)?,
+    );
     Ok(Some(DeliveryDetail {
         summary,
         event_version,
