@@ -715,8 +715,9 @@ impl RuntimeBuilder {
     /// [`Error::DuplicateHandlerName`](crate::Error::DuplicateHandlerName),
     /// [`Error::MissingResource`](crate::Error::MissingResource) for a `State<T>` whose `T` is not in
     /// the resources, [`Error::Config`](crate::Error::Config) for an out-of-range option, an
-    /// invalid namespace, or a [`repoint`](Self::repoint) of a handler this runtime does not run
-    /// or to revision 0.
+    /// invalid namespace, a [`repoint`](Self::repoint) of a handler this runtime does not run
+    /// or to revision 0, and a handler that starts from its history (or
+    /// [`retention`](Self::retention)) on a store without the operations API.
     pub fn build(self) -> Result<Runtime> {
         let selected = registry::select(&self.only, &self.exclude)?;
         let namespace = self.namespace.as_deref().map(check_namespace).transpose()?;
@@ -805,6 +806,28 @@ impl RuntimeBuilder {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        if self.store.operations().is_none() {
+            if let Some(handler) = handlers
+                .iter()
+                .find(|handler| handler.start_from != StartFrom::Now)
+            {
+                return Err(crate::Error::Config(
+                    format!(
+                        "handler `{}` starts from {:?}, but this store has no operations API \
+                         (`Store::operations` is `None`) to copy its history",
+                        handler.spec.name(),
+                        handler.start_from
+                    )
+                    .into(),
+                ));
+            }
+            if self.retention.is_some() {
+                return Err(crate::Error::Config(
+                    "retention needs a store with the operations API (`Store::operations` is `None`)"
+                        .into(),
+                ));
+            }
+        }
         Ok(Runtime {
             store: self.store,
             handlers,

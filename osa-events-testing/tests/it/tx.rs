@@ -585,3 +585,39 @@ async fn a_store_without_transactions_refuses_a_tx_handler_naming_it() {
         .build();
     assert!(plain.is_ok(), "a handler without `Tx` runs there");
 }
+
+/// A store without the operations API cannot copy a handler's history or prune: a handler that
+/// starts from its history, or retention, fails `build` naming what is missing.
+#[tokio::test]
+async fn a_store_without_operations_refuses_start_from_and_retention() {
+    use osa_events::operations::{Retention, StartFrom};
+    let builder = || {
+        Runtime::builder(NoTransactions(InMemoryStore::new()))
+            .resources(Resources::new().with(Received::default()))
+            .only(["tx.follower"])
+            .handle_signals(false)
+    };
+    let error = builder()
+        .start_from("tx.follower", StartFrom::Beginning)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid configuration: handler `tx.follower` starts from Beginning, but this store has \
+         no operations API (`Store::operations` is `None`) to copy its history"
+    );
+    let error = builder()
+        .retention(Retention::older_than(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ))
+        .build()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("retention needs a store with the operations API"),
+        "{error}"
+    );
+    assert!(builder().build().is_ok(), "without either it runs there");
+}
