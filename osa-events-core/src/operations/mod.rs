@@ -143,6 +143,21 @@ pub struct DeliveryQuery {
     pub page_size: u32,
 }
 
+impl DeliveryQuery {
+    /// The largest [`page_size`](Self::page_size).
+    pub const MAX_PAGE_SIZE: u32 = 1_000;
+
+    /// The page size, if it is in `1..=MAX_PAGE_SIZE`: the check every store makes, with the same
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) naming the range.
+    pub fn checked_page_size(&self) -> Result<u32> {
+        in_range("the page size", self.page_size, Self::MAX_PAGE_SIZE)
+    }
+}
+
 impl Default for DeliveryQuery {
     fn default() -> Self {
         Self {
@@ -261,7 +276,40 @@ pub struct Replay {
     pub chunk: u32,
 }
 
+/// The largest chunk of a replay or backfill step, and batch of a prune step.
+pub const MAX_CHUNK: u32 = 100_000;
+
+/// `value` if it is in `1..=max`, else [`Error::Config`](crate::Error::Config) naming `what`.
+fn in_range(what: &str, value: u32, max: u32) -> Result<u32> {
+    if (1..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(crate::Error::Config(
+            format!("{what} must be in 1..={max}, found {value}").into(),
+        ))
+    }
+}
+
+/// `chunk` for [`Operations::backfill`], if it is in `1..=MAX_CHUNK`: the check every store
+/// makes, with the same error.
+///
+/// # Errors
+///
+/// [`Error::Config`](crate::Error::Config) naming the range.
+pub fn checked_backfill_chunk(chunk: u32) -> Result<u32> {
+    in_range("the backfill chunk", chunk, MAX_CHUNK)
+}
+
 impl Replay {
+    /// The chunk, if it is in `1..=MAX_CHUNK`: the check every store makes, with the same error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) naming the range.
+    pub fn checked_chunk(&self) -> Result<u32> {
+        in_range("the replay chunk", self.chunk, MAX_CHUNK)
+    }
+
     /// The whole log still kept, to `handler`, in chunks of 1,000.
     pub fn everything(handler: impl Into<String>) -> Self {
         Self {
@@ -371,6 +419,15 @@ pub struct Prune {
 }
 
 impl Prune {
+    /// The batch, if it is in `1..=MAX_CHUNK`: the check every store makes, with the same error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) naming the range.
+    pub fn checked_batch(&self) -> Result<u32> {
+        in_range("the prune batch", self.batch, MAX_CHUNK)
+    }
+
     /// The default [`batch`](Self::batch): 100 events per step. Every step's WAL is flushed
     /// ahead of the next publisher's commit, so larger steps lengthen publishers' slowest
     /// commits: at 1,000 a publisher's p99 latency rose 4.8× during a prune, at 100 1.8×

@@ -21,13 +21,13 @@
 //! so the history is claimed first, in log order.
 
 use super::replay::copy;
-use super::{PgStore, in_range, subscribed};
+use super::{PgStore, subscribed};
 use osa_events_core::Result;
-use osa_events_core::operations::BackfillStep;
+use osa_events_core::operations::{BackfillStep, checked_backfill_chunk};
 
 const LOCK_SQL: &str = r#"
 select backfill_after, backfill_head, backfill_xmax::text, backfill_through, backfill_window,
-       extract(epoch from created_at)::float8,
+       backfill_holds_claims, extract(epoch from created_at)::float8,
        case when backfill_xmax is null then null
             else pg_snapshot_xmin(pg_current_snapshot()) >= backfill_xmax end
 from osa_events.subscriptions where id = $1
@@ -77,16 +77,17 @@ where id = $1
 "#;
 
 pub(super) async fn step(store: &PgStore, handler: &str, chunk: u32) -> Result<BackfillStep> {
-    let chunk = in_range("the backfill chunk", chunk, 1..=100_000)?;
+    let chunk = checked_backfill_chunk(chunk)?;
     let mut tx = store.pool().begin().await?;
     let subscription = subscribed(store, &mut tx, handler).await?;
     #[allow(clippy::type_complexity)]
-    let (after, head, xmax, through, window, created_at, settled): (
+    let (after, head, xmax, through, window, holds_claims, created_at, settled): (
         Option<i64>,
         Option<i64>,
         Option<String>,
         Option<i64>,
         Option<i64>,
+        bool,
         f64,
         Option<bool>,
     ) = sqlx::query_as(LOCK_SQL)
@@ -147,7 +148,9 @@ pub(super) async fn step(store: &PgStore, handler: &str, chunk: u32) -> Result<B
             end: through,
         });
     }
-    if window >= through && after < head {
+    // An empty window (nothing was published while the subscription was created): the claims
+    // are released by the first history step.
+    if holds_claims && after < head {
         sqlx::query(RELEASE_CLAIMS_SQL)
             .bind(subscription.id)
             .bind(window)

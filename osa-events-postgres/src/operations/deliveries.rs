@@ -8,7 +8,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{PgStore, epoch_seconds, in_range, subscribed, subscription_id};
+use super::{PgStore, epoch_seconds, subscribed, subscription_id};
 use crate::store::from_epoch_seconds;
 use osa_events_core::Result;
 use osa_events_core::operations::{
@@ -202,7 +202,7 @@ fn summary(row: &PgRow) -> Result<DeliverySummary> {
 }
 
 pub(super) async fn list(store: &PgStore, query: &DeliveryQuery) -> Result<DeliveryPage> {
-    let page_size = in_range("the page size", query.page_size, 1..=1000)?;
+    let page_size = query.checked_page_size()?;
     let mut conn = store.pool().acquire().await?;
     let bound = bind(store, &mut conn, &query.selector).await?;
     let (after_subscription, after_position) = query

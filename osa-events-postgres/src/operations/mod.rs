@@ -93,22 +93,6 @@ fn epoch_seconds(time: SystemTime) -> f64 {
     }
 }
 
-/// `value` if it lies in `range`, else [`Error::Config`] naming `what`.
-fn in_range(what: &str, value: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32> {
-    if range.contains(&value) {
-        Ok(value)
-    } else {
-        Err(Error::Config(
-            format!(
-                "{what} must be in {}..={}, found {value}",
-                range.start(),
-                range.end()
-            )
-            .into(),
-        ))
-    }
-}
-
 /// A duration as the `float8` seconds `make_interval(secs => ..)` takes.
 fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64()

@@ -8,7 +8,7 @@
 //! publishers never touch, so it takes no lock a publisher waits for; the retention lock (an
 //! advisory lock held for the step's transaction) keeps two passes from doing the same batch.
 
-use super::{PgStore, in_range, seconds};
+use super::{PgStore, seconds};
 use osa_events_core::Result;
 use osa_events_core::operations::{Prune, PruneStep};
 
@@ -88,7 +88,7 @@ where k.id = any($1) and k.seq is not null
 "#;
 
 pub(super) async fn step(store: &PgStore, prune: &Prune, after: i64) -> Result<PruneStep> {
-    let batch = in_range("the prune batch", prune.batch, 1..=100_000)?;
+    let batch = prune.checked_batch()?;
     let mut tx = store.pool().begin().await?;
     let (locked,): (bool,) = sqlx::query_as(LOCK_SQL)
         .fetch_one(store.ops(&mut tx))

@@ -8,7 +8,7 @@
 //! no publish can conflict with (a publish inserts its deliveries before its events are
 //! visible).
 
-use super::{PgStore, Subscribed, epoch_seconds, in_range, subscribed};
+use super::{PgStore, Subscribed, epoch_seconds, subscribed};
 use osa_events_core::operations::{Replay, ReplayStep};
 use osa_events_core::{Error, Result};
 
@@ -107,7 +107,7 @@ pub(super) async fn step(
     after: i64,
     end: Option<i64>,
 ) -> Result<ReplayStep> {
-    let chunk = in_range("the replay chunk", replay.chunk, 1..=100_000)?;
+    let chunk = replay.checked_chunk()?;
     let mut tx = store.pool().begin().await?;
     let subscription = subscribed(store, &mut tx, &replay.handler).await?;
     if subscription.retired {

@@ -6,7 +6,7 @@ use osa_events::Result;
 use osa_events::operations::{DeliveryDetail, DeliveryPage, DeliveryQuery, Selector};
 use osa_events::store::SubscriptionId;
 
-use super::{MAX_PAGE, in_range, state_of};
+use super::state_of;
 use crate::memory::DeliveryStatus;
 use crate::memory::state::{Tables, reschedule};
 use crate::memory::time::Now;
@@ -18,7 +18,7 @@ impl Tables {
         query: &DeliveryQuery,
         now: Now,
     ) -> Result<DeliveryPage> {
-        in_range("the page size", query.page_size, MAX_PAGE)?;
+        query.checked_page_size()?;
         let page_size = usize::try_from(query.page_size).unwrap_or(usize::MAX);
         let deliveries: Vec<_> = self
             .rows_selected(&query.selector, query.after, now)?

@@ -7,7 +7,6 @@ use osa_events::store::SubscriptionId;
 use osa_events::{Error, Result};
 use tokio::time::Instant;
 
-use super::{MAX_CHUNK, in_range};
 use crate::memory::DeliveryStatus;
 use crate::memory::state::lifecycle::Backfill;
 use crate::memory::state::{LoggedEvent, Row, Tables, receives};
@@ -30,7 +29,7 @@ impl Tables {
         end: Option<i64>,
         now: Now,
     ) -> Result<(ReplayStep, Option<SubscriptionId>)> {
-        in_range("the replay chunk", replay.chunk, MAX_CHUNK)?;
+        replay.checked_chunk()?;
         let id = self.resolve(&replay.handler)?;
         let subscription = &self.subscriptions[&id];
         let name = &subscription.name;
@@ -99,7 +98,7 @@ impl Tables {
         chunk: u32,
         now: Now,
     ) -> Result<(BackfillStep, Option<SubscriptionId>)> {
-        in_range("the backfill chunk", chunk, MAX_CHUNK)?;
+        osa_events::operations::checked_backfill_chunk(chunk)?;
         let id = self.resolve(handler)?;
         let lifecycle = self.lifecycle(id);
         let (Some(Backfill { after, head }), created_at) =

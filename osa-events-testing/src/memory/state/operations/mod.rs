@@ -14,22 +14,6 @@ mod nodes;
 mod prune;
 mod status;
 
-/// The largest page of [`deliveries`](Tables::delivery_page).
-const MAX_PAGE: u32 = 1_000;
-/// The largest chunk of a replay or a backfill step, and batch of a prune step.
-const MAX_CHUNK: u32 = 100_000;
-
-/// `value` in `1..=max`, or [`Error::Config`] naming `what`.
-fn in_range(what: &str, value: u32, max: u32) -> Result<()> {
-    if (1..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::Config(
-            format!("{what} must be in 1..={max}, found {value}").into(),
-        ))
-    }
-}
-
 /// The state operators see for a stored status.
 fn state_of(status: DeliveryStatus) -> DeliveryState {
     match status {

@@ -5,7 +5,6 @@ use std::time::SystemTime;
 use osa_events::Result;
 use osa_events::operations::{Prune, PruneStep};
 
-use super::{MAX_CHUNK, in_range};
 use crate::memory::DeliveryStatus;
 use crate::memory::state::Tables;
 use crate::memory::time::Now;
@@ -21,7 +20,7 @@ impl Tables {
         after: i64,
         now: Now,
     ) -> Result<PruneStep> {
-        in_range("the prune batch", prune.batch, MAX_CHUNK)?;
+        prune.checked_batch()?;
         let cutoff = now
             .wall()
             .checked_sub(prune.older_than)
