@@ -12,6 +12,7 @@ mod heartbeat;
 mod linger;
 mod migrate;
 mod nul;
+mod observability;
 mod operations;
 mod options;
 mod pooler;
