@@ -10,6 +10,7 @@ mod clock;
 mod error;
 mod event;
 mod handler;
+mod metrics;
 mod projection;
 mod publish;
 mod redact;

@@ -65,6 +65,7 @@ impl Worker {
     ) -> Processed {
         let max_attempts = self.spec.retries().saturating_add(1);
         let claimed = deliveries.len();
+        self.metrics.claimed(claimed);
         // A claim beyond the last allowed attempt means earlier claims expired unfinished (the
         // worker crashed or hung): give up instead of running the handler again.
         let (exhausted, runnable): (Vec<Delivery>, Vec<Delivery>) = deliveries
@@ -113,6 +114,17 @@ impl Worker {
                 None => unfinished.push(delivery.fence),
             }
         }
+        // Abandoned with the batch (its claims could not be kept): lost, like a refused `Tx`.
+        let abandoned = match ended {
+            Ended::ClaimsLost(_) => unfinished.len(),
+            Ended::Finished | Ended::Aborted => 0,
+        };
+        self.metrics.outcomes(
+            completed.len() + completed_in_tx.len(),
+            &failures,
+            deferred.len(),
+            refused_in_tx.len() + abandoned,
+        );
         self.log_failures(&failures, claimed);
         self.write_failures(&failures).await;
         self.write_deferrals(&deferred).await;
@@ -293,11 +305,14 @@ impl Worker {
             return;
         }
         match self.store.release(self.subscription, unfinished).await {
-            Ok(released) => tracing::info!(
-                handler = self.spec.name(),
-                released,
-                "released unfinished claims at shutdown"
-            ),
+            Ok(released) => {
+                self.metrics.released(released);
+                tracing::info!(
+                    handler = self.spec.name(),
+                    released,
+                    "released unfinished claims at shutdown"
+                )
+            }
             Err(error) => tracing::warn!(
                 handler = self.spec.name(),
                 %error,

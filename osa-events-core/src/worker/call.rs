@@ -82,7 +82,8 @@ impl Worker {
             Err(error) => return Outcome::Failed(error),
         };
         drop(parts);
-        match (self.guard(future).await, slot) {
+        self.metrics.call_starts([delivery]);
+        match (self.metrics.time_call(self.guard(future)).await, slot) {
             (Err(error), _) => Outcome::Failed(error),
             (Ok(()), None) => Outcome::Succeeded,
             (Ok(()), Some(slot)) => match self.commit(slot, &[delivery.fence]).await {
@@ -113,7 +114,10 @@ impl Worker {
             event_type = self.spec.event_type(),
             events = call.accepted.len(),
         );
-        let reported = match self.guard(future).instrument(span).await {
+        self.metrics
+            .call_starts(call.accepted.iter().map(|&index| &deliveries[index]));
+        let timed = self.metrics.time_call(self.guard(future));
+        let reported = match timed.instrument(span).await {
             Ok(reported) => reported,
             Err(error) => {
                 for &index in &call.accepted {
