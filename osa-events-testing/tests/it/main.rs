@@ -4,6 +4,7 @@
 mod contract;
 mod harness;
 mod inputs;
+mod metrics;
 mod panics;
 mod projections;
 mod registration;
