@@ -34,9 +34,12 @@ async fn sink(_ping: Ping) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// A sampled gauge: its name, labels and value.
+type Gauge = (String, Vec<(String, String)>, f64);
+
 /// The value of gauge `name` with `labels`, from one snapshot of `captured`.
 fn gauge(
-    captured: &[(String, Vec<(String, String)>, f64)],
+    captured: &[Gauge],
     name: &str,
     labels: &[(&str, &str)],
 ) -> Option<f64> {
