@@ -38,11 +38,7 @@ async fn sink(_ping: Ping) -> Result<(), HandlerError> {
 type Gauge = (String, Vec<(String, String)>, f64);
 
 /// The value of gauge `name` with `labels`, from one snapshot of `captured`.
-fn gauge(
-    captured: &[Gauge],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn gauge(captured: &[Gauge], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     captured
         .iter()
         .find(|(n, l, _)| {

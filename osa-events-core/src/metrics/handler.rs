@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use metrics::{Counter, Histogram};
 
-use super::{BATCH_SIZE, END_TO_END_LATENCY, HANDLER_DURATION, HANDLER_EVENTS, outcome};
+use super::{BATCH_SIZE, END_TO_END_LATENCY, HANDLER_DURATION, HANDLER_EVENTS};
 use crate::Clock;
-use crate::store::{Delivery, Failure};
+use crate::spans::{Recorded, Tally};
+use crate::store::Delivery;
 
 /// The metric handles of one handler, resolved once (when its claim loops are built, as the
 /// runtime starts running) against the recorder installed then, so recording on the hot path is
@@ -16,12 +17,8 @@ use crate::store::{Delivery, Failure};
 /// batch and outcome, by the number of deliveries.
 #[derive(Clone)]
 pub(crate) struct HandlerMetrics {
-    completed: Counter,
-    retried: Counter,
-    dead_lettered: Counter,
-    released: Counter,
-    deferred: Counter,
-    lost: Counter,
+    /// One counter per outcome, in the order of [`Tally::counts`].
+    events: [Counter; 6],
     duration: Histogram,
     batch_size: Histogram,
     end_to_end: Histogram,
@@ -33,16 +30,14 @@ impl HandlerMetrics {
     /// The handles of the handler stored as `handler` (its `handler` label), timing calls on
     /// `clock`.
     pub(crate) fn new(handler: &str, clock: Arc<dyn Clock>) -> Self {
-        let events = |outcome: &'static str| metrics::counter!(HANDLER_EVENTS, "handler" => handler.to_owned(), "outcome" => outcome);
+        let events = |(outcome, _): (Recorded, u64)| {
+            let outcome = outcome.as_str();
+            metrics::counter!(HANDLER_EVENTS, "handler" => handler.to_owned(), "outcome" => outcome)
+        };
         let labelled =
             |name: &'static str| metrics::histogram!(name, "handler" => handler.to_owned());
         Self {
-            completed: events(outcome::COMPLETED),
-            retried: events(outcome::RETRIED),
-            dead_lettered: events(outcome::DEAD_LETTERED),
-            released: events(outcome::RELEASED),
-            deferred: events(outcome::DEFERRED),
-            lost: events(outcome::LOST),
+            events: Tally::default().counts().map(events),
             duration: labelled(HANDLER_DURATION),
             batch_size: labelled(BATCH_SIZE),
             end_to_end: labelled(END_TO_END_LATENCY),
@@ -77,35 +72,13 @@ impl HandlerMetrics {
         result
     }
 
-    /// What became of a processed batch: `completed` deliveries succeeded, `failures` were
-    /// recorded (retried or dead-lettered), `deferred` were given back unattempted, `lost`
-    /// lost their claims before their outcome could be kept.
-    pub(crate) fn outcomes(
-        &self,
-        completed: usize,
-        failures: &[Failure],
-        deferred: usize,
-        lost: usize,
-    ) {
-        let dead_lettered = failures.iter().filter(|f| f.retry_in.is_none()).count();
-        add(&self.completed, completed);
-        add(&self.retried, failures.len() - dead_lettered);
-        add(&self.dead_lettered, dead_lettered);
-        add(&self.deferred, deferred);
-        add(&self.lost, lost);
-    }
-
-    /// `released` unfinished deliveries were given back at shutdown.
-    pub(crate) fn released(&self, released: u64) {
-        if released > 0 {
-            self.released.increment(released);
+    /// What became of a processed batch: each outcome's counter goes up by its count.
+    pub(crate) fn outcomes(&self, tally: &Tally) {
+        for (counter, (_, count)) in self.events.iter().zip(tally.counts()) {
+            if count > 0 {
+                counter.increment(count);
+            }
         }
-    }
-}
-
-fn add(counter: &Counter, n: usize) {
-    if n > 0 {
-        counter.increment(n as u64);
     }
 }
 

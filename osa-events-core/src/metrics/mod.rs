@@ -25,7 +25,10 @@ mod handler;
 
 pub(crate) use handler::HandlerMetrics;
 
-/// Counter: deliveries whose attempt ended, by `handler` and `outcome` (see [`outcome`]).
+/// Counter: deliveries whose attempt ended, by `handler` and `outcome`: `completed`, `retried`,
+/// `dead_lettered`, `released` (given back unfinished at shutdown), `deferred` (an event version
+/// newer than this build) or `lost` (the claim was lost before the outcome could be kept): the
+/// outcomes the batch's span records ([`Recorded`](crate::spans::Recorded)).
 pub(crate) const HANDLER_EVENTS: &str = "osa_events_handler_events_total";
 /// Histogram: seconds per handler call (one event, or one batch for a batch handler), by
 /// `handler`.
@@ -58,26 +61,6 @@ pub(crate) const CLAIM_LOOPS: &str = "osa_events_claim_loops";
 pub(crate) const CLAIM_LOOP_RESTARTS: &str = "osa_events_claim_loop_restarts_total";
 /// Counter: claims that failed (a store error), by `handler`.
 pub(crate) const CLAIM_ERRORS: &str = "osa_events_claim_errors_total";
-
-/// The values of the `outcome` label of [`HANDLER_EVENTS`].
-pub(crate) mod outcome {
-    /// The handler succeeded (its completion written with the next claim, or committed in its
-    /// `Tx`).
-    pub(crate) const COMPLETED: &str = "completed";
-    /// The attempt failed and the delivery is due again after a backoff.
-    pub(crate) const RETRIED: &str = "retried";
-    /// The attempt failed for good (permanent error, out of retries, or an undecodable payload):
-    /// a dead letter.
-    pub(crate) const DEAD_LETTERED: &str = "dead_lettered";
-    /// Given back unfinished at shutdown, when the grace period ran out.
-    pub(crate) const RELEASED: &str = "released";
-    /// Not attempted: the event's version is newer than this build knows (a rolling deploy).
-    pub(crate) const DEFERRED: &str = "deferred";
-    /// The claim was lost before the outcome could be kept: taken over before a `Tx` handler's
-    /// transaction committed (rolled back), or a batch abandoned because its claims could not be
-    /// kept alive.
-    pub(crate) const LOST: &str = "lost";
-}
 
 /// The values of the `state` label of [`HANDLER_DELIVERIES`].
 pub(crate) mod state {
