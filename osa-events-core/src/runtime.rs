@@ -297,6 +297,13 @@ impl Runtime {
     /// that returns before shutdown) is logged at ERROR with the cause and started again: after
     /// 100 ms, doubling with each death in a row, at most 30 s. The runtime keeps running; it
     /// never goes on with a loop silently missing.
+    ///
+    /// # Metrics
+    ///
+    /// The claim loops record counters and histograms through the `metrics` facade, and one node
+    /// of the fleet samples gauges (see [`RuntimeBuilder::metrics_interval`] and
+    /// `docs/metrics.md`). Install the recorder (the exporter) before calling `run`: each claim
+    /// loop resolves its metric handles once, as it starts, against the recorder installed then.
     pub async fn run(self) -> Result<()> {
         crate::metrics::describe();
         let stopping = self.shutdown.clone();
