@@ -53,14 +53,10 @@ pub(crate) const PROJECTION_LAG_EVENTS: &str = "osa_events_projection_lag_events
 /// Sampled gauge: how long ago the oldest event a projection has not applied yet was published.
 pub(crate) const PROJECTION_LAG_SECONDS: &str = "osa_events_projection_lag_seconds";
 
-/// Counter: events published, by `event_type` (emitted on publish).
+/// Counter: events published, by `event_type` (emitted on publish). The claim loops' own
+/// metrics (`osa_events_claim_loops`, `osa_events_claim_loop_restarts_total`,
+/// `osa_events_claim_errors_total`) are named and described with the runtime's health.
 pub(crate) const PUBLISHED_EVENTS: &str = "osa_events_published_events_total";
-/// Gauge: claim loops alive, by `handler` (emitted by the claim loops' supervision).
-pub(crate) const CLAIM_LOOPS: &str = "osa_events_claim_loops";
-/// Counter: claim loops started again after they died, by `handler`.
-pub(crate) const CLAIM_LOOP_RESTARTS: &str = "osa_events_claim_loop_restarts_total";
-/// Counter: claims that failed (a store error), by `handler`.
-pub(crate) const CLAIM_ERRORS: &str = "osa_events_claim_errors_total";
 
 /// The values of the `state` label of [`HANDLER_DELIVERIES`].
 pub(crate) mod state {
@@ -133,20 +129,5 @@ pub(crate) fn describe() {
         PUBLISHED_EVENTS,
         Unit::Count,
         "Events published, by event type"
-    );
-    metrics::describe_gauge!(
-        CLAIM_LOOPS,
-        Unit::Count,
-        "Claim loops alive in this process, by handler"
-    );
-    metrics::describe_counter!(
-        CLAIM_LOOP_RESTARTS,
-        Unit::Count,
-        "Claim loops started again after they died, by handler"
-    );
-    metrics::describe_counter!(
-        CLAIM_ERRORS,
-        Unit::Count,
-        "Claims that failed with a store error, by handler"
     );
 }
