@@ -10,6 +10,7 @@ mod contract;
 mod failures;
 mod heartbeat;
 mod linger;
+mod metrics;
 mod migrate;
 mod nul;
 mod observability;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Clock;
 use crate::handler::{HandlerSpec, Invoker};
+use crate::metrics::HandlerMetrics;
 use crate::store::{ClaimRequest, Fence, Store, SubscriptionId};
 
 mod backoff;
@@ -40,6 +41,8 @@ pub(crate) struct Worker {
     pub(crate) stopping: CancellationToken,
     /// End of the grace period: stop handlers and release their claims.
     pub(crate) aborting: CancellationToken,
+    /// The handler's metric handles, resolved when the runtime started running.
+    pub(crate) metrics: HandlerMetrics,
 }
 
 impl Worker {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::Worker;
 use super::backoff::Jitter;
 use crate::handler::{HandlerSpec, Invoker};
+use crate::metrics::HandlerMetrics;
 use crate::projection::runner::{BatchError, apply_next_batch};
 use crate::projection::{Leadership, ProjectionSpec};
 use crate::store::{Delivery, Failure, Fence, Store, SubscriptionId};
@@ -319,6 +320,7 @@ impl Stepper {
             wake,
             stopping: CancellationToken::new(),
             aborting: CancellationToken::new(),
+            metrics: HandlerMetrics::new(&handler.stored_name, Arc::clone(&self.clock)),
         };
         (worker, hints)
     }

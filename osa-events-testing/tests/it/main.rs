@@ -5,6 +5,7 @@ mod contract;
 mod envelope;
 mod harness;
 mod inputs;
+mod metrics;
 mod panics;
 mod projections;
 mod registration;
