@@ -462,7 +462,10 @@ pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Vec<
     let rows = vec![
         row(in_memory_overhead_name(events), off, "ev/s"),
         row(
-            format!("{}, tracing and metrics on", in_memory_overhead_name(events)),
+            format!(
+                "{}, tracing and metrics on",
+                in_memory_overhead_name(events)
+            ),
             on,
             "ev/s",
         ),

@@ -43,6 +43,7 @@ use crate::{Outgoing, Published, Result, spans};
 pub struct Envelopes {
     span: Span,
     metadata: Vec<Option<String>>,
+    event_types: Vec<(&'static str, u64)>,
 }
 
 impl Envelopes {
@@ -60,7 +61,11 @@ impl Envelopes {
                 .map(|event| stamped(event.metadata(), cause.as_ref(), trace.as_ref()))
                 .collect()
         });
-        Self { span, metadata }
+        Self {
+            span,
+            metadata,
+            event_types: by_type(events),
+        }
     }
 
     /// Each event's metadata as JSON text, in the events' order; `None` for an event with none.
@@ -73,13 +78,51 @@ impl Envelopes {
         &self.span
     }
 
-    /// Records the publish's result on its span.
+    /// Records the publish's result on its span, and counts the new events in
+    /// `osa_events_published_events_total` by event type.
     pub fn finish(&self, result: &Result<Published>) {
         let counts = result
             .as_ref()
             .map(|published| (published.events, published.deliveries));
         spans::record_published(&self.span, counts);
+        if let Ok(published) = result {
+            count_published(&self.event_types, published.events);
+        }
     }
+}
+
+/// Adds a publish's new events to the counter of their event type. A publish of one type adds
+/// exactly the new events; a publish of several adds every event of each type, since the store
+/// reports new events in all (a repeated id in such a batch is counted again).
+fn count_published(event_types: &[(&'static str, u64)], new_events: u64) {
+    match event_types {
+        [] => {}
+        [(event_type, _)] => count(event_type, new_events),
+        many => {
+            for &(event_type, events) in many {
+                count(event_type, events);
+            }
+        }
+    }
+}
+
+fn count(event_type: &'static str, events: u64) {
+    if events > 0 {
+        metrics::counter!(crate::metrics::PUBLISHED_EVENTS, "event_type" => event_type)
+            .increment(events);
+    }
+}
+
+/// How many of `events` are of each type, in order of first appearance.
+fn by_type(events: &[Outgoing]) -> Vec<(&'static str, u64)> {
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for event in events {
+        match counts.iter_mut().find(|(t, _)| *t == event.event_type()) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((event.event_type(), 1)),
+        }
+    }
+    counts
 }
 
 /// One event's metadata with its defaults filled in, as JSON text; `None` when it is empty.

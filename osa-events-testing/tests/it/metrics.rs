@@ -641,3 +641,29 @@ async fn a_store_without_operations_samples_nothing_and_still_counts() {
     assert!(!captured.has_gauges(), "{:#?}", captured.0);
     assert_eq!(captured.outcomes("metrics.each"), [1, 0, 0, 0, 0, 0]);
 }
+
+#[tokio::test]
+async fn published_events_are_counted_by_type_once_each() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
+    let store = InMemoryStore::new();
+    let jobs: Vec<osa_events::Outgoing> = (0..3)
+        .map(|fails| osa_events::Outgoing::new(&Job::failing(fails)).unwrap())
+        .collect();
+    assert_eq!(store.publish_batch(&jobs), 3);
+    assert_eq!(store.publish_batch(&jobs), 0, "ids are idempotency keys");
+    store.publish(&Item { n: 1 }).unwrap();
+
+    let captured = Captured::take(&snapshotter);
+    let published = "osa_events_published_events_total";
+    assert_eq!(
+        captured.counter(published, &[("event_type", "metrics.test.job")]),
+        3,
+        "a repeated publish adds nothing"
+    );
+    assert_eq!(
+        captured.counter(published, &[("event_type", "metrics.test.item")]),
+        1
+    );
+}
