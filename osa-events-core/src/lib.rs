@@ -19,6 +19,7 @@ mod runtime;
 mod upkeep;
 mod worker;
 
+pub mod health;
 pub mod operations;
 pub mod store;
 

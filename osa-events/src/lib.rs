@@ -93,7 +93,7 @@ pub use osa_events_core::{
     ProjectionStatus, Published, PublishedEvent, ResetTo, Resources, Result, ResultExt, Runtime,
     RuntimeBuilder, State, SubscriptionConflict, SystemClock, run_all_handlers,
 };
-pub use osa_events_core::{extract, operations, store};
+pub use osa_events_core::{extract, health, operations, store};
 #[cfg(feature = "postgres")]
 pub use osa_events_postgres::{
     ConnectRetry, PgStore, PgTransaction, PgUnnamed, publish, publish_batch, publish_routed,

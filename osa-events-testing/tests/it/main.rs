@@ -3,6 +3,7 @@
 
 mod contract;
 mod harness;
+mod health;
 mod inputs;
 mod panics;
 mod projections;
