@@ -173,6 +173,28 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The variant's name in snake case: a low-cardinality error type for spans (`error.type`)
+    /// and metrics.
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match self {
+            Error::Database(_) => "database",
+            Error::PoolTimedOut(_) => "pool_timed_out",
+            Error::Migrate(_) => "migrate",
+            Error::Serialize { .. } => "serialize",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::NulCharacter { .. } => "nul_character",
+            Error::DuplicateHandlerName { .. } => "duplicate_handler_name",
+            Error::MissingResource { .. } => "missing_resource",
+            Error::UnknownHandler { .. } => "unknown_handler",
+            Error::NoHandlers => "no_handlers",
+            Error::SubscriptionConflict(_) => "subscription_conflict",
+            Error::Config(_) => "config",
+            Error::NotLeader { .. } => "not_leader",
+            Error::ProjectionEventTypesChanged { .. } => "projection_event_types_changed",
+            Error::Signal(_) => "signal",
+        }
+    }
 }
 
 /// sqlx's errors, for the sqlx-based stores and for applications that use sqlx themselves (so

@@ -7,6 +7,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
+pub mod envelope;
 mod error;
 mod event;
 mod handler;
@@ -16,6 +17,7 @@ mod redact;
 mod resources;
 mod rng;
 mod runtime;
+mod spans;
 mod upkeep;
 mod worker;
 
@@ -30,6 +32,7 @@ pub mod extract {
 }
 
 pub use clock::{Clock, SystemClock};
+pub use envelope::Metadata;
 pub use error::{BackendError, Error, Result, SubscriptionConflict};
 pub use event::{Event, PayloadError};
 pub use handler::HandlerSpec;

@@ -8,7 +8,7 @@
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::{Error, Event, Result};
+use crate::{Error, Event, Metadata, Result};
 
 mod nul;
 
@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// # Examples
 ///
 /// ```
-/// use osa_events::{Event, Outgoing};
+/// use osa_events::{Event, Metadata, Outgoing};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Event, Serialize, Deserialize)]
@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 ///
 /// let outgoing = Outgoing::new(&RecordPublished { srn: "srn:1".into() })?
 ///     .with_routing_key("vector")
-///     .with_metadata(serde_json::json!({ "correlation_id": "req-42" }))?;
+///     .with_metadata(Metadata::new().with_correlation_id("req-42"))?;
 /// assert_eq!(outgoing.event_type(), "record.published");
 /// # Ok::<(), osa_events::Error>(())
 /// ```
@@ -44,7 +44,7 @@ pub struct Outgoing {
     event_version: i32,
     routing_key: Option<String>,
     payload: Box<RawValue>,
-    metadata: Option<Box<RawValue>>,
+    metadata: Metadata,
 }
 
 impl Outgoing {
@@ -94,7 +94,7 @@ impl Outgoing {
             event_version: i32::try_from(E::VERSION).unwrap_or(i32::MAX),
             routing_key: None,
             payload,
-            metadata: None,
+            metadata: Metadata::new(),
         })
     }
 
@@ -113,17 +113,18 @@ impl Outgoing {
         self
     }
 
-    /// Sets the metadata stored beside the payload (correlation id, causation id, trace context).
-    /// Handlers see it through [`Ctx::metadata`](crate::Ctx::metadata).
+    /// Sets the metadata stored beside the payload (correlation id, causation id, trace context,
+    /// extra fields). Handlers see it through [`Ctx::metadata`](crate::Ctx::metadata). A publish
+    /// made while an event is handled fills in the causation and correlation ids this leaves
+    /// unset (see [`Metadata`]).
     ///
     /// # Errors
     ///
     /// [`Error::NulCharacter`] when a string in `metadata` holds a NUL character (`'\0'`), which
     /// PostgreSQL's `jsonb` cannot store.
-    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Result<Self> {
-        // A `Value` always serializes.
-        let metadata = serde_json::value::to_raw_value(&metadata).ok();
-        if let Some(path) = metadata.as_deref().and_then(|json| nul::find(json.get())) {
+    pub fn with_metadata(mut self, metadata: Metadata) -> Result<Self> {
+        let json = serde_json::to_string(&metadata).unwrap_or_default();
+        if let Some(path) = nul::find(&json) {
             return Err(Error::NulCharacter {
                 event_type: self.event_type,
                 part: "metadata",
@@ -159,9 +160,10 @@ impl Outgoing {
         self.payload.get()
     }
 
-    /// The serialized metadata (JSON), if any was set.
-    pub fn metadata_json(&self) -> Option<&str> {
-        self.metadata.as_deref().map(RawValue::get)
+    /// The metadata set with [`with_metadata`](Self::with_metadata), before a publish stamps
+    /// its defaults (see [`Envelopes`](crate::store::Envelopes)).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 }
 

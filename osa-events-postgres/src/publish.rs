@@ -4,10 +4,12 @@
 //! its deliveries and the wake-up notification commit or roll back with the caller's transaction.
 //! One statement does it all, so a publish is one round trip whatever the batch size.
 
+use osa_events_core::store::Envelopes;
 #[cfg(doc)]
 use osa_events_core::{DEFAULT_MAX_PAYLOAD_BYTES, Error};
 use osa_events_core::{Event, Outgoing, Published, PublishedEvent, Result};
 use sqlx::{Executor, Postgres};
+use tracing::Instrument;
 
 /// The channel publishers `NOTIFY` and workers `LISTEN` on; the payload is a subscription id.
 pub(crate) const NOTIFY_CHANNEL: &str = "osa_events";
@@ -158,19 +160,34 @@ where
     if events.is_empty() {
         return Ok(Published::new(0, 0));
     }
+    let envelopes = Envelopes::stamp(events);
+    let published = run_publish(executor, events, envelopes.metadata())
+        .instrument(envelopes.span().clone())
+        .await;
+    envelopes.finish(&published);
+    published
+}
+
+/// The publish statement for `events`, with their stamped `metadata`.
+async fn run_publish<'c, X>(
+    executor: X,
+    events: &[Outgoing],
+    metadata: &[Option<String>],
+) -> Result<Published>
+where
+    X: Executor<'c, Database = Postgres>,
+{
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
     let mut versions = Vec::with_capacity(events.len());
     let mut keys = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
-    let mut metadata = Vec::with_capacity(events.len());
     for event in events {
         ids.push(event.id());
         types.push(event.event_type());
         versions.push(event.event_version());
         keys.push(event.routing_key());
         payloads.push(event.payload_json());
-        metadata.push(event.metadata_json());
     }
     let (published, deliveries, _woken, unrouted): (i64, i64, i64, Option<Vec<String>>) =
         sqlx::query_as(PUBLISH_SQL)

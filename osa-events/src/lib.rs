@@ -89,11 +89,11 @@ pub mod guide {
 
 pub use osa_events_core::{
     BackendError, Batch, BatchOutcome, CancellationToken, Clock, Ctx, DEFAULT_MAX_PAYLOAD_BYTES,
-    Error, Event, EventSet, HandlerError, HandlerSpec, Outgoing, PayloadError, ProjectionSpec,
-    ProjectionStatus, Published, PublishedEvent, ResetTo, Resources, Result, ResultExt, Runtime,
-    RuntimeBuilder, State, SubscriptionConflict, SystemClock, run_all_handlers,
+    Error, Event, EventSet, HandlerError, HandlerSpec, Metadata, Outgoing, PayloadError,
+    ProjectionSpec, ProjectionStatus, Published, PublishedEvent, ResetTo, Resources, Result,
+    ResultExt, Runtime, RuntimeBuilder, State, SubscriptionConflict, SystemClock, run_all_handlers,
 };
-pub use osa_events_core::{extract, health, operations, store};
+pub use osa_events_core::{envelope, extract, health, operations, store};
 #[cfg(feature = "postgres")]
 pub use osa_events_postgres::{
     ConnectRetry, PgStore, PgTransaction, PgUnnamed, publish, publish_batch, publish_routed,

@@ -64,7 +64,9 @@ fn a_nul_in_metadata_is_refused_with_its_path() {
     })
     .unwrap();
     let error = outgoing
-        .with_metadata(serde_json::json!({ "trace": { "span\0id": "1" } }))
+        .with_metadata(
+            osa_events::Metadata::new().with_extra("trace", serde_json::json!({ "span\0id": "1" })),
+        )
         .unwrap_err();
     assert!(
         matches!(

@@ -35,7 +35,24 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// ```
 pub struct HandlerError {
     kind: Kind,
+    origin: Origin,
     source: BoxError,
+}
+
+/// Where a failure came from, for `error.type` on spans: a low-cardinality class, never the
+/// message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The handler returned it.
+    Handler,
+    /// The handler panicked.
+    Panic,
+    /// The handler ran past its `timeout`.
+    Timeout,
+    /// The payload did not decode, or its version is unknown.
+    Payload,
+    /// The handler's transaction could not complete or commit.
+    Transaction,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +69,7 @@ impl HandlerError {
     pub fn retry(error: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::Retry,
+            origin: Origin::Handler,
             source: error.into(),
         }
     }
@@ -60,6 +78,7 @@ impl HandlerError {
     pub fn permanent(error: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::Permanent,
+            origin: Origin::Handler,
             source: error.into(),
         }
     }
@@ -69,6 +88,7 @@ impl HandlerError {
     pub(crate) fn deferred(error: impl Into<BoxError>) -> Self {
         Self {
             kind: Kind::Deferred,
+            origin: Origin::Handler,
             source: error.into(),
         }
     }
@@ -76,6 +96,29 @@ impl HandlerError {
     /// Whether this error defers the delivery instead of failing an attempt.
     pub(crate) fn is_deferred(&self) -> bool {
         self.kind == Kind::Deferred
+    }
+
+    /// The same error, marked as coming from `origin`.
+    pub(crate) fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Where the failure came from.
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The class of the failure for `error.type`: `handler`, `panic`, `timeout`, `payload` or
+    /// `transaction`.
+    pub(crate) fn error_type(&self) -> &'static str {
+        match self.origin {
+            Origin::Handler => "handler",
+            Origin::Panic => "panic",
+            Origin::Timeout => "timeout",
+            Origin::Payload => "payload",
+            Origin::Transaction => "transaction",
+        }
     }
 
     /// Whether this error dead-letters the delivery at once.
@@ -119,6 +162,7 @@ impl fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandlerError")
             .field("kind", &self.kind)
+            .field("origin", &self.origin)
             .field("source", &self.source)
             .finish()
     }

@@ -14,7 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use futures_util::future::BoxFuture;
 
-use super::error::HandlerError;
+use super::error::{HandlerError, Origin};
 use super::extract::{Batch, BatchOutcome, Call, Ctx};
 use crate::Event;
 use crate::projection::{EventSet, decode_event};
@@ -174,6 +174,7 @@ fn decode<E: Event>(delivery: &Delivery) -> Result<E, HandlerError> {
         delivery.event_version,
         &delivery.payload,
     )
+    .map_err(|error| error.with_origin(Origin::Payload))
 }
 
 /// Runs a decoder, turning its panic (a `Deserialize` impl that panics) into a permanent failure.
@@ -182,7 +183,8 @@ fn decode_guarded<E>(decode: impl FnOnce() -> Result<E, HandlerError>) -> Result
         Err(HandlerError::permanent(format!(
             "decoding the payload panicked: {}",
             panic_message(&*panic)
-        )))
+        ))
+        .with_origin(Origin::Payload))
     })
 }
 
@@ -192,6 +194,7 @@ fn extract_panicked(panic: Box<dyn Any + Send>) -> HandlerError {
         "extracting the handler's arguments panicked: {}",
         panic_message(&*panic)
     ))
+    .with_origin(Origin::Panic)
 }
 
 /// The message of a panic, when its payload is a string (as `panic!` and `assert!` make it).

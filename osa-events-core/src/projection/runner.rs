@@ -7,15 +7,19 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::ProjectionSpec;
 use super::store::{Leadership, ProjectionStore};
 use crate::Clock;
+use crate::envelope::cause::{self, Cause};
 use crate::handler::Invoker;
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, TxSlot};
-use crate::handler::invoke::{InvokerKind, panic_message};
+use crate::handler::invoke::{BatchFuture, InvokerKind, panic_message};
 use crate::health::ProjectionWatch;
+use crate::spans::{self, Recorded};
+use crate::store::Delivery;
 use crate::worker::call::out_of_range;
 
 /// How long a follower waits for the leadership in one attempt; a store that can (PostgreSQL's lock
@@ -184,7 +188,38 @@ pub(crate) async fn apply_next_batch(
             batch.events[index].event_id, batch.events[index].fence.position
         )));
     }
-    if let Some(future) = outcome.future {
+    let span = spans::process_batch(spec.name(), None, &batch.events.iter().collect::<Vec<_>>());
+    let outcome_span = span.clone();
+    let applied = apply_in_span(spec, outcome.future, &batch.events, clock)
+        .instrument(span)
+        .await;
+    let recorded = match &applied {
+        Ok(()) => Recorded::Completed,
+        Err(_) => Recorded::Retried,
+    };
+    spans::record_outcome(&outcome_span, recorded, None);
+    applied?;
+    if let Some(slot) = slot {
+        batch.transaction = Some(slot.take_back().ok_or_else(|| {
+            BatchError::Failed(
+                "the projection kept its `Tx` after returning, so nothing was committed".into(),
+            )
+        })?);
+    }
+    leadership.commit(batch.advance, batch.transaction).await?;
+    Ok(batch.events.len())
+}
+
+/// Runs the projection's call over `events` (if any event was accepted), with their cause for
+/// what it publishes, guarded against panics and its timeout.
+async fn apply_in_span(
+    spec: &ProjectionSpec,
+    future: Option<BatchFuture>,
+    events: &[Delivery],
+    clock: &dyn Clock,
+) -> Result<(), BatchError> {
+    if let Some(future) = future {
+        let future = cause::scope(Cause::of_batch(events.iter()), future);
         let caught = AssertUnwindSafe(future).catch_unwind();
         let finished = match spec.timeout() {
             None => caught.await,
@@ -212,11 +247,11 @@ pub(crate) async fn apply_next_batch(
             // A projection cannot skip an event: one failed event fails the whole batch.
             Ok(reported) => {
                 let failures = reported.into_failures();
-                if let Some(error) = out_of_range(&failures, batch.events.len()) {
+                if let Some(error) = out_of_range(&failures, events.len()) {
                     return Err(BatchError::Failed(error.to_string()));
                 }
                 let (index, error) = &failures[0];
-                let event = &batch.events[*index];
+                let event = &events[*index];
                 return Err(BatchError::Failed(format!(
                     "event {} (position {}) failed: {error}",
                     event.event_id, event.fence.position
@@ -225,15 +260,7 @@ pub(crate) async fn apply_next_batch(
             Err(error) => return Err(BatchError::Failed(error.to_string())),
         }
     }
-    if let Some(slot) = slot {
-        batch.transaction = Some(slot.take_back().ok_or_else(|| {
-            BatchError::Failed(
-                "the projection kept its `Tx` after returning, so nothing was committed".into(),
-            )
-        })?);
-    }
-    leadership.commit(batch.advance, batch.transaction).await?;
-    Ok(batch.events.len())
+    Ok(())
 }
 
 fn retry_delay(spec: &ProjectionSpec, failures: u32) -> Duration {

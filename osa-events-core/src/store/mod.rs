@@ -53,6 +53,7 @@ use crate::operations::{Operations, StartFrom};
 
 mod transaction;
 
+pub use crate::envelope::Envelopes;
 pub use crate::projection::{
     Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ResetTo,
     event_type_set,

@@ -2,13 +2,14 @@
 
 use std::pin::pin;
 
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::Worker;
 use super::backoff::{self, Jitter};
-use super::call::Outcome;
+use super::call::{CallSpans, Outcome};
 use super::heartbeat::{self, Lost, Settled};
 use crate::handler::error::HandlerError;
+use crate::spans::{self, Recorded, Tally};
 use crate::store::{Delivery, Failure, Fence};
 
 /// What became of a processed batch, as far as the caller still has to know (and, for the
@@ -46,12 +47,7 @@ impl Worker {
         claimed_at: tokio::time::Instant,
         jitter: &mut Jitter,
     ) -> Processed {
-        let span = tracing::info_span!(
-            "osa_events.batch",
-            handler = self.spec.name(),
-            event_type = self.spec.event_type(),
-            size = deliveries.len(),
-        );
+        let span = spans::receive(self.spec.name(), self.spec.event_type(), &deliveries);
         self.process_in_span(deliveries, claimed_at, jitter)
             .instrument(span)
             .await
@@ -74,9 +70,11 @@ impl Worker {
 
         let fences: Vec<Fence> = runnable.iter().map(|delivery| delivery.fence).collect();
         let mut outcomes: Vec<Option<Outcome>> = runnable.iter().map(|_| None).collect();
+        let mut call_spans = CallSpans::default();
         let settled = Settled::new(runnable.len());
         let ended = {
-            let calls = pin!(self.call_handler(&runnable, &mut outcomes, &settled));
+            let calls =
+                pin!(self.call_handler(&runnable, &mut outcomes, &mut call_spans, &settled));
             let heartbeat = pin!(heartbeat::keep(
                 &*self.store,
                 self.subscription,
@@ -94,26 +92,63 @@ impl Worker {
             }
         };
 
+        let mut tally = Tally::default();
+        for _ in &exhausted {
+            tally.add(Recorded::DeadLettered);
+        }
         let mut completed = Vec::new();
         let mut completed_in_tx = Vec::new();
         let mut refused_in_tx = Vec::new();
         let mut unfinished = Vec::new();
         let mut deferred = Vec::new();
-        for (delivery, outcome) in runnable.iter().zip(outcomes) {
-            match outcome {
-                Some(Outcome::Succeeded) => completed.push(delivery.fence),
+        let mut first_error_type = None;
+        for (index, (delivery, outcome)) in runnable.iter().zip(outcomes).enumerate() {
+            let (recorded, error_type) = match outcome {
+                Some(Outcome::Succeeded) => {
+                    completed.push(delivery.fence);
+                    (Recorded::Completed, None)
+                }
                 Some(Outcome::Failed(error)) if error.is_deferred() => {
-                    deferred.push(self.deferral(delivery, &error, jitter))
+                    deferred.push(self.deferral(delivery, &error, jitter));
+                    (Recorded::Deferred, None)
                 }
                 Some(Outcome::Failed(error)) => {
-                    failures.push(self.failure(delivery, &error, jitter))
+                    let failure = self.failure(delivery, &error, jitter);
+                    let recorded = if failure.retry_in.is_some() {
+                        Recorded::Retried
+                    } else {
+                        Recorded::DeadLettered
+                    };
+                    failures.push(failure);
+                    (recorded, Some(error.error_type()))
                 }
-                Some(Outcome::CompletedInTx) => completed_in_tx.push(delivery.fence),
-                Some(Outcome::Lost) => refused_in_tx.push(delivery.fence),
-                None => unfinished.push(delivery.fence),
+                Some(Outcome::CompletedInTx) => {
+                    completed_in_tx.push(delivery.fence);
+                    (Recorded::Completed, None)
+                }
+                Some(Outcome::Lost) => {
+                    refused_in_tx.push(delivery.fence);
+                    (Recorded::Lost, None)
+                }
+                None => {
+                    unfinished.push(delivery.fence);
+                    match ended {
+                        Ended::Aborted => (Recorded::Released, None),
+                        Ended::Finished | Ended::ClaimsLost(_) => (Recorded::Lost, None),
+                    }
+                }
+            };
+            if let Some(span) = call_spans.each.get(index).and_then(Option::as_ref) {
+                spans::record_outcome(span, recorded, error_type);
             }
+            first_error_type = first_error_type.or(error_type);
+            tally.add(recorded);
         }
-        self.log_failures(&failures, claimed);
+        if let Some(span) = &call_spans.batch {
+            spans::record_outcome(span, tally.summary(), first_error_type);
+        }
+        tally.record_on(&Span::current());
+        self.log_batch(&tally, claimed, failures.first());
         self.write_failures(&failures).await;
         self.write_deferrals(&deferred).await;
         failures.extend(deferred);
@@ -155,12 +190,13 @@ impl Worker {
             max_attempts,
             error
         );
-        // Per event at DEBUG; the batch's failures are summed up in one line (`log_failures`).
+        // A retry at DEBUG; a dead letter has its own WARN line, and the batch a summary
+        // (`log_batch`).
         match retry_in {
             Some(delay) => {
                 tracing::debug!(handler = self.spec.name(), retry_in = ?delay, "{message}")
             }
-            None => tracing::debug!(handler = self.spec.name(), "dead letter: {message}"),
+            None => self.log_dead_letter(delivery, error),
         }
         Failure {
             fence: delivery.fence,
@@ -196,7 +232,7 @@ impl Worker {
             self.spec.retries().saturating_add(1),
             delivery.last_error.as_deref().unwrap_or("none recorded"),
         );
-        tracing::debug!(handler = self.spec.name(), "dead letter: {message}");
+        self.log_dead_letter(delivery, &message);
         Failure {
             fence: delivery.fence,
             error: message,
@@ -204,35 +240,53 @@ impl Worker {
         }
     }
 
-    /// One line for the failures of a batch of `claimed` deliveries: how many failed, how many of
-    /// them are retried and how many dead-lettered, and the first error. ERROR when anything was
-    /// dead-lettered, WARN otherwise; each failure has its own line at DEBUG.
-    fn log_failures(&self, failures: &[Failure], claimed: usize) {
-        let Some(first) = failures.first() else {
-            return;
-        };
-        let dead_lettered = failures.iter().filter(|f| f.retry_in.is_none()).count();
-        let retried = failures.len() - dead_lettered;
-        let failed = failures.len();
-        let first_error = &first.error;
-        if dead_lettered > 0 {
-            tracing::error!(
+    /// The WARN line of one dead letter: which handler, event type and event, after how many
+    /// attempts, and why. The error never quotes a payload value (decode errors are redacted); a
+    /// handler's own error text is the handler's to keep value-free.
+    fn log_dead_letter(&self, delivery: &Delivery, error: &dyn std::fmt::Display) {
+        tracing::warn!(
+            handler = self.spec.name(),
+            event_type = %delivery.event_type,
+            event_id = %delivery.event_id,
+            position = delivery.fence.position,
+            attempts = delivery.attempt,
+            %error,
+            "dead letter"
+        );
+    }
+
+    /// One line for the batch: how many of the `claimed` deliveries completed, were retried,
+    /// dead-lettered, deferred, released or lost, and the first error. INFO when anything did not
+    /// complete, DEBUG otherwise (a busy handler completes hundreds of batches a second).
+    fn log_batch(&self, tally: &Tally, claimed: usize, first_failure: Option<&Failure>) {
+        let Tally {
+            completed,
+            retried,
+            dead_lettered,
+            deferred,
+            released,
+            lost,
+        } = *tally;
+        let first_error = first_failure.map(|failure| failure.error.as_str());
+        if tally.summary() == Recorded::Completed {
+            tracing::debug!(
                 handler = self.spec.name(),
-                failed,
-                of = claimed,
-                retried,
-                dead_lettered,
-                %first_error,
-                "events of a batch failed, some dead-lettered"
+                claimed,
+                completed,
+                "batch handled"
             );
         } else {
-            tracing::warn!(
+            tracing::info!(
                 handler = self.spec.name(),
-                failed,
-                of = claimed,
+                claimed,
+                completed,
                 retried,
-                %first_error,
-                "events of a batch failed and will be retried"
+                dead_lettered,
+                deferred,
+                released,
+                lost,
+                first_error,
+                "batch handled, not all completed"
             );
         }
     }

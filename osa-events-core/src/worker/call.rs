@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::Worker;
 use super::heartbeat::Settled;
-use crate::handler::error::HandlerError;
+use crate::envelope::cause::{self, Cause};
+use crate::handler::error::{HandlerError, Origin};
 use crate::handler::extract::{Call, CallTx, TxSlot};
 use crate::handler::invoke::{BatchFn, EachFn, InvokerKind, panic_message};
+use crate::spans;
 use crate::store::{Delivery, Fence};
 
 /// What became of one delivery.
@@ -37,6 +39,16 @@ impl Outcome {
     }
 }
 
+/// The process spans of one batch's handler calls, kept open until the outcomes are known so
+/// that each can record its own.
+#[derive(Default)]
+pub(super) struct CallSpans {
+    /// A per-event handler's span of each delivery (by index), once its call began.
+    pub(super) each: Vec<Option<Span>>,
+    /// A batch handler's one span.
+    pub(super) batch: Option<Span>,
+}
+
 impl Worker {
     /// Calls the handler for the batch, recording each outcome as soon as it is known, so a
     /// shutdown mid-batch releases only what did not finish.
@@ -44,19 +56,21 @@ impl Worker {
         &self,
         deliveries: &[Delivery],
         outcomes: &mut [Option<Outcome>],
+        spans: &mut CallSpans,
         settled: &Settled,
     ) {
         match &self.invoker.kind {
             InvokerKind::Each(call) => {
+                spans.each = deliveries.iter().map(|_| None).collect();
                 for (index, delivery) in deliveries.iter().enumerate() {
-                    let span = tracing::info_span!(
-                        "osa_events.handle",
-                        handler = self.spec.name(),
-                        event_type = %delivery.event_type,
-                        event_id = %delivery.event_id,
-                        attempt = delivery.attempt,
-                    );
-                    let outcome = self.call_each(call, delivery).instrument(span).await;
+                    let span = spans::process_event(self.spec.name(), delivery);
+                    spans.each[index] = Some(span.clone());
+                    let outcome = cause::scope(
+                        Some(Cause::of_delivery(delivery)),
+                        self.call_each(call, delivery),
+                    )
+                    .instrument(span)
+                    .await;
                     if outcome.left_the_claim() {
                         settled.mark(index);
                     }
@@ -64,7 +78,8 @@ impl Worker {
                 }
             }
             InvokerKind::Batch(call) => {
-                self.call_batch(call, deliveries, outcomes).await;
+                self.call_batch(call, deliveries, outcomes, &mut spans.batch)
+                    .await;
                 for (index, outcome) in outcomes.iter().enumerate() {
                     if outcome.as_ref().is_some_and(Outcome::left_the_claim) {
                         settled.mark(index);
@@ -98,6 +113,7 @@ impl Worker {
         call: &BatchFn,
         deliveries: &[Delivery],
         outcomes: &mut [Option<Outcome>],
+        batch_span: &mut Option<Span>,
     ) {
         let (tx, slot) = self.open_tx().await;
         let mut parts = Call::new(deliveries, tx);
@@ -107,13 +123,14 @@ impl Worker {
             outcomes[index] = Some(Outcome::Failed(error));
         }
         let Some(future) = call.future else { return };
-        let span = tracing::info_span!(
-            "osa_events.handle",
-            handler = self.spec.name(),
-            event_type = self.spec.event_type(),
-            events = call.accepted.len(),
-        );
-        let reported = match self.guard(future).instrument(span).await {
+        let accepted: Vec<&Delivery> = call.accepted.iter().map(|&i| &deliveries[i]).collect();
+        let span = spans::process_batch(self.spec.name(), Some(self.spec.event_type()), &accepted);
+        *batch_span = Some(span.clone());
+        let cause = Cause::of_batch(accepted.into_iter());
+        let reported = match cause::scope(cause, self.guard(future))
+            .instrument(span)
+            .await
+        {
             Ok(reported) => reported,
             Err(error) => {
                 for &index in &call.accepted {
@@ -157,7 +174,7 @@ impl Worker {
                 // fenced, so it reaches only the deliveries this worker still holds.
                 Ok(false) => Outcome::Failed(HandlerError::retry(
                     "claims of this batch were taken over before it committed; the batch's transaction was rolled back",
-                )),
+                ).with_origin(Origin::Transaction)),
                 Err(error) => Outcome::Failed(copy(error)),
             });
         }
@@ -179,7 +196,7 @@ impl Worker {
                         biased;
                         outcome = caught => outcome,
                         () = self.clock.sleep(limit) => {
-                            return Err(HandlerError::retry(format!("the handler timed out after {}", display_duration(limit))));
+                            return Err(HandlerError::retry(format!("the handler timed out after {}", display_duration(limit))).with_origin(Origin::Timeout));
                         }
                     }
                 }
@@ -188,7 +205,8 @@ impl Worker {
                 Err(HandlerError::retry(format!(
                     "the handler panicked: {}",
                     panic_message(&*panic)
-                )))
+                ))
+                .with_origin(Origin::Panic))
             })
         }
     }
@@ -247,7 +265,8 @@ impl Worker {
         let Some(mut tx) = slot.take_back() else {
             return Err(HandlerError::retry(
                 "the handler kept its `Tx` after returning (moved into a task?), so nothing was committed",
-            ));
+            )
+            .with_origin(Origin::Transaction));
         };
         let completed = tx
             .complete(self.subscription, fences)
@@ -256,6 +275,7 @@ impl Worker {
                 HandlerError::retry(format!(
                     "cannot complete in the handler's transaction: {error}"
                 ))
+                .with_origin(Origin::Transaction)
             })?;
         if completed < fences.len() as u64 {
             tracing::warn!(
@@ -267,6 +287,7 @@ impl Worker {
         }
         tx.commit().await.map_err(|error| {
             HandlerError::retry(format!("cannot commit the handler's transaction: {error}"))
+                .with_origin(Origin::Transaction)
         })?;
         Ok(true)
     }
@@ -287,11 +308,12 @@ pub(crate) fn out_of_range(
 
 /// One failure copied to each event of a batch (the error itself is not `Clone`).
 fn copy(error: &HandlerError) -> HandlerError {
-    if error.is_permanent() {
+    let copied = if error.is_permanent() {
         HandlerError::permanent(error.to_string())
     } else {
         HandlerError::retry(error.to_string())
-    }
+    };
+    copied.with_origin(error.origin())
 }
 
 pub(crate) fn display_duration(duration: std::time::Duration) -> String {

@@ -63,7 +63,7 @@ pub async fn a_claim_carries_the_event<S: StoreUnderTest>(subject: &S) {
     let subscription = subscribe(subject, "carried", None).await;
     let draft = outgoing(&Job { n: 42 })
         .with_routing_key("k")
-        .with_metadata(serde_json::json!({ "correlation_id": "c-1" }))
+        .with_metadata(osa_events::Metadata::new().with_correlation_id("c-1"))
         .expect("metadata without NUL");
     let bare = outgoing(&Job { n: 43 });
     assert_eq!(subject.publish(&[draft.clone(), bare]).await, 2);

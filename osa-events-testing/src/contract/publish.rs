@@ -209,7 +209,11 @@ pub async fn payloads_come_back_as_jsonb_returns_them<S: StoreUnderTest>(subject
         json: serde_json::value::RawValue::from_string(written.to_owned()).expect("JSON"),
     };
     let draft = outgoing(&event)
-        .with_metadata(serde_json::json!({ "aa": 2, "b": 1 }))
+        .with_metadata(
+            osa_events::Metadata::new()
+                .with_extra("aa", 2)
+                .with_extra("b", 1),
+        )
         .expect("metadata without NUL");
     assert_eq!(subject.publish(&[draft]).await, 1);
 

@@ -9,7 +9,7 @@ use osa_events::store::{
     ClaimRequest, Delivery, Failure, Fence, Store, Subscription, SubscriptionId, WakeSource,
     WakeUps,
 };
-use osa_events::{Clock, Event, Outgoing, Result, SystemClock};
+use osa_events::{Clock, Event, Outgoing, Published, Result, SystemClock};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -187,9 +187,9 @@ impl InMemoryStore {
     /// holds a NUL character.
     /// Nothing is published then.
     pub fn publish<E: Event>(&self, event: &E) -> Result<Uuid> {
-        let raw = RawEvent::new(event)?;
-        self.publish_raw(std::slice::from_ref(&raw));
-        Ok(raw.id)
+        let outgoing = Outgoing::new(event)?;
+        self.publish_batch(std::slice::from_ref(&outgoing));
+        Ok(outgoing.id())
     }
 
     /// Publishes `event` with a routing key and returns its id, like
@@ -201,9 +201,9 @@ impl InMemoryStore {
     /// holds a NUL character.
     /// Nothing is published then.
     pub fn publish_routed<E: Event>(&self, routing_key: &str, event: &E) -> Result<Uuid> {
-        let raw = RawEvent::new(event)?.with_routing_key(routing_key);
-        self.publish_raw(std::slice::from_ref(&raw));
-        Ok(raw.id)
+        let outgoing = Outgoing::new(event)?.with_routing_key(routing_key);
+        self.publish_batch(std::slice::from_ref(&outgoing));
+        Ok(outgoing.id())
     }
 
     /// Publishes a batch at once, like [`osa_events::publish_batch`] in its own transaction, and
@@ -229,17 +229,26 @@ impl InMemoryStore {
     /// # Ok::<(), osa_events::Error>(())
     /// ```
     pub fn publish_batch(&self, events: &[Outgoing]) -> u64 {
-        let raw: Vec<RawEvent> = events.iter().map(RawEvent::from).collect();
-        self.publish_raw(&raw)
+        let (envelopes, raw) = RawEvent::stamped(events);
+        let _entered = envelopes.span().enter();
+        let published = self.publish_logged(&raw);
+        envelopes.finish(&Ok(published));
+        published.events
     }
 
     /// Publishes a batch of [`RawEvent`]s at once, as [`publish_batch`](Self::publish_batch)
-    /// does, and returns how many were new.
+    /// does, and returns how many were new. Their metadata is stored as it is: nothing is
+    /// stamped on it.
     pub fn publish_raw(&self, events: &[RawEvent]) -> u64 {
+        self.publish_logged(events).events
+    }
+
+    fn publish_logged(&self, events: &[RawEvent]) -> Published {
         let now = self.shared.clock.now();
-        let (published, woken) = self.tables().publish(events, now, self.wall_time(now));
+        let (published, deliveries, woken) =
+            self.tables().publish(events, now, self.wall_time(now));
         self.wake(woken);
-        published
+        Published::new(published, deliveries)
     }
 
     /// Sends a wake-up hint to each of `subscriptions`.

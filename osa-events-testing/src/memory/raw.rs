@@ -1,5 +1,6 @@
 //! [`RawEvent`]: an event as the store keeps it, for publishing to an in-memory store.
 
+use osa_events::store::Envelopes;
 use osa_events::{Event, Outgoing, Result};
 use uuid::Uuid;
 
@@ -95,17 +96,39 @@ impl RawEvent {
     }
 }
 
-/// The event exactly as [`osa_events::publish_batch`] would store it: same id, type, version,
-/// routing key, payload and metadata.
-impl From<&Outgoing> for RawEvent {
-    fn from(outgoing: &Outgoing) -> Self {
+impl RawEvent {
+    /// `events` as a publish stores them, with their metadata stamped (causation, correlation,
+    /// trace context: see [`Envelopes`]), and the publish's envelopes (its span).
+    pub(crate) fn stamped(events: &[Outgoing]) -> (Envelopes, Vec<RawEvent>) {
+        let envelopes = Envelopes::stamp(events);
+        let raw = events
+            .iter()
+            .zip(envelopes.metadata())
+            .map(|(outgoing, metadata)| Self::with_stored_metadata(outgoing, metadata.clone()))
+            .collect();
+        (envelopes, raw)
+    }
+
+    fn with_stored_metadata(outgoing: &Outgoing, metadata: Option<String>) -> Self {
         Self {
             id: outgoing.id(),
             event_type: outgoing.event_type().to_owned(),
             event_version: outgoing.event_version(),
             routing_key: outgoing.routing_key().map(str::to_owned),
             payload: outgoing.payload_json().to_owned(),
-            metadata: outgoing.metadata_json().map(str::to_owned),
+            metadata,
         }
+    }
+}
+
+/// The event as [`osa_events::publish_batch`] would store it outside a handler and without
+/// tracing: same id, type, version, routing key, payload and metadata (a publish stamps
+/// defaults on the metadata first; see [`Envelopes`]).
+impl From<&Outgoing> for RawEvent {
+    fn from(outgoing: &Outgoing) -> Self {
+        let metadata = outgoing.metadata();
+        let metadata = (!metadata.is_empty())
+            .then(|| serde_json::to_string(metadata).expect("metadata always serializes"));
+        Self::with_stored_metadata(outgoing, metadata)
     }
 }

@@ -174,14 +174,16 @@ fn held(
 impl Tables {
     /// Appends the new events in order and fans each out to the subscriptions of its type whose
     /// routing-key filter is unset or equal to its key. Ids already logged, earlier or in this
-    /// batch, are skipped. Returns how many events were new and the subscriptions that got work.
+    /// batch, are skipped. Returns how many events were new, how many deliveries they got, and
+    /// the subscriptions that got work.
     pub(super) fn publish(
         &mut self,
         events: &[RawEvent],
         now: Instant,
         published_at: SystemTime,
-    ) -> (u64, BTreeSet<SubscriptionId>) {
+    ) -> (u64, u64, BTreeSet<SubscriptionId>) {
         let mut published = 0;
+        let mut deliveries = 0;
         let mut woken = BTreeSet::new();
         let commit = self.commits + 1;
         for raw in events {
@@ -203,6 +205,7 @@ impl Tables {
                 if receives(subscription, raw) && !retired(&self.lifecycles, *id) {
                     self.deliveries
                         .insert((*id, position), Row::pending(now, now));
+                    deliveries += 1;
                     self.claimable
                         .entry(*id)
                         .or_default()
@@ -214,7 +217,7 @@ impl Tables {
         if published > 0 {
             self.commits = commit;
         }
-        (published, woken)
+        (published, deliveries, woken)
     }
 
     /// What publishing `events` now would create: the events whose id is not logged (nor earlier

@@ -48,7 +48,7 @@ impl MemoryTransaction {
             tables.complete(*subscription, fences);
         }
         let now = store.now();
-        let (_, woken) = tables.publish(&self.publishes, now, store.wall_time(now));
+        let (_, _, woken) = tables.publish(&self.publishes, now, store.wall_time(now));
         Ok(woken)
     }
 }
@@ -103,14 +103,17 @@ impl Transaction for MemoryTransaction {
     /// Buffers the events; the counts are what they would create if published now.
     fn publish<'a>(&'a mut self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<Published>> {
         Box::pin(async move {
-            let raw: Vec<RawEvent> = events
-                .iter()
-                .map(RawEvent::from)
+            let (envelopes, raw) = RawEvent::stamped(events);
+            let _entered = envelopes.span().enter();
+            let raw: Vec<RawEvent> = raw
+                .into_iter()
                 .filter(|raw| self.publishes.iter().all(|earlier| earlier.id != raw.id))
                 .collect();
             let (published, deliveries) = self.store.tables().would_publish(&raw);
             self.publishes.extend(raw);
-            Ok(Published::new(published, deliveries))
+            let published = Ok(Published::new(published, deliveries));
+            envelopes.finish(&published);
+            published
         })
     }
 

@@ -268,22 +268,24 @@ async fn an_out_of_range_batch_outcome_index_fails_the_whole_batch() {
 }
 
 #[tokio::test]
-async fn a_failed_batch_logs_one_line_with_the_counts_and_the_first_error() {
+async fn a_failed_batch_logs_one_info_summary_with_the_counts_and_the_first_error() {
     let logs = Logs::capture();
     let mut harness = harness("harness.down", Resources::new()).await;
     for n in 0..10 {
         harness.publish(&Job { n });
     }
     assert_eq!(harness.step("harness.down").await.len(), 10, "one batch");
-    let warnings = logs.at("WARN");
-    assert_eq!(warnings.len(), 1, "one line per batch: {warnings:#?}");
+    let summaries = logs.lines_with("batch handled");
+    assert_eq!(summaries.len(), 1, "one line per batch: {summaries:#?}");
+    assert!(summaries[0].starts_with("INFO"), "{}", summaries[0]);
     for field in [
-        "failed=10",
-        "of=10",
+        "claimed=10",
+        "completed=0",
         "retried=10",
+        "dead_lettered=0",
         "attempt 1 of 2: backend down for job 0",
     ] {
-        assert!(warnings[0].contains(field), "{field}: {}", warnings[0]);
+        assert!(summaries[0].contains(field), "{field}: {}", summaries[0]);
     }
     let detail = logs.lines_with("backend down for job");
     assert_eq!(
@@ -294,25 +296,40 @@ async fn a_failed_batch_logs_one_line_with_the_counts_and_the_first_error() {
         10,
         "each event's failure at DEBUG: {detail:#?}"
     );
-
+    assert!(logs.at("WARN").is_empty(), "nothing was dead-lettered");
     assert!(logs.at("ERROR").is_empty());
 }
 
 #[tokio::test]
-async fn a_dead_lettered_batch_logs_one_error_line_with_the_counts() {
+async fn each_dead_letter_logs_one_warn_line_naming_the_event() {
     let logs = Logs::capture();
     let mut harness = harness("harness.refuse", Resources::new()).await;
-    for n in 0..10 {
-        harness.publish(&Job { n });
-    }
+    let ids: Vec<_> = (0..10).map(|n| harness.publish(&Job { n })).collect();
     assert_eq!(harness.step("harness.refuse").await.len(), 10, "one batch");
     harness.assert_dead_lettered("harness.refuse", 10);
-    let errors = logs.at("ERROR");
-    assert_eq!(errors.len(), 1, "one line per batch: {:#?}", logs.lines());
-    for field in ["failed=10", "dead_lettered=10", "job 0 is refused"] {
-        assert!(errors[0].contains(field), "{field}: {}", errors[0]);
+    let warnings = logs.at("WARN");
+    assert_eq!(
+        warnings.len(),
+        10,
+        "one line per dead letter: {:#?}",
+        logs.lines()
+    );
+    for (warning, id) in warnings.iter().zip(&ids) {
+        for field in [
+            "dead letter".to_owned(),
+            "handler=\"harness.refuse\"".to_owned(),
+            "event_type=harness.test.job".to_owned(),
+            format!("event_id={id}"),
+            "attempts=1".to_owned(),
+            "is refused".to_owned(),
+        ] {
+            assert!(warning.contains(&field), "{field}: {warning}");
+        }
     }
-    assert!(logs.at("WARN").is_empty());
+    let summaries = logs.lines_with("batch handled");
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert!(summaries[0].starts_with("INFO") && summaries[0].contains("dead_lettered=10"));
+    assert!(logs.at("ERROR").is_empty());
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! no sleeping. One binary (see STYLE.md); the handlers they run are registered here.
 
 mod contract;
+mod envelope;
 mod harness;
 mod health;
 mod inputs;
@@ -10,5 +11,6 @@ mod projections;
 mod registration;
 mod runtime;
 mod sim;
+mod spans;
 mod tx;
 mod versions;

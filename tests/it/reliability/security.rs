@@ -107,7 +107,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
     let outgoing = Outgoing::new(&event)
         .unwrap()
         .with_routing_key(HOSTILE)
-        .with_metadata(serde_json::json!({ HOSTILE: HOSTILE }))
+        .with_metadata(osa_events::Metadata::new().with_extra(HOSTILE, HOSTILE))
         .unwrap();
     let published = osa_events::publish_batch(&scene.pool, std::slice::from_ref(&outgoing))
         .await

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{Call, FromEventArg};
 use crate::store::Delivery;
-use crate::{Resources, Result};
+use crate::{Metadata, Resources, Result};
 
 /// The context of one delivery: event id, position, attempt, routing key, publish time, metadata.
 ///
@@ -21,7 +21,7 @@ pub struct Ctx {
     routing_key: Option<String>,
     published_at: SystemTime,
     metadata_json: String,
-    metadata: OnceLock<serde_json::Value>,
+    metadata: OnceLock<Metadata>,
 }
 
 impl Ctx {
@@ -62,11 +62,17 @@ impl Ctx {
         self.published_at
     }
 
-    /// The metadata published with the event (`{}` when none). Parsed on first use.
-    pub fn metadata(&self) -> &serde_json::Value {
-        self.metadata.get_or_init(|| {
-            serde_json::from_str(&self.metadata_json).unwrap_or(serde_json::Value::Null)
-        })
+    /// The metadata published with the event: correlation and causation ids, trace context and
+    /// extra fields ([`Metadata`]; empty when none). Parsed on first use.
+    pub fn metadata(&self) -> &Metadata {
+        self.metadata
+            .get_or_init(|| Metadata::from_stored(&self.metadata_json))
+    }
+
+    /// The metadata as stored, JSON text (`{}` when none): for metadata written by other code
+    /// that [`metadata`](Self::metadata) does not read (anything but a JSON object).
+    pub fn metadata_json(&self) -> &str {
+        &self.metadata_json
     }
 }
 

@@ -177,7 +177,7 @@ pub async fn a_delivery_is_shown_with_its_event<S: StoreUnderTest>(subject: &S) 
     let subscription = subscribe(subject, "shown", None).await;
     let draft = outgoing(&Job { n: 7 })
         .with_routing_key("k")
-        .with_metadata(serde_json::json!({ "correlation_id": "c-7" }))
+        .with_metadata(osa_events::Metadata::new().with_correlation_id("c-7"))
         .expect("metadata without NUL");
     assert_eq!(subject.publish(std::slice::from_ref(&draft)).await, 1);
     let detail = ops(subject)
