@@ -61,9 +61,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How often gauges are expected to be set. The exporter forgets a gauge not set for three
-/// intervals, so one a process stopped reporting does not stay at its last value.
-const METRICS_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the exporter keeps a gauge nobody sets any more: a few of the runtime's metrics
+/// intervals, so a value a process stopped reporting does not stay at its last value for ever
+/// (the claim loops' gauge is set every 5 s, so it is always kept while its loops run).
+const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "image.uploaded")]
@@ -231,7 +232,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The recorder first: the runtime resolves some of its metrics once, as it starts, and a
     // metric resolved before a recorder is installed records nowhere.
     let prometheus = PrometheusBuilder::new()
-        .idle_timeout(MetricKindMask::GAUGE, Some(3 * METRICS_INTERVAL))
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()?;
 
     let (url, _cluster) = osa_events_fixtures::pg::database_url_or_throwaway()?;
