@@ -52,7 +52,7 @@ use axum::extract::State as Shared;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use osa_events::health::Health;
 use osa_events::prelude::*;
@@ -61,10 +61,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How long the exporter keeps a gauge nobody sets any more: a few of the runtime's metrics
-/// intervals, so a value a process stopped reporting does not stay at its last value for ever
-/// (the claim loops' gauge is set every 5 s, so it is always kept while its loops run).
-const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the exporter keeps a gauge nobody sets any more: four of the runtime's metrics
+/// intervals, so a node that stopped sampling does not export its last values for ever (the
+/// claim loops' gauge is set every 5 s, so it is kept while its loops run). See `docs/metrics.md`.
+const GAUGE_IDLE_TIMEOUT: Duration = Runtime::DEFAULT_METRICS_INTERVAL.saturating_mul(4);
 
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "image.uploaded")]
@@ -229,9 +229,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => 60,
     };
 
-    // The recorder first: the runtime resolves some of its metrics once, as it starts, and a
-    // metric resolved before a recorder is installed records nowhere.
+    // The recorder first: the claim loops resolve their metrics once, as they start, and a
+    // metric resolved before a recorder is installed records nowhere. Histograms as Prometheus
+    // histograms (the default renders summaries), as `docs/metrics.md` recommends.
     let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("osa_events_batch_size".into()),
+            &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0],
+        )?
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()?;
 

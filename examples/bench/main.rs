@@ -150,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rows.extend(bench.foreign_key_cost().await?);
     let (overhead_events, repetitions) = (plan.overhead_events, plan.repetitions);
     if bench.wants(&[&scenarios::in_memory_overhead_name(overhead_events)]) {
-        rows.push(
+        rows.extend(
             tokio::task::spawn_blocking(move || {
                 scenarios::in_memory_overhead(overhead_events, repetitions)
                     .map_err(|e| e.to_string())

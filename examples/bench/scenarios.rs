@@ -435,44 +435,79 @@ async fn fill_backlog(pool: &PgPool, pending: i32, dead: i32, rows: u64) -> Resu
 
 /// The runtime alone: the no-op batch-64 handler on the in-memory store, on one thread (a
 /// current-thread tokio runtime), so the figure is the runtime's own cost per event on one core.
-pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Row, BoxError> {
-    let mut rates = Vec::new();
+/// Measured twice in alternation: with nothing observing, and with tracing and metrics on as in
+/// production (a `fmt` subscriber at INFO writing to a sink, so every span is built and
+/// formatted, and the Prometheus recorder); returns both rows and their ratio.
+pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Vec<Row>, BoxError> {
+    let (mut off, mut on) = (Vec::new(), Vec::new());
     for _ in 0..repetitions {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let rate = runtime.block_on(async {
-            let store = osa_events_testing::InMemoryStore::new();
-            let progress = Arc::new(Progress::new(events));
-            let app = Runtime::builder(store.clone())
-                .only(["bench.b64.c1"])
-                .resources(Resources::new().with_arc(progress.clone()))
-                .handle_signals(false)
-                .build()?;
-            app.register().await?;
-            for n in 0..events {
-                store.publish(&Job { n, sent_ns: 0 })?;
-            }
-            let shutdown = app.shutdown_token();
-            let started = Instant::now();
-            let running = tokio::spawn(app.run());
-            progress.done.notified().await;
-            let elapsed = started.elapsed();
-            shutdown.cancel();
-            running.await??;
-            Ok::<f64, BoxError>(events as f64 / elapsed.as_secs_f64())
-        })?;
-        rates.push(rate);
+        off.push(in_memory_drain(events)?);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        on.push(tracing::subscriber::with_default(subscriber, || {
+            metrics::with_local_recorder(&recorder, || in_memory_drain(events))
+        })?);
     }
-    let row = Row {
-        scenario: in_memory_overhead_name(events),
+    let (off, on) = (median(off), median(on));
+    let row = |scenario: String, osa: f64, unit: &'static str| Row {
+        scenario,
         minimal: None,
         own: None,
-        osa: median(rates),
-        unit: "ev/s",
+        osa,
+        unit,
     };
-    println!("{row}");
-    Ok(row)
+    let rows = vec![
+        row(in_memory_overhead_name(events), off, "ev/s"),
+        row(
+            format!(
+                "{}, tracing and metrics on",
+                in_memory_overhead_name(events)
+            ),
+            on,
+            "ev/s",
+        ),
+        row(
+            "runtime overhead with tracing and metrics on / off".to_owned(),
+            on / off,
+            RATIO,
+        ),
+    ];
+    for row in &rows {
+        println!("{row}");
+    }
+    Ok(rows)
+}
+
+/// One drain of `events` by the no-op batch-64 handler on the in-memory store, on a
+/// current-thread runtime of its own; returns events per second.
+fn in_memory_drain(events: u64) -> Result<f64, BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = osa_events_testing::InMemoryStore::new();
+        let progress = Arc::new(Progress::new(events));
+        let app = Runtime::builder(store.clone())
+            .only(["bench.b64.c1"])
+            .resources(Resources::new().with_arc(progress.clone()))
+            .handle_signals(false)
+            .build()?;
+        app.register().await?;
+        for n in 0..events {
+            store.publish(&Job { n, sent_ns: 0 })?;
+        }
+        let shutdown = app.shutdown_token();
+        let started = Instant::now();
+        let running = tokio::spawn(app.run());
+        progress.done.notified().await;
+        let elapsed = started.elapsed();
+        shutdown.cancel();
+        running.await??;
+        Ok::<f64, BoxError>(events as f64 / elapsed.as_secs_f64())
+    })
 }
 
 pub(crate) fn in_memory_overhead_name(events: u64) -> String {

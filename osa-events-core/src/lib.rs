@@ -11,6 +11,7 @@ pub mod envelope;
 mod error;
 mod event;
 mod handler;
+mod metrics;
 mod projection;
 mod publish;
 mod redact;

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::{HandlerSpec, Invoker, registry};
 use crate::health::{Health, HealthBoard, Phase, StoppedOnDrop, loop_metrics};
+use crate::metrics::HandlerMetrics;
 use crate::operations::{Retention, StartFrom};
 use crate::projection::ProjectionSpec;
 use crate::projection::runner::ProjectionRunner;
@@ -84,6 +85,8 @@ pub struct Runtime {
     node_heartbeat: Duration,
     /// What the loops record for [`health`](Self::health).
     health: Arc<HealthBoard>,
+    /// `None`: this node never samples the metrics gauges.
+    metrics_interval: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -123,6 +126,8 @@ pub struct RuntimeBuilder {
     start_from: Vec<(String, StartFrom)>,
     retention: Option<Retention>,
     node_heartbeat: Duration,
+    metrics_interval: Duration,
+    sample_metrics: bool,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -137,6 +142,13 @@ impl Runtime {
 
     /// The default interval of the node record's heartbeat ([`RuntimeBuilder::node_heartbeat`]).
     pub const DEFAULT_NODE_HEARTBEAT: Duration = Duration::from_secs(10);
+
+    /// The default interval of the metrics gauges' sampling
+    /// ([`RuntimeBuilder::metrics_interval`]).
+    pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+
+    /// The shortest interval of the metrics gauges' sampling: a shorter one is raised to it.
+    pub const MIN_METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
     /// Starts configuring a runtime on `store`.
     pub fn builder(store: impl Store) -> RuntimeBuilder {
@@ -155,6 +167,8 @@ impl Runtime {
             start_from: Vec::new(),
             retention: None,
             node_heartbeat: Self::DEFAULT_NODE_HEARTBEAT,
+            metrics_interval: Self::DEFAULT_METRICS_INTERVAL,
+            sample_metrics: true,
         }
     }
 
@@ -313,11 +327,18 @@ impl Runtime {
     /// 100 ms, doubling with each death in a row, at most 30 s. The runtime keeps running; it
     /// never goes on with a loop silently missing, and its [`health`](Self::health) reports it
     /// not live until the loop is restarted.
+    ///
+    /// # Metrics
+    ///
+    /// The claim loops record counters and histograms through the `metrics` facade, and one node
+    /// of the fleet samples gauges (see [`RuntimeBuilder::metrics_interval`] and
+    /// `docs/metrics.md`). Install the recorder (the exporter) before calling `run`: each claim
+    /// loop resolves its metric handles once, as it starts, against the recorder installed then.
     pub async fn run(self) -> Result<()> {
         let health = Arc::clone(&self.health);
         let _stopped = StoppedOnDrop(Arc::clone(&health));
         health.enter(Phase::Starting);
-        loop_metrics::describe();
+        crate::metrics::describe();
         let stopping = self.shutdown.clone();
         let aborting = CancellationToken::new();
         // Listen before the first round trip, so a signal during start-up stops cleanly too.
@@ -339,6 +360,7 @@ impl Runtime {
         let process = self.instance.clone();
         for (index, (handler, subscription)) in self.handlers.iter().zip(&subscriptions).enumerate()
         {
+            let metrics = HandlerMetrics::new(&handler.stored_name, Arc::clone(&self.clock));
             for slot in 0..handler.spec.concurrency() {
                 let watch = health.start_claim_loop(index, slot as usize);
                 let worker = Worker {
@@ -352,6 +374,7 @@ impl Runtime {
                     stopping: stopping.clone(),
                     aborting: aborting.clone(),
                     health: watch.clone(),
+                    metrics: metrics.clone(),
                 };
                 tasks.spawn(supervise(
                     format!("claim loop {slot} of handler `{}`", handler.spec.name()),
@@ -389,6 +412,7 @@ impl Runtime {
         }
         tasks.spawn(loop_metrics::keep_loop_gauges(
             Arc::clone(&health),
+            loop_metrics::refresh_every(self.metrics_interval),
             Arc::clone(&self.clock),
             stopping.clone(),
         ));
@@ -428,7 +452,8 @@ impl Runtime {
     }
 
     /// Records this node and starts the upkeep tasks (the node's heartbeat, backfills, periodic
-    /// retention) on a store with the operations API; returns the node's id.
+    /// retention, the metrics gauges' sampling) on a store with the operations API; returns the
+    /// node's id.
     async fn start_upkeep(
         &self,
         tasks: &mut JoinSet<()>,
@@ -436,7 +461,12 @@ impl Runtime {
         board: &Arc<WakeBoard>,
         stopping: &CancellationToken,
     ) -> Option<uuid::Uuid> {
-        let operations = self.store.operations()?;
+        let Some(operations) = self.store.operations() else {
+            if self.metrics_interval.is_some() {
+                tracing::debug!("the store has no operations API: no metrics gauges are sampled");
+            }
+            return None;
+        };
         let record = upkeep::node_record(
             &self.instance,
             self.namespace.as_deref(),
@@ -474,6 +504,15 @@ impl Runtime {
             tasks.spawn(upkeep::keep_retention(
                 Arc::clone(&self.store),
                 retention,
+                Arc::clone(&self.clock),
+                stopping.clone(),
+            ));
+        }
+        if let Some(every) = self.metrics_interval {
+            tasks.spawn(upkeep::sample_gauges(
+                Arc::clone(&self.store),
+                id,
+                every,
                 Arc::clone(&self.clock),
                 stopping.clone(),
             ));
@@ -747,6 +786,33 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How often the metrics gauges are sampled (15 s by default, at least
+    /// [`Runtime::MIN_METRICS_INTERVAL`], 1 s: a shorter interval is raised to it).
+    ///
+    /// The gauges (deliveries by state, oldest due age, lag of every handler and projection; see
+    /// `docs/metrics.md`) come from one [`Operations::status`](crate::operations::Operations::status)
+    /// per interval, taken by one node of the fleet: the live node whose
+    /// [instance name](Self::instance_name) sorts first. The others check the nodes' records each
+    /// interval and sample only once they are that node, so the status queries do not grow with
+    /// the fleet. The first sample is taken one interval after [`run`](Runtime::run) starts.
+    /// Counters and histograms are recorded as the claim loops run, on every node, whatever this
+    /// says.
+    #[must_use]
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.metrics_interval = every.max(Runtime::MIN_METRICS_INTERVAL);
+        self
+    }
+
+    /// Whether this node may sample the metrics gauges (default `true`; see
+    /// [`metrics_interval`](Self::metrics_interval)). Off, it never queries the status for them.
+    /// The sampling node is chosen among all live nodes, so a node with sampling off that sorts
+    /// first leaves the fleet without gauges: turn it off on every node or on none.
+    #[must_use]
+    pub fn sample_metrics(mut self, sample: bool) -> Self {
+        self.sample_metrics = sample;
+        self
+    }
+
     /// The clock for the runtime's timers (polls, heartbeats, timeouts, grace period).
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -878,9 +944,13 @@ impl RuntimeBuilder {
         }
         let health = Arc::new(HealthBoard::new(
             Arc::clone(&self.clock),
-            handlers
-                .iter()
-                .map(|handler| (handler.spec, handler.invoker.transactional)),
+            handlers.iter().map(|handler| {
+                (
+                    handler.spec,
+                    handler.stored_name.clone(),
+                    handler.invoker.transactional,
+                )
+            }),
             projections.iter().map(|projection| projection.spec),
         ));
         Ok(Runtime {
@@ -896,6 +966,7 @@ impl RuntimeBuilder {
             namespace: self.namespace,
             retention: self.retention,
             node_heartbeat: self.node_heartbeat,
+            metrics_interval: self.sample_metrics.then_some(self.metrics_interval),
         })
     }
 }

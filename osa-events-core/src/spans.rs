@@ -99,7 +99,9 @@ pub(crate) fn process_event(handler: &str, delivery: &Delivery) -> Span {
     );
     with_common_attributes(&span, "process");
     #[cfg(feature = "opentelemetry")]
-    crate::envelope::otel::set_parent(&span, &Metadata::from_stored(&delivery.metadata));
+    if let Some(metadata) = trace_context(delivery) {
+        crate::envelope::otel::set_parent(&span, &metadata);
+    }
     span
 }
 
@@ -125,6 +127,16 @@ pub(crate) fn process_batch(
     with_common_attributes(&span, "process");
     link_events(&span, events.iter().copied());
     span
+}
+
+/// The metadata of `delivery` if it may carry a trace context: parsed only then (the common
+/// case without one costs a substring search, not a JSON parse per event).
+#[cfg(feature = "opentelemetry")]
+fn trace_context(delivery: &Delivery) -> Option<Metadata> {
+    delivery
+        .metadata
+        .contains("traceparent")
+        .then(|| Metadata::from_stored(&delivery.metadata))
 }
 
 /// How one delivery's processing ended, as recorded on its span.
@@ -189,8 +201,8 @@ fn with_common_attributes(span: &Span, operation_type: &'static str) {
 /// Links `span` to the trace context each event carries (with the `opentelemetry` feature).
 fn link_events<'a>(span: &Span, deliveries: impl IntoIterator<Item = &'a Delivery>) {
     #[cfg(feature = "opentelemetry")]
-    for delivery in deliveries {
-        crate::envelope::otel::add_link(span, &Metadata::from_stored(&delivery.metadata));
+    for metadata in deliveries.into_iter().filter_map(trace_context) {
+        crate::envelope::otel::add_link(span, &metadata);
     }
     #[cfg(not(feature = "opentelemetry"))]
     let _ = (span, deliveries);

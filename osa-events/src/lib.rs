@@ -87,6 +87,12 @@ pub mod guide {
     #![doc = include_str!("../docs/handlers.md")]
 }
 
+/// A guide to seeing it run: the envelope (correlation, causation, trace context), the spans,
+/// OpenTelemetry across the publish → handle hop, and the logs.
+pub mod observability {
+    #![doc = include_str!("../docs/observability.md")]
+}
+
 pub use osa_events_core::{
     BackendError, Batch, BatchOutcome, CancellationToken, Clock, Ctx, DEFAULT_MAX_PAYLOAD_BYTES,
     Error, Event, EventSet, HandlerError, HandlerSpec, Metadata, Outgoing, PayloadError,

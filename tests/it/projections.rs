@@ -299,6 +299,10 @@ async fn a_failing_batch_is_retried_without_advancing_then_catches_up() {
     let failing = status().await;
     assert_eq!(failing.position, 0, "the checkpoint did not move");
     assert_eq!(failing.lag, 1);
+    assert!(
+        failing.oldest_unapplied.is_some(),
+        "the age of the event it waits to apply"
+    );
     assert!(failing.last_error.unwrap().contains("backend is down"));
     assert!(
         read_model(&db).await.is_empty(),
@@ -307,6 +311,7 @@ async fn a_failing_batch_is_retried_without_advancing_then_catches_up() {
 
     BROKEN.store(false, Ordering::SeqCst);
     eventually(WAIT, "caught up", || async { status().await.lag == 0 }).await;
+    assert_eq!(status().await.oldest_unapplied, None);
     running.stop().await;
     assert_eq!(status().await.last_error, None);
     assert_eq!(read_model(&db).await, BTreeMap::from([("a".to_owned(), 5)]));

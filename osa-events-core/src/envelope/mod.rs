@@ -7,9 +7,9 @@
 //! [`Ctx::metadata`](crate::Ctx::metadata).
 //!
 //! A publish made while an event is being handled (through the handler's `Tx`, or any other
-//! publish in the handler's task) is stamped with what caused it, unless the caller set it
-//! ([`cause`]): its `causation_id` is the handled event's id, and its `correlation_id` the
-//! handled event's correlation id, or the handled event's id when it has none. So a chain
+//! publish in the handler's task) is stamped with what caused it, unless the caller set it: its
+//! `causation_id` is the handled event's id, and its `correlation_id` the handled event's
+//! correlation id, or the handled event's id when it has none. So a chain
 //! submit → validate → publish → index shares one correlation id, that of the event which began it,
 //! and each event names the one it came from.
 

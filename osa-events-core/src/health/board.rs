@@ -61,6 +61,8 @@ pub(crate) struct HealthBoard {
 /// One handler's cell.
 pub(super) struct HandlerCell {
     pub(super) spec: HandlerSpec,
+    /// The subscription's name (qualified by the namespace): the metrics' `handler` label.
+    stored_name: String,
     /// Whether the handler takes a `Tx` (its batches have no time limit, see [`stuck`]).
     transactional: bool,
     pub(super) loops: Box<[LoopCell]>,
@@ -140,18 +142,19 @@ impl std::fmt::Debug for HealthBoard {
 }
 
 impl HealthBoard {
-    /// A board for `handlers` (with whether each takes a `Tx`) and `projections`, in the
-    /// runtime's order, before `run`.
+    /// A board for `handlers` (each with its stored name and whether it takes a `Tx`) and
+    /// `projections`, in the runtime's order, before `run`.
     pub(crate) fn new(
         clock: Arc<dyn Clock>,
-        handlers: impl IntoIterator<Item = (HandlerSpec, bool)>,
+        handlers: impl IntoIterator<Item = (HandlerSpec, String, bool)>,
         projections: impl IntoIterator<Item = ProjectionSpec>,
     ) -> Self {
         let epoch = clock.now();
         let handlers = handlers
             .into_iter()
-            .map(|(spec, transactional)| HandlerCell {
+            .map(|(spec, stored_name, transactional)| HandlerCell {
                 spec,
+                stored_name,
                 transactional,
                 loops: (0..spec.concurrency())
                     .map(|_| LoopCell {
@@ -187,7 +190,11 @@ impl HealthBoard {
     /// loops the test-util stepper drives.
     #[cfg(feature = "test-util")]
     pub(crate) fn detached_claim_loop(spec: HandlerSpec, clock: Arc<dyn Clock>) -> ClaimLoopWatch {
-        let board = Arc::new(Self::new(clock, [(spec, false)], []));
+        let board = Arc::new(Self::new(
+            clock,
+            [(spec, spec.name().to_owned(), false)],
+            [],
+        ));
         ClaimLoopWatch {
             board,
             handler: 0,
@@ -225,7 +232,7 @@ impl HealthBoard {
             board: Arc::clone(self),
             handler,
             slot,
-            metrics: LoopMetrics::resolve(self.handlers[handler].spec.name()),
+            metrics: LoopMetrics::resolve(&self.handlers[handler].stored_name),
         };
         watch.set_alive(true);
         watch
@@ -261,7 +268,7 @@ impl HandlerCell {
 
     fn publish_loops(&self) {
         let _one_at_a_time = lock(&self.gauge);
-        loop_metrics::set_loops(self.spec.name(), self.loops_alive());
+        loop_metrics::set_loops(&self.stored_name, self.loops_alive());
     }
 }
 

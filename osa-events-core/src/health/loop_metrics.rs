@@ -1,37 +1,26 @@
-//! The claim loops' health as metrics, through the `metrics` facade: loops alive, restarts and
-//! failed claims per handler.
-//!
-//! | name | type | labels | what |
-//! | --- | --- | --- | --- |
-//! | `osa_events_claim_loops` | gauge | `handler` | claim loops of the handler alive in this process |
-//! | `osa_events_claim_loop_restarts_total` | counter | `handler` | claim loops started again after they died |
-//! | `osa_events_claim_errors_total` | counter | `handler` | failed claim round trips (the store did not answer) |
+//! The claim loops' health as metrics (named in [`crate::metrics`], listed in `docs/metrics.md`):
+//! `osa_events_claim_loops` (gauge: loops alive in this process),
+//! `osa_events_claim_loop_restarts_total` and `osa_events_claim_errors_total` (counters), each
+//! by `handler`, the stored name (qualified by the namespace).
 //!
 //! The counters are resolved once per loop and kept. The gauge is set when a loop starts, dies,
-//! restarts or stops, and again every [`GAUGE_REFRESH`] by [`keep_loop_gauges`], resolved anew
-//! each time: an exporter that drops gauges idle for a while (the Prometheus exporter's
-//! `idle_timeout`) would otherwise drop it for good, and a kept handle would go on updating a
-//! gauge no longer exported.
+//! restarts or stops, and again every [`GAUGE_REFRESH`] (or metrics interval, when shorter) by
+//! [`keep_loop_gauges`], resolved anew each time: an exporter that drops gauges idle for a while
+//! (the Prometheus exporter's `idle_timeout`) would otherwise drop it for good, and a kept handle
+//! would go on updating a gauge no longer exported.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Unit};
+use metrics::Counter;
 use tokio_util::sync::CancellationToken;
 
 use super::board::HealthBoard;
 use crate::Clock;
+use crate::metrics::{CLAIM_ERRORS, CLAIM_LOOP_RESTARTS, CLAIM_LOOPS};
 
-/// `osa_events_claim_loops{handler}`: claim loops alive.
-pub(crate) const CLAIM_LOOPS: &str = "osa_events_claim_loops";
-/// `osa_events_claim_loop_restarts_total{handler}`: claim loops restarted after they died.
-pub(crate) const CLAIM_LOOP_RESTARTS: &str = "osa_events_claim_loop_restarts_total";
-/// `osa_events_claim_errors_total{handler}`: failed claim round trips.
-pub(crate) const CLAIM_ERRORS: &str = "osa_events_claim_errors_total";
-
-/// How often the loops gauge is set even when nothing changed: well inside any idle timeout an
-/// exporter is likely to be given (the Prometheus exporter's is set to a multiple of the
-/// sampling interval).
+/// How often the loops gauge is set at least, even when nothing changed: well inside the idle
+/// timeout an exporter is given (a few metrics intervals, see `docs/metrics.md`).
 pub(crate) const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
 /// One claim loop's counters.
@@ -42,11 +31,12 @@ pub(super) struct LoopMetrics {
 }
 
 impl LoopMetrics {
-    /// The counters of a loop of `handler`, from the recorder installed now.
-    pub(super) fn resolve(handler: &'static str) -> Self {
+    /// The counters of a loop of the handler stored as `handler`, from the recorder installed
+    /// now.
+    pub(super) fn resolve(handler: &str) -> Self {
         Self {
-            restarts: metrics::counter!(CLAIM_LOOP_RESTARTS, "handler" => handler),
-            errors: metrics::counter!(CLAIM_ERRORS, "handler" => handler),
+            restarts: metrics::counter!(CLAIM_LOOP_RESTARTS, "handler" => handler.to_owned()),
+            errors: metrics::counter!(CLAIM_ERRORS, "handler" => handler.to_owned()),
         }
     }
 
@@ -68,39 +58,27 @@ impl LoopMetrics {
     }
 }
 
-/// Sets `handler`'s loops gauge to `alive`.
-pub(super) fn set_loops(handler: &'static str, alive: u32) {
-    metrics::gauge!(CLAIM_LOOPS, "handler" => handler).set(f64::from(alive));
+/// Sets the loops gauge of the handler stored as `handler` to `alive`.
+pub(super) fn set_loops(handler: &str, alive: u32) {
+    metrics::gauge!(CLAIM_LOOPS, "handler" => handler.to_owned()).set(f64::from(alive));
 }
 
-/// Describes the three metrics to the recorder installed now (for an exporter's help texts).
-pub(crate) fn describe() {
-    metrics::describe_gauge!(
-        CLAIM_LOOPS,
-        Unit::Count,
-        "Claim loops of the handler alive in this process."
-    );
-    metrics::describe_counter!(
-        CLAIM_LOOP_RESTARTS,
-        Unit::Count,
-        "Claim loops of the handler started again after they died."
-    );
-    metrics::describe_counter!(
-        CLAIM_ERRORS,
-        Unit::Count,
-        "Claim round trips of the handler that failed (the store did not answer)."
-    );
+/// How often [`keep_loop_gauges`] sets the gauges: every [`GAUGE_REFRESH`], or every
+/// `metrics_interval` when that is shorter (an exporter's idle timeout is set to a few of them).
+pub(crate) fn refresh_every(metrics_interval: Option<Duration>) -> Duration {
+    metrics_interval.map_or(GAUGE_REFRESH, |every| every.min(GAUGE_REFRESH))
 }
 
-/// Sets every handler's loops gauge every [`GAUGE_REFRESH`] until shutdown.
+/// Sets every handler's loops gauge `every` until shutdown.
 pub(crate) async fn keep_loop_gauges(
     board: Arc<HealthBoard>,
+    every: Duration,
     clock: Arc<dyn Clock>,
     stopping: CancellationToken,
 ) {
     loop {
         tokio::select! {
-            () = clock.sleep(GAUGE_REFRESH) => board.publish_loop_gauges(),
+            () = clock.sleep(every) => board.publish_loop_gauges(),
             () = stopping.cancelled() => return,
         }
     }

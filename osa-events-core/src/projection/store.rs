@@ -68,6 +68,9 @@ pub struct ProjectionStatus {
     pub commit_seq: u64,
     /// Events of its types not applied yet (committed ones only).
     pub lag: i64,
+    /// How long ago the oldest of those events was published (store time); `None` when it has
+    /// caught up.
+    pub oldest_unapplied: Option<Duration>,
     /// The runtime instance that leads it (`host:pid` unless
     /// [`RuntimeBuilder::instance_name`](crate::RuntimeBuilder::instance_name) says otherwise),
     /// if one does.
@@ -86,6 +89,7 @@ impl ProjectionStatus {
             position: 0,
             commit_seq: 0,
             lag,
+            oldest_unapplied: None,
             leader: None,
             last_error: None,
             updated_at: SystemTime::UNIX_EPOCH,

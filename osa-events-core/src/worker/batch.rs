@@ -61,6 +61,7 @@ impl Worker {
     ) -> Processed {
         let max_attempts = self.spec.retries().saturating_add(1);
         let claimed = deliveries.len();
+        self.metrics.claimed(claimed);
         // A claim beyond the last allowed attempt means earlier claims expired unfinished (the
         // worker crashed or hung): give up instead of running the handler again.
         let (exhausted, runnable): (Vec<Delivery>, Vec<Delivery>) = deliveries
@@ -148,6 +149,7 @@ impl Worker {
             spans::record_outcome(span, tally.summary(), first_error_type);
         }
         tally.record_on(&Span::current());
+        self.metrics.outcomes(&tally);
         self.log_batch(&tally, claimed, failures.first());
         self.write_failures(&failures).await;
         self.write_deferrals(&deferred).await;

@@ -97,7 +97,8 @@ impl Worker {
             Err(error) => return Outcome::Failed(error),
         };
         drop(parts);
-        match (self.guard(future).await, slot) {
+        self.metrics.call_starts([delivery]);
+        match (self.metrics.time_call(self.guard(future)).await, slot) {
             (Err(error), _) => Outcome::Failed(error),
             (Ok(()), None) => Outcome::Succeeded,
             (Ok(()), Some(slot)) => match self.commit(slot, &[delivery.fence]).await {
@@ -124,13 +125,12 @@ impl Worker {
         }
         let Some(future) = call.future else { return };
         let accepted: Vec<&Delivery> = call.accepted.iter().map(|&i| &deliveries[i]).collect();
+        self.metrics.call_starts(accepted.iter().copied());
         let span = spans::process_batch(self.spec.name(), Some(self.spec.event_type()), &accepted);
         *batch_span = Some(span.clone());
         let cause = Cause::of_batch(accepted.into_iter());
-        let reported = match cause::scope(cause, self.guard(future))
-            .instrument(span)
-            .await
-        {
+        let timed = self.metrics.time_call(self.guard(future));
+        let reported = match cause::scope(cause, timed).instrument(span).await {
             Ok(reported) => reported,
             Err(error) => {
                 for &index in &call.accepted {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Clock;
 use crate::handler::{HandlerSpec, Invoker};
 use crate::health::ClaimLoopWatch;
+use crate::metrics::HandlerMetrics;
 use crate::store::{ClaimRequest, Fence, Store, SubscriptionId};
 
 mod backoff;
@@ -43,6 +44,8 @@ pub(crate) struct Worker {
     pub(crate) aborting: CancellationToken,
     /// Where the loop records its steps and claims, for the runtime's health.
     pub(crate) health: ClaimLoopWatch,
+    /// The handler's metric handles, resolved when the runtime started running.
+    pub(crate) metrics: HandlerMetrics,
 }
 
 impl Worker {

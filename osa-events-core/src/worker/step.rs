@@ -19,6 +19,7 @@ use super::Worker;
 use super::backoff::Jitter;
 use crate::handler::{HandlerSpec, Invoker};
 use crate::health::HealthBoard;
+use crate::metrics::HandlerMetrics;
 use crate::projection::runner::{BatchError, apply_next_batch};
 use crate::projection::{Leadership, ProjectionSpec};
 use crate::store::{Delivery, Failure, Fence, Store, SubscriptionId};
@@ -321,6 +322,7 @@ impl Stepper {
             stopping: CancellationToken::new(),
             aborting: CancellationToken::new(),
             health: HealthBoard::detached_claim_loop(handler.spec, Arc::clone(&self.clock)),
+            metrics: HandlerMetrics::new(&handler.stored_name, Arc::clone(&self.clock)),
         };
         (worker, hints)
     }

@@ -7,12 +7,10 @@
 //! subscription's own column, kept by `fail_deliveries`. So status costs about the same at a
 //! million open deliveries as at a thousand.
 
-use std::time::Duration;
-
 use sqlx::Row;
 
 use super::{PgStore, subscription_id};
-use crate::store::from_epoch_seconds;
+use crate::store::{age, from_epoch_seconds};
 use osa_events_core::Result;
 use osa_events_core::operations::{Count, HandlerStatus, Liveness, Status};
 
@@ -74,10 +72,6 @@ const HEAD_SQL: &str = r#"
 select coalesce((select max(position) from osa_events.events), 0),
        extract(epoch from now())::float8
 "#;
-
-fn age(seconds: Option<f64>) -> Option<Duration> {
-    seconds.map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
-}
 
 pub(super) async fn status(store: &PgStore) -> Result<Status> {
     let nodes = super::nodes::list(store).await?;

@@ -6,20 +6,17 @@ use sqlx::{Executor, PgPool, Postgres};
 use super::leader::LOCK_NAMESPACE;
 use super::read;
 use crate::PgStore;
-use crate::store::from_epoch_seconds;
+use crate::store::{age, from_epoch_seconds};
 use osa_events_core::store::{ProjectionStatus, ProjectionStore, ResetTo, event_type_set};
 use osa_events_core::{Error, Result};
 
 /// The checkpoint, its lag (committed events of its types after it: every committed transaction
-/// has its number), and its leader while some session holds the lock.
+/// has its number) with the age of the oldest of them, and its leader while some session holds
+/// the lock.
 const STATUS_SQL: &str = r#"
 select k.position, k.commit_seq, k.last_error,
        extract(epoch from k.updated_at)::float8,
-       (select count(*) from osa_events.commits c
-         join osa_events.events e on e.commit_id = c.id
-         where e.event_type = any($2)
-           and c.seq >= k.commit_seq
-           and (c.seq > k.commit_seq or e.position > k.position)),
+       lag.events,
        case when exists (
            select 1 from pg_locks l
            where l.locktype = 'advisory' and l.granted
@@ -27,13 +24,24 @@ select k.position, k.commit_seq, k.last_error,
              and l.classid = $3::int4::oid
              and l.objid = hashtext('osa_events.projection:' || $1)::oid
              and l.objsubid = 2
-       ) then k.leader end
-from osa_events.checkpoints k where k.name = $1
+       ) then k.leader end,
+       extract(epoch from now() - lag.oldest)::float8
+from osa_events.checkpoints k
+cross join lateral (
+    select count(*) as events, min(e.created_at) as oldest
+    from osa_events.commits c join osa_events.events e on e.commit_id = c.id
+    where e.event_type = any($2)
+      and c.seq >= k.commit_seq
+      and (c.seq > k.commit_seq or e.position > k.position)
+) as lag
+where k.name = $1
 "#;
 
-/// The lag of a projection that has no checkpoint yet: every committed event of its types.
+/// The lag of a projection that has no checkpoint yet (every committed event of its types), and
+/// the age of the oldest of them.
 const LAG_FROM_BEGINNING_SQL: &str = r#"
-select count(*) from osa_events.commits c join osa_events.events e on e.commit_id = c.id
+select count(*), extract(epoch from now() - min(e.created_at))::float8
+from osa_events.commits c join osa_events.events e on e.commit_id = c.id
 where e.event_type = any($1) and c.seq is not null
 "#;
 
@@ -141,21 +149,32 @@ pub(crate) async fn status(
     name: &str,
     event_types: &[&str],
 ) -> Result<ProjectionStatus> {
-    type Row = (i64, i64, Option<String>, f64, i64, Option<String>);
+    type Row = (
+        i64,
+        i64,
+        Option<String>,
+        f64,
+        i64,
+        Option<String>,
+        Option<f64>,
+    );
     let row: Option<Row> = sqlx::query_as(STATUS_SQL)
         .bind(name)
         .bind(event_types)
         .bind(LOCK_NAMESPACE)
         .fetch_optional(pool)
         .await?;
-    let Some((position, commit_seq, last_error, updated_at, lag, leader)) = row else {
-        let lag: i64 = sqlx::query_scalar(LAG_FROM_BEGINNING_SQL)
+    let Some((position, commit_seq, last_error, updated_at, lag, leader, oldest)) = row else {
+        let (lag, oldest): (i64, Option<f64>) = sqlx::query_as(LAG_FROM_BEGINNING_SQL)
             .bind(event_types)
             .fetch_one(pool)
             .await?;
-        return Ok(ProjectionStatus::never_ran(name, lag));
+        let mut status = ProjectionStatus::never_ran(name, lag);
+        status.oldest_unapplied = age(oldest);
+        return Ok(status);
     };
     let mut status = ProjectionStatus::never_ran(name, lag);
+    status.oldest_unapplied = age(oldest);
     status.position = position;
     status.commit_seq = read::checkpoint_of(commit_seq, position).commit_seq;
     status.leader = leader;

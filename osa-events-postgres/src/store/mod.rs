@@ -414,3 +414,9 @@ impl Store for PgStore {
 pub(crate) fn from_epoch_seconds(seconds: f64) -> std::time::SystemTime {
     std::time::SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
 }
+
+/// An age read as `extract(epoch from now() - ..)::float8`, as a `Duration` (a negative one, from
+/// a timestamp ahead of the database's clock, as zero).
+pub(crate) fn age(seconds: Option<f64>) -> Option<Duration> {
+    seconds.map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
+}

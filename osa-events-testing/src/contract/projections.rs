@@ -341,8 +341,8 @@ pub async fn a_reset_during_a_batch_stands<S: StoreUnderTest>(subject: &S) {
     assert_eq!(read(&mut *leadership, 10, 3).await.events.len(), 3);
 }
 
-/// The status shows the checkpoint, the lag (events of its types not applied), the leader and the
-/// last error, also before the projection ever ran.
+/// The status shows the checkpoint, the lag (events of its types not applied, and the age of the
+/// oldest), the leader and the last error, also before the projection ever ran.
 pub async fn the_status_shows_checkpoint_lag_and_leader<S: StoreUnderTest>(subject: &S) {
     let mut batch: Vec<_> = (0..3).map(|n| outgoing(&Job { n })).collect();
     batch.push(outgoing(&Other { n: 3 }));
@@ -357,12 +357,17 @@ pub async fn the_status_shows_checkpoint_lag_and_leader<S: StoreUnderTest>(subje
         (0, None),
         "never ran"
     );
+    assert!(
+        before.oldest_unapplied.is_some(),
+        "the age of its oldest unapplied event"
+    );
 
     let mut leadership = lead(subject, "leader").await;
     assert_eq!(status(subject).await.leader.as_deref(), Some("leader"));
     let applied = apply(&mut *leadership, 3).await;
     let after = status(subject).await;
     assert_eq!((after.position, after.lag), (applied[2], 0));
+    assert_eq!(after.oldest_unapplied, None, "caught up: nothing waits");
     leadership.record_failure("boom").await.expect("record");
     assert_eq!(status(subject).await.last_error.as_deref(), Some("boom"));
 

@@ -162,7 +162,8 @@ impl Operations for InMemoryStore {
     /// Every projection with a checkpoint, and those registered in this program without one.
     fn projections(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>> {
         Box::pin(async move {
-            let mut statuses = self.tables().stored_projection_statuses();
+            let now = self.now_at().wall();
+            let mut statuses = self.tables().stored_projection_statuses(now);
             for registered in ProjectionStore::statuses(self).await? {
                 if statuses.iter().all(|stored| stored.name != registered.name) {
                     statuses.push(registered);

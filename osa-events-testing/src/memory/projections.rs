@@ -56,7 +56,10 @@ impl ProjectionStore for InMemoryStore {
         name: &'a str,
         event_types: &'a [&'a str],
     ) -> BoxFuture<'a, Result<ProjectionStatus>> {
-        Box::pin(async move { Ok(self.tables().projection_status(name, event_types)) })
+        Box::pin(async move {
+            let now = self.wall_time(self.now());
+            Ok(self.tables().projection_status(name, event_types, now))
+        })
     }
 
     fn reset<'a>(&'a self, name: &'a str, to: ResetTo) -> BoxFuture<'a, Result<()>> {

@@ -259,3 +259,38 @@ async fn a_batch_of_one_chain_shares_its_correlation_id_but_names_no_single_caus
     assert_eq!(metadata.correlation_id(), Some("req-7"));
     assert_eq!(metadata.causation_id(), None);
 }
+
+/// A projection publishing one summary per batch through its `Tx`.
+#[projection(name = "envelope.project", batch = 10)]
+async fn project(events: Batch<Submitted>, mut tx: Tx) -> Result<(), HandlerError> {
+    let order = events.iter().map(|submitted| submitted.order).sum();
+    tx.publish(&Validated { order }).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_projection_publishing_through_its_tx_inherits_its_batch_cause() {
+    let (mut harness, _chain) = chain_harness(&["envelope.project"]).await;
+    let single = harness.publish(&Submitted { order: 1 });
+    assert_eq!(harness.project("envelope.project").await, Ok(1));
+    let chained: Vec<Outgoing> = (2..4)
+        .map(|order| {
+            Outgoing::new(&Submitted { order })
+                .unwrap()
+                .with_metadata(Metadata::new().with_correlation_id("req-9"))
+                .unwrap()
+        })
+        .collect();
+    harness.publish_batch(&chained);
+    assert_eq!(harness.project("envelope.project").await, Ok(2));
+
+    let events = harness.published();
+    let summaries = of_type(&events, Validated::NAME);
+    assert_eq!(summaries.len(), 2, "{events:#?}");
+    let of_one = metadata_of(summaries[0]);
+    assert_eq!(of_one.causation_id(), Some(single.to_string().as_str()));
+    assert_eq!(of_one.correlation_id(), Some(single.to_string().as_str()));
+    let of_two = metadata_of(summaries[1]);
+    assert_eq!(of_two.correlation_id(), Some("req-9"));
+    assert_eq!(of_two.causation_id(), None);
+}

@@ -497,3 +497,29 @@ async fn fake_time_advances_on_a_multi_thread_runtime_too() {
         "5 s timeout, then 10 min"
     );
 }
+
+#[tokio::test]
+async fn no_payload_value_is_logged_at_info_or_above() {
+    let logs = Logs::capture();
+    let mut harness = harness("harness.refuse", Resources::new()).await;
+    // `n` is a number: this payload does not decode, and its value must not be logged.
+    harness.store().publish_raw(&[RawEvent::from_json(
+        Job::NAME,
+        1,
+        r#"{"n": "4111-1111-1111-1111"}"#,
+    )]);
+    harness.drain().await;
+    harness.assert_dead_lettered("harness.refuse", 1);
+    let dead_letter = logs.lines_with("dead letter");
+    assert_eq!(dead_letter.len(), 1, "{:#?}", logs.lines());
+    assert!(
+        dead_letter[0].contains("invalid type: string, expected u32"),
+        "the error's shape is kept: {}",
+        dead_letter[0]
+    );
+    for line in logs.lines() {
+        if !line.starts_with("DEBUG") && !line.starts_with("TRACE") {
+            assert!(!line.contains("4111"), "a payload value at INFO+: {line}");
+        }
+    }
+}

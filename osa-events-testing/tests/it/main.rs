@@ -6,6 +6,7 @@ mod envelope;
 mod harness;
 mod health;
 mod inputs;
+mod metrics;
 mod panics;
 mod projections;
 mod registration;

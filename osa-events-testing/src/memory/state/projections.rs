@@ -201,11 +201,12 @@ impl Tables {
             .is_some()
     }
 
-    /// Where `name` stands, how far behind, who leads it.
+    /// Where `name` stands, how far behind (at `now`), who leads it.
     pub(in crate::memory) fn projection_status(
         &self,
         name: &str,
         event_types: &[&str],
+        now: SystemTime,
     ) -> ProjectionStatus {
         let from = self
             .projections
@@ -213,6 +214,11 @@ impl Tables {
             .map_or_else(Checkpoint::default, |row| row.checkpoint);
         let lag = i64::try_from(self.events_after(from, event_types).count()).unwrap_or(i64::MAX);
         let mut status = ProjectionStatus::never_ran(name, lag);
+        status.oldest_unapplied = self
+            .events_after(from, event_types)
+            .map(|(_, logged)| logged.published_at)
+            .min()
+            .map(|published_at| now.duration_since(published_at).unwrap_or_default());
         if let Some(row) = self.projections.get(name) {
             status.position = row.checkpoint.position;
             status.commit_seq = row.checkpoint.commit_seq;
@@ -225,7 +231,10 @@ impl Tables {
 
     /// The state of every projection with a checkpoint, by name, each read with the event
     /// types it recorded (none: no lag to count), as `PgStore` lists them.
-    pub(in crate::memory) fn stored_projection_statuses(&self) -> Vec<ProjectionStatus> {
+    pub(in crate::memory) fn stored_projection_statuses(
+        &self,
+        now: SystemTime,
+    ) -> Vec<ProjectionStatus> {
         self.projections
             .iter()
             .map(|(name, row)| {
@@ -235,7 +244,7 @@ impl Tables {
                     .flatten()
                     .map(String::as_str)
                     .collect();
-                self.projection_status(name, &event_types)
+                self.projection_status(name, &event_types, now)
             })
             .collect()
     }
