@@ -22,6 +22,7 @@ mod spans;
 mod upkeep;
 mod worker;
 
+pub mod health;
 pub mod operations;
 pub mod store;
 

@@ -7,6 +7,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::{HandlerSpec, Invoker, registry};
+use crate::health::{Health, HealthBoard, Phase, StoppedOnDrop, loop_metrics};
 use crate::metrics::HandlerMetrics;
 use crate::operations::{Retention, StartFrom};
 use crate::projection::ProjectionSpec;
@@ -82,6 +83,8 @@ pub struct Runtime {
     namespace: Option<String>,
     retention: Option<Retention>,
     node_heartbeat: Duration,
+    /// What the loops record for [`health`](Self::health).
+    health: Arc<HealthBoard>,
     /// `None`: this node never samples the metrics gauges.
     metrics_interval: Option<Duration>,
 }
@@ -175,6 +178,32 @@ impl Runtime {
     /// so an application can keep it without a direct dependency on tokio-util.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// A handle on this runtime's health, for liveness and readiness probes: take it before
+    /// [`run`](Self::run) consumes the runtime. See [`health`](crate::health) for what live and
+    /// ready mean.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// let runtime = osa_events::Runtime::builder(store).build()?;
+    /// let health = runtime.health();
+    /// tokio::spawn(async move {
+    ///     loop {
+    ///         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    ///         let report = health.report();
+    ///         if !report.ready {
+    ///             eprintln!("not ready: {}", report.reasons.join("; "));
+    ///         }
+    ///     }
+    /// });
+    /// runtime.run().await
+    /// # }
+    /// ```
+    pub fn health(&self) -> Health {
+        Health::new(Arc::clone(&self.health))
     }
 
     /// The specs of the handlers this runtime runs, sorted by name.
@@ -296,7 +325,8 @@ impl Runtime {
     /// A claim loop or projection loop that dies anyway (a panic in a store or a clock, or a loop
     /// that returns before shutdown) is logged at ERROR with the cause and started again: after
     /// 100 ms, doubling with each death in a row, at most 30 s. The runtime keeps running; it
-    /// never goes on with a loop silently missing.
+    /// never goes on with a loop silently missing, and its [`health`](Self::health) reports it
+    /// not live until the loop is restarted.
     ///
     /// # Metrics
     ///
@@ -305,6 +335,9 @@ impl Runtime {
     /// `docs/metrics.md`). Install the recorder (the exporter) before calling `run`: each claim
     /// loop resolves its metric handles once, as it starts, against the recorder installed then.
     pub async fn run(self) -> Result<()> {
+        let health = Arc::clone(&self.health);
+        let _stopped = StoppedOnDrop(Arc::clone(&health));
+        health.enter(Phase::Starting);
         crate::metrics::describe();
         let stopping = self.shutdown.clone();
         let aborting = CancellationToken::new();
@@ -325,9 +358,11 @@ impl Runtime {
             stopping.clone(),
         ));
         let process = self.instance.clone();
-        for (handler, subscription) in self.handlers.iter().zip(&subscriptions) {
+        for (index, (handler, subscription)) in self.handlers.iter().zip(&subscriptions).enumerate()
+        {
             let metrics = HandlerMetrics::new(&handler.stored_name, Arc::clone(&self.clock));
             for slot in 0..handler.spec.concurrency() {
+                let watch = health.start_claim_loop(index, slot as usize);
                 let worker = Worker {
                     spec: handler.spec,
                     subscription: *subscription,
@@ -338,12 +373,14 @@ impl Runtime {
                     wake: board.waiter(*subscription),
                     stopping: stopping.clone(),
                     aborting: aborting.clone(),
+                    health: watch.clone(),
                     metrics: metrics.clone(),
                 };
                 tasks.spawn(supervise(
                     format!("claim loop {slot} of handler `{}`", handler.spec.name()),
                     stopping.clone(),
                     Arc::clone(&self.clock),
+                    watch,
                     move || worker.clone().run(),
                 ));
             }
@@ -352,7 +389,8 @@ impl Runtime {
             .start_upkeep(&mut tasks, &subscriptions, &board, &stopping)
             .await;
         if let Some(store) = self.store.projections() {
-            for projection in &self.projections {
+            for (index, projection) in self.projections.iter().enumerate() {
+                let watch = health.start_projection(index);
                 let runner = ProjectionRunner {
                     spec: projection.spec,
                     name: projection.stored_name,
@@ -361,15 +399,24 @@ impl Runtime {
                     clock: Arc::clone(&self.clock),
                     process: process.clone(),
                     stopping: stopping.clone(),
+                    health: watch.clone(),
                 };
                 tasks.spawn(supervise(
                     format!("loop of projection `{}`", projection.spec.name()),
                     stopping.clone(),
                     Arc::clone(&self.clock),
+                    watch,
                     move || runner.clone().run(),
                 ));
             }
         }
+        tasks.spawn(loop_metrics::keep_loop_gauges(
+            Arc::clone(&health),
+            loop_metrics::refresh_every(self.metrics_interval),
+            Arc::clone(&self.clock),
+            stopping.clone(),
+        ));
+        health.enter(Phase::Running);
         tracing::info!(
             handlers = self.handlers.len(),
             projections = self.projections.len(),
@@ -378,6 +425,7 @@ impl Runtime {
         );
 
         stopping.cancelled().await;
+        health.enter(Phase::Stopping);
         tracing::info!(grace_period = ?self.grace_period, "shutting down: no new claims");
         let grace = self.clock.sleep(self.grace_period);
         let abort_after_grace = {
@@ -894,10 +942,22 @@ impl RuntimeBuilder {
                 ));
             }
         }
+        let health = Arc::new(HealthBoard::new(
+            Arc::clone(&self.clock),
+            handlers.iter().map(|handler| {
+                (
+                    handler.spec,
+                    handler.stored_name.clone(),
+                    handler.invoker.transactional,
+                )
+            }),
+            projections.iter().map(|projection| projection.spec),
+        ));
         Ok(Runtime {
             store: self.store,
             handlers,
             projections,
+            health,
             clock: self.clock,
             grace_period: self.grace_period,
             handle_signals: self.handle_signals,

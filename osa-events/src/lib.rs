@@ -99,7 +99,7 @@ pub use osa_events_core::{
     ProjectionSpec, ProjectionStatus, Published, PublishedEvent, ResetTo, Resources, Result,
     ResultExt, Runtime, RuntimeBuilder, State, SubscriptionConflict, SystemClock, run_all_handlers,
 };
-pub use osa_events_core::{envelope, extract, operations, store};
+pub use osa_events_core::{envelope, extract, health, operations, store};
 #[cfg(feature = "postgres")]
 pub use osa_events_postgres::{
     ConnectRetry, PgStore, PgTransaction, PgUnnamed, publish, publish_batch, publish_routed,

@@ -9,6 +9,8 @@
 //!   atomics.
 //! - Gauges of every handler and projection the store reports ([`gauges`]), sampled by one node
 //!   of the fleet (the sampler in `upkeep`), so N nodes do not run N status queries.
+//! - The claim loops' health (loops alive, restarts, failed claims), recorded by every process
+//!   for its own loops with the runtime's [`health`](crate::health).
 //!
 //! `docs/metrics.md` has the table of every metric, the sampling rule and example PromQL.
 //!
@@ -53,10 +55,17 @@ pub(crate) const PROJECTION_LAG_EVENTS: &str = "osa_events_projection_lag_events
 /// Sampled gauge: how long ago the oldest event a projection has not applied yet was published.
 pub(crate) const PROJECTION_LAG_SECONDS: &str = "osa_events_projection_lag_seconds";
 
-/// Counter: events published, by `event_type` (emitted on publish). The claim loops' own
-/// metrics (`osa_events_claim_loops`, `osa_events_claim_loop_restarts_total`,
-/// `osa_events_claim_errors_total`) are named and described with the runtime's health.
+/// Counter: events published, by `event_type` (emitted on publish).
 pub(crate) const PUBLISHED_EVENTS: &str = "osa_events_published_events_total";
+
+/// Gauge: a handler's claim loops alive in this process, by `handler` (set by the claim loops'
+/// supervision as they start, die, restart and stop, and refreshed by the runtime's health, see
+/// [`health`](crate::health)).
+pub(crate) const CLAIM_LOOPS: &str = "osa_events_claim_loops";
+/// Counter: a handler's claim loops started again after they died, by `handler`.
+pub(crate) const CLAIM_LOOP_RESTARTS: &str = "osa_events_claim_loop_restarts_total";
+/// Counter: a handler's claim round trips that failed (the store did not answer), by `handler`.
+pub(crate) const CLAIM_ERRORS: &str = "osa_events_claim_errors_total";
 
 /// The values of the `state` label of [`HANDLER_DELIVERIES`].
 pub(crate) mod state {
@@ -129,5 +138,20 @@ pub(crate) fn describe() {
         PUBLISHED_EVENTS,
         Unit::Count,
         "Events published, by event type"
+    );
+    metrics::describe_gauge!(
+        CLAIM_LOOPS,
+        Unit::Count,
+        "Claim loops of a handler alive in this process"
+    );
+    metrics::describe_counter!(
+        CLAIM_LOOP_RESTARTS,
+        Unit::Count,
+        "Claim loops of a handler started again after they died"
+    );
+    metrics::describe_counter!(
+        CLAIM_ERRORS,
+        Unit::Count,
+        "Claim round trips of a handler that failed (the store did not answer)"
     );
 }

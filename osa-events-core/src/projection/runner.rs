@@ -17,6 +17,7 @@ use crate::handler::Invoker;
 use crate::handler::error::HandlerError;
 use crate::handler::extract::{Call, TxSlot};
 use crate::handler::invoke::{BatchFuture, InvokerKind, panic_message};
+use crate::health::ProjectionWatch;
 use crate::spans::{self, Recorded};
 use crate::store::Delivery;
 use crate::worker::call::out_of_range;
@@ -37,6 +38,8 @@ pub(crate) struct ProjectionRunner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) process: String,
     pub(crate) stopping: CancellationToken,
+    /// Where the loop records leadership, batches and store errors, for the runtime's health.
+    pub(crate) health: ProjectionWatch,
 }
 
 /// Why a batch was not applied.
@@ -64,9 +67,11 @@ impl ProjectionRunner {
             };
             match attempt {
                 Ok(Some(leadership)) => {
+                    self.health.leading(true);
                     tracing::info!(projection = self.spec.name(), "leading the projection");
                     let leadership = self.lead(leadership).await;
                     leadership.resign().await;
+                    self.health.resigned();
                     if !self.stopping.is_cancelled() {
                         tracing::warn!(
                             projection = self.spec.name(),
@@ -74,8 +79,9 @@ impl ProjectionRunner {
                         );
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => self.health.leading(false),
                 Err(error) => {
+                    self.health.store_failed(&error);
                     tracing::warn!(projection = self.spec.name(), %error, "cannot try for leadership");
                 }
             }
@@ -99,11 +105,16 @@ impl ProjectionRunner {
             match applied {
                 Ok(0) => {
                     failures = 0;
+                    self.health.applied();
                     self.pause(self.spec.poll()).await;
                 }
-                Ok(_) => failures = 0,
+                Ok(_) => {
+                    failures = 0;
+                    self.health.applied();
+                }
                 Err(BatchError::Failed(error)) => {
                     failures = failures.saturating_add(1);
+                    self.health.batch_failed(&error);
                     let delay = retry_delay(&self.spec, failures);
                     tracing::warn!(projection = self.spec.name(), %error, failures, retry_in = ?delay, "projection batch failed; checkpoint not advanced");
                     let stored = crate::store::storable_text(&error);
@@ -113,6 +124,7 @@ impl ProjectionRunner {
                     self.pause(delay).await;
                 }
                 Err(BatchError::Store(error)) => {
+                    self.health.store_failed(&error);
                     tracing::warn!(projection = self.spec.name(), %error, "projection store failed");
                     break;
                 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Clock;
 use crate::handler::{HandlerSpec, Invoker};
+use crate::health::ClaimLoopWatch;
 use crate::metrics::HandlerMetrics;
 use crate::store::{ClaimRequest, Fence, Store, SubscriptionId};
 
@@ -41,6 +42,8 @@ pub(crate) struct Worker {
     pub(crate) stopping: CancellationToken,
     /// End of the grace period: stop handlers and release their claims.
     pub(crate) aborting: CancellationToken,
+    /// Where the loop records its steps and claims, for the runtime's health.
+    pub(crate) health: ClaimLoopWatch,
     /// The handler's metric handles, resolved when the runtime started running.
     pub(crate) metrics: HandlerMetrics,
 }
@@ -59,10 +62,14 @@ impl Worker {
         let mut completed: Vec<Fence> = Vec::new();
         while !self.stopping.is_cancelled() {
             let claimed_at = self.clock.now();
+            self.health.claiming();
             match self.claim(&completed, self.spec.batch()).await {
                 Ok(mut deliveries) => {
                     store_errors = 0;
                     completed.clear();
+                    if !deliveries.is_empty() {
+                        self.health.processing();
+                    }
                     if self.lingers_after(deliveries.len()) {
                         self.linger(&mut deliveries, claimed_at).await;
                     }
@@ -76,6 +83,7 @@ impl Worker {
                     if !full || self.stopping.is_cancelled() {
                         self.write_completions(&completed).await;
                         completed.clear();
+                        self.health.waiting(self.spec.poll());
                         self.idle().await;
                     }
                 }
@@ -90,6 +98,7 @@ impl Worker {
                         retry_in = ?pause,
                         "claim failed"
                     );
+                    self.health.waiting(pause);
                     self.pause(pause).await;
                 }
             }
@@ -98,8 +107,22 @@ impl Worker {
     }
 
     /// Claims up to `limit` deliveries (a batch, or what a lingering batch still lacks),
-    /// completing `completed` in the same round trip when there are any.
+    /// completing `completed` in the same round trip when there are any; records the round
+    /// trip's success or failure for the runtime's health.
     async fn claim(
+        &self,
+        completed: &[Fence],
+        limit: u32,
+    ) -> crate::Result<Vec<crate::store::Delivery>> {
+        let claimed = self.claim_round_trip(completed, limit).await;
+        match &claimed {
+            Ok(_) => self.health.claim_succeeded(),
+            Err(error) => self.health.claim_failed(error),
+        }
+        claimed
+    }
+
+    async fn claim_round_trip(
         &self,
         completed: &[Fence],
         limit: u32,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::Worker;
 use super::backoff::Jitter;
 use crate::handler::{HandlerSpec, Invoker};
+use crate::health::HealthBoard;
 use crate::metrics::HandlerMetrics;
 use crate::projection::runner::{BatchError, apply_next_batch};
 use crate::projection::{Leadership, ProjectionSpec};
@@ -320,6 +321,7 @@ impl Stepper {
             wake,
             stopping: CancellationToken::new(),
             aborting: CancellationToken::new(),
+            health: HealthBoard::detached_claim_loop(handler.spec, Arc::clone(&self.clock)),
             metrics: HandlerMetrics::new(&handler.stored_name, Arc::clone(&self.clock)),
         };
         (worker, hints)

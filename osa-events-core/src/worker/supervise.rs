@@ -6,7 +6,8 @@
 //! does is a fault of the loop itself (a store, a clock, a bug of ours). The loop is run again
 //! after a pause that grows with each death in a row (100 ms, doubling, at most 30 s), so a
 //! fault that repeats does not spin; a loop that ran for a minute before dying starts over at
-//! 100 ms.
+//! 100 ms. Each death and restart is told to the runtime's [health](crate::health), where the
+//! loop is not alive from its death until its restart.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -23,12 +24,24 @@ use crate::handler::invoke::panic_message;
 /// starts over.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
+/// What a supervised loop's deaths and restarts are told to: the runtime's health board.
+pub(crate) trait Watched {
+    /// The loop died; it waits for its restart (or for shutdown).
+    fn died(&self);
+    /// The loop is started again after a death.
+    fn restarted(&self);
+    /// The loop ended at shutdown.
+    fn stopped(&self);
+}
+
 /// Runs the loops `start` makes, one at a time, until one ends at shutdown. `what` names the
-/// loop in the log (handler or projection, and which loop).
+/// loop in the log (handler or projection, and which loop); `watch` hears of its deaths and
+/// restarts.
 pub(crate) async fn supervise<F, Fut>(
     what: String,
     stopping: CancellationToken,
     clock: Arc<dyn Clock>,
+    watch: impl Watched,
     start: F,
 ) where
     F: Fn() -> Fut,
@@ -40,10 +53,14 @@ pub(crate) async fn supervise<F, Fut>(
         // In this task, not a task of its own: aborting the runtime's task stops the loop too.
         let ended = AssertUnwindSafe(start()).catch_unwind().await;
         let cause = match &ended {
-            Ok(()) if stopping.is_cancelled() => return,
+            Ok(()) if stopping.is_cancelled() => {
+                watch.stopped();
+                return;
+            }
             Ok(()) => "it returned before shutdown".to_owned(),
             Err(panic) => format!("it panicked: {}", panic_message(&**panic)),
         };
+        watch.died();
         if stopping.is_cancelled() {
             tracing::error!(%what, %cause, "a loop died during shutdown");
             return;
@@ -55,7 +72,7 @@ pub(crate) async fn supervise<F, Fut>(
         let restart_in = restart_pause(deaths);
         tracing::error!(%what, %cause, deaths, ?restart_in, "a loop died; restarting it");
         tokio::select! {
-            () = clock.sleep(restart_in) => {}
+            () = clock.sleep(restart_in) => watch.restarted(),
             () = stopping.cancelled() => return,
         }
     }

@@ -4,6 +4,7 @@
 mod contract;
 mod envelope;
 mod harness;
+mod health;
 mod inputs;
 mod metrics;
 mod panics;
