@@ -951,7 +951,9 @@ impl RuntimeBuilder {
                     handler.invoker.transactional,
                 )
             }),
-            projections.iter().map(|projection| projection.spec),
+            projections
+                .iter()
+                .map(|projection| (projection.spec, projection.stored_name)),
         ));
         Ok(Runtime {
             store: self.store,

@@ -62,7 +62,7 @@ pub(crate) struct HealthBoard {
 pub(super) struct HandlerCell {
     pub(super) spec: HandlerSpec,
     /// The subscription's name (qualified by the namespace): the metrics' `handler` label.
-    stored_name: String,
+    pub(super) stored_name: String,
     /// Whether the handler takes a `Tx` (its batches have no time limit, see [`stuck`]).
     transactional: bool,
     pub(super) loops: Box<[LoopCell]>,
@@ -91,6 +91,8 @@ pub(super) struct LoopCell {
 /// One projection's cell.
 pub(super) struct ProjectionCell {
     pub(super) spec: ProjectionSpec,
+    /// The checkpoint's name (qualified by the namespace), as the report names it.
+    pub(super) stored_name: &'static str,
     pub(super) alive: AtomicBool,
     pub(super) restarts: AtomicU64,
     pub(super) record: Mutex<ProjectionRecord>,
@@ -147,7 +149,7 @@ impl HealthBoard {
     pub(crate) fn new(
         clock: Arc<dyn Clock>,
         handlers: impl IntoIterator<Item = (HandlerSpec, String, bool)>,
-        projections: impl IntoIterator<Item = ProjectionSpec>,
+        projections: impl IntoIterator<Item = (ProjectionSpec, &'static str)>,
     ) -> Self {
         let epoch = clock.now();
         let handlers = handlers
@@ -169,8 +171,9 @@ impl HealthBoard {
             .collect();
         let projections = projections
             .into_iter()
-            .map(|spec| ProjectionCell {
+            .map(|(spec, stored_name)| ProjectionCell {
                 spec,
+                stored_name,
                 alive: AtomicBool::new(false),
                 restarts: AtomicU64::new(0),
                 record: Mutex::new(ProjectionRecord::default()),

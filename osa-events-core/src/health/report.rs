@@ -96,8 +96,10 @@ pub struct HealthReport {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct HandlerHealth {
-    /// The handler's name (as in `#[event_handler(name = ...)]`, without the namespace).
-    pub name: &'static str,
+    /// The handler's stored name: its `#[event_handler(name = ...)]`, qualified by the runtime's
+    /// namespace (`billing@on_order_placed`), as the metrics, the operations API and the
+    /// command-line tool name it.
+    pub name: String,
     /// The claim loops this process runs for it: its `concurrency`.
     pub loops_expected: u32,
     /// The claim loops alive: started, and not dead waiting for their restart.
@@ -121,7 +123,8 @@ pub struct HandlerHealth {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct ProjectionHealth {
-    /// The projection's name (as in `#[projection(name = ...)]`, without the namespace).
+    /// The projection's stored name: its `#[projection(name = ...)]`, qualified by the runtime's
+    /// namespace, as the metrics and the operations API name it.
     pub name: &'static str,
     /// Whether its loop is alive: started, and not dead waiting for its restart.
     pub alive: bool,
@@ -205,7 +208,7 @@ fn handler(
     not_live: &mut Vec<String>,
     not_ready: &mut Vec<String>,
 ) -> HandlerHealth {
-    let name = cell.spec.name();
+    let name = cell.stored_name.as_str();
     let loops_alive = cell.loops_alive();
     let loops_expected = u32::try_from(cell.loops.len()).unwrap_or(u32::MAX);
     let mut loops_stuck = 0;
@@ -246,7 +249,7 @@ fn handler(
         }
     }
     HandlerHealth {
-        name,
+        name: name.to_owned(),
         loops_expected,
         loops_alive,
         loops_stuck,
@@ -265,7 +268,7 @@ fn projection(
     not_live: &mut Vec<String>,
     not_ready: &mut Vec<String>,
 ) -> ProjectionHealth {
-    let name = cell.spec.name();
+    let name = cell.stored_name;
     let alive = cell.alive.load(Ordering::Acquire);
     if running && !alive {
         not_live.push(format!(
