@@ -435,23 +435,20 @@ async fn fill_backlog(pool: &PgPool, pending: i32, dead: i32, rows: u64) -> Resu
 
 /// The runtime alone: the no-op batch-64 handler on the in-memory store, on one thread (a
 /// current-thread tokio runtime), so the figure is the runtime's own cost per event on one core.
-/// Measured twice in alternation: with nothing observing, and with tracing and metrics on as in
-/// production (a `fmt` subscriber at INFO writing to a sink, so every span is built and
-/// formatted, and the Prometheus recorder); returns both rows and their ratio.
+/// Measured three ways in alternation: with nothing observing; with tracing and metrics on as in
+/// production (a `fmt` subscriber at INFO writing to a sink, so every span at INFO is built and
+/// formatted, and the Prometheus recorder); and the same with `osa_events::worker=debug`, which
+/// also builds the per-event `process` spans (and formats the DEBUG lines). Returns the rows and
+/// the ratios to the first.
 pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Vec<Row>, BoxError> {
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for _ in 0..repetitions {
+    let (mut off, mut on, mut debug) = (Vec::new(), Vec::new(), Vec::new());
+    // The in-memory figures swing with the allocator's state from run to run: more runs.
+    for _ in 0..repetitions.max(5) {
         off.push(in_memory_drain(events)?);
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(std::io::sink)
-            .finish();
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        on.push(tracing::subscriber::with_default(subscriber, || {
-            metrics::with_local_recorder(&recorder, || in_memory_drain(events))
-        })?);
+        on.push(observed(events, "info")?);
+        debug.push(observed(events, "info,osa_events::worker=debug")?);
     }
-    let (off, on) = (median(off), median(on));
+    let (off, on, debug) = (median(off), median(on), median(debug));
     let row = |scenario: String, osa: f64, unit: &'static str| Row {
         scenario,
         minimal: None,
@@ -459,19 +456,23 @@ pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Vec<
         osa,
         unit,
     };
+    let name = in_memory_overhead_name(events);
     let rows = vec![
-        row(in_memory_overhead_name(events), off, "ev/s"),
+        row(name.clone(), off, "ev/s"),
+        row(format!("{name}, tracing (INFO) and metrics on"), on, "ev/s"),
         row(
-            format!(
-                "{}, tracing and metrics on",
-                in_memory_overhead_name(events)
-            ),
-            on,
+            format!("{name}, tracing (osa_events::worker=debug) and metrics on"),
+            debug,
             "ev/s",
         ),
         row(
-            "runtime overhead with tracing and metrics on / off".to_owned(),
+            "runtime overhead, tracing (INFO) and metrics on / off".to_owned(),
             on / off,
+            RATIO,
+        ),
+        row(
+            "runtime overhead, tracing (worker=debug) and metrics on / off".to_owned(),
+            debug / off,
             RATIO,
         ),
     ];
@@ -481,32 +482,61 @@ pub(crate) fn in_memory_overhead(events: u64, repetitions: usize) -> Result<Vec<
     Ok(rows)
 }
 
+/// [`in_memory_drain`] with a `fmt` subscriber filtered by `filter` (to a sink) and the
+/// Prometheus recorder, both for this thread and only while the handler drains (the events are
+/// published before, unobserved, as in the run without).
+fn observed(events: u64, filter: &str) -> Result<f64, BoxError> {
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::sink)
+        .finish();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    drain_observed(events, |drain| {
+        tracing::subscriber::with_default(subscriber, || {
+            metrics::with_local_recorder(&recorder, drain)
+        })
+    })
+}
+
 /// One drain of `events` by the no-op batch-64 handler on the in-memory store, on a
 /// current-thread runtime of its own; returns events per second.
 fn in_memory_drain(events: u64) -> Result<f64, BoxError> {
+    drain_observed(events, |drain| drain())
+}
+
+/// [`in_memory_drain`], with the drain itself (from the runtime's start to the last event
+/// handled) run inside `observe`.
+fn drain_observed(
+    events: u64,
+    observe: impl FnOnce(&mut dyn FnMut() -> Result<f64, BoxError>) -> Result<f64, BoxError>,
+) -> Result<f64, BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let store = osa_events_testing::InMemoryStore::new();
-        let progress = Arc::new(Progress::new(events));
-        let app = Runtime::builder(store.clone())
-            .only(["bench.b64.c1"])
-            .resources(Resources::new().with_arc(progress.clone()))
-            .handle_signals(false)
-            .build()?;
-        app.register().await?;
-        for n in 0..events {
-            store.publish(&Job { n, sent_ns: 0 })?;
-        }
-        let shutdown = app.shutdown_token();
-        let started = Instant::now();
-        let running = tokio::spawn(app.run());
-        progress.done.notified().await;
-        let elapsed = started.elapsed();
-        shutdown.cancel();
-        running.await??;
-        Ok::<f64, BoxError>(events as f64 / elapsed.as_secs_f64())
+    let store = osa_events_testing::InMemoryStore::new();
+    let progress = Arc::new(Progress::new(events));
+    let app = Runtime::builder(store.clone())
+        .only(["bench.b64.c1"])
+        .resources(Resources::new().with_arc(progress.clone()))
+        .handle_signals(false)
+        .build()?;
+    runtime.block_on(app.register())?;
+    for n in 0..events {
+        store.publish(&Job { n, sent_ns: 0 })?;
+    }
+    let mut app = Some(app);
+    observe(&mut || {
+        let app = app.take().ok_or("the drain runs once")?;
+        runtime.block_on(async {
+            let shutdown = app.shutdown_token();
+            let started = Instant::now();
+            let running = tokio::spawn(app.run());
+            progress.done.notified().await;
+            let elapsed = started.elapsed();
+            shutdown.cancel();
+            running.await??;
+            Ok::<f64, BoxError>(events as f64 / elapsed.as_secs_f64())
+        })
     })
 }
 

@@ -6,7 +6,7 @@
 //! | --- | --- | --- | --- |
 //! | [`publish`] | `publish <event type>` | producer | every publish, in any store |
 //! | [`receive`] | `receive <handler>` | consumer | every claimed batch |
-//! | [`process_event`] | `process <handler>` | consumer | every call of a per-event handler |
+//! | [`process_event`] | `process <handler>` | consumer | every call of a per-event handler (DEBUG) |
 //! | [`process_batch`] | `process <handler>` | consumer | every call of a batch handler or projection |
 //!
 //! The tracing span's own name is the operation (`publish`, `receive`, `process`); `otel.name`
@@ -82,8 +82,17 @@ pub(crate) fn receive(handler: &str, event_type: &str, deliveries: &[Delivery]) 
 
 /// The span of one call of per-event handler `handler`: a child of the publisher's span when the
 /// event carries its trace context (with the `opentelemetry` feature), else of the batch's.
+///
+/// At DEBUG, like the rest of the per-event detail: a subscriber at INFO does not build (or
+/// format) one span per event, which would cost a no-op handler most of its throughput; the
+/// batch's `receive` span, at INFO, links to every event.
 pub(crate) fn process_event(handler: &str, delivery: &Delivery) -> Span {
-    let span = tracing::info_span!(
+    // Asked first: a disabled span from the macro still costs its `log` fallback (which a
+    // dependency may turn on) on every enter and exit; `Span::none()` costs nothing.
+    if !tracing::enabled!(target: "osa_events::worker", tracing::Level::DEBUG) {
+        return Span::none();
+    }
+    let span = tracing::debug_span!(
         target: "osa_events::worker",
         "process",
         otel.name = %format_args!("process {handler}"),
@@ -169,6 +178,9 @@ impl Recorded {
 
 /// Records `outcome` (and, for a failure, `error_type`) on a process span.
 pub(crate) fn record_outcome(span: &Span, outcome: Recorded, error_type: Option<&'static str>) {
+    if span.is_disabled() {
+        return;
+    }
     span.record("osa_events.outcome", outcome.as_str());
     if outcome.is_error() {
         span.record("error.type", error_type.unwrap_or("handler"));
@@ -263,6 +275,9 @@ impl Tally {
 
     /// Records the counts on a receive span (the current span of the batch).
     pub(crate) fn record_on(&self, span: &Span) {
+        if span.is_disabled() {
+            return;
+        }
         for (outcome, count) in self.counts() {
             span.record(
                 match outcome {

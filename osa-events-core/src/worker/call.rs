@@ -43,7 +43,8 @@ impl Outcome {
 /// that each can record its own.
 #[derive(Default)]
 pub(super) struct CallSpans {
-    /// A per-event handler's span of each delivery (by index), once its call began.
+    /// A per-event handler's span of each delivery (by index), once its call began; empty
+    /// while the spans are disabled.
     pub(super) each: Vec<Option<Span>>,
     /// A batch handler's one span.
     pub(super) batch: Option<Span>,
@@ -61,10 +62,14 @@ impl Worker {
     ) {
         match &self.invoker.kind {
             InvokerKind::Each(call) => {
-                spans.each = deliveries.iter().map(|_| None).collect();
                 for (index, delivery) in deliveries.iter().enumerate() {
                     let span = spans::process_event(self.spec.name(), delivery);
-                    spans.each[index] = Some(span.clone());
+                    if !span.is_disabled() {
+                        // Kept to record the outcome once it is known (a disabled span records
+                        // nothing: keep none, as at INFO).
+                        spans.each.resize_with(deliveries.len(), || None);
+                        spans.each[index] = Some(span.clone());
+                    }
                     let outcome = cause::scope(
                         Some(Cause::of_delivery(delivery)),
                         self.call_each(call, delivery),
