@@ -60,7 +60,8 @@
 //! | `osa-events-testing` | `Harness`, `InMemoryStore`, `FakeClock`, the simulator, the store contract suite | a dev-dependency of your own |
 //!
 //! Features: `postgres` (default) brings the PostgreSQL store; without it the crate has no
-//! database driver. `test-util` exposes the runtime's step-by-step hooks that `osa-events-testing`
+//! database driver. `opentelemetry` carries the W3C trace context from publisher to handler
+//! through the events' envelope (see [`observability`]). `test-util` exposes the runtime's step-by-step hooks that `osa-events-testing`
 //! drives (it turns it on itself). A new backend implements the traits of [`store`] and passes
 //! the contract suite, as the module documentation describes.
 //!
