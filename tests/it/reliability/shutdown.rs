@@ -4,7 +4,7 @@
 //! claim timeout 60 s) while a publisher process publishes a steady stream:
 //! - `patient` (300 ms per event, 10 s grace) gets SIGTERM while it holds claims: its running
 //!   handlers finish within the grace period, it completes them and exits with 0;
-//! - `stubborn` (3 s per event, 300 ms grace) gets SIGTERM while it holds claims it cannot finish
+//! - `stubborn` (60 s per event, 300 ms grace) gets SIGTERM while it holds claims it cannot finish
 //!   in time: it stops its handlers, releases their claims and exits with 0, and `survivor` picks
 //!   the released deliveries up at once, long before their 60 s claims could have expired;
 //! - `survivor` (20 ms per event) finishes the stream and exits with 0 on SIGTERM.
@@ -27,10 +27,12 @@ async fn sigterm_finishes_or_releases_in_flight_work_and_exits_cleanly() {
         "chaos.slow",
         &["--work-ms", "300", "--grace-ms", "10000"],
     );
+    // An event takes it far longer than the test: from its first claim on it is always in the
+    // middle of one (with 3 s events, SIGTERM could fall between two, with nothing to release).
     let mut stubborn = scene.worker(
         "stubborn",
         "chaos.slow",
-        &["--work-ms", "3000", "--grace-ms", "300"],
+        &["--work-ms", "60000", "--grace-ms", "300"],
     );
     let mut survivor = scene.worker(
         "survivor",
