@@ -76,10 +76,7 @@ pub(crate) async fn keep_loop_gauges(
     clock: Arc<dyn Clock>,
     stopping: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            () = clock.sleep(every) => board.publish_loop_gauges(),
-            () = stopping.cancelled() => return,
-        }
+    while crate::upkeep::pause(&clock, every, &stopping).await {
+        board.publish_loop_gauges();
     }
 }

@@ -23,7 +23,11 @@ use tokio_util::sync::CancellationToken;
 use crate::Clock;
 
 /// Sleeps `duration` on `clock`; false when shutdown began first.
-async fn pause(clock: &Arc<dyn Clock>, duration: Duration, stopping: &CancellationToken) -> bool {
+pub(crate) async fn pause(
+    clock: &Arc<dyn Clock>,
+    duration: Duration,
+    stopping: &CancellationToken,
+) -> bool {
     tokio::select! {
         () = clock.sleep(duration) => true,
         () = stopping.cancelled() => false,

@@ -20,6 +20,8 @@ use osa_events_testing::{FakeClock, InMemoryStore};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::panics::take_one;
+
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "health.test.ping")]
 struct Ping {
@@ -83,11 +85,7 @@ impl Store for Flaky {
         &'a self,
         request: ClaimRequest<'a>,
     ) -> BoxFuture<'a, osa_events::Result<Vec<Delivery>>> {
-        let took_a_panic = self
-            .panics_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        assert!(!took_a_panic, "the store's claim broke");
+        assert!(!take_one(&self.panics_left), "the store's claim broke");
         if self.hanging.load(Ordering::SeqCst) {
             // Until the test lets go, so the runtime can still stop.
             let hanging = Arc::clone(&self.hanging);

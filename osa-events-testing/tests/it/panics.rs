@@ -257,7 +257,7 @@ impl Faulty {
 }
 
 /// Takes one from `left` if it is not zero yet.
-fn take_one(left: &AtomicU32) -> bool {
+pub(crate) fn take_one(left: &AtomicU32) -> bool {
     left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
 }
