@@ -27,6 +27,21 @@ pub enum Error {
     #[error("no database connection became free in time: {0}")]
     PoolTimedOut(#[source] BackendError),
 
+    /// The store's database stayed locked by another writer for longer than the store waits (an
+    /// embedded store's busy timeout): another process or connection held its write lock all that
+    /// time, in a long transaction or under a heavy load. Nothing was written; the operation can be
+    /// tried again. The source is the backend's own error.
+    #[error(
+        "the database stayed locked by another writer for over {waited:?}, the store's busy timeout          (a long transaction elsewhere, or more write load than the file takes); nothing was written: {source}"
+    )]
+    Busy {
+        /// How long the store waited for the lock.
+        waited: std::time::Duration,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+
     /// Running the store's migrations failed (the source is the backend's migration error).
     #[error("migration failed: {0}")]
     Migrate(#[source] BackendError),
@@ -163,13 +178,14 @@ pub enum Error {
 
 impl Error {
     /// The backend's own error behind [`Database`](Self::Database),
-    /// [`PoolTimedOut`](Self::PoolTimedOut) or [`Migrate`](Self::Migrate), if it is an `E`: for
+    /// [`PoolTimedOut`](Self::PoolTimedOut), [`Busy`](Self::Busy) or [`Migrate`](Self::Migrate), if it is an `E`: for
     /// example `error.backend::<sqlx::Error>()` to look at PostgreSQL's error code.
     pub fn backend<E: std::error::Error + 'static>(&self) -> Option<&E> {
         match self {
-            Error::Database(source) | Error::PoolTimedOut(source) | Error::Migrate(source) => {
-                source.downcast_ref::<E>()
-            }
+            Error::Database(source)
+            | Error::PoolTimedOut(source)
+            | Error::Migrate(source)
+            | Error::Busy { source, .. } => source.downcast_ref::<E>(),
             _ => None,
         }
     }
@@ -181,6 +197,7 @@ impl Error {
             Error::Database(_) => "database",
             Error::PoolTimedOut(_) => "pool_timed_out",
             Error::Migrate(_) => "migrate",
+            Error::Busy { .. } => "busy",
             Error::Serialize { .. } => "serialize",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::NulCharacter { .. } => "nul_character",

@@ -106,7 +106,20 @@ pub use osa_events_postgres::{
     ConnectRetry, PgStore, PgTransaction, PgUnnamed, publish, publish_batch, publish_routed,
     reset_projection,
 };
+#[cfg(feature = "sqlite")]
+pub use osa_events_sqlite::{SqliteSettings, SqliteStore};
 pub use tx::Tx;
+
+/// The SQLite store's publishing functions and transactions (feature `sqlite`, on by default):
+/// `osa_events::sqlite::publish(&mut tx, &event)` in a transaction of
+/// [`SqliteStore::begin`](crate::SqliteStore::begin).
+#[cfg(feature = "sqlite")]
+pub mod sqlite {
+    pub use osa_events_sqlite::{
+        SqliteSettings, SqliteStore, SqliteTransaction, connection, publish, publish_batch,
+        publish_routed,
+    };
+}
 
 #[doc = include_str!("../docs/derive_event.md")]
 #[doc(inline)]

@@ -1,4 +1,4 @@
-//! The store contract suite (`osa_events_testing::contract`) against both stores: one test per
+//! The store contract suite (`osa_events_testing::contract`) against every store: one test per
 //! rule and store, so each rule fails on its own. The PostgreSQL subject is the repo's own
 //! (`osa_events_fixtures::contract::PgUnderTest`).
 
@@ -12,4 +12,11 @@ mod pg {
 /// `InMemoryStore` on a `FakeClock`: the same rules, with time advanced instead of slept.
 mod memory {
     osa_events_testing::store_contract_tests!(osa_events_testing::contract::MemoryUnderTest::new());
+}
+
+/// `SqliteStore` on a temporary file per test, on real time.
+mod sqlite {
+    osa_events_testing::store_contract_tests!(
+        osa_events_fixtures::contract_sqlite::SqliteUnderTest::create().await
+    );
 }

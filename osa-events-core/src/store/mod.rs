@@ -51,6 +51,7 @@ use uuid::Uuid;
 use crate::Result;
 use crate::operations::{Operations, StartFrom};
 
+mod jsonb;
 mod transaction;
 
 pub use crate::envelope::Envelopes;
@@ -58,6 +59,7 @@ pub use crate::projection::{
     Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ResetTo,
     event_type_set,
 };
+pub use jsonb::jsonb_text;
 pub use transaction::{Transaction, TransactionAny, Transactions};
 
 /// The database id of a subscription (one per handler name).

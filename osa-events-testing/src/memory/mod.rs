@@ -14,7 +14,6 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-mod jsonb;
 mod operations;
 mod projections;
 mod raw;

@@ -492,10 +492,14 @@ impl Tables {
 /// JSON, which PostgreSQL would refuse, is kept as written.
 fn stored(raw: &RawEvent) -> RawEvent {
     let mut stored = raw.clone();
-    if let Some(payload) = super::jsonb::normalise(&raw.payload) {
+    if let Some(payload) = osa_events::store::jsonb_text(&raw.payload) {
         stored.payload = payload;
     }
-    if let Some(metadata) = raw.metadata.as_deref().and_then(super::jsonb::normalise) {
+    if let Some(metadata) = raw
+        .metadata
+        .as_deref()
+        .and_then(osa_events::store::jsonb_text)
+    {
         stored.metadata = Some(metadata);
     }
     stored

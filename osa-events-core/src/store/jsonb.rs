@@ -1,5 +1,5 @@
-//! JSON text normalised as PostgreSQL's `jsonb` returns it, so the in-memory store hands handlers
-//! the same text a [`PgStore`](osa_events::PgStore) does.
+//! JSON text normalised as PostgreSQL's `jsonb` returns it, so every store (the in-memory one,
+//! SQLite) hands handlers the same text a `PgStore` does.
 //!
 //! `jsonb` parses its input and prints its own form
 //! ([PostgreSQL manual, 8.14](https://www.postgresql.org/docs/current/datatype-json.html)):
@@ -11,7 +11,7 @@
 
 /// `json` in `jsonb`'s output form, or `None` when it is not valid JSON (PostgreSQL would refuse
 /// to store it).
-pub(crate) fn normalise(json: &str) -> Option<String> {
+pub fn jsonb_text(json: &str) -> Option<String> {
     let mut parser = Parser {
         bytes: json.as_bytes(),
         text: json,
@@ -299,7 +299,7 @@ fn numeric(negative: bool, integer: &str, fraction: &str, exponent: i64) -> Stri
 
 #[cfg(test)]
 mod tests {
-    use super::normalise;
+    use super::jsonb_text as normalise;
 
     fn jsonb(json: &str) -> String {
         normalise(json).unwrap_or_else(|| panic!("{json} is JSON"))

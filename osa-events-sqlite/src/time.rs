@@ -1,0 +1,17 @@
+//! Store time: REAL seconds since the Unix epoch, as `unixepoch('subsec')` gives them.
+//!
+//! Every statement that needs the time reads it with `unixepoch('subsec')`, which SQLite fixes
+//! for the whole of one statement, so every row a statement writes gets the same time.
+
+use std::time::{Duration, SystemTime};
+
+/// A stored time as a `SystemTime` (a time before 1970 as the epoch).
+pub(crate) fn from_epoch_seconds(seconds: f64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+}
+
+/// An age in seconds, as read by `unixepoch('subsec') - ..`, as a `Duration` (a negative one, from
+/// a time ahead of the clock, as zero).
+pub(crate) fn age(seconds: Option<f64>) -> Option<Duration> {
+    seconds.map(|seconds| Duration::from_secs_f64(seconds.max(0.0)))
+}
