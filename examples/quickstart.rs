@@ -4,10 +4,12 @@
 //! cargo run --example quickstart
 //! ```
 //!
-//! Uses the PostgreSQL server in `DATABASE_URL`; when it is unset, starts a throwaway cluster from
-//! the local PostgreSQL binaries (and says so). Expected output, in some order:
+//! Runs on the store `DATABASE_URL` names (`postgres://...` or `sqlite://...`); when it is unset,
+//! on an SQLite file in the temporary directory, removed at exit: nothing to install, no server.
+//! Expected output, in some order:
 //!
 //! ```text
+//! store: SQLite file /tmp/osa-events-....sqlite (temporary: removed at exit)
 //! published 5 events (3 with routing key "vector") in one transaction
 //! [log]    record srn:1 published: "Whale songs"
 //! [vector] indexed a batch of 3: srn:1, srn:3, srn:5
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use osa_events::prelude::*;
-use osa_events::{CancellationToken, Outgoing, Runtime};
+use osa_events::{AnyStore, CancellationToken, Outgoing, Runtime};
 use serde::{Deserialize, Serialize};
 
 #[derive(Event, Serialize, Deserialize, Debug)]
@@ -85,10 +87,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let (url, _cluster) = osa_events_fixtures::pg::database_url_or_throwaway()?;
-
-    let store = PgStore::connect(&url).await?;
+    // `DATABASE_URL` if set, else a temporary SQLite file.
+    let store = AnyStore::from_env().await?;
     store.migrate().await?;
+    println!("store: {}", store.describe());
 
     let done = CancellationToken::new();
     let progress = Progress {
@@ -123,9 +125,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event
         });
     }
-    let mut tx = store.pool().begin().await?;
-    osa_events::publish_batch(&mut *tx, &batch).await?;
-    tx.commit().await?;
+    // In one transaction: all five or none. (With your own writes in the same transaction, use
+    // the store's API: `osa_events::publish_batch(&mut *tx, ..)` on PostgreSQL,
+    // `osa_events::sqlite::publish_batch(&mut tx, ..)` on SQLite.)
+    store.publish_batch(&batch).await?;
     println!("published 5 events (3 with routing key \"vector\") in one transaction");
 
     runtime.run().await?;

@@ -13,6 +13,8 @@ use osa_events_core::{Event, Outgoing, Published, PublishedEvent, Result};
 use sqlx::SqliteConnection;
 use tracing::Instrument;
 
+use crate::store::wake::note_published;
+
 /// Publishes `event` with no routing key, in the caller's transaction; returns its id and the
 /// deliveries it got ([`PublishedEvent`]).
 ///
@@ -92,6 +94,7 @@ join subscriptions s
  and (s.routing_key is null or s.routing_key = e.routing_key)
  and s.retired_at is null
 where e.position in (select value from json_each(?1))
+returning subscription_id
 "#;
 
 /// The event types among the new events (`?1`) that no subscription receives, for the DEBUG line.
@@ -148,7 +151,7 @@ pub async fn publish_batch(conn: &mut SqliteConnection, events: &[Outgoing]) -> 
 
 /// The events as the JSON array of [`INSERT_EVENTS_SQL`], payloads and metadata in `jsonb`'s
 /// form (text that is not JSON, which no `Outgoing` holds, is kept as written).
-fn events_json(events: &[Outgoing], metadata: &[Option<String>]) -> String {
+pub(crate) fn events_json(events: &[Outgoing], metadata: &[Option<String>]) -> String {
     let rows: Vec<serde_json::Value> = events
         .iter()
         .zip(metadata)
@@ -169,13 +172,43 @@ fn events_json(events: &[Outgoing], metadata: &[Option<String>]) -> String {
     serde_json::Value::Array(rows).to_string()
 }
 
+/// The publish, in a savepoint of its own: inside the caller's transaction it is undone alone when
+/// it fails (the transaction goes on, without it), and outside one it is a transaction of its own,
+/// so events are never visible without their deliveries.
 async fn run_publish(
     conn: &mut SqliteConnection,
     events: &[Outgoing],
     metadata: &[Option<String>],
 ) -> Result<Published> {
+    let events = events_json(events, metadata);
+    sqlx::raw_sql("savepoint osa_events_publish")
+        .execute(&mut *conn)
+        .await?;
+    match insert_and_fan_out(conn, &events).await {
+        Ok(published) => {
+            sqlx::raw_sql("release osa_events_publish")
+                .execute(&mut *conn)
+                .await?;
+            Ok(published)
+        }
+        Err(error) => {
+            // Best effort: the caller learns the publish's own error either way.
+            let _ = sqlx::raw_sql("rollback to osa_events_publish; release osa_events_publish")
+                .execute(&mut *conn)
+                .await;
+            Err(error)
+        }
+    }
+}
+
+/// The statements of a publish of `events` (the JSON of [`INSERT_EVENTS_SQL`]); notes the
+/// subscriptions that got deliveries, so the commit wakes their workers.
+pub(crate) async fn insert_and_fan_out(
+    conn: &mut SqliteConnection,
+    events: &str,
+) -> Result<Published> {
     let positions: Vec<(i64,)> = sqlx::query_as(INSERT_EVENTS_SQL)
-        .bind(events_json(events, metadata))
+        .bind(events)
         .fetch_all(&mut *conn)
         .await?;
     if positions.is_empty() {
@@ -189,11 +222,12 @@ async fn run_publish(
             .collect::<Vec<_>>(),
     )
     .expect("positions serialize");
-    let deliveries = sqlx::query(FAN_OUT_SQL)
+    let delivered: Vec<(i32,)> = sqlx::query_as(FAN_OUT_SQL)
         .bind(&positions)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *conn)
+        .await?;
+    let deliveries = u64::try_from(delivered.len()).unwrap_or(u64::MAX);
+    note_published(&mut *conn, delivered.into_iter().map(|(id,)| id)).await?;
     if tracing::enabled!(target: "osa_events::publish", tracing::Level::DEBUG) {
         let event_types: Vec<(String,)> = sqlx::query_as(UNROUTED_SQL)
             .bind(&positions)

@@ -80,6 +80,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod any_store;
 pub mod prelude;
 mod tx;
 
@@ -106,6 +108,8 @@ pub use osa_events_postgres::{
     ConnectRetry, PgStore, PgTransaction, PgUnnamed, publish, publish_batch, publish_routed,
     reset_projection,
 };
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use any_store::AnyStore;
 #[cfg(feature = "sqlite")]
 pub use osa_events_sqlite::{SqliteSettings, SqliteStore};
 pub use tx::Tx;

@@ -125,6 +125,35 @@ impl std::ops::DerefMut for Tx {
     }
 }
 
+#[cfg(feature = "sqlite")]
+impl Tx {
+    /// The SQLite connection of this transaction, for the handler's own statements on a
+    /// [`SqliteStore`](crate::SqliteStore): `sqlx::query(..).execute(tx.sqlite().await?)`.
+    ///
+    /// A handler's transaction on SQLite is deferred until here: what it published and completed
+    /// so far is written when this is first called, and from then on the transaction holds
+    /// SQLite's write lock until it commits (other writers wait for it, up to their busy timeout).
+    /// A handler that only publishes through [`publish`](Self::publish) never holds it while it
+    /// runs. See `osa_events::sqlite` for why.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) when the handler runs on another store (the
+    /// in-memory store in tests?); [`Error::Busy`](crate::Error::Busy) when the write lock stayed
+    /// taken for the busy timeout; [`Error::Database`](crate::Error::Database) when what it
+    /// published or completed so far no longer holds (nothing is written; the attempt fails).
+    pub async fn sqlite(&mut self) -> Result<&mut sqlx::SqliteConnection> {
+        osa_events_sqlite::connection(self.call.transaction())
+            .await?
+            .ok_or_else(|| osa_events_core::Error::Config(NOT_SQLITE.into()))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+const NOT_SQLITE: &str = "`tx.sqlite()` is an SQLite connection, and this handler runs on a store \
+    that is not SQLite: write through `tx.publish(..)`, which every store has, or run this handler on \
+    a SqliteStore";
+
 #[cfg(feature = "postgres")]
 const NOT_POSTGRES: &str = "`&mut *tx` is a PostgreSQL connection, and this handler runs on a store \
     that is not PostgreSQL (the in-memory store in tests?): write through `tx.publish(..)`, which \

@@ -31,7 +31,7 @@ pub(crate) mod claim;
 pub(crate) mod fenced;
 mod migrate;
 mod register;
-mod wake;
+pub(crate) mod wake;
 
 /// How a [`SqliteStore`] opens its file: [`SqliteStore::open_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +235,11 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Whether the file is removed when the store goes ([`temporary`](Self::temporary)).
+    pub fn is_temporary(&self) -> bool {
+        self.inner.temporary
+    }
+
     /// The settings the store was opened with.
     pub fn settings(&self) -> SqliteSettings {
         self.inner.settings
@@ -283,9 +288,15 @@ impl SqliteStore {
         busy::clarify(operation.await, self.inner.settings.busy_timeout)
     }
 
-    /// Wakes this process's workers: after an operation that made work due without publishing.
+    /// Wakes this process's workers of every subscription: after an operation that made work
+    /// due without publishing.
     pub(crate) fn wake(&self) {
-        self.inner.wake.wake();
+        self.inner.wake.wake(None);
+    }
+
+    /// Wakes this process's workers of `subscription`.
+    pub(crate) fn wake_subscription(&self, subscription: SubscriptionId) {
+        self.inner.wake.wake(Some(subscription));
     }
 }
 
@@ -310,6 +321,13 @@ impl Store for SqliteStore {
 
     fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>> {
         Box::pin(self.timed(async move {
+            let due: bool = sqlx::query_scalar(claim::DUE_SQL)
+                .bind(request.subscription.0)
+                .fetch_one(&self.inner.pool)
+                .await?;
+            if !due {
+                return Ok(Vec::new());
+            }
             let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
             let claimed = claim::claim(&mut tx, request).await?;
             tx.commit().await?;
@@ -382,7 +400,7 @@ impl Store for SqliteStore {
         Box::pin(self.timed(async move {
             let released = fenced::release(&self.inner.pool, subscription, claims).await?;
             if released > 0 {
-                self.wake();
+                self.wake_subscription(subscription);
             }
             Ok(released)
         }))

@@ -1,89 +1,145 @@
 //! Wake-ups within the process: a commit that published (or an operation that made work due)
-//! wakes this process's workers at once. Other processes sharing the file find the work at their
-//! next poll: SQLite has no notifications across processes.
+//! wakes this process's workers at once, naming the subscriptions that have new work. Other
+//! processes sharing the file find the work at their next poll: SQLite has no notifications
+//! across processes.
 //!
 //! Publishing is seen at its commit, whichever connection of the store's pool runs it (the
-//! store's own transactions, or one an application began on [`SqliteStore::pool`]): each
-//! connection carries an update hook that notes an insert into `events` and a commit hook that,
-//! for a transaction that inserted one, sends a wake-up (a rollback forgets the note). The hint
-//! goes out as the commit begins; a worker it wakes claims with `BEGIN IMMEDIATE`, which waits
-//! for that commit's lock, so it sees what was published.
-//!
-//! [`SqliteStore::pool`]: super::SqliteStore::pool
+//! store's own transactions, or one an application began with
+//! [`SqliteStore::begin`](super::SqliteStore::begin)): each connection of the pool carries a commit
+//! hook and a rollback hook, and is known by its SQLite handle in a registry of this process.
+//! Publishing notes the subscriptions it delivered to on its connection's entry; the commit hook
+//! sends them out, a rollback forgets them. The hint goes out as the commit begins; a worker it
+//! wakes claims with `BEGIN IMMEDIATE`, which waits for that commit's lock, so it sees what was
+//! published. A connection from elsewhere (not the store's pool) publishes without wake-ups.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use futures_util::future::BoxFuture;
 use osa_events_core::Result;
 use osa_events_core::store::{SubscriptionId, WakeSource};
 use sqlx::SqliteConnection;
-use sqlx::sqlite::SqliteOperation;
-use tokio::sync::watch;
+use tokio::sync::broadcast;
 
-/// The process's wake-up channel: a counter of wake-ups, watched by every claim loop's source.
+/// How many hints a slow listener may fall behind before it is told to look everywhere.
+const BACKLOG: usize = 1024;
+
+/// The process's wake-up channel for one store (its pool).
 #[derive(Debug, Clone)]
 pub(crate) struct WakeHub {
-    sender: Arc<watch::Sender<u64>>,
+    sender: broadcast::Sender<Option<SubscriptionId>>,
+}
+
+/// The subscriptions a connection's open transaction published to, sent out at its commit.
+struct Published {
+    hub: WakeHub,
+    subscriptions: Mutex<BTreeSet<i32>>,
+}
+
+impl Published {
+    fn take(&self) -> BTreeSet<i32> {
+        std::mem::take(
+            &mut *self
+                .subscriptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+/// The connections of this process whose commits wake workers, by SQLite handle address. An entry
+/// lives as long as its connection's hooks hold it.
+static WATCHED: LazyLock<Mutex<HashMap<usize, Weak<Published>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn watched() -> std::sync::MutexGuard<'static, HashMap<usize, Weak<Published>>> {
+    WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WakeHub {
     pub(crate) fn new() -> Self {
         Self {
-            sender: Arc::new(watch::Sender::new(0)),
+            sender: broadcast::Sender::new(BACKLOG),
         }
     }
 
-    /// Wakes every listening worker of this process (wake-ups in a row merge into one).
-    pub(crate) fn wake(&self) {
-        self.sender
-            .send_modify(|count| *count = count.wrapping_add(1));
+    /// Wakes the workers of `subscription` (`None`: of every subscription) in this process.
+    pub(crate) fn wake(&self, subscription: Option<SubscriptionId>) {
+        // No receiver: nobody listens yet, which is no error.
+        let _ = self.sender.send(subscription);
     }
 
     /// A source of wake-ups for [`Store::wake_ups`](osa_events_core::store::Store::wake_ups).
     pub(crate) fn source(&self) -> Listener {
-        let mut receiver = self.sender.subscribe();
-        receiver.mark_unchanged();
-        Listener { receiver }
+        Listener {
+            receiver: self.sender.subscribe(),
+        }
     }
 
-    /// Installs the hooks that wake this hub when a transaction of `conn` that published commits.
+    /// Installs the hooks that wake this hub when a transaction of `conn` that published commits,
+    /// and registers the connection.
     pub(crate) async fn watch_commits(&self, conn: &mut SqliteConnection) -> sqlx::Result<()> {
-        let published = Arc::new(AtomicBool::new(false));
-        let mut handle = conn.lock_handle().await?;
-        let noted = Arc::clone(&published);
-        handle.set_update_hook(move |change| {
-            if change.operation == SqliteOperation::Insert && change.table == "events" {
-                noted.store(true, Ordering::Relaxed);
-            }
+        let published = Arc::new(Published {
+            hub: self.clone(),
+            subscriptions: Mutex::new(BTreeSet::new()),
         });
+        let mut handle = conn.lock_handle().await?;
+        let key = handle.as_raw_handle().as_ptr() as usize;
         let committed = Arc::clone(&published);
-        let hub = self.clone();
         handle.set_commit_hook(move || {
-            if committed.swap(false, Ordering::Relaxed) {
-                hub.wake();
+            for subscription in committed.take() {
+                committed.hub.wake(Some(SubscriptionId(subscription)));
             }
             true
         });
-        handle.set_rollback_hook(move || published.store(false, Ordering::Relaxed));
+        let rolled_back = Arc::clone(&published);
+        handle.set_rollback_hook(move || {
+            rolled_back.take();
+        });
+        let mut watched = watched();
+        watched.retain(|_, entry| entry.strong_count() > 0);
+        watched.insert(key, Arc::downgrade(&published));
         Ok(())
     }
 }
 
-/// One claim loop's view of the hub.
+/// Notes that the open transaction of `conn` (or the statement, outside one) delivered to
+/// `subscriptions`, so its commit wakes their workers.
+pub(crate) async fn note_published(
+    conn: &mut SqliteConnection,
+    subscriptions: impl IntoIterator<Item = i32>,
+) -> sqlx::Result<()> {
+    let mut subscriptions = subscriptions.into_iter().peekable();
+    if subscriptions.peek().is_none() {
+        return Ok(());
+    }
+    let key = conn.lock_handle().await?.as_raw_handle().as_ptr() as usize;
+    let entry = watched().get(&key).and_then(Weak::upgrade);
+    if let Some(published) = entry {
+        published
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(subscriptions);
+    }
+    Ok(())
+}
+
+/// One runtime's view of the hub.
 pub(crate) struct Listener {
-    receiver: watch::Receiver<u64>,
+    receiver: broadcast::Receiver<Option<SubscriptionId>>,
 }
 
 impl WakeSource for Listener {
     fn next(&mut self) -> BoxFuture<'_, Result<Option<SubscriptionId>>> {
         Box::pin(async move {
-            // The hub lives as long as the store; a closed channel means it is gone, and every
-            // subscription should look (polling goes on regardless).
-            if self.receiver.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            match self.receiver.recv().await {
+                Ok(subscription) => Ok(subscription),
+                // Hints were dropped: every subscription should look.
+                Err(broadcast::error::RecvError::Lagged(_)) => Ok(None),
+                // The hub lives as long as the store; without it, polling goes on alone.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
             }
-            Ok(None)
         })
     }
 }
