@@ -8,6 +8,7 @@
 //! cargo run --release --example bench -- --long-transaction-only # latencies beside a 30 s transaction
 //! cargo run --release --example bench -- --drain-and-publish-only # the claim and publish paths only
 //! cargo run --release --example bench -- --scenario "batch 1000" --scenario backlog # a rerun
+//! cargo run --release --example bench -- --sqlite-only # the SQLite rows, no PostgreSQL needed
 //! ```
 //!
 //! `--scenario <substring>` (repeatable) runs only the scenarios with a row whose name contains
@@ -26,6 +27,7 @@ mod minimal_queue;
 mod report;
 mod scenarios;
 mod schema_costs;
+mod sqlite;
 
 use std::time::Duration;
 
@@ -89,6 +91,7 @@ struct Options {
     quick: bool,
     long_transaction_only: bool,
     drain_and_publish_only: bool,
+    sqlite_only: bool,
     scenarios: Vec<String>,
 }
 
@@ -101,6 +104,7 @@ impl Options {
                 "--quick" => options.quick = true,
                 "--long-transaction-only" => options.long_transaction_only = true,
                 "--drain-and-publish-only" => options.drain_and_publish_only = true,
+                "--sqlite-only" => options.sqlite_only = true,
                 "--scenario" => options.scenarios.push(
                     args.next()
                         .ok_or("`--scenario` needs a substring of a scenario's name")?,
@@ -108,7 +112,7 @@ impl Options {
                 other => {
                     return Err(format!(
                         "unknown argument `{other}`, expected `--quick`, `--long-transaction-only`, \
-                         `--drain-and-publish-only` or `--scenario <substring>`"
+                         `--drain-and-publish-only`, `--sqlite-only` or `--scenario <substring>`"
                     ));
                 }
             }
@@ -129,13 +133,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Plan::full()
     };
+    let wants = |name: &str| {
+        options.scenarios.is_empty() || options.scenarios.iter().any(|filter| name.contains(filter))
+    };
+    // `--sqlite-only`: no PostgreSQL server is needed.
+    if options.sqlite_only {
+        println!("SQLite {}; plan: {plan:?}", sqlite_version().await?);
+        let rows = sqlite::all(&plan, wants).await?;
+        print_table(&rows);
+        return Ok(());
+    }
     let (admin_url, _cluster) = osa_events_fixtures::pg::database_url_or_throwaway()?;
-    let bench = Bench::new(admin_url, plan.clone(), options.scenarios);
+    let bench = Bench::new(admin_url, plan.clone(), options.scenarios.clone());
     bench.print_settings().await?;
 
     let mut rows: Vec<Row> = Vec::new();
     rows.extend(bench.drain_all().await?);
     rows.extend(bench.publish_all().await?);
+    rows.extend(sqlite::all(&plan, wants).await?);
     // `--drain-and-publish-only`: the claim and publish paths, what a change to them reruns.
     if options.drain_and_publish_only {
         print_table(&rows);
@@ -161,6 +176,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     print_table(&rows);
     Ok(())
+}
+
+/// The version of the SQLite compiled into the store.
+async fn sqlite_version() -> Result<String, Box<dyn std::error::Error>> {
+    let store = osa_events::SqliteStore::temporary().await?;
+    let version: String = sqlx::query_scalar("select sqlite_version()")
+        .fetch_one(store.pool())
+        .await?;
+    store.close().await;
+    Ok(version)
 }
 
 fn print_table(rows: &[Row]) {

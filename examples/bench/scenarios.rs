@@ -87,8 +87,8 @@ async fn vacuum(pool: &PgPool) -> Result<(), BoxError> {
 }
 
 /// Runs `handler` until it has handled `count` events; returns the time from start to the last.
-pub(crate) async fn run_until(
-    store: &PgStore,
+pub(crate) async fn run_until<S: osa_events::store::Store + Clone>(
+    store: &S,
     handler: &str,
     count: u64,
 ) -> Result<(Duration, Arc<Progress>), BoxError> {

@@ -23,7 +23,7 @@ pub(crate) struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Create or upgrade the osa_events schema.
+    /// Create or upgrade the store's tables (the osa_events schema on PostgreSQL).
     Migrate,
     /// Every handler's and projection's figures.
     Status(StatusArgs),

@@ -56,8 +56,15 @@ struct Deferred {
 
 /// A deferred write, and what it did when checked.
 enum Write {
-    Publish { events: String, found: Published },
-    Complete { subscription: SubscriptionId, fences: String, found: u64 },
+    Publish {
+        events: String,
+        found: Published,
+    },
+    Complete {
+        subscription: SubscriptionId,
+        fences: String,
+        found: u64,
+    },
 }
 
 /// How many of the events (`?1`, as for `INSERT_EVENTS_SQL`) are new, and the deliveries they
@@ -122,8 +129,11 @@ impl SqliteStoreTransaction {
     }
 
     /// The sqlx transaction inside a store transaction of this store, opened if it was deferred.
-    pub(crate) async fn unwrap(transaction: Box<dyn Transaction>) -> Result<Option<SqliteTransaction>> {
-        let Ok(mut transaction) = transaction.into_any().downcast::<SqliteStoreTransaction>() else {
+    pub(crate) async fn unwrap(
+        transaction: Box<dyn Transaction>,
+    ) -> Result<Option<SqliteTransaction>> {
+        let Ok(mut transaction) = transaction.into_any().downcast::<SqliteStoreTransaction>()
+        else {
             return Ok(None);
         };
         transaction.open().await?;
@@ -163,7 +173,8 @@ impl SqliteStoreTransaction {
             if fresh.is_empty() {
                 return Ok(None);
             }
-            let (outgoing, metadata): (Vec<Outgoing>, Vec<Option<String>>) = fresh.into_iter().unzip();
+            let (outgoing, metadata): (Vec<Outgoing>, Vec<Option<String>>) =
+                fresh.into_iter().unzip();
             let events = events_json(&outgoing, &metadata);
             let (new, deliveries): (i64, i64) = store
                 .timed(async {
@@ -191,7 +202,11 @@ impl SqliteStoreTransaction {
         published
     }
 
-    async fn complete_deferred(&mut self, subscription: SubscriptionId, done: &[Fence]) -> Result<u64> {
+    async fn complete_deferred(
+        &mut self,
+        subscription: SubscriptionId,
+        done: &[Fence],
+    ) -> Result<u64> {
         let State::Deferred(deferred) = &mut self.state else {
             unreachable!("called while deferred");
         };
@@ -273,7 +288,9 @@ impl Transaction for SqliteStoreTransaction {
                 State::Deferred(_) => self.complete_deferred(subscription, done).await,
                 State::Open(tx) => {
                     let store = self.store.clone();
-                    store.timed(fenced::complete(&mut **tx, subscription, done)).await
+                    store
+                        .timed(fenced::complete(&mut **tx, subscription, done))
+                        .await
                 }
             }
         })
@@ -299,7 +316,9 @@ impl Transaction for SqliteStoreTransaction {
                 State::Deferred(deferred) if deferred.writes.is_empty() => return Ok(()),
                 State::Deferred(deferred) => {
                     let mut tx = store.begin().await?;
-                    store.timed(write_deferred(&mut tx, deferred.writes)).await?;
+                    store
+                        .timed(write_deferred(&mut tx, deferred.writes))
+                        .await?;
                     tx
                 }
             };
@@ -320,7 +339,9 @@ impl Transaction for SqliteStoreTransaction {
 ///
 /// [`Error::Busy`] when the write lock stayed taken for the busy timeout; [`Error::Database`] when
 /// what the handler published or completed before this call no longer holds (nothing is written).
-pub async fn connection(transaction: &mut dyn Transaction) -> Result<Option<&mut SqliteConnection>> {
+pub async fn connection(
+    transaction: &mut dyn Transaction,
+) -> Result<Option<&mut SqliteConnection>> {
     let Some(transaction) = transaction
         .as_any_mut()
         .downcast_mut::<SqliteStoreTransaction>()

@@ -99,7 +99,11 @@ impl AnyStore {
     #[cfg(not(feature = "sqlite"))]
     async fn temporary() -> Result<Self> {
         Err(Error::Config(
-            format!("DATABASE_URL is unset: set it to a store URL ({})", SCHEMES.join(" or ")).into(),
+            format!(
+                "DATABASE_URL is unset: set it to a store URL ({})",
+                SCHEMES.join(" or ")
+            )
+            .into(),
         ))
     }
 
@@ -229,7 +233,11 @@ impl Store for AnyStore {
         claims: &'a [Fence],
         claim_timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<i64>>> {
-        each!(self, |store| store.extend(subscription, claims, claim_timeout))
+        each!(self, |store| store.extend(
+            subscription,
+            claims,
+            claim_timeout
+        ))
     }
 
     fn release<'a>(

@@ -96,6 +96,8 @@ pub mod observability {
     #![doc = include_str!("../docs/observability.md")]
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use any_store::AnyStore;
 pub use osa_events_core::{
     BackendError, Batch, BatchOutcome, CancellationToken, Clock, Ctx, DEFAULT_MAX_PAYLOAD_BYTES,
     Error, Event, EventSet, HandlerError, HandlerSpec, Metadata, Outgoing, PayloadError,
@@ -108,8 +110,6 @@ pub use osa_events_postgres::{
     ConnectRetry, PgStore, PgTransaction, PgUnnamed, publish, publish_batch, publish_routed,
     reset_projection,
 };
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub use any_store::AnyStore;
 #[cfg(feature = "sqlite")]
 pub use osa_events_sqlite::{SqliteSettings, SqliteStore};
 pub use tx::Tx;
@@ -145,4 +145,6 @@ pub mod __private {
     pub use osa_events_core::__private::*;
     #[cfg(all(feature = "postgres", feature = "test-util"))]
     pub use osa_events_postgres::__private::sql;
+    #[cfg(all(feature = "sqlite", feature = "test-util"))]
+    pub use osa_events_sqlite::__private::sql as sqlite_sql;
 }

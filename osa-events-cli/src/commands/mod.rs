@@ -1,6 +1,6 @@
 //! One module per command (or family of commands); [`run`] dispatches.
 
-use osa_events::PgStore;
+use osa_events::AnyStore;
 
 use crate::cli::{Command, DeadCommand, PendingCommand, ProjectionsCommand};
 use crate::error::CliError;
@@ -25,10 +25,10 @@ pub(crate) async fn run(url: Option<&str>, command: &Command) -> Result<(), CliE
         Command::Pending(PendingCommand::Cancel(args)) => change::check(Change::Cancel, args)?,
         _ => {}
     }
-    let store: PgStore = connect(url).await?;
+    let store: AnyStore = connect(url).await?;
     if let Command::Migrate = command {
         store.migrate().await?;
-        println!("migrated: the osa_events schema is up to date");
+        println!("migrated: {} is up to date", store.describe());
         return Ok(());
     }
     let ops = operations(&store)?;

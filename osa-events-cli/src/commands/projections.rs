@@ -28,7 +28,7 @@ pub(crate) async fn status(ops: &dyn Operations, args: &JsonArg) -> Result<(), C
 
 /// Runs `projections reset`.
 pub(crate) async fn reset(
-    store: &osa_events::PgStore,
+    store: &osa_events::AnyStore,
     ops: &dyn Operations,
     args: &ResetArgs,
 ) -> Result<(), CliError> {
