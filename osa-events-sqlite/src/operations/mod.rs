@@ -197,3 +197,6 @@ impl Operations for SqliteStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;
