@@ -33,7 +33,10 @@ pub(crate) async fn connect(url: Option<&str>) -> Result<AnyStore, CliError> {
                 "no SQLite store at `{path}`: the file does not exist (the tool never creates one)"
             )));
         }
-        return SqliteStore::connect(url).await.map(AnyStore::from).map_err(cannot);
+        return SqliteStore::connect(url)
+            .await
+            .map(AnyStore::from)
+            .map_err(cannot);
     }
     let pool = PgStore::pool_options().max_connections(2);
     PgStore::connect_with_pool(url, pool, ConnectRetry::none())

@@ -29,9 +29,10 @@ use osa_events_core::{Error, Outgoing, Published, Result};
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum AnyStore {
-    /// PostgreSQL: many processes on many machines (feature `postgres`).
+    /// PostgreSQL: many processes on many machines (feature `postgres`). Boxed: a `PgStore`
+    /// carries its connect options, many times the size of the other variant's handle.
     #[cfg(feature = "postgres")]
-    Postgres(crate::PgStore),
+    Postgres(Box<crate::PgStore>),
     /// An SQLite file: the processes of one machine (feature `sqlite`).
     #[cfg(feature = "sqlite")]
     Sqlite(crate::SqliteStore),
@@ -42,7 +43,10 @@ macro_rules! each {
     ($any:expr, |$store:ident| $body:expr) => {
         match $any {
             #[cfg(feature = "postgres")]
-            AnyStore::Postgres($store) => $body,
+            AnyStore::Postgres(boxed) => {
+                let $store: &crate::PgStore = boxed;
+                $body
+            }
             #[cfg(feature = "sqlite")]
             AnyStore::Sqlite($store) => $body,
         }
@@ -63,7 +67,9 @@ impl AnyStore {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
             #[cfg(feature = "postgres")]
-            "postgres" | "postgresql" => Ok(Self::Postgres(crate::PgStore::connect(url).await?)),
+            "postgres" | "postgresql" => Ok(Self::Postgres(Box::new(
+                crate::PgStore::connect(url).await?,
+            ))),
             #[cfg(feature = "sqlite")]
             "sqlite" => Ok(Self::Sqlite(crate::SqliteStore::connect(url).await?)),
             _ => Err(Error::Config(
@@ -180,7 +186,7 @@ impl fmt::Debug for AnyStore {
 #[cfg(feature = "postgres")]
 impl From<crate::PgStore> for AnyStore {
     fn from(store: crate::PgStore) -> Self {
-        Self::Postgres(store)
+        Self::Postgres(Box::new(store))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Typed, durable event handlers on PostgreSQL.
+//! Typed, durable event handlers, on an embedded SQLite file ([`SqliteStore`]) or on PostgreSQL
+//! ([`PgStore`]).
 //!
 //! Annotate an async fn with [`#[event_handler]`](macro@event_handler), publish events inside your
 //! own database transaction with [`publish`], and call [`run_all_handlers`]: workers claim the
@@ -56,11 +57,13 @@
 //! | --- | --- | --- |
 //! | `osa-events-core` | runtime, workers, extractors, projection runner, store traits; no database driver | the crate root, [`store`], [`extract`] |
 //! | `osa-events-postgres` | [`PgStore`], [`publish`], transactions, projections, migrations | the crate root (feature `postgres`, on by default) |
+//! | `osa-events-sqlite` | [`SqliteStore`], [`sqlite::publish`], transactions, projections, migrations; SQLite compiled in | [`SqliteStore`] and [`sqlite`] (feature `sqlite`, on by default) |
 //! | `osa-events-macros` | [`#[event_handler]`](macro@event_handler), [`#[projection]`](macro@projection), the derives | the crate root |
 //! | `osa-events-testing` | `Harness`, `InMemoryStore`, `FakeClock`, the simulator, the store contract suite | a dev-dependency of your own |
 //!
-//! Features: `postgres` (default) brings the PostgreSQL store; without it the crate has no
-//! database driver. `opentelemetry` carries the W3C trace context from publisher to handler
+//! Features: `postgres` (default) brings the PostgreSQL store, `sqlite` (default) the embedded
+//! SQLite store; [`AnyStore`] picks one of them from a URL (`DATABASE_URL`). Without both the
+//! crate has no database driver. `opentelemetry` carries the W3C trace context from publisher to handler
 //! through the events' envelope (see [`observability`]). `test-util` exposes the runtime's step-by-step hooks that `osa-events-testing`
 //! drives (it turns it on itself). A new backend implements the traits of [`store`] and passes
 //! the contract suite, as the module documentation describes.

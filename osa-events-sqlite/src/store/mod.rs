@@ -288,12 +288,6 @@ impl SqliteStore {
         busy::clarify(operation.await, self.inner.settings.busy_timeout)
     }
 
-    /// Wakes this process's workers of every subscription: after an operation that made work
-    /// due without publishing.
-    pub(crate) fn wake(&self) {
-        self.inner.wake.wake(None);
-    }
-
     /// Wakes this process's workers of `subscription`.
     pub(crate) fn wake_subscription(&self, subscription: SubscriptionId) {
         self.inner.wake.wake(Some(subscription));
