@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use osa_events::__private::sqlite_sql::{
-    CLAIM_SQL, COMPLETE_SQL, DUE_SQL, FAN_OUT_SQL, INSERT_EVENTS_SQL, PICK_SQL,
+    CLAIM_SQL, COMPLETE_SQL, FAN_OUT_SQL, INSERT_EVENTS_SQL, PICK_SQL,
 };
 use osa_events::{Outgoing, Resources, Runtime, SqliteStore};
 use sqlx::{Row, SqliteConnection};
@@ -141,8 +141,7 @@ async fn claim(
         .collect())
 }
 
-/// The runtime's drain, statement for statement: a first claim after a due probe, then the
-/// completion of each batch and the claim of the next in one write transaction, until a claim
+/// The runtime's drain, statement for statement: a first claim, then the completion of each batch and the claim of the next in one write transaction, until a claim
 /// comes back empty.
 async fn drain_baseline(
     store: &SqliteStore,
@@ -151,13 +150,6 @@ async fn drain_baseline(
 ) -> Result<Duration, BoxError> {
     let pool = store.pool();
     let started = Instant::now();
-    let due: bool = sqlx::query_scalar(DUE_SQL)
-        .bind(subscription)
-        .fetch_one(pool)
-        .await?;
-    if !due {
-        return Ok(started.elapsed());
-    }
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut held = claim(&mut tx, subscription, batch).await?;
     tx.commit().await?;

@@ -32,7 +32,7 @@ pub mod __private {
     /// The statements of publish, claim and completion.
     pub mod sql {
         pub use crate::publish::{FAN_OUT_SQL, INSERT_EVENTS_SQL};
-        pub use crate::store::claim::{CLAIM_SQL, DUE_SQL, PICK_SQL};
+        pub use crate::store::claim::{CLAIM_SQL, PICK_SQL};
         pub use crate::store::fenced::COMPLETE_SQL;
     }
 }

@@ -22,6 +22,7 @@ mod publish;
 mod reliability;
 mod runtime;
 mod send;
+mod sqlite;
 mod support;
 mod transactional;
 mod versions;

@@ -29,18 +29,6 @@ order by d.run_at, d.event_position
 limit ?2
 "#;
 
-/// Whether subscription `?1` has a due delivery and may claim: read without the write lock (a
-/// reader never waits in WAL mode), so a claim loop with nothing to do never takes it.
-pub const DUE_SQL: &str = r#"
-select exists (
-    select 1 from deliveries d
-    where d.subscription_id = ?1 and d.status <> 'dead' and d.run_at <= unixepoch('subsec')
-) and exists (
-    select 1 from subscriptions s
-    where s.id = ?1 and s.paused_at is null and s.retired_at is null
-)
-"#;
-
 /// Claims the picked deliveries (`?2`: a JSON array of positions) of subscription `?1` for worker
 /// `?3`, until `?4` seconds from now; returns each one's new token.
 pub const CLAIM_SQL: &str = r#"

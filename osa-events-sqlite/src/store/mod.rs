@@ -314,14 +314,10 @@ impl Store for SqliteStore {
     }
 
     fn claim<'a>(&'a self, request: ClaimRequest<'a>) -> BoxFuture<'a, Result<Vec<Delivery>>> {
+        // Always under the write lock, even when nothing may be due: a worker woken by a commit
+        // hook (which runs as the commit begins) waits here for that commit to end, and then sees
+        // what it published; a read outside the lock could still miss it.
         Box::pin(self.timed(async move {
-            let due: bool = sqlx::query_scalar(claim::DUE_SQL)
-                .bind(request.subscription.0)
-                .fetch_one(&self.inner.pool)
-                .await?;
-            if !due {
-                return Ok(Vec::new());
-            }
             let mut tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
             let claimed = claim::claim(&mut tx, request).await?;
             tx.commit().await?;
