@@ -7,7 +7,7 @@
 //! `numeric` prints them (`1e2` as `100`, `1.50` as `1.50`, `-0` as `0`, never an exponent); one
 //! space after each `:` and `,`; strings re-escaped (`\u00e9` as `é`, control characters as
 //! `\n` or `\u001f`). A payload can decode on one form and fail on the other (a duplicate field,
-//! `1e2` for a `u64`), so both stores must hand out the same one.
+//! `1e2` for a `u64`), so every store must hand out the same one.
 
 /// `json` in `jsonb`'s output form, or `None` when it is not valid JSON (PostgreSQL would refuse
 /// to store it).

@@ -40,7 +40,7 @@
 //! ```
 //!
 //! Each rule becomes its own `#[tokio::test]`, so a store that breaks one sees its name. The
-//! in-memory store and PostgreSQL run every rule in this repository's CI.
+//! in-memory store, PostgreSQL and SQLite run every rule in this repository's CI.
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};

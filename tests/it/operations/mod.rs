@@ -1,5 +1,5 @@
-//! The operations API on `PgStore`, beyond the contract rules (`contract.rs` runs those on both
-//! stores): one pass through every operation on a real database, checking what the rows say
+//! The operations API on `PgStore`, beyond the contract rules (`contract.rs` runs those on every
+//! store): one pass through every operation on a real database, checking what the rows say
 //! afterwards, and the statements' plans.
 
 use std::time::Duration;
