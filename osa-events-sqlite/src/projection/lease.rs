@@ -15,11 +15,14 @@
 //!
 //! # The lease: 10 s
 //!
-//! [`LEASE`] bounds how long a projection stands still after its leader's process died: it is
-//! taken over within 10 s, the time PostgreSQL's keepalive takes to end a vanished leader's
-//! session. Shorter, and a leader whose renewals are held up (a busy disk, a machine under load,
-//! another writer holding the lock for seconds) loses the projection for nothing; the renewal runs
-//! every 3.3 s, so two renewals in a row can fail and the lease still holds.
+//! [`LEASE`] bounds how long a projection stands still after its leader's process died: another
+//! process takes it over within 10 s (`tests/it/sqlite_order.rs` kills a leader and measures it),
+//! the order of what PostgreSQL's keepalive takes to end a vanished leader's session (about 6 s).
+//! Shorter, and a leader whose renewals are held up (a busy disk, a machine under load, another
+//! writer holding the lock for seconds) loses the projection for nothing; the renewal runs every
+//! 3.3 s, so two renewals in a row can fail and the lease still holds. A leader that stays
+//! deposed only for a moment costs a resign and a new leadership, never a wrong write: every write
+//! is fenced by the token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
