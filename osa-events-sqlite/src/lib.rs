@@ -21,6 +21,7 @@ mod store;
 mod time;
 mod tx;
 
+pub use projection::reset_projection;
 pub use publish::{publish, publish_batch, publish_routed};
 pub use store::{SqliteSettings, SqliteStore};
 pub use tx::{SqliteTransaction, connection};

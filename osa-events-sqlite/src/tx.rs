@@ -13,8 +13,10 @@
 //!
 //! A handler that runs its own statements ([`connection`], `Tx::sqlite`) opens the transaction
 //! for real at that point, writing what was deferred: from then on it holds the write lock until
-//! its commit, as its reads must stay true until its writes land. Projection batches are open from
-//! the start (their read and their checkpoint share one snapshot).
+//! its commit, as its reads must stay true until its writes land. A projection batch's transaction
+//! is deferred in the same way: the batch is read without the lock, and its commit checks, under
+//! the write lock, that the leadership holds and the checkpoint has not moved
+//! (`projection/leader.rs`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -112,16 +114,8 @@ fn changed(what: String) -> Error {
 }
 
 impl SqliteStoreTransaction {
-    /// A store transaction around `tx`, a write transaction already begun (a projection batch's).
-    pub(crate) fn boxed(tx: SqliteTransaction, store: SqliteStore) -> Box<dyn Transaction> {
-        Box::new(Self {
-            store,
-            state: State::Open(tx),
-        })
-    }
-
-    /// A deferred store transaction: a handler's.
-    fn deferred(store: SqliteStore) -> Box<dyn Transaction> {
+    /// A deferred store transaction: a handler's or a projection batch's.
+    pub(crate) fn deferred(store: SqliteStore) -> Box<dyn Transaction> {
         Box::new(Self {
             store,
             state: State::Deferred(Deferred::default()),

@@ -124,7 +124,7 @@ pub use tx::Tx;
 pub mod sqlite {
     pub use osa_events_sqlite::{
         SqliteSettings, SqliteStore, SqliteTransaction, connection, publish, publish_batch,
-        publish_routed,
+        publish_routed, reset_projection,
     };
 }
 

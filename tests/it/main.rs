@@ -23,6 +23,7 @@ mod reliability;
 mod runtime;
 mod send;
 mod sqlite;
+mod sqlite_order;
 mod support;
 mod transactional;
 mod versions;
