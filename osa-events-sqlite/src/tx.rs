@@ -325,7 +325,7 @@ impl Transaction for SqliteStoreTransaction {
 /// statements (`osa_events::Tx::sqlite` calls it); `Ok(None)` when the transaction is another
 /// store's.
 ///
-/// A handler's transaction is opened for real here (see the [module docs](self)): from this call
+/// A handler's transaction is opened for real here (see [handler transactions](crate#handler-transactions)): from this call
 /// to its commit it holds SQLite's write lock, so other writers wait for it, up to their busy
 /// timeout.
 ///
