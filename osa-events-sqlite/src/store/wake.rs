@@ -13,6 +13,7 @@
 //! published. A connection from elsewhere (not the store's pool) publishes without wake-ups.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use futures_util::future::BoxFuture;
@@ -52,6 +53,12 @@ impl Published {
 static WATCHED: LazyLock<Mutex<HashMap<usize, Weak<Published>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// How many [`Listener`]s this process has, of any store: with none, a publish has nobody to
+/// wake and skips noting its subscriptions (a round trip to the connection's thread). A listener
+/// that starts after that publish looks at every subscription once it is connected (the runtime
+/// wakes all its loops then), so the skipped hint loses nothing.
+static LISTENERS: AtomicUsize = AtomicUsize::new(0);
+
 fn watched() -> std::sync::MutexGuard<'static, HashMap<usize, Weak<Published>>> {
     WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -71,6 +78,7 @@ impl WakeHub {
 
     /// A source of wake-ups for [`Store::wake_ups`](osa_events_core::store::Store::wake_ups).
     pub(crate) fn source(&self) -> Listener {
+        LISTENERS.fetch_add(1, Ordering::SeqCst);
         Listener {
             receiver: self.sender.subscribe(),
         }
@@ -110,7 +118,7 @@ pub(crate) async fn note_published(
     subscriptions: impl IntoIterator<Item = i32>,
 ) -> sqlx::Result<()> {
     let mut subscriptions = subscriptions.into_iter().peekable();
-    if subscriptions.peek().is_none() {
+    if subscriptions.peek().is_none() || LISTENERS.load(Ordering::SeqCst) == 0 {
         return Ok(());
     }
     let key = conn.lock_handle().await?.as_raw_handle().as_ptr() as usize;
@@ -128,6 +136,12 @@ pub(crate) async fn note_published(
 /// One runtime's view of the hub.
 pub(crate) struct Listener {
     receiver: broadcast::Receiver<Option<SubscriptionId>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        LISTENERS.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl WakeSource for Listener {
