@@ -3,6 +3,9 @@
 //! handlers' ledger table, that no event was lost or left stuck and that duplicates stay within
 //! what at-least-once delivery explains. `RELIABILITY.md` describes each test and its last figures.
 //!
+//! `sqlite_crash` runs the crash test on an SQLite file instead (`src/bin/osa-sqlite-chaos`), and
+//! needs no PostgreSQL.
+//!
 //! By default every test runs in a bounded form (seconds). `OSA_RELIABILITY_SCALE` scales event
 //! counts and durations: a number (`OSA_RELIABILITY_SCALE=4`), or `long` (= 10);
 //! `scripts/reliability.sh` runs the long form in release mode. Randomized choices (which worker
@@ -28,6 +31,7 @@ mod projection_partition;
 mod security;
 mod server_crash;
 mod shutdown;
+mod sqlite_crash;
 mod worker_partition;
 
 use std::fmt::Write as _;
