@@ -78,6 +78,7 @@ async fn sqlite_killed_workers_lose_no_event_and_transactional_effects_stay_exac
     scene.subscribed(&["chaos.ledger", "chaos.tx"]).await;
     let publishing = tokio::spawn(publish_spread(scene.store.clone(), events, run_for));
 
+    // The pids of the killed workers, for the ledger's `pid`.
     let mut killed: Vec<i64> = Vec::new();
     let mut retired: Vec<Proc> = Vec::new();
     // Workers found gone before the test killed them: they exited on their own (a start-up
@@ -91,14 +92,15 @@ async fn sqlite_killed_workers_lose_no_event_and_transactional_effects_stay_exac
         tokio::time::sleep(rng.duration(Duration::from_millis(300)..Duration::from_millis(1200)))
             .await;
         let slot = rng.below(WORKERS as u64) as usize;
-        if !workers[slot].running() {
-            exited.push(workers[slot].name.clone());
+        if workers[slot].running() {
+            let signalled = Instant::now();
+            workers[slot].kill().await;
+            last_kill = Instant::now();
+            slowest_kill = slowest_kill.max(last_kill - signalled);
+            killed.push(i64::from(workers[slot].pid()));
+        } else {
+            exited.push(exit_note(&workers[slot]));
         }
-        let signalled = Instant::now();
-        workers[slot].kill().await;
-        last_kill = Instant::now();
-        slowest_kill = slowest_kill.max(last_kill - signalled);
-        killed.push(i64::from(workers[slot].pid()));
         tokio::time::sleep(rng.duration(Duration::ZERO..Duration::from_millis(300))).await;
         let replacement = scene.worker(&format!("worker{slot}-{}", killed.len()));
         retired.push(std::mem::replace(&mut workers[slot], replacement));
@@ -118,7 +120,7 @@ async fn sqlite_killed_workers_lose_no_event_and_transactional_effects_stay_exac
     let open = scene.open().await;
     for worker in &mut workers {
         if !worker.running() {
-            exited.push(worker.name.clone());
+            exited.push(exit_note(worker));
             continue;
         }
         let (status, _) = worker.stop(Duration::from_secs(20)).await;
@@ -150,7 +152,10 @@ async fn sqlite_killed_workers_lose_no_event_and_transactional_effects_stay_exac
         .lines()
         .filter(|line| line.contains(" WARN ") && !line.contains("SCAFFOLD"))
         .count();
-    let errors = count_lines(&logs, &[" ERROR "]);
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains(" ERROR "))
+        .collect();
     // sqlx's warning for a statement over 1 s: a write that waited that long for the lock.
     let slow_statements = count_lines(&logs, &[" WARN ", "slow statement"]);
     let peak_rss = workers
@@ -194,7 +199,8 @@ async fn sqlite_killed_workers_lose_no_event_and_transactional_effects_stay_exac
     assert!(kills > 0, "the test killed no worker {replay}");
     assert!(
         exited.is_empty(),
-        "{exited:?} exited before the test stopped them {replay}"
+        "workers exited before the test stopped them {replay}:\n{}",
+        exited.join("\n")
     );
     // A disk whose fsync stalls holds the write lock as long (RELIABILITY.md, 16): the
     // publisher's slowest commit and the slowest kill (a killed process keeps its locks until an
@@ -215,7 +221,11 @@ async fn sqlite_killed_workers_lose_no_event_and_transactional_effects_stay_exac
         locked.len(),
         locked[..locked.len().min(10)].join("\n")
     );
-    assert_eq!(errors, 0, "workers logged errors {replay}");
+    assert!(
+        errors.is_empty(),
+        "workers logged errors {replay}:\n{}",
+        errors[..errors.len().min(10)].join("\n")
+    );
     assert!(
         lost_ledger.is_empty(),
         "chaos.ledger never saw {lost_ledger:?} {replay}"
@@ -416,6 +426,11 @@ async fn publish_spread(store: SqliteStore, events: i64, over: Duration) -> Publ
         tokio::time::sleep(pause).await;
     }
     publisher
+}
+
+/// A worker that exited on its own, with the end of its log.
+fn exit_note(worker: &Proc) -> String {
+    format!("{}:\n{}", worker.name, tail(&worker.stderr_text(), 10))
 }
 
 /// The log lines that report SQLite's lock as an error. The runtime's upkeep on SQLite warns
