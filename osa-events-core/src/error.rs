@@ -32,7 +32,9 @@ pub enum Error {
     /// time, in a long transaction or under a heavy load. Nothing was written; the operation can be
     /// tried again. The source is the backend's own error.
     #[error(
-        "the database stayed locked by another writer for over {waited:?}, the store's busy timeout          (a long transaction elsewhere, or more write load than the file takes); nothing was written: {source}"
+        "the database stayed locked by another writer for over {waited:?}, the store's busy timeout \
+         (a long transaction elsewhere, a disk slow to sync, or more write load than the file takes); \
+         nothing was written: {source}"
     )]
     Busy {
         /// How long the store waited for the lock.

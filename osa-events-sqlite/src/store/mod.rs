@@ -38,9 +38,13 @@ pub(crate) mod wake;
 #[non_exhaustive]
 pub struct SqliteSettings {
     /// How long a write waits for another writer's lock before it fails with
-    /// [`Error::Busy`](osa_events_core::Error::Busy). 10 s by default. A `Tx` handler holds the
-    /// write lock for its whole call (its transaction begins with it), so keep it above the
-    /// longest such call.
+    /// [`Error::Busy`](osa_events_core::Error::Busy). 60 s by default.
+    ///
+    /// Every commit holds the lock through its fsync, and on a busy or shared disk an fsync
+    /// sometimes stalls for seconds: with three workers and a publisher on one file, the crash
+    /// test (RELIABILITY.md, section 16) saw holds of 2 to 21 s, and writers queued behind them
+    /// past a 10 s timeout. A `Tx` handler that runs its own statements holds the lock from its
+    /// first one to its commit: keep the timeout above the longest such call too.
     pub busy_timeout: Duration,
     /// The pool's size: readers run side by side, writers take turns. 8 by default.
     pub max_connections: u32,
@@ -49,7 +53,7 @@ pub struct SqliteSettings {
 impl Default for SqliteSettings {
     fn default() -> Self {
         Self {
-            busy_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(60),
             max_connections: 8,
         }
     }

@@ -3,6 +3,9 @@
 //! handlers' ledger table, that no event was lost or left stuck and that duplicates stay within
 //! what at-least-once delivery explains. `RELIABILITY.md` describes each test and its last figures.
 //!
+//! `sqlite_crash` runs the crash test on an SQLite file instead (`src/bin/osa-sqlite-chaos`), and
+//! needs no PostgreSQL.
+//!
 //! By default every test runs in a bounded form (seconds). `OSA_RELIABILITY_SCALE` scales event
 //! counts and durations: a number (`OSA_RELIABILITY_SCALE=4`), or `long` (= 10);
 //! `scripts/reliability.sh` runs the long form in release mode. Randomized choices (which worker
@@ -28,6 +31,7 @@ mod projection_partition;
 mod security;
 mod server_crash;
 mod shutdown;
+mod sqlite_crash;
 mod worker_partition;
 
 use std::fmt::Write as _;
@@ -139,17 +143,10 @@ impl Scene {
 
     /// A scene on `database` as it is, with a fresh log directory.
     pub(crate) fn on(test: &'static str, database: TestDatabase) -> Scene {
-        let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("reliability")
-            .join(format!(
-                "{test}-{}",
-                &Uuid::new_v4().simple().to_string()[..8]
-            ));
-        std::fs::create_dir_all(&logs).expect("create the log directory");
         Scene {
             test,
             pool: database.pool().clone(),
-            logs,
+            logs: log_dir(test),
             database,
         }
     }
@@ -331,15 +328,29 @@ impl Scene {
 
 impl Drop for Scene {
     fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("OSA_RELIABILITY_KEEP_LOGS").is_some() {
-            eprintln!(
-                "{}: process logs kept in {}",
-                self.test,
-                self.logs.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.logs);
-        }
+        keep_or_remove(self.test, &self.logs);
+    }
+}
+
+/// A fresh directory for `test`'s process logs, under the target's temporary directory.
+pub(crate) fn log_dir(test: &str) -> PathBuf {
+    let logs = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("reliability")
+        .join(format!(
+            "{test}-{}",
+            &Uuid::new_v4().simple().to_string()[..8]
+        ));
+    std::fs::create_dir_all(&logs).expect("create the log directory");
+    logs
+}
+
+/// Removes `test`'s log directory `logs`, unless the test is failing or
+/// `OSA_RELIABILITY_KEEP_LOGS` is set (then it says where it is).
+pub(crate) fn keep_or_remove(test: &str, logs: &Path) {
+    if std::thread::panicking() || std::env::var_os("OSA_RELIABILITY_KEEP_LOGS").is_some() {
+        eprintln!("{test}: process logs kept in {}", logs.display());
+    } else {
+        let _ = std::fs::remove_dir_all(logs);
     }
 }
 
@@ -365,7 +376,7 @@ impl Open {
     }
 }
 
-/// A running `osa-chaos` process; killed if dropped while still running.
+/// A running `osa-chaos` (or `osa-sqlite-chaos`) process; killed if dropped while still running.
 pub(crate) struct Proc {
     pub(crate) name: String,
     child: Child,
@@ -378,6 +389,24 @@ pub(crate) struct Proc {
 
 impl Proc {
     fn spawn(logs: &Path, name: &str, url: &str, args: &[&str]) -> Proc {
+        Proc::start(
+            env!("CARGO_BIN_EXE_osa-chaos"),
+            logs,
+            name,
+            &[("OSA_CHAOS_DATABASE_URL", url)],
+            args,
+        )
+    }
+
+    /// Starts `program` with `args` and `env`, logging at `info` to `name.out` and `name.err` in
+    /// `logs`.
+    pub(crate) fn start(
+        program: &str,
+        logs: &Path,
+        name: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proc {
         let stdout = logs.join(format!("{name}.out"));
         let stderr = logs.join(format!("{name}.err"));
         let open = |path: &Path| {
@@ -387,9 +416,9 @@ impl Proc {
                 .open(path)
                 .expect("open a log file")
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_osa-chaos"))
+        let child = Command::new(program)
             .args(args)
-            .env("OSA_CHAOS_DATABASE_URL", url)
+            .envs(env.iter().copied())
             .env("OSA_CHAOS_LOG", "info")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
@@ -397,7 +426,7 @@ impl Proc {
             .stderr(Stdio::from(open(&stderr)))
             .kill_on_drop(true)
             .spawn()
-            .expect("start osa-chaos");
+            .unwrap_or_else(|error| panic!("start {program}: {error}"));
         let pid = child.id().expect("a started process has a pid");
         Proc {
             name: name.to_owned(),
