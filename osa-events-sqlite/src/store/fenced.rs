@@ -38,12 +38,32 @@ where
     if done.is_empty() {
         return Ok(0);
     }
-    let written = sqlx::query(COMPLETE_SQL)
+    written(
+        executor,
+        COMPLETE_SQL,
+        subscription,
+        fences_json(done.iter().copied()),
+    )
+    .await
+}
+
+/// Runs `statement` for `subscription` with its `rows` (the JSON of fences or failures); returns
+/// how many rows it changed.
+async fn written<'c, X>(
+    executor: X,
+    statement: &'static str,
+    subscription: SubscriptionId,
+    rows: String,
+) -> Result<u64>
+where
+    X: Executor<'c, Database = Sqlite>,
+{
+    let done = sqlx::query(statement)
         .bind(subscription.0)
-        .bind(fences_json(done.iter().copied()))
+        .bind(rows)
         .execute(executor)
         .await?;
-    Ok(written.rows_affected())
+    Ok(done.rows_affected())
 }
 
 /// A failure is pending again after its retry delay, or dead when it has none (null): a dead row
@@ -95,12 +115,7 @@ pub(crate) async fn fail(
     if failures.is_empty() {
         return Ok(0);
     }
-    let written = sqlx::query(FAIL_SQL)
-        .bind(subscription.0)
-        .bind(failures_json(failures))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let written = written(&mut *conn, FAIL_SQL, subscription, failures_json(failures)).await?;
     if written > 0 {
         let last = failures.last().expect("not empty");
         sqlx::query(LAST_ERROR_SQL)
@@ -171,12 +186,13 @@ where
     if claims.is_empty() {
         return Ok(0);
     }
-    let written = sqlx::query(RELEASE_SQL)
-        .bind(subscription.0)
-        .bind(fences_json(claims.iter().copied()))
-        .execute(executor)
-        .await?;
-    Ok(written.rows_affected())
+    written(
+        executor,
+        RELEASE_SQL,
+        subscription,
+        fences_json(claims.iter().copied()),
+    )
+    .await
 }
 
 /// A deferred claim is pending again after its delay (none: at once), keeps its reason as the last
@@ -209,10 +225,5 @@ where
     if deferred.is_empty() {
         return Ok(0);
     }
-    let written = sqlx::query(DEFER_SQL)
-        .bind(subscription.0)
-        .bind(failures_json(deferred))
-        .execute(executor)
-        .await?;
-    Ok(written.rows_affected())
+    written(executor, DEFER_SQL, subscription, failures_json(deferred)).await
 }
