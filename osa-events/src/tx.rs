@@ -134,7 +134,7 @@ impl Tx {
     /// so far is written when this is first called, and from then on the transaction holds
     /// SQLite's write lock until it commits (other writers wait for it, up to their busy timeout).
     /// A handler that only publishes through [`publish`](Self::publish) never holds it while it
-    /// runs. See `osa_events::sqlite` for why.
+    /// runs. The [handler guide](crate::guide) says why.
     ///
     /// # Errors
     ///
