@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use osa_events::prelude::*;
-use osa_events::store::{Checkpoint, ProjectionStore};
+use osa_events::store::{Checkpoint, Leadership, ProjectionStore};
 use osa_events::{Runtime, SqliteStore};
 use osa_events_testing::Rng;
 use serde::{Deserialize, Serialize};
@@ -699,11 +699,11 @@ async fn another_process_takes_over_at_once_when_the_leader_stops() {
         .expect("node-b stops cleanly");
 }
 
-#[tokio::test]
-async fn a_batch_is_read_while_another_writer_holds_the_lock() {
-    let store = migrated_temporary().await;
+/// `store` with steps `0..count` of one transaction committed, and the leadership of [`ORDER`]
+/// taken by a reader.
+async fn published_and_led(store: &SqliteStore, count: u64) -> Box<dyn Leadership> {
     let mut tx = store.begin().await.expect("begin");
-    for seq in 0..3 {
+    for seq in 0..count {
         let step = Step {
             publisher: 0,
             tx: 0,
@@ -715,11 +715,17 @@ async fn a_batch_is_read_while_another_writer_holds_the_lock() {
             .expect("publish");
     }
     tx.commit().await.expect("commit");
-    let mut leadership = store
+    store
         .try_lead(ORDER, "reader", Duration::ZERO)
         .await
         .expect("try to lead")
-        .expect("nobody else leads");
+        .expect("nobody else leads")
+}
+
+#[tokio::test]
+async fn a_batch_is_read_while_another_writer_holds_the_lock() {
+    let store = migrated_temporary().await;
+    let mut leadership = published_and_led(&store, 3).await;
 
     // Another writer (a long `Tx` handler, another process) holds SQLite's write lock.
     let writer = store.begin().await.expect("take the write lock");
@@ -754,24 +760,7 @@ async fn a_batch_is_read_while_another_writer_holds_the_lock() {
 async fn a_batch_read_before_a_reset_commits_none_of_its_effects() {
     let store = migrated_temporary().await;
     with_read_model(&store).await;
-    let mut tx = store.begin().await.expect("begin");
-    for seq in 0..2 {
-        let step = Step {
-            publisher: 0,
-            tx: 0,
-            seq,
-            seen_head: None,
-        };
-        osa_events::sqlite::publish(&mut tx, &step)
-            .await
-            .expect("publish");
-    }
-    tx.commit().await.expect("commit");
-    let mut leadership = store
-        .try_lead(ORDER, "reader", Duration::ZERO)
-        .await
-        .expect("try to lead")
-        .expect("nobody else leads");
+    let mut leadership = published_and_led(&store, 2).await;
     let mut batch = leadership.next_batch(STEPS, 10).await.expect("read");
     assert_eq!(batch.events.len(), 2);
     // A rebuild from the beginning (the read model cleared with it) lands while the batch is

@@ -101,6 +101,44 @@ pub enum Reconcile {
 }
 
 impl Subscription {
+    /// The revision as a store's `integer` column holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) naming the handler when it is 0 or above
+    /// `i32::MAX`.
+    pub fn stored_revision(&self) -> Result<i32> {
+        i32::try_from(self.revision)
+            .ok()
+            .filter(|revision| *revision >= 1)
+            .ok_or_else(|| {
+                crate::Error::Config(
+                    format!(
+                        "handler `{}`: revision {} is out of range 1..={}",
+                        self.name,
+                        self.revision,
+                        i32::MAX
+                    )
+                    .into(),
+                )
+            })
+    }
+
+    /// Logs, at WARN, that registering `self` re-points `stored` ([`Reconcile::Repoint`]): what
+    /// every store says when it does.
+    pub fn warn_repointed(&self, stored: &Subscription) {
+        tracing::warn!(
+            handler = %self.name,
+            from_event_type = %stored.event_type,
+            from_routing_key = ?stored.routing_key,
+            from_revision = stored.revision,
+            event_type = %self.event_type,
+            routing_key = ?self.routing_key,
+            revision = self.revision,
+            "subscription re-pointed"
+        );
+    }
+
     /// Decides what registering `self` does to `stored`, the subscription of the same name
     /// already in the store.
     ///

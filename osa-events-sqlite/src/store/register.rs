@@ -9,8 +9,8 @@
 //! a transaction that sees the subscription, and every event at or below it is copied by the
 //! backfill.
 
+use osa_events_core::Result;
 use osa_events_core::store::{Reconcile, Subscription, SubscriptionId};
-use osa_events_core::{Error, Result};
 
 use super::SqliteStore;
 
@@ -60,20 +60,7 @@ pub(super) async fn register(
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut ids = Vec::with_capacity(subscriptions.len());
     for subscription in subscriptions {
-        let revision = i32::try_from(subscription.revision)
-            .ok()
-            .filter(|revision| *revision >= 1)
-            .ok_or_else(|| {
-                Error::Config(
-                    format!(
-                        "handler `{}`: revision {} is out of range 1..={}",
-                        subscription.name,
-                        subscription.revision,
-                        i32::MAX
-                    )
-                    .into(),
-                )
-            })?;
+        let revision = subscription.stored_revision()?;
         let config = subscription.config.to_string();
         let after = subscription.start_from.after_position();
         let inserted: Option<(i32,)> = sqlx::query_as(INSERT_SQL)
@@ -136,16 +123,7 @@ pub(super) async fn register(
                     .await?;
             }
             Reconcile::Repoint => {
-                tracing::warn!(
-                    handler = %subscription.name,
-                    from_event_type = %stored.event_type,
-                    from_routing_key = ?stored.routing_key,
-                    from_revision = stored.revision,
-                    event_type = %subscription.event_type,
-                    routing_key = ?subscription.routing_key,
-                    revision = subscription.revision,
-                    "subscription re-pointed"
-                );
+                subscription.warn_repointed(&stored);
                 sqlx::query(REPOINT_SQL)
                     .bind(id)
                     .bind(&subscription.event_type)
