@@ -44,6 +44,11 @@ pub enum Error {
         source: BackendError,
     },
 
+    /// A message broker (NATS JetStream, for the JetStream store) returned an error, or could not
+    /// be reached. The source is the client's own error.
+    #[error("message broker error: {0}")]
+    Broker(#[source] BackendError),
+
     /// Running the store's migrations failed (the source is the backend's migration error).
     #[error("migration failed: {0}")]
     Migrate(#[source] BackendError),
@@ -180,13 +185,15 @@ pub enum Error {
 
 impl Error {
     /// The backend's own error behind [`Database`](Self::Database),
-    /// [`PoolTimedOut`](Self::PoolTimedOut), [`Busy`](Self::Busy) or [`Migrate`](Self::Migrate), if it is an `E`: for
+    /// [`PoolTimedOut`](Self::PoolTimedOut), [`Busy`](Self::Busy), [`Broker`](Self::Broker) or
+    /// [`Migrate`](Self::Migrate), if it is an `E`: for
     /// example `error.backend::<sqlx::Error>()` to look at PostgreSQL's error code.
     pub fn backend<E: std::error::Error + 'static>(&self) -> Option<&E> {
         match self {
             Error::Database(source)
             | Error::PoolTimedOut(source)
             | Error::Migrate(source)
+            | Error::Broker(source)
             | Error::Busy { source, .. } => source.downcast_ref::<E>(),
             _ => None,
         }
@@ -200,6 +207,7 @@ impl Error {
             Error::PoolTimedOut(_) => "pool_timed_out",
             Error::Migrate(_) => "migrate",
             Error::Busy { .. } => "busy",
+            Error::Broker(_) => "broker",
             Error::Serialize { .. } => "serialize",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::NulCharacter { .. } => "nul_character",

@@ -42,7 +42,7 @@ pub use handler::extract::{Batch, BatchOutcome, Ctx, State};
 pub use projection::{EventSet, ProjectionSpec, ProjectionStatus, ResetTo};
 pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, Published, PublishedEvent};
 pub use resources::Resources;
-pub use runtime::{Runtime, RuntimeBuilder, run_all_handlers};
+pub use runtime::{Runtime, RuntimeBuilder, default_instance_name, run_all_handlers};
 /// The token of [`Runtime::shutdown_token`] and [`RuntimeBuilder::shutdown_token`]: tokio-util's
 /// `CancellationToken`, re-exported so an application can store and cancel it without depending
 /// on tokio-util itself (if it does, the types are the same).

@@ -586,8 +586,11 @@ async fn join_all(tasks: &mut JoinSet<()>) {
     }
 }
 
-/// `host:pid`, the prefix of every claim loop's name in `claimed_by`.
-fn worker_prefix() -> String {
+/// `host:pid`: the name a runtime instance goes by unless
+/// [`RuntimeBuilder::instance_name`] says otherwise (the prefix of every claim loop's name in
+/// `claimed_by`, and a projection leader's name), for other long-running parts of a process that
+/// should be named the same way.
+pub fn default_instance_name() -> String {
     format!("{}:{}", host_name(), std::process::id())
 }
 
@@ -875,7 +878,7 @@ impl RuntimeBuilder {
                 let invoker = (registration.bind)(&self.resources)?;
                 if invoker.transactional && self.store.transactions().is_none() {
                     return Err(crate::Error::Config(
-                        format!("projection `{name}` takes a `Tx`, but this store offers no transactions (`Store::transactions` is `None`)").into(),
+                        format!("projection `{name}` takes a `Tx`, but {}", self.store.no_transactions_reason()).into(),
                     ));
                 }
                 Ok(BoundProjection {
@@ -893,8 +896,9 @@ impl RuntimeBuilder {
                 if invoker.transactional && self.store.transactions().is_none() {
                     return Err(crate::Error::Config(
                         format!(
-                            "handler `{}` takes a `Tx`, but this store offers no transactions (`Store::transactions` is `None`)",
-                            registration.spec.name()
+                            "handler `{}` takes a `Tx`, but {}",
+                            registration.spec.name(),
+                            self.store.no_transactions_reason()
                         )
                         .into(),
                     ));
@@ -964,7 +968,7 @@ impl RuntimeBuilder {
             grace_period: self.grace_period,
             handle_signals: self.handle_signals,
             shutdown: self.shutdown,
-            instance: self.instance.unwrap_or_else(worker_prefix),
+            instance: self.instance.unwrap_or_else(default_instance_name),
             namespace: self.namespace,
             retention: self.retention,
             node_heartbeat: self.node_heartbeat,

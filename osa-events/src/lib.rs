@@ -58,12 +58,14 @@
 //! | `osa-events-core` | runtime, workers, extractors, projection runner, store traits; no database driver | the crate root, [`store`], [`extract`] |
 //! | `osa-events-postgres` | [`PgStore`], [`publish`], transactions, projections, migrations | the crate root (feature `postgres`, on by default) |
 //! | `osa-events-sqlite` | [`SqliteStore`], [`sqlite::publish`], transactions, projections, migrations; SQLite compiled in | [`SqliteStore`] and [`sqlite`] (feature `sqlite`, on by default) |
+//! | `osa-events-nats` | the relay from a store's log into NATS JetStream, and [`nats::JetStreamStore`] for handlers on JetStream | [`nats`] (feature `nats`) |
 //! | `osa-events-macros` | [`#[event_handler]`](macro@event_handler), [`#[projection]`](macro@projection), the derives | the crate root |
 //! | `osa-events-testing` | `Harness`, `InMemoryStore`, `FakeClock`, the simulator, the store contract suite | a dev-dependency of your own |
 //!
 //! Features: `postgres` (default) brings the PostgreSQL store, `sqlite` (default) the embedded
 //! SQLite store; [`AnyStore`] picks one of them from a URL (`DATABASE_URL`). Without both the
-//! crate has no database driver. `opentelemetry` carries the W3C trace context from publisher to handler
+//! crate has no database driver. `nats` brings NATS JetStream: the relay and the JetStream
+//! store ([`nats`]). `opentelemetry` carries the W3C trace context from publisher to handler
 //! through the events' envelope (see [`observability`]). `test-util` exposes the runtime's step-by-step hooks that `osa-events-testing`
 //! drives (it turns it on itself). A new backend implements the traits of [`store`] and passes
 //! the contract suite, as the module documentation describes.
@@ -126,6 +128,14 @@ pub mod sqlite {
         SqliteSettings, SqliteStore, SqliteTransaction, connection, publish, publish_batch,
         publish_routed, reset_projection,
     };
+}
+
+/// NATS JetStream (feature `nats`): the ordered outbox relay from a store's log into JetStream,
+/// and the JetStream store that runs the same handlers on a durable pull consumer. See the
+/// JetStream guide (`docs/jetstream.md`) and the `jetstream` example.
+#[cfg(feature = "nats")]
+pub mod nats {
+    pub use osa_events_nats::*;
 }
 
 #[doc = include_str!("../docs/derive_event.md")]

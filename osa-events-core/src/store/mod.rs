@@ -358,6 +358,12 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Why the store has no transactions, for the start-up error of a handler or projection that
+    /// takes a `Tx` on it (see [`transactions`](Self::transactions)).
+    fn no_transactions_reason(&self) -> &'static str {
+        "this store offers no transactions (`Store::transactions` is `None`)"
+    }
+
     /// The store's [operations API](crate::operations): status, dead letters, replay, pause,
     /// retirement, retention and nodes. Every store of this repository offers it; the runtime
     /// needs it for the nodes' records, backfills and periodic retention, and skips those on a
