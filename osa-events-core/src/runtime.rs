@@ -920,7 +920,9 @@ impl RuntimeBuilder {
                         .iter()
                         .rev()
                         .find(|(handler, _)| handler == name)
-                        .map_or(registration.spec.start_from(), |(_, start_from)| *start_from),
+                        .map_or(registration.spec.start_from(), |(_, start_from)| {
+                            *start_from
+                        }),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

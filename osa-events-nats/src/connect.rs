@@ -66,14 +66,19 @@ impl Connect {
 
     /// A new connection for the relay: no reconnection, so nothing it buffered is sent after a
     /// reconnect; at most `window` PubAcks in flight, waiting rather than failing beyond that.
-    pub(crate) async fn open_for_relay(&self, window: usize) -> Result<jetstream::Context, RelayError> {
+    pub(crate) async fn open_for_relay(
+        &self,
+        window: usize,
+    ) -> Result<jetstream::Context, RelayError> {
         let client = (self.options)()
             // One attempt in all: the first connection. A lost connection stays lost.
             .max_reconnects(1)
             .connection_timeout(TIMEOUT)
             .connect(self.url.as_str())
             .await
-            .map_err(|error| RelayError::Unavailable(format!("cannot connect to {}: {error}", self.url)))?;
+            .map_err(|error| {
+                RelayError::Unavailable(format!("cannot connect to {}: {error}", self.url))
+            })?;
         Ok(jetstream::ContextBuilder::new()
             .timeout(TIMEOUT)
             .max_ack_inflight(window)
@@ -83,7 +88,9 @@ impl Connect {
 
     /// A connection for a long-lived consumer, which reconnects by itself (unbounded, with the
     /// client's backoff) and retries its first connection.
-    pub(crate) async fn open_reconnecting(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+    pub(crate) async fn open_reconnecting(
+        &self,
+    ) -> Result<async_nats::Client, async_nats::ConnectError> {
         (self.options)()
             .connection_timeout(TIMEOUT)
             .retry_on_initial_connect()

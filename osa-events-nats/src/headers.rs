@@ -172,8 +172,7 @@ impl Envelope {
 
 fn parse_epoch_seconds(text: &str) -> Option<SystemTime> {
     let seconds: f64 = text.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0)
-        .then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+    (seconds.is_finite() && seconds >= 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }
 
 #[cfg(test)]
@@ -204,12 +203,18 @@ mod tests {
             r#"{"correlation_id": "req-1", "causation_id": "c-2", "traceparent": "00-ab-cd-01", "tenant": "acme"}"#,
         );
         let headers = for_event(&sent);
-        assert_eq!(headers.get(MSG_ID).unwrap().as_str(), sent.event_id.to_string());
+        assert_eq!(
+            headers.get(MSG_ID).unwrap().as_str(),
+            sent.event_id.to_string()
+        );
         assert_eq!(headers.get(EVENT_TYPE).unwrap().as_str(), "order.placed");
         assert_eq!(headers.get(EVENT_VERSION).unwrap().as_str(), "3");
         assert_eq!(headers.get(ROUTING_KEY).unwrap().as_str(), "eu");
         assert_eq!(headers.get(POSITION).unwrap().as_str(), "42");
-        assert_eq!(headers.get(PUBLISHED_AT).unwrap().as_str(), "1764672000.250000");
+        assert_eq!(
+            headers.get(PUBLISHED_AT).unwrap().as_str(),
+            "1764672000.250000"
+        );
         assert_eq!(headers.get(CORRELATION_ID).unwrap().as_str(), "req-1");
         assert_eq!(headers.get(TRACEPARENT).unwrap().as_str(), "00-ab-cd-01");
         let fence = Fence {

@@ -48,7 +48,9 @@ pub(crate) async fn check_covered(
         .map_ok(|info| info.config.subjects)
         .try_collect::<Vec<Vec<String>>>()
         .await
-        .map_err(|error| RelayError::Unavailable(format!("cannot list the JetStream streams: {error}")))?
+        .map_err(|error| {
+            RelayError::Unavailable(format!("cannot list the JetStream streams: {error}"))
+        })?
         .into_iter()
         .flatten()
         .collect();

@@ -77,7 +77,11 @@ impl Subjects {
     /// # Errors
     ///
     /// [`Error::Config`] when `name` is not a valid literal subject.
-    pub fn rename(mut self, event_type: impl Into<String>, name: impl Into<String>) -> Result<Self> {
+    pub fn rename(
+        mut self,
+        event_type: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Result<Self> {
         let name = name.into();
         check_literal("a renamed event type's subject", &name)?;
         self.renames.insert(event_type.into(), name);
@@ -217,12 +221,21 @@ mod tests {
         for key in keys {
             let subject = subjects.subject("order.placed", key);
             let token = subject.strip_prefix("osa.order.placed.").unwrap();
-            assert!(!token.is_empty() && !token.contains('.'), "{key:?}: {subject}");
-            assert!(token.chars().all(|c| c.is_ascii_graphic()), "{key:?}: {subject}");
+            assert!(
+                !token.is_empty() && !token.contains('.'),
+                "{key:?}: {subject}"
+            );
+            assert!(
+                token.chars().all(|c| c.is_ascii_graphic()),
+                "{key:?}: {subject}"
+            );
             assert!(token != "*" && token != ">", "{key:?}: {subject}");
             assert!(seen.insert(subject.clone()), "{key:?} collides: {subject}");
         }
-        assert_eq!(subjects.subject("order.placed", Some("zürich")), "osa.order.placed.z%C3%BCrich");
+        assert_eq!(
+            subjects.subject("order.placed", Some("zürich")),
+            "osa.order.placed.z%C3%BCrich"
+        );
     }
 
     #[test]
@@ -230,7 +243,10 @@ mod tests {
         let subjects = Subjects::default();
         assert_eq!(subjects.filter("order.placed", None), "osa.order.placed.*");
         // An event type one token longer has subjects two tokens longer than the filter's.
-        assert_eq!(subjects.subject("order.placed.eu", None), "osa.order.placed.eu._");
+        assert_eq!(
+            subjects.subject("order.placed.eu", None),
+            "osa.order.placed.eu._"
+        );
         assert_eq!(subjects.all(), "osa.>");
     }
 
@@ -248,8 +264,14 @@ mod tests {
             assert!(error.contains(why), "{prefix:?}: {error}");
         }
         let subjects = Subjects::default();
-        let error = subjects.check_event_type("order placed").unwrap_err().to_string();
-        assert!(error.contains("event type `order placed`") && error.contains("rename"), "{error}");
+        let error = subjects
+            .check_event_type("order placed")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("event type `order placed`") && error.contains("rename"),
+            "{error}"
+        );
         let renamed = subjects.rename("order placed", "order.placed").unwrap();
         renamed.check_event_type("order placed").unwrap();
         assert_eq!(renamed.subject("order placed", None), "osa.order.placed._");

@@ -12,6 +12,7 @@ mod heartbeat;
 mod linger;
 mod metrics;
 mod migrate;
+mod nats;
 mod nul;
 mod observability;
 mod operations;

@@ -161,7 +161,10 @@ impl Relay {
     /// # Errors
     ///
     /// [`RelayError::Store`] when the store fails or has no projections.
-    pub async fn status<S: Store + ?Sized>(&self, store: &S) -> Result<ProjectionStatus, RelayError> {
+    pub async fn status<S: Store + ?Sized>(
+        &self,
+        store: &S,
+    ) -> Result<ProjectionStatus, RelayError> {
         let projections = projection_store(store)?;
         Ok(projections.status(self.name, self.event_types).await?)
     }
@@ -196,7 +199,9 @@ impl Relay {
         };
         tracing::info!(relay = self.name, event_types = ?self.event_types, "relay started");
         let lag = self.spawn_lag_sampler(projections.clone(), shutdown.clone());
-        let result = self.follow_and_lead(&*projections, &connect, &mut nats, &shutdown).await;
+        let result = self
+            .follow_and_lead(&*projections, &connect, &mut nats, &shutdown)
+            .await;
         lag.cancel();
         result
     }
@@ -299,7 +304,9 @@ impl Relay {
                     .as_ref()
                     .is_some_and(|key| keys.contains(key)),
             };
-            let sent = window::publish_all(nats, &self.subjects, &mut batch.events, keep, self.window).await;
+            let sent =
+                window::publish_all(nats, &self.subjects, &mut batch.events, keep, self.window)
+                    .await;
             match sent {
                 Ok(sent) => {
                     if let Err(error) = leadership.commit(batch.advance, batch.transaction).await {
@@ -331,10 +338,16 @@ impl Relay {
                     // A new connection: the old one may hold publishes it would send late.
                     match connect.open_for_relay(self.window).await {
                         Ok(context) => *nats = context,
-                        Err(error) => tracing::warn!(relay = self.name, %error, "cannot reconnect to NATS yet"),
+                        Err(error) => {
+                            tracing::warn!(relay = self.name, %error, "cannot reconnect to NATS yet")
+                        }
                     }
                 }
-                Err(Failure::Rejected { event, subject, reason }) => {
+                Err(Failure::Rejected {
+                    event,
+                    subject,
+                    reason,
+                }) => {
                     drop(batch.transaction);
                     metrics::counter!("osa_events_relay_failures_total", "relay" => self.name, "kind" => "rejected")
                         .increment(1);
@@ -372,11 +385,12 @@ impl Relay {
                     Ok(status) => {
                         metrics::gauge!("osa_events_relay_lag_events", "relay" => name)
                             .set(status.lag.max(0) as f64);
-                        metrics::gauge!("osa_events_relay_lag_seconds", "relay" => name).set(
-                            status.oldest_unapplied.map_or(0.0, |age| age.as_secs_f64()),
-                        );
+                        metrics::gauge!("osa_events_relay_lag_seconds", "relay" => name)
+                            .set(status.oldest_unapplied.map_or(0.0, |age| age.as_secs_f64()));
                     }
-                    Err(error) => tracing::debug!(relay = name, %error, "cannot sample the relay's lag"),
+                    Err(error) => {
+                        tracing::debug!(relay = name, %error, "cannot sample the relay's lag")
+                    }
                 }
                 if !pause(&stopped, every).await {
                     break;
@@ -460,13 +474,23 @@ impl RelayBuilder {
             return fail("the name is empty".into());
         }
         if self.event_types.is_empty() {
-            return fail("no event types: add them with `events::<E>()` or `event_types(..)`".into());
+            return fail(
+                "no event types: add them with `events::<E>()` or `event_types(..)`".into(),
+            );
         }
         if !(1..=Relay::MAX_BATCH).contains(&self.batch) {
-            return fail(format!("`batch` must be in 1..={}, found {}", Relay::MAX_BATCH, self.batch));
+            return fail(format!(
+                "`batch` must be in 1..={}, found {}",
+                Relay::MAX_BATCH,
+                self.batch
+            ));
         }
         if !(1..=Relay::MAX_WINDOW).contains(&self.window) {
-            return fail(format!("`window` must be in 1..={}, found {}", Relay::MAX_WINDOW, self.window));
+            return fail(format!(
+                "`window` must be in 1..={}, found {}",
+                Relay::MAX_WINDOW,
+                self.window
+            ));
         }
         if self.poll.is_zero() || self.status_every.is_zero() {
             return fail("`poll` and `status_every` must be longer than zero".into());
@@ -491,7 +515,9 @@ impl RelayBuilder {
             window: self.window,
             poll: self.poll,
             status_every: self.status_every,
-            instance: self.instance.unwrap_or_else(osa_events_core::default_instance_name),
+            instance: self
+                .instance
+                .unwrap_or_else(osa_events_core::default_instance_name),
         })
     }
 }

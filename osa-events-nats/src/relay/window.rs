@@ -50,7 +50,8 @@ pub(crate) async fn publish_all(
     keep: impl Fn(&Delivery) -> bool,
     window: usize,
 ) -> Result<Sent, Failure> {
-    let mut in_flight: VecDeque<(usize, String, PublishAckFuture)> = VecDeque::with_capacity(window);
+    let mut in_flight: VecDeque<(usize, String, PublishAckFuture)> =
+        VecDeque::with_capacity(window);
     let mut sent = Sent::default();
     for index in 0..events.len() {
         if !keep(&events[index]) {
@@ -98,7 +99,11 @@ async fn settle(
 
 /// A publish that could not even be sent: the message is larger than the server takes (for
 /// good), or the connection is down (for now).
-fn classify_send(error: &jetstream::context::PublishError, event: &Delivery, subject: &str) -> Failure {
+fn classify_send(
+    error: &jetstream::context::PublishError,
+    event: &Delivery,
+    subject: &str,
+) -> Failure {
     if error.kind() == PublishErrorKind::MaxPayloadExceeded {
         return Failure::Rejected {
             event: Box::new(event.clone()),
@@ -124,20 +129,23 @@ async fn classify_ack(
         reason,
     };
     match error.kind() {
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
-            Failure::Unavailable(format!("no acknowledgement from JetStream for `{subject}`: {error}"))
-        }
-        PublishErrorKind::StreamNotFound => match context.stream_by_subject(subject.clone()).await {
-            Err(lookup)
-                if lookup.kind()
-                    == jetstream::context::GetStreamByNameErrorKind::NotFound =>
-            {
-                rejected("no stream takes this subject".to_owned())
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending => Failure::Unavailable(format!(
+            "no acknowledgement from JetStream for `{subject}`: {error}"
+        )),
+        PublishErrorKind::StreamNotFound => {
+            match context.stream_by_subject(subject.clone()).await {
+                Err(lookup)
+                    if lookup.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound =>
+                {
+                    rejected("no stream takes this subject".to_owned())
+                }
+                Ok(_) | Err(_) => Failure::Unavailable(format!(
+                    "JetStream has no stream ready for `{subject}` yet (restarting?): {error}"
+                )),
             }
-            Ok(_) | Err(_) => Failure::Unavailable(format!(
-                "JetStream has no stream ready for `{subject}` yet (restarting?): {error}"
-            )),
-        },
+        }
         PublishErrorKind::MaxPayloadExceeded => rejected(error.to_string()),
         _ => match jetstream_error(error) {
             // 503: JetStream is there but not available (a restart, a lost quorum).

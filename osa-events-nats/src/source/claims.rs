@@ -37,7 +37,11 @@ impl Claims {
     }
 
     /// The messages of the claims in `fences` that are still held, removed from the store.
-    pub(crate) fn take(&self, subscription: SubscriptionId, fences: &[Fence]) -> Vec<(Fence, Message)> {
+    pub(crate) fn take(
+        &self,
+        subscription: SubscriptionId,
+        fences: &[Fence],
+    ) -> Vec<(Fence, Message)> {
         let mut held = self.lock();
         fences
             .iter()
@@ -54,7 +58,11 @@ impl Claims {
     }
 
     /// Copies of the messages of the claims in `fences` that are still held (they stay held).
-    pub(crate) fn peek(&self, subscription: SubscriptionId, fences: &[Fence]) -> Vec<(Fence, Message)> {
+    pub(crate) fn peek(
+        &self,
+        subscription: SubscriptionId,
+        fences: &[Fence],
+    ) -> Vec<(Fence, Message)> {
         let held = self.lock();
         fences
             .iter()
@@ -78,6 +86,8 @@ impl Claims {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SubscriptionId, i64), Held>> {
-        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use osa_events_core::operations::StartFrom;
 use osa_events_core::store::{Reconcile, Subscription};
@@ -14,22 +14,30 @@ use serde_json::Value;
 use super::broker;
 use crate::subjects::Subjects;
 
-/// The consumer name of handler `handler`: the handler name with every character a consumer
-/// name cannot hold (`.`, `*`, `>`, `/`, `\`, whitespace, non-ASCII) and `%` percent-encoded,
-/// so two handler names never share a consumer (`index.vector` → `index%2Evector`).
+/// The consumer name of handler `handler`: the name itself when it is made of ASCII letters,
+/// digits, `_` and `-`; otherwise every other character replaced by `_`, and a hash of the whole
+/// name appended, so two handler names never share a consumer (`index.vector` →
+/// `index_vector-2c8bf99c`). No `%` and no `.`: nats-server 2.9 breaks the acknowledgement subjects
+/// of a consumer whose name holds a `%` (it formats them with the name as a format string).
 pub fn consumer_name(handler: &str) -> String {
-    let mut name = String::with_capacity(handler.len());
-    for character in handler.chars() {
-        if character.is_ascii_graphic() && !matches!(character, '.' | '*' | '>' | '/' | '\\' | '%') {
-            name.push(character);
-        } else {
-            let mut bytes = [0; 4];
-            for byte in character.encode_utf8(&mut bytes).bytes() {
-                name.push_str(&format!("%{byte:02X}"));
-            }
-        }
+    let plain =
+        |character: char| character.is_ascii_alphanumeric() || matches!(character, '_' | '-');
+    if !handler.is_empty() && handler.chars().all(plain) {
+        return handler.to_owned();
     }
+    let mut name: String = handler
+        .chars()
+        .map(|character| if plain(character) { character } else { '_' })
+        .collect();
+    name.push_str(&format!("-{:08x}", fnv1a(handler.as_bytes())));
     name
+}
+
+/// The 32-bit FNV-1a hash: stable across processes and versions, unlike `std`'s hasher.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// What the consumer's description records of its subscription, so a later registration can
@@ -102,7 +110,9 @@ impl Options {
                 retries: u32::try_from(retries).unwrap_or(u32::MAX),
                 claim_timeout: Duration::from_millis(millis),
                 in_flight: u32::try_from(
-                    number("batch").unwrap_or(1).saturating_mul(number("concurrency").unwrap_or(1)),
+                    number("batch")
+                        .unwrap_or(1)
+                        .saturating_mul(number("concurrency").unwrap_or(1)),
                 )
                 .unwrap_or(u32::MAX),
             }),
@@ -130,7 +140,10 @@ fn config(
         durable_name: Some(name.clone()),
         name: Some(name),
         description: Some(Recorded::of(subscription).description()),
-        filter_subject: subjects.filter(&subscription.event_type, subscription.routing_key.as_deref()),
+        filter_subject: subjects.filter(
+            &subscription.event_type,
+            subscription.routing_key.as_deref(),
+        ),
         ack_policy: AckPolicy::Explicit,
         ack_wait: options.claim_timeout,
         max_deliver: i64::from(options.retries.saturating_add(2).min(i32::MAX as u32)),
@@ -167,7 +180,12 @@ pub(crate) async fn register(
         Err(error) => return Err(broker(error)),
     };
     let wanted = match existing {
-        None => config(subscription, subjects, options, deliver_policy(subscription.start_from)),
+        None => config(
+            subscription,
+            subjects,
+            options,
+            deliver_policy(subscription.start_from),
+        ),
         Some(info) => {
             let stored = Recorded::from_description(info.config.description.as_deref());
             let as_subscription = stored.map(|stored| Subscription {
@@ -188,7 +206,10 @@ pub(crate) async fn register(
                 // Made by something else under this name: take it over only if it reads the
                 // same subjects.
                 None => {
-                    let filter = subjects.filter(&subscription.event_type, subscription.routing_key.as_deref());
+                    let filter = subjects.filter(
+                        &subscription.event_type,
+                        subscription.routing_key.as_deref(),
+                    );
                     if info.config.filter_subject != filter {
                         return Err(Error::Config(
                             format!(
@@ -227,10 +248,28 @@ mod tests {
 
     #[test]
     fn consumer_names_are_valid_and_distinct() {
-        assert_eq!(consumer_name("index.vector"), "index%2Evector");
-        assert_eq!(consumer_name("a b/c"), "a%20b%2Fc");
-        assert_ne!(consumer_name("a.b"), consumer_name("a%2Eb"));
+        let dotted = consumer_name("index.vector");
+        assert!(
+            dotted.starts_with("index_vector-") && dotted.len() == "index_vector-".len() + 8,
+            "{dotted}"
+        );
+        assert_ne!(consumer_name("a.b"), consumer_name("a_b"));
+        assert_ne!(consumer_name("a.b"), consumer_name("a/b"));
+        assert_eq!(
+            consumer_name("index.vector"),
+            "index_vector-2c8bf99c",
+            "stable across versions"
+        );
         assert_eq!(consumer_name("plain_name-1"), "plain_name-1");
+        for name in ["a b/c", "ü.x", "*", ">", "%"] {
+            let consumer = consumer_name(name);
+            assert!(
+                consumer
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{name:?}: {consumer}"
+            );
+        }
     }
 
     #[test]
@@ -240,7 +279,10 @@ mod tests {
             routing_key: Some("eu".into()),
             revision: 3,
         };
-        assert_eq!(Recorded::from_description(Some(&recorded.description())), Some(recorded));
+        assert_eq!(
+            Recorded::from_description(Some(&recorded.description())),
+            Some(recorded)
+        );
         assert_eq!(Recorded::from_description(Some("made by hand")), None);
         assert_eq!(Recorded::from_description(None), None);
     }

@@ -1,8 +1,8 @@
 //! Dead letters: a message that failed for good is published, with its error, to the handler's
 //! dead-letter subject, and only then terminated, so it is never dropped.
 //!
-//! The dead-letter subject of handler `index.vector` is `<dead-letter prefix>.index%2Evector`
-//! (`osa-dead.index%2Evector` by default; the handler name is written as its consumer name). A
+//! The dead-letter subject of handler `index.vector` is `<dead-letter prefix>.index_vector-2c8bf99c`
+//! (`osa-dead.index_vector-2c8bf99c` by default; the handler name is written as its consumer name). A
 //! dead letter is a copy of the message (body and headers) with these headers added:
 //!
 //! | header | value |

@@ -164,9 +164,8 @@ impl JetStreamStoreBuilder {
     /// [`Error::Config`] when the stream does not exist or the dead-letter prefix is not a
     /// subject; [`Error::Broker`] when JetStream fails.
     pub async fn connect(self) -> Result<JetStreamStore> {
-        Subjects::new(self.dead_letter_prefix.clone()).map_err(|error| {
-            Error::Config(format!("the dead-letter prefix: {error}").into())
-        })?;
+        Subjects::new(self.dead_letter_prefix.clone())
+            .map_err(|error| Error::Config(format!("the dead-letter prefix: {error}").into()))?;
         let client = self.connect.open_reconnecting().await.map_err(broker)?;
         let context = jetstream::new(client.clone());
         let stream = context.get_stream(&self.stream).await.map_err(|error| {
@@ -218,7 +217,11 @@ impl JetStreamStore {
 
     /// The dead-letter subject of handler `handler`.
     pub fn dead_letter_subject(&self, handler: &str) -> String {
-        format!("{}.{}", self.inner.dead_letter_prefix, consumer_name(handler))
+        format!(
+            "{}.{}",
+            self.inner.dead_letter_prefix,
+            consumer_name(handler)
+        )
     }
 
     fn registered(&self, subscription: SubscriptionId) -> Result<Registered> {
@@ -230,18 +233,22 @@ impl JetStreamStore {
         usize::try_from(subscription.0)
             .ok()
             .and_then(|index| subscriptions.get(index).cloned())
-            .ok_or_else(|| Error::Config(format!("unknown subscription id {}", subscription.0).into()))
+            .ok_or_else(|| {
+                Error::Config(format!("unknown subscription id {}", subscription.0).into())
+            })
     }
 
     async fn register_all(&self, subscriptions: &[Subscription]) -> Result<Vec<SubscriptionId>> {
         let patterns = self.inner.stream.cached_info().config.subjects.clone();
         let mut consumers = Vec::with_capacity(subscriptions.len());
         for subscription in subscriptions {
-            self.inner.subjects.check_event_type(&subscription.event_type)?;
-            let filter = self
-                .inner
+            self.inner
                 .subjects
-                .filter(&subscription.event_type, subscription.routing_key.as_deref());
+                .check_event_type(&subscription.event_type)?;
+            let filter = self.inner.subjects.filter(
+                &subscription.event_type,
+                subscription.routing_key.as_deref(),
+            );
             if !patterns.iter().any(|pattern| covers(pattern, &filter)) {
                 return Err(Error::Config(
                     format!(
@@ -270,7 +277,10 @@ impl JetStreamStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut ids = Vec::with_capacity(consumers.len());
         for consumer in consumers {
-            let index = match registered.iter().position(|known| known.name == consumer.name) {
+            let index = match registered
+                .iter()
+                .position(|known| known.name == consumer.name)
+            {
                 Some(index) => {
                     registered[index] = consumer;
                     index
@@ -328,8 +338,14 @@ impl JetStreamStore {
         }
         let mut deliveries = Vec::with_capacity(messages.len());
         for message in messages {
-            let Ok(info) = message.info() else {
-                continue;
+            let info = match message.info() {
+                Ok(info) => info,
+                Err(error) => {
+                    // Not a JetStream delivery (no ack subject to read): nothing to acknowledge,
+                    // and nothing the consumer will count as delivered.
+                    tracing::warn!(handler = %registered.name, %error, "a message with no JetStream metadata was skipped");
+                    continue;
+                }
             };
             let fence = Fence {
                 position: i64::try_from(info.stream_sequence).unwrap_or(i64::MAX),
@@ -355,7 +371,12 @@ impl JetStreamStore {
 
     /// Sends `kind` for each held claim of `fences`, removing them; flushes, so the server has
     /// them when this returns. Returns how many were held.
-    async fn settle(&self, subscription: SubscriptionId, fences: &[Fence], kind: AckKind) -> Result<u64> {
+    async fn settle(
+        &self,
+        subscription: SubscriptionId,
+        fences: &[Fence],
+        kind: AckKind,
+    ) -> Result<u64> {
         let held = self.inner.claims.take(subscription, fences);
         let count = held.len() as u64;
         for (_, message) in &held {
@@ -385,11 +406,19 @@ impl JetStreamStore {
                 continue;
             };
             let outcome = match failure.retry_in {
-                Some(delay) => message.ack_with(AckKind::Nak(Some(delay))).await.map_err(broker),
-                None => self.dead_letter(&registered, &message, &failure.stored_error()).await,
+                Some(delay) => message
+                    .ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(broker),
+                None => {
+                    self.dead_letter(&registered, &message, &failure.stored_error())
+                        .await
+                }
             };
             if let Err(error) = outcome {
-                self.inner.claims.restore(subscription, vec![(fence, message)]);
+                self.inner
+                    .claims
+                    .restore(subscription, vec![(fence, message)]);
                 return Err(error);
             }
             written += 1;
@@ -398,7 +427,12 @@ impl JetStreamStore {
         Ok(written)
     }
 
-    async fn dead_letter(&self, registered: &Registered, message: &Message, error: &str) -> Result<()> {
+    async fn dead_letter(
+        &self,
+        registered: &Registered,
+        message: &Message,
+        error: &str,
+    ) -> Result<()> {
         let event_id = message
             .info()
             .map(|info| Envelope::read(message.headers.as_ref(), info.stream_sequence).event_id)

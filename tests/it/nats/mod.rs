@@ -53,7 +53,7 @@ impl Nats {
     /// Every message of `stream`, in stream order.
     pub(crate) async fn messages(&self, name: &str) -> Vec<jetstream::message::StreamMessage> {
         let mut stream = self.context.get_stream(name).await.expect("the stream");
-        let state = stream.info().await.expect("stream info").state;
+        let state = stream.info().await.expect("stream info").state.clone();
         let mut messages = Vec::new();
         for sequence in state.first_sequence..=state.last_sequence {
             if state.messages == 0 {

@@ -81,13 +81,17 @@ async fn stream_orders(nats: &Nats) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_moves_the_log_in_commit_order_once_with_its_envelope() {
-    let Some(nats) = Nats::start().await else { return };
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
     nats.events_stream().await;
     let db = Db::new().await;
     // Two transactions that commit in the other order than they took positions: the stream
     // follows the commits.
     let mut first = db.pool().begin().await.unwrap();
-    osa_events::publish(&mut *first, &Order { n: 100 }).await.unwrap();
+    osa_events::publish(&mut *first, &Order { n: 100 })
+        .await
+        .unwrap();
     publish(&db, 0..120, Some("eu")).await;
     first.commit().await.unwrap();
     let metadata = Metadata::new()
@@ -96,11 +100,16 @@ async fn the_relay_moves_the_log_in_commit_order_once_with_its_envelope() {
     let mut tx = db.pool().begin().await.unwrap();
     osa_events::publish_batch(
         &mut *tx,
-        &[Outgoing::new(&Order { n: 200 }).unwrap().with_metadata(metadata).unwrap()],
+        &[Outgoing::new(&Order { n: 200 })
+            .unwrap()
+            .with_metadata(metadata)
+            .unwrap()],
     )
     .await
     .unwrap();
-    osa_events::publish(&mut *tx, &Other { n: 0 }).await.unwrap();
+    osa_events::publish(&mut *tx, &Other { n: 0 })
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     let (shutdown, running) = spawn_relay(&db, &nats, orders_relay());
@@ -111,7 +120,11 @@ async fn the_relay_moves_the_log_in_commit_order_once_with_its_envelope() {
     let mut expected: Vec<i64> = (0..120).collect();
     expected.push(100);
     expected.push(200);
-    assert_eq!(stream_orders(&nats).await, expected, "commit order, each once");
+    assert_eq!(
+        stream_orders(&nats).await,
+        expected,
+        "commit order, each once"
+    );
 
     let messages = nats.messages("EVENTS").await;
     let first = &messages[0];
@@ -119,14 +132,21 @@ async fn the_relay_moves_the_log_in_commit_order_once_with_its_envelope() {
     assert_eq!(header(first, headers::EVENT_TYPE), Some("test.relay.order"));
     assert_eq!(header(first, headers::EVENT_VERSION), Some("2"));
     assert_eq!(header(first, headers::ROUTING_KEY), Some("eu"));
-    assert_eq!(header(first, headers::MSG_ID), header(first, headers::EVENT_ID));
+    assert_eq!(
+        header(first, headers::MSG_ID),
+        header(first, headers::EVENT_ID)
+    );
     let last = messages.last().unwrap();
     assert_eq!(last.subject.as_str(), "osa.test.relay.order._");
     assert_eq!(header(last, headers::CORRELATION_ID), Some("req-7"));
     let stored: serde_json::Value =
         serde_json::from_str(header(last, headers::METADATA).unwrap()).unwrap();
     assert_eq!(stored["tenant"], "acme");
-    assert_eq!(&last.payload[..], br#"{"n": 200}"#, "the payload as stored, unchanged");
+    assert_eq!(
+        &last.payload[..],
+        br#"{"n": 200}"#,
+        "the payload as stored, unchanged"
+    );
 
     // The checkpoint passed them all: the status shows no lag, and a restarted relay sends
     // nothing again.
@@ -151,7 +171,9 @@ async fn the_relay_moves_the_log_in_commit_order_once_with_its_envelope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_relays_only_the_routing_keys_it_is_given() {
-    let Some(nats) = Nats::start().await else { return };
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
     nats.events_stream().await;
     let db = Db::new().await;
     publish(&db, 0..5, Some("eu")).await;
@@ -174,7 +196,9 @@ async fn the_relay_relays_only_the_routing_keys_it_is_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_stream_the_relay_refuses_to_start_and_names_the_subject() {
-    let Some(nats) = Nats::start().await else { return };
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
     let db = Db::new().await;
     let (_shutdown, running) = spawn_relay(&db, &nats, orders_relay());
     let error = tokio::time::timeout(WAIT, running)
@@ -190,7 +214,9 @@ async fn without_a_stream_the_relay_refuses_to_start_and_names_the_subject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_the_stream_refuses_stops_the_relay_before_it_and_says_which() {
-    let Some(nats) = Nats::start().await else { return };
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
     nats.context
         .create_stream(stream::Config {
             name: "EVENTS".into(),
@@ -204,7 +230,9 @@ async fn a_message_the_stream_refuses_stops_the_relay_before_it_and_says_which()
     publish(&db, 0..3, None).await;
     // Order 3 is made too large for the stream's 2,000 bytes.
     let mut tx = db.pool().begin().await.unwrap();
-    osa_events::publish(&mut *tx, &Order { n: 3 }).await.unwrap();
+    osa_events::publish(&mut *tx, &Order { n: 3 })
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     sqlx::query("update osa_events.events set payload = jsonb_build_object('n', 3, 'pad', repeat('x', 4000)) where payload->>'n' = '3'")
         .execute(db.pool())
@@ -212,21 +240,39 @@ async fn a_message_the_stream_refuses_stops_the_relay_before_it_and_says_which()
         .unwrap();
     publish(&db, 4..6, None).await;
 
-    let relay = Relay::builder("orders").events::<Order>().batch(2).build().unwrap();
+    let relay = Relay::builder("orders")
+        .events::<Order>()
+        .batch(2)
+        .build()
+        .unwrap();
     let (_shutdown, running) = spawn_relay(&db, &nats, relay.clone());
     let error = tokio::time::timeout(WAIT, running)
         .await
         .expect("the relay stops")
         .unwrap()
         .unwrap_err();
-    let RelayError::Rejected { event_type, position, .. } = &error else {
+    let RelayError::Rejected {
+        event_type,
+        position,
+        ..
+    } = &error
+    else {
         panic!("expected a refusal, got {error:?}");
     };
     assert_eq!(event_type, "test.relay.order");
     assert_eq!(*position, 4, "the fourth event");
-    assert_eq!(stream_orders(&nats).await, vec![0, 1, 2], "nothing after it, nothing skipped");
+    assert_eq!(
+        stream_orders(&nats).await,
+        vec![0, 1, 2],
+        "nothing after it, nothing skipped"
+    );
     let status = relay.status(&db.store).await.unwrap();
-    assert_eq!(status.lag, 4, "the checkpoint stays before the refused event");
-    let last_error = status.last_error.expect("the refusal is the relay's last error");
+    assert_eq!(
+        status.lag, 4,
+        "the checkpoint stays before the refused event"
+    );
+    let last_error = status
+        .last_error
+        .expect("the refusal is the relay's last error");
     assert!(last_error.contains("refused event"), "{last_error}");
 }

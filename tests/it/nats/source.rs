@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use osa_events::nats::source::dead;
+use osa_events::nats::source::{consumer_name, dead};
 use osa_events::nats::{JetStreamStore, Relay, headers};
 use osa_events::prelude::*;
 use osa_events::{Error, Runtime};
@@ -39,7 +39,13 @@ impl Seen {
 }
 
 /// Multiples of 3 fail their first attempt; 7 fails for good.
-#[event_handler(name = "test.js.flaky", batch = 8, retries = 2, backoff = "20ms", poll = "50ms")]
+#[event_handler(
+    name = "test.js.flaky",
+    batch = 8,
+    retries = 2,
+    backoff = "20ms",
+    poll = "50ms"
+)]
 async fn flaky(order: JsOrder, ctx: Ctx, seen: State<Seen>) -> Result<(), HandlerError> {
     seen.attempts
         .lock()
@@ -55,7 +61,9 @@ async fn flaky(order: JsOrder, ctx: Ctx, seen: State<Seen>) -> Result<(), Handle
         return Err(HandlerError::permanent("order 7 is malformed"));
     }
     if order.n % 3 == 0 && ctx.attempt() == 1 {
-        return Err(HandlerError::retry("the first try of a multiple of 3 fails"));
+        return Err(HandlerError::retry(
+            "the first try of a multiple of 3 fails",
+        ));
     }
     Ok(())
 }
@@ -124,7 +132,9 @@ async fn publish_to_stream(nats: &Nats, range: std::ops::Range<i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_on_jetstream_ack_retry_with_the_delivery_count_and_dead_letter() {
-    let Some(nats) = Nats::start().await else { return };
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
     nats.events_stream().await;
     let store = store(&nats).await;
     let seen = Arc::new(Seen::default());
@@ -135,7 +145,7 @@ async fn handlers_on_jetstream_ack_retry_with_the_delivery_count_and_dead_letter
     publish_to_stream(&nats, 0..10).await;
 
     let dead_subject = store.dead_letter_subject("test.js.flaky");
-    assert_eq!(dead_subject, "osa-dead.test%2Ejs%2Eflaky");
+    assert_eq!(dead_subject, "osa-dead.test_js_flaky-ddab8d6d");
     eventually(WAIT, "every order handled and 7 dead-lettered", || async {
         let attempts = seen.attempts();
         attempts.len() == 10
@@ -175,7 +185,9 @@ async fn handlers_on_jetstream_ack_retry_with_the_delivery_count_and_dead_letter
         .get_stream("EVENTS")
         .await
         .unwrap()
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("test%2Ejs%2Eflaky")
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer_name(
+            "test.js.flaky",
+        ))
         .await
         .unwrap();
     let info = consumer.info().await.unwrap();
@@ -188,7 +200,9 @@ async fn handlers_on_jetstream_ack_retry_with_the_delivery_count_and_dead_letter
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tx_handler_is_refused_on_jetstream_at_start_up() {
-    let Some(nats) = Nats::start().await else { return };
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
     nats.events_stream().await;
     let error = Runtime::builder(store(&nats).await)
         .only(["test.js.tx"])
@@ -206,20 +220,31 @@ async fn a_tx_handler_is_refused_on_jetstream_at_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_runs_handlers_on_postgres_and_on_jetstream_side_by_side() {
-    let Some(nats) = Nats::start().await else { return };
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
     nats.events_stream().await;
     let db = Db::new().await;
     let seen = Arc::new(Seen::default());
     let shutdown = CancellationToken::new();
     let on_jetstream = runtime(store(&nats).await, "test.js.flaky", seen.clone(), &shutdown);
-    let on_postgres = runtime(db.store.clone(), "test.js.on_postgres", seen.clone(), &shutdown);
+    let on_postgres = runtime(
+        db.store.clone(),
+        "test.js.on_postgres",
+        seen.clone(),
+        &shutdown,
+    );
     on_jetstream.register().await.unwrap();
     on_postgres.register().await.unwrap();
-    let relay = Relay::builder("js-orders").events::<JsOrder>().build().unwrap();
+    let relay = Relay::builder("js-orders")
+        .events::<JsOrder>()
+        .build()
+        .unwrap();
     let relay_store = db.store.clone();
     let relay_shutdown = shutdown.clone();
     let connect = nats.connect();
-    let relaying = tokio::spawn(async move { relay.run(&relay_store, connect, relay_shutdown).await });
+    let relaying =
+        tokio::spawn(async move { relay.run(&relay_store, connect, relay_shutdown).await });
     let both = tokio::spawn(async move { tokio::try_join!(on_jetstream.run(), on_postgres.run()) });
 
     let mut tx = db.pool().begin().await.unwrap();
