@@ -927,10 +927,9 @@ impl RuntimeBuilder {
             })
             .collect::<Result<Vec<_>>>()?;
         if self.store.operations().is_none() {
-            if let Some(handler) = handlers
-                .iter()
-                .find(|handler| handler.start_from != StartFrom::Now)
-            {
+            if let Some(handler) = handlers.iter().find(|handler| {
+                handler.start_from != StartFrom::Now && !self.store.applies_start_from()
+            }) {
                 return Err(crate::Error::Config(
                     format!(
                         "handler `{}` starts from {:?}, but this store has no operations API \

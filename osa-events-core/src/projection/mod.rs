@@ -18,8 +18,8 @@ pub(crate) mod runner;
 pub(crate) mod store;
 
 pub use store::{
-    Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ResetTo,
-    event_type_set,
+    Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ReadAhead,
+    ResetTo, event_type_set,
 };
 
 /// The set of event types a projection reads: one [`Event`] type, or an enum of them with

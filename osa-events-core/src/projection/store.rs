@@ -110,6 +110,15 @@ pub struct OpenBatch {
     pub transaction: Option<Box<dyn Transaction>>,
 }
 
+/// Events read by [`Leadership::read_ahead`].
+#[derive(Debug)]
+pub struct ReadAhead {
+    /// The events after the cursor, in order, as in [`OpenBatch::events`].
+    pub events: Vec<Delivery>,
+    /// The cursor after them: their last event, or further when everything settled was read.
+    pub to: Checkpoint,
+}
+
 /// A batch's move of the checkpoint, from [`OpenBatch::advance`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Advance {
@@ -211,6 +220,46 @@ pub trait Leadership: Send {
         advance: Advance,
         transaction: Option<Box<dyn Transaction>>,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// Reads up to `limit` events of `event_types` after `after`, in order, without a transaction
+    /// and without locking or moving the checkpoint: for a reader that runs ahead of its commits
+    /// (the JetStream relay reads the next batch while the last one's acknowledgements come in).
+    /// `after` is the `to` of a batch read before; the result's [`ReadAhead::to`] is the cursor
+    /// after this read, as [`OpenBatch::advance`]'s `to` would be. Commit with
+    /// [`commit_ahead`](Self::commit_ahead).
+    ///
+    /// `Ok(None)` when the store does not read ahead (the default): use
+    /// [`next_batch`](Self::next_batch).
+    fn read_ahead<'a>(
+        &'a mut self,
+        event_types: &'static [&'static str],
+        after: Checkpoint,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Option<ReadAhead>>> {
+        let _ = (event_types, after, limit);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Moves the checkpoint as `advance` says, in a transaction of its own, if the leadership
+    /// holds and the checkpoint is still at `advance.from`: for batches read with
+    /// [`read_ahead`](Self::read_ahead). `Ok(false)` when it is not (a reset moved it): nothing
+    /// was written, and the reader should read again from the checkpoint with
+    /// [`next_batch`](Self::next_batch).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`](crate::Error::NotLeader) when the leadership is lost;
+    /// [`Error::Config`](crate::Error::Config) from a store that does not read ahead (the
+    /// default).
+    fn commit_ahead(&mut self, advance: Advance) -> BoxFuture<'_, Result<bool>> {
+        let _ = advance;
+        Box::pin(async {
+            Err(crate::Error::Config(
+                "this store does not read projections ahead (`Leadership::read_ahead` is `None`)"
+                    .into(),
+            ))
+        })
+    }
 
     /// Records why the last batch failed, for [`ProjectionStatus::last_error`]; the checkpoint
     /// does not move.

@@ -56,8 +56,8 @@ mod transaction;
 
 pub use crate::envelope::Envelopes;
 pub use crate::projection::{
-    Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ResetTo,
-    event_type_set,
+    Advance, Checkpoint, Leadership, OpenBatch, ProjectionStatus, ProjectionStore, ReadAhead,
+    ResetTo, event_type_set,
 };
 pub use jsonb::jsonb_text;
 pub use transaction::{Transaction, TransactionAny, Transactions};
@@ -356,6 +356,14 @@ pub trait Store: Send + Sync + 'static {
     /// `Tx` need them, and the runtime refuses to start those on a store without.
     fn transactions(&self) -> Option<&dyn Transactions> {
         None
+    }
+
+    /// Whether [`register`](Self::register) applies a new subscription's
+    /// [`start_from`](Subscription::start_from) itself (a JetStream consumer's deliver policy), so
+    /// that no backfill through the operations API is needed. `false` by default: the runtime then
+    /// copies the history with [`Operations::backfill`].
+    fn applies_start_from(&self) -> bool {
+        false
     }
 
     /// Why the store has no transactions, for the start-up error of a handler or projection that

@@ -47,7 +47,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use osa_events_core::store::{Leadership, ProjectionStatus, ProjectionStore, Store};
+use osa_events_core::store::{
+    Advance, Checkpoint, Delivery, Leadership, OpenBatch, ProjectionStatus, ProjectionStore,
+    ReadAhead, Store, Transaction,
+};
 use osa_events_core::{CancellationToken, Error, EventSet};
 
 use crate::connect::Connect;
@@ -267,6 +270,10 @@ impl Relay {
 
     /// Relays batches while leading; hands the leadership back with the reason it stopped:
     /// `Ok` for a shutdown or a lost leadership (follow again), `Err` to stop the relay.
+    ///
+    /// Where the store reads ahead ([`Leadership::read_ahead`]), the next batch is read while
+    /// the current one is published and acknowledged, so the log's reads cost no time of their
+    /// own; it is relayed only once the current batch's checkpoint is saved.
     async fn lead(
         &self,
         mut leadership: Box<dyn Leadership>,
@@ -275,54 +282,89 @@ impl Relay {
         shutdown: &CancellationToken,
     ) -> (Box<dyn Leadership>, Result<(), RelayError>) {
         let mut failures: u32 = 0;
+        let mut ahead: Option<Chunk> = None;
         while !shutdown.is_cancelled() {
-            let mut batch = match leadership.next_batch(self.event_types, self.batch).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::warn!(relay = self.name, %error, "cannot read the log; following");
-                    return (leadership, Ok(()));
-                }
+            let mut chunk = match ahead.take() {
+                Some(chunk) => chunk,
+                None => match leadership.next_batch(self.event_types, self.batch).await {
+                    Ok(batch) => Chunk::read(batch),
+                    Err(error) => {
+                        tracing::warn!(relay = self.name, %error, "cannot read the log; following");
+                        return (leadership, Ok(()));
+                    }
+                },
             };
-            if batch.events.is_empty() {
-                if batch.advance.to != batch.advance.from {
-                    if let Err(error) = leadership.commit(batch.advance, batch.transaction).await {
+            if chunk.events.is_empty() {
+                // Caught up (perhaps past events of other types only: the cursor moves there).
+                if chunk.advance.to != chunk.advance.from {
+                    if let Err(error) = chunk.commit(&mut *leadership).await {
                         tracing::warn!(relay = self.name, %error, "cannot move the checkpoint; following");
                         return (leadership, Ok(()));
                     }
-                } else {
-                    drop(batch.transaction);
                 }
                 if !pause(shutdown, self.poll).await {
                     break;
                 }
                 continue;
             }
-            let keep = |event: &osa_events_core::store::Delivery| match &self.routing_keys {
+            let keep = |event: &Delivery| match &self.routing_keys {
                 None => true,
                 Some(keys) => event
                     .routing_key
                     .as_ref()
                     .is_some_and(|key| keys.contains(key)),
             };
-            let sent =
-                window::publish_all(nats, &self.subjects, &mut batch.events, keep, self.window)
-                    .await;
+            let after = chunk.advance.to;
+            let publish =
+                window::publish_all(nats, &self.subjects, &mut chunk.events, keep, self.window);
+            // A batch that holds its transaction holds the leader's session too (on PostgreSQL,
+            // the one connection with the lock): the read ahead waits for its commit.
+            let (sent, read) = if chunk.transaction.is_none() {
+                let (sent, read) = tokio::join!(
+                    publish,
+                    leadership.read_ahead(self.event_types, after, self.batch)
+                );
+                (sent, Some(read))
+            } else {
+                (publish.await, None)
+            };
             match sent {
                 Ok(sent) => {
-                    if let Err(error) = leadership.commit(batch.advance, batch.transaction).await {
-                        // The events are in the stream; whoever leads next re-sends them, and
-                        // JetStream drops the copies.
-                        tracing::warn!(relay = self.name, %error, "cannot save the checkpoint; following");
-                        return (leadership, Ok(()));
+                    match chunk.commit(&mut *leadership).await {
+                        Ok(true) => {}
+                        // A reset moved the checkpoint: go on from there.
+                        Ok(false) => continue,
+                        Err(error) => {
+                            // The events are in the stream; whoever leads next sends them
+                            // again, and JetStream drops the copies.
+                            tracing::warn!(relay = self.name, %error, "cannot save the checkpoint; following");
+                            return (leadership, Ok(()));
+                        }
                     }
                     failures = 0;
                     metrics::counter!("osa_events_relay_events_total", "relay" => self.name)
                         .increment(sent.acknowledged);
                     metrics::counter!("osa_events_relay_duplicates_total", "relay" => self.name)
                         .increment(sent.duplicates);
+                    let read = match read {
+                        Some(read) => read,
+                        None => {
+                            leadership
+                                .read_ahead(self.event_types, after, self.batch)
+                                .await
+                        }
+                    };
+                    ahead = match read {
+                        Ok(Some(read)) => Some(Chunk::ahead(after, read)),
+                        Ok(None) => None,
+                        Err(error) => {
+                            tracing::debug!(relay = self.name, %error, "cannot read ahead; reading from the checkpoint");
+                            None
+                        }
+                    };
                 }
                 Err(Failure::Unavailable(error)) => {
-                    drop(batch.transaction);
+                    drop(chunk);
                     failures = failures.saturating_add(1);
                     metrics::counter!("osa_events_relay_failures_total", "relay" => self.name, "kind" => "unavailable")
                         .increment(1);
@@ -339,7 +381,7 @@ impl Relay {
                     match connect.open_for_relay(self.window).await {
                         Ok(context) => *nats = context,
                         Err(error) => {
-                            tracing::warn!(relay = self.name, %error, "cannot reconnect to NATS yet")
+                            tracing::warn!(relay = self.name, %error, "cannot reconnect to NATS yet");
                         }
                     }
                 }
@@ -348,7 +390,7 @@ impl Relay {
                     subject,
                     reason,
                 }) => {
-                    drop(batch.transaction);
+                    drop(chunk);
                     metrics::counter!("osa_events_relay_failures_total", "relay" => self.name, "kind" => "rejected")
                         .increment(1);
                     let error = RelayError::Rejected {
@@ -529,6 +571,48 @@ fn projection_store<S: Store + ?Sized>(store: &S) -> Result<Arc<dyn ProjectionSt
             "this store runs no projections, and a relay is one: use PostgreSQL or SQLite".into(),
         ))
     })
+}
+
+/// A batch of the log to relay: read by [`Leadership::next_batch`] (with its transaction, where
+/// the store has them) or ahead of the checkpoint by [`Leadership::read_ahead`].
+struct Chunk {
+    events: Vec<Delivery>,
+    advance: Advance,
+    transaction: Option<Box<dyn Transaction>>,
+    read_ahead: bool,
+}
+
+impl Chunk {
+    fn read(batch: OpenBatch) -> Self {
+        Self {
+            events: batch.events,
+            advance: batch.advance,
+            transaction: batch.transaction,
+            read_ahead: false,
+        }
+    }
+
+    fn ahead(from: Checkpoint, read: ReadAhead) -> Self {
+        Self {
+            events: read.events,
+            advance: Advance { from, to: read.to },
+            transaction: None,
+            read_ahead: true,
+        }
+    }
+
+    /// Saves the checkpoint after this chunk; `false` when a reset moved it meanwhile (it then
+    /// stands, and nothing was written).
+    async fn commit(self, leadership: &mut dyn Leadership) -> osa_events_core::Result<bool> {
+        if self.read_ahead {
+            leadership.commit_ahead(self.advance).await
+        } else {
+            leadership
+                .commit(self.advance, self.transaction)
+                .await
+                .map(|()| true)
+        }
+    }
 }
 
 /// Sleeps `duration` unless shut down first; `false` when shut down.

@@ -64,8 +64,8 @@ pub(crate) async fn publish_all(
         let event = &mut events[index];
         let subject = subjects.subject(&event.event_type, event.routing_key.as_deref());
         let message_headers = headers::for_event(event);
-        // The body is the payload unchanged; the event keeps it for a refusal's message.
-        let payload = event.payload.clone();
+        // The body is the payload unchanged (a refusal's message names the event, not its body).
+        let payload = std::mem::take(&mut event.payload);
         let ack = context
             .publish_with_headers(subject.clone(), message_headers, payload.into())
             .await

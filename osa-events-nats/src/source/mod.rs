@@ -546,6 +546,11 @@ impl Store for JetStreamStore {
         Box::pin(self.defer_all(subscription, deferred))
     }
 
+    fn applies_start_from(&self) -> bool {
+        // A new consumer's deliver policy (see `consumer::register`).
+        true
+    }
+
     fn no_transactions_reason(&self) -> &'static str {
         "JetStream has no transaction to join (a JetStream handler acknowledges each message on its \
          own); publish from a handler running on a database store instead"

@@ -47,7 +47,7 @@ use super::read::{self, Checkpoint};
 use crate::PgTransaction;
 use crate::store::keepalive;
 use crate::tx::PgStoreTransaction;
-use osa_events_core::store::{Advance, Leadership, OpenBatch, Transaction};
+use osa_events_core::store::{Advance, Leadership, OpenBatch, ReadAhead, Transaction};
 use osa_events_core::{Error, Result};
 
 /// The first half of every projection lock key: "osae" in ASCII. The second half is
@@ -379,6 +379,44 @@ impl Leadership for PgLeadership {
             tx.commit().await?;
             self.read_through = self.pending.take();
             Ok(())
+        })
+    }
+
+    /// The probe (which confirms the lock and takes the high-water mark), then one read after
+    /// `after` up to the mark: a single statement, whose snapshot, taken after the probe, sees
+    /// every commit up to the mark, as the batch transaction of `next_batch` does.
+    fn read_ahead<'a>(
+        &'a mut self,
+        event_types: &'static [&'static str],
+        after: Checkpoint,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Option<ReadAhead>>> {
+        Box::pin(async move {
+            // The idle shortcut of `next_batch` knows nothing of reads ahead.
+            self.pending = None;
+            self.read_through = None;
+            let probe = self.probe().await?;
+            let mut conn = self.pool.acquire().await?;
+            let read =
+                read::events_after(&mut conn, event_types, after, probe.high_water, limit).await?;
+            Ok(Some(ReadAhead {
+                events: read.events,
+                to: read.to,
+            }))
+        })
+    }
+
+    fn commit_ahead(&mut self, advance: Advance) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            self.confirm(&mut tx).await?;
+            if read::checkpoint(&mut tx, self.name).await? != advance.from {
+                // Reset meanwhile: the reset stands.
+                return Ok(false);
+            }
+            read::save(&mut tx, self.name, advance.to).await?;
+            tx.commit().await?;
+            Ok(true)
         })
     }
 

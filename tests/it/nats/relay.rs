@@ -276,3 +276,47 @@ async fn a_message_the_stream_refuses_stops_the_relay_before_it_and_says_which()
         .expect("the refusal is the relay's last error");
     assert!(last_error.contains("refused event"), "{last_error}");
 }
+
+/// A reset while the relay reads ahead stands: the relay goes back to the beginning and sends
+/// the log again, and JetStream, within its duplicate window, stores nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_while_relaying_stands_and_the_stream_stores_nothing_twice() {
+    use osa_events::ResetTo;
+    use osa_events::store::Store;
+
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    nats.events_stream().await;
+    let db = Db::new().await;
+    for start in (0..2_000).step_by(100) {
+        publish(&db, start..start + 100, None).await;
+    }
+    let relay = Relay::builder("orders")
+        .events::<Order>()
+        .batch(100)
+        .build()
+        .unwrap();
+    let (shutdown, running) = spawn_relay(&db, &nats, relay.clone());
+    eventually(WAIT, "the relay under way", || async {
+        nats.count("EVENTS").await >= 300
+    })
+    .await;
+    let projections = db.store.projections().unwrap();
+    projections
+        .reset(relay.checkpoint_name(), ResetTo::Beginning)
+        .await
+        .unwrap();
+    eventually(WAIT, "everything relayed", || async {
+        relay.status(&db.store).await.unwrap().lag == 0 && nats.count("EVENTS").await >= 2_000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stream_orders(&nats).await,
+        (0..2_000).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
