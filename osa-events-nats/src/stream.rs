@@ -13,9 +13,10 @@ use futures_util::TryStreamExt;
 use crate::relay::RelayError;
 use crate::subjects::{Subjects, covers};
 
-/// Creates the stream `name` taking every subject under `subjects`' prefix (`osa.>`), with a
-/// two-minute duplicate window, or returns it when it exists: for tests and examples. Production
-/// streams are set up by the operator.
+/// Creates the stream `name` taking every subject under `subjects`' prefix (`osa.>`) and the
+/// dead letters of the JetStream store's default prefix (`osa-dead.>`), with a two-minute
+/// duplicate window, or returns it when it exists: for tests and examples. Production streams are
+/// set up by the operator.
 ///
 /// # Errors
 ///
@@ -29,7 +30,10 @@ pub async fn create(
     context
         .get_or_create_stream(stream::Config {
             name: name.to_owned(),
-            subjects: vec![subjects.all()],
+            subjects: vec![
+                subjects.all(),
+                format!("{}.>", crate::source::DEFAULT_DEAD_LETTER_PREFIX),
+            ],
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         })

@@ -296,11 +296,11 @@ impl Relay {
             };
             if chunk.events.is_empty() {
                 // Caught up (perhaps past events of other types only: the cursor moves there).
-                if chunk.advance.to != chunk.advance.from {
-                    if let Err(error) = chunk.commit(&mut *leadership).await {
-                        tracing::warn!(relay = self.name, %error, "cannot move the checkpoint; following");
-                        return (leadership, Ok(()));
-                    }
+                if chunk.advance.to != chunk.advance.from
+                    && let Err(error) = chunk.commit(&mut *leadership).await
+                {
+                    tracing::warn!(relay = self.name, %error, "cannot move the checkpoint; following");
+                    return (leadership, Ok(()));
                 }
                 if !pause(shutdown, self.poll).await {
                     break;
