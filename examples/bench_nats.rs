@@ -57,7 +57,7 @@ async fn drain(records: Batch<Record>, handled: State<Handled>) -> Result<(), Ha
 }
 
 /// The relay's batch and window, and the raw loop's window.
-const BATCH: u32 = 1_000;
+const BATCH: u32 = Relay::DEFAULT_BATCH;
 const WINDOW: usize = 256;
 /// The drain's fetch size: the handler's `batch`.
 const FETCH: usize = 100;

@@ -118,7 +118,7 @@ pub struct RelayBuilder {
 
 impl Relay {
     /// Default [`RelayBuilder::batch`].
-    pub const DEFAULT_BATCH: u32 = 1_000;
+    pub const DEFAULT_BATCH: u32 = 5_000;
     /// Largest [`RelayBuilder::batch`].
     pub const MAX_BATCH: u32 = 10_000;
     /// Default [`RelayBuilder::window`].
@@ -473,7 +473,7 @@ impl RelayBuilder {
         self
     }
 
-    /// Events read from the log per batch, in 1..=10,000 (default 1,000): the checkpoint moves
+    /// Events read from the log per batch, in 1..=10,000 (default 5,000): the checkpoint moves
     /// once per batch, when all of it is acknowledged.
     pub fn batch(mut self, batch: u32) -> Self {
         self.batch = batch;

@@ -115,7 +115,6 @@ impl std::fmt::Debug for JetStreamStore {
 
 struct Inner {
     context: jetstream::Context,
-    client: async_nats::Client,
     stream: Stream,
     stream_name: String,
     subjects: Subjects,
@@ -167,7 +166,7 @@ impl JetStreamStoreBuilder {
         Subjects::new(self.dead_letter_prefix.clone())
             .map_err(|error| Error::Config(format!("the dead-letter prefix: {error}").into()))?;
         let client = self.connect.open_reconnecting().await.map_err(broker)?;
-        let context = jetstream::new(client.clone());
+        let context = jetstream::new(client);
         let stream = context.get_stream(&self.stream).await.map_err(|error| {
             Error::Config(
                 format!(
@@ -182,7 +181,6 @@ impl JetStreamStoreBuilder {
         Ok(JetStreamStore {
             inner: Arc::new(Inner {
                 context,
-                client,
                 stream,
                 stream_name: self.stream,
                 subjects: self.subjects,
@@ -369,8 +367,9 @@ impl JetStreamStore {
         Ok(deliveries)
     }
 
-    /// Sends `kind` for each held claim of `fences`, removing them; flushes, so the server has
-    /// them when this returns. Returns how many were held.
+    /// Sends `kind` for each held claim of `fences`, removing them; returns how many were held.
+    /// Acknowledgements are sent, not confirmed (as every JetStream client's plain `ack`): one
+    /// lost with the connection leaves its message to be delivered again after the ack wait.
     async fn settle(
         &self,
         subscription: SubscriptionId,
@@ -385,12 +384,7 @@ impl JetStreamStore {
                 return Err(broker(error));
             }
         }
-        self.flush().await?;
         Ok(count)
-    }
-
-    async fn flush(&self) -> Result<()> {
-        self.inner.client.flush().await.map_err(broker)
     }
 
     async fn fail_all(&self, subscription: SubscriptionId, failures: &[Failure]) -> Result<u64> {
@@ -423,7 +417,6 @@ impl JetStreamStore {
             }
             written += 1;
         }
-        self.flush().await?;
         Ok(written)
     }
 
@@ -454,7 +447,6 @@ impl JetStreamStore {
         for (_, message) in &held {
             message.ack_with(AckKind::Progress).await.map_err(broker)?;
         }
-        self.flush().await?;
         Ok(held.iter().map(|(fence, _)| fence.position).collect())
     }
 

@@ -93,6 +93,23 @@ select exists (
 /// The lock check alone.
 const CHECK_LOCK_SQL: &str = lock_check!();
 
+/// A read-ahead batch's checkpoint, in one autocommit statement: the lock check, and the move
+/// from `($6, $7)` to `($4, $5)` only while the lock holds and the checkpoint is still at
+/// `($6, $7)` (a reset meanwhile stands). Returns the check and how many rows moved.
+const COMMIT_AHEAD_SQL: &str = concat!(
+    "with lock (held, pid) as (",
+    lock_check!(),
+    r#"
+), moved as (
+    update osa_events.checkpoints
+    set position = $4, commit_seq = $5, last_error = null, failed_at = null, updated_at = now()
+    where name = $2 and position = $6 and commit_seq = $7 and (select held from lock)
+    returning 1
+)
+select held, pid, (select count(*) from moved) from lock
+"#
+);
+
 /// What an idle poll needs, in one read-only autocommit statement: the lock check, the commit
 /// high-water mark (its exclusive lock lasts only this statement) and the checkpoint, unlocked.
 const PROBE_SQL: &str = concat!(
@@ -408,15 +425,20 @@ impl Leadership for PgLeadership {
 
     fn commit_ahead(&mut self, advance: Advance) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            self.confirm(&mut tx).await?;
-            if read::checkpoint(&mut tx, self.name).await? != advance.from {
-                // Reset meanwhile: the reset stands.
-                return Ok(false);
-            }
-            read::save(&mut tx, self.name, advance.to).await?;
-            tx.commit().await?;
-            Ok(true)
+            let (held, pid, moved): (bool, i32, i64) = sqlx::query_as(COMMIT_AHEAD_SQL)
+                .persistent(false)
+                .bind(LOCK_NAMESPACE)
+                .bind(self.name)
+                .bind(self.pid)
+                .bind(advance.to.position)
+                .bind(read::signed(advance.to.commit_seq))
+                .bind(advance.from.position)
+                .bind(read::signed(advance.from.commit_seq))
+                .fetch_one(&self.pool)
+                .await?;
+            self.confirmed(held, pid)?;
+            // 0: a reset moved the checkpoint meanwhile, and stands.
+            Ok(moved == 1)
         })
     }
 

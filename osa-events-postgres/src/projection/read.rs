@@ -240,6 +240,6 @@ fn seq(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn signed(seq: u64) -> i64 {
+pub(super) fn signed(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
