@@ -17,7 +17,8 @@
 //!   publish and its re-send, such as a take-over by another node).
 //!
 //! Publishes are pipelined: up to [`RelayBuilder::window`] PubAcks outstanding, awaited in
-//! order. On an outage (no connection, no acknowledgement, JetStream restarting) the relay keeps
+//! order. Where the store reads ahead (PostgreSQL), the next batch is read while the current one
+//! is published and acknowledged. On an outage (no connection, no acknowledgement, JetStream restarting) the relay keeps
 //! its checkpoint, backs off (200 ms doubling to 10 s), reconnects, and re-sends the batch. On a
 //! message the stream refuses for good (larger than its limit, a subject no stream takes),
 //! [`Relay::run`] records the error as the relay's `last_error` in the store's status and returns
