@@ -320,3 +320,106 @@ async fn a_reset_while_relaying_stands_and_the_stream_stores_nothing_twice() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+/// The relay's counters and lag gauges, through the `metrics` facade (a current-thread runtime,
+/// so the relay's tasks record into this test's local recorder).
+#[tokio::test]
+async fn the_relay_counts_what_it_relays_and_samples_its_lag() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    nats.events_stream().await;
+    let db = Db::new().await;
+    publish(&db, 0..25, None).await;
+    let relay = Relay::builder("metered")
+        .events::<Order>()
+        .batch(10)
+        .status_every(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (shutdown, running) = spawn_relay(&db, &nats, relay);
+    // A snapshot hands out each counter's increments since the last one: sum them.
+    let mut totals = std::collections::BTreeMap::<String, f64>::new();
+    let mut lag = None;
+    let mut seconds = None;
+    eventually(WAIT, "25 relayed and a lag of 0 sampled after", || {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let ours = key
+                .labels()
+                .any(|label| label.key() == "relay" && label.value() == "relay:metered");
+            if !ours {
+                continue;
+            }
+            match (key.name(), value) {
+                ("osa_events_relay_lag_events", DebugValue::Gauge(value)) => {
+                    lag = Some(value.into_inner());
+                }
+                ("osa_events_relay_lag_seconds", DebugValue::Gauge(value)) => {
+                    seconds = Some(value.into_inner());
+                }
+                (name, DebugValue::Counter(count)) => {
+                    *totals.entry(name.to_owned()).or_default() += count as f64;
+                }
+                _ => {}
+            }
+        }
+        let done = totals.get("osa_events_relay_events_total") == Some(&25.0)
+            && lag == Some(0.0)
+            && seconds == Some(0.0);
+        async move { done }
+    })
+    .await;
+    assert_eq!(totals.get("osa_events_relay_duplicates_total"), Some(&0.0));
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// The relay is a projection of any store that has them: on SQLite (which does not read ahead)
+/// the log reaches the stream the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_runs_on_sqlite_too() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    nats.events_stream().await;
+    let store = osa_events::SqliteStore::temporary().await.unwrap();
+    store.migrate().await.unwrap();
+    for start in [0, 40, 80] {
+        let events: Vec<Outgoing> = (start..start + 40)
+            .map(|n| Outgoing::new(&Order { n }).unwrap())
+            .collect();
+        let mut tx = store.begin().await.unwrap();
+        osa_events::sqlite::publish_batch(&mut tx, &events)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let relay = Relay::builder("orders")
+        .events::<Order>()
+        .batch(50)
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = {
+        let (store, connect, shutdown) = (store.clone(), nats.connect(), shutdown.clone());
+        let relay = relay.clone();
+        tokio::spawn(async move { relay.run(&store, connect, shutdown).await })
+    };
+    eventually(WAIT, "all 120 in the stream", || async {
+        nats.count("EVENTS").await >= 120
+    })
+    .await;
+    assert_eq!(stream_orders(&nats).await, (0..120).collect::<Vec<_>>());
+    eventually(WAIT, "no lag", || async {
+        relay.status(&store).await.unwrap().lag == 0
+    })
+    .await;
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
