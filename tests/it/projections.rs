@@ -450,3 +450,84 @@ async fn a_batch_past_its_timeout_is_rolled_back_and_retried() {
     running.stop().await;
     assert!(!HUNG_ONCE.load(Ordering::SeqCst), "the first batch hung");
 }
+
+/// Reading ahead (what the JetStream relay does on PostgreSQL): a read after a cursor sees what
+/// `next_batch` would, in commit order; its checkpoint moves in one statement only from where it
+/// was read, so a reset in between stands; and it writes nothing once the leadership is lost.
+#[tokio::test]
+async fn a_read_ahead_commits_only_from_where_it_read_and_a_reset_in_between_stands() {
+    use osa_events::store::{Advance, ProjectionStore};
+    const TYPES: &[&str] = &[Placed::NAME];
+    let db = Db::new().await;
+    for customer in ["a", "b", "c", "d"] {
+        osa_events::publish(db.pool(), &placed(customer, 1))
+            .await
+            .unwrap();
+    }
+    let customers = |events: &[osa_events::store::Delivery]| -> Vec<String> {
+        events
+            .iter()
+            .map(|event| {
+                serde_json::from_str::<Placed>(&event.payload)
+                    .unwrap()
+                    .customer
+            })
+            .collect()
+    };
+    let mut leadership = db
+        .store
+        .try_lead("test.ahead", "test", Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("nobody else leads");
+    let first = leadership.next_batch(TYPES, 2).await.unwrap();
+    assert_eq!(customers(&first.events), ["a", "b"]);
+    let after = first.advance.to;
+    leadership
+        .commit(first.advance, first.transaction)
+        .await
+        .unwrap();
+    let ahead = leadership
+        .read_ahead(TYPES, after, 10)
+        .await
+        .unwrap()
+        .expect("PostgreSQL reads ahead");
+    assert_eq!(customers(&ahead.events), ["c", "d"]);
+    let advance = Advance {
+        from: after,
+        to: ahead.to,
+    };
+    assert!(leadership.commit_ahead(advance).await.unwrap(), "moved");
+    let status = db.store.status("test.ahead", TYPES).await.unwrap();
+    assert_eq!(status.lag, 0);
+
+    // Moving it again from the old place finds it elsewhere: nothing is written.
+    db.store
+        .reset("test.ahead", ResetTo::Beginning)
+        .await
+        .unwrap();
+    assert!(
+        !leadership.commit_ahead(advance).await.unwrap(),
+        "a reset stands"
+    );
+    assert_eq!(db.store.status("test.ahead", TYPES).await.unwrap().lag, 4);
+
+    // A lost leadership writes nothing and says so: every other session of the database ends,
+    // the leader's among them (the pool's own reconnect).
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let fresh = Advance {
+        from: osa_events::store::Checkpoint::default(),
+        to: ahead.to,
+    };
+    assert!(
+        leadership.commit_ahead(fresh).await.is_err(),
+        "no longer the leader"
+    );
+    assert_eq!(db.store.status("test.ahead", TYPES).await.unwrap().lag, 4);
+}
