@@ -354,6 +354,18 @@ async fn reset_rebuilds_the_read_model_from_the_beginning() {
     );
 }
 
+/// The customers of `placed` events, in order.
+fn customers_of(events: &[osa_events::store::Delivery]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| {
+            serde_json::from_str::<Placed>(&event.payload)
+                .unwrap()
+                .customer
+        })
+        .collect()
+}
+
 /// The cases a reader ordered by position, or by transaction id, gets wrong, step by step: a
 /// transaction takes an id and a position first but commits last. It holds nothing back while it
 /// runs (the others committed, so they are read), and once it commits its event comes after
@@ -363,17 +375,7 @@ async fn a_transaction_that_commits_late_is_read_after_those_that_committed_firs
     use osa_events::store::ProjectionStore;
     const TYPES: &[&str] = &[Placed::NAME];
     let db = Db::new().await;
-    let customers = |batch: &osa_events::store::OpenBatch| -> Vec<String> {
-        batch
-            .events
-            .iter()
-            .map(|event| {
-                serde_json::from_str::<Placed>(&event.payload)
-                    .unwrap()
-                    .customer
-            })
-            .collect()
-    };
+    let customers = |batch: &osa_events::store::OpenBatch| customers_of(&batch.events);
     let mut late = db.pool().begin().await.unwrap();
     // Its transaction id is taken now, its position next; it commits last.
     sqlx::query("select pg_current_xact_id()")
@@ -464,16 +466,6 @@ async fn a_read_ahead_commits_only_from_where_it_read_and_a_reset_in_between_sta
             .await
             .unwrap();
     }
-    let customers = |events: &[osa_events::store::Delivery]| -> Vec<String> {
-        events
-            .iter()
-            .map(|event| {
-                serde_json::from_str::<Placed>(&event.payload)
-                    .unwrap()
-                    .customer
-            })
-            .collect()
-    };
     let mut leadership = db
         .store
         .try_lead("test.ahead", "test", Duration::ZERO)
@@ -481,7 +473,7 @@ async fn a_read_ahead_commits_only_from_where_it_read_and_a_reset_in_between_sta
         .unwrap()
         .expect("nobody else leads");
     let first = leadership.next_batch(TYPES, 2).await.unwrap();
-    assert_eq!(customers(&first.events), ["a", "b"]);
+    assert_eq!(customers_of(&first.events), ["a", "b"]);
     let after = first.advance.to;
     leadership
         .commit(first.advance, first.transaction)
@@ -492,7 +484,7 @@ async fn a_read_ahead_commits_only_from_where_it_read_and_a_reset_in_between_sta
         .await
         .unwrap()
         .expect("PostgreSQL reads ahead");
-    assert_eq!(customers(&ahead.events), ["c", "d"]);
+    assert_eq!(customers_of(&ahead.events), ["c", "d"]);
     let advance = Advance {
         from: after,
         to: ahead.to,
