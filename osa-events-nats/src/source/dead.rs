@@ -13,7 +13,6 @@
 //! | `Osa-Stream` / `Osa-Stream-Sequence` | where the message was |
 //! | `Nats-Msg-Id` | `<event id>:<handler>`: a dead letter written twice is stored once |
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Message};
 use osa_events_core::Result;
 
@@ -40,7 +39,7 @@ pub(crate) async fn publish(
     message: &Message,
     error: &str,
 ) -> Result<()> {
-    let mut headers = message.headers.clone().unwrap_or_else(HeaderMap::new);
+    let mut headers = message.headers.clone().unwrap_or_default();
     headers.insert(HANDLER, handler);
     headers.insert(ERROR, error.replace(['\r', '\n'], " "));
     if let Ok(info) = message.info() {
