@@ -59,3 +59,16 @@ pub fn item(seq: i64, pad_bytes: usize) -> Outgoing {
         .expect("a small item serializes")
         .with_id(event_id(seq))
 }
+
+/// One event of the JetStream consumer test (`tests/it/reliability/nats_faults.rs`): a job the
+/// `chaos.js` handler of `osa-nats-chaos` records in the ledger, or refuses for good when it is
+/// poison, so that it ends on the handler's dead-letter subject.
+#[derive(Event, Serialize, Deserialize, Debug, Clone)]
+#[event(name = "chaos.job")]
+pub struct Job {
+    /// The job's number in its run, `0..jobs`: the ledger's key.
+    pub seq: i64,
+    /// Whether the handler refuses it with a permanent error.
+    #[serde(default)]
+    pub poison: bool,
+}

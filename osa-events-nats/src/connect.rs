@@ -12,6 +12,11 @@ use crate::relay::RelayError;
 /// How long a connection attempt, a JetStream request or a PubAck may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where the relay's connections reconnect to: an address that refuses every connection (no
+/// socket listens on port 0), so that a lost connection stays lost (see
+/// `Connect::open_for_relay`).
+const NOWHERE: &str = "nats://127.0.0.1:0";
+
 /// Where NATS is and how to connect to it: the server URL(s) and, optionally, the client's
 /// options (credentials, TLS, a name), made fresh for each connection.
 ///
@@ -66,19 +71,34 @@ impl Connect {
 
     /// A new connection for the relay: no reconnection, so nothing it buffered is sent after a
     /// reconnect; at most `window` PubAcks in flight, waiting rather than failing beyond that.
+    ///
+    /// A client that reconnected would send, on the new connection, the publishes still queued
+    /// for the old one, ahead of those lost with it, which the relay sends again only when their
+    /// PubAcks time out: out of order (`reliability::nats_faults::connection_cut`). async-nats
+    /// cannot be told to make no reconnect attempt (`max_reconnects(0)` means no limit), so the
+    /// one attempt it makes is sent to [`NOWHERE`], which refuses it: the client then closes,
+    /// its queued publishes fail, and the relay opens a new connection and re-sends from its
+    /// checkpoint. Servers the cluster advertises are ignored, since they would be tried too.
     pub(crate) async fn open_for_relay(
         &self,
         window: usize,
     ) -> Result<jetstream::Context, RelayError> {
+        let unavailable = |error: &dyn fmt::Display| {
+            RelayError::Unavailable(format!("cannot connect to {}: {error}", self.url))
+        };
         let client = (self.options)()
-            // One attempt in all: the first connection. A lost connection stays lost.
+            // One attempt, to `NOWHERE`, and then the client closes.
             .max_reconnects(1)
+            .ignore_discovered_servers()
             .connection_timeout(TIMEOUT)
             .connect(self.url.as_str())
             .await
-            .map_err(|error| {
-                RelayError::Unavailable(format!("cannot connect to {}: {error}", self.url))
-            })?;
+            .map_err(|error| unavailable(&error))?;
+        // Until this returns the relay has published nothing, so a reconnect before it is harmless.
+        client
+            .set_server_pool(NOWHERE)
+            .await
+            .map_err(|error| unavailable(&error))?;
         Ok(jetstream::ContextBuilder::new()
             .timeout(TIMEOUT)
             .max_ack_inflight(window)

@@ -27,7 +27,9 @@
 //! Each publish uses the relay's own connection, opened with reconnection turned off: a client
 //! that reconnects by itself would send, after a reconnect, publishes buffered before it, whose
 //! predecessors may have been lost with the old connection, which would put them out of order.
-//! The relay instead opens a new connection and re-sends from the checkpoint.
+//! (async-nats makes one reconnect attempt whatever it is told; the relay sends that attempt to
+//! an address that refuses it, and ignores the servers a cluster advertises.) The relay instead
+//! opens a new connection and re-sends from the checkpoint.
 //!
 //! # Status and metrics
 //!

@@ -4,7 +4,8 @@
 //! what at-least-once delivery explains. `RELIABILITY.md` describes each test and its last figures.
 //!
 //! `sqlite_crash` runs the crash test on an SQLite file instead (`src/bin/osa-sqlite-chaos`), and
-//! needs no PostgreSQL.
+//! needs no PostgreSQL. `nats_faults` runs the NATS relay and JetStream consumers as processes
+//! (`src/bin/osa-nats-chaos`) against a throwaway `nats-server` of each test's own.
 //!
 //! By default every test runs in a bounded form (seconds). `OSA_RELIABILITY_SCALE` scales event
 //! counts and durations: a number (`OSA_RELIABILITY_SCALE=4`), or `long` (= 10);
@@ -25,6 +26,7 @@ mod db_restart;
 mod deploy;
 mod heartbeat;
 mod load;
+mod nats_faults;
 mod poison;
 mod projection_failover;
 mod projection_partition;
@@ -181,6 +183,18 @@ impl Scene {
         let mut all = vec!["work", "--handlers", handlers];
         all.extend_from_slice(args);
         Proc::spawn(&self.logs, name, url, &all)
+    }
+
+    /// Starts `osa-nats-chaos` with `args` (`relay ...` or `consume ...`), connected as the
+    /// test's superuser.
+    pub(crate) fn nats_chaos(&self, name: &str, args: &[&str]) -> Proc {
+        Proc::start(
+            env!("CARGO_BIN_EXE_osa-nats-chaos"),
+            &self.logs,
+            name,
+            &[("OSA_CHAOS_DATABASE_URL", self.url())],
+            args,
+        )
     }
 
     /// Starts `osa-chaos publish` with `args`.
@@ -376,7 +390,8 @@ impl Open {
     }
 }
 
-/// A running `osa-chaos` (or `osa-sqlite-chaos`) process; killed if dropped while still running.
+/// A running `osa-chaos` (or `osa-sqlite-chaos`, `osa-nats-chaos`) process; killed if dropped while
+/// still running.
 pub(crate) struct Proc {
     pub(crate) name: String,
     child: Child,
