@@ -1,7 +1,9 @@
 //! The JetStream store: the same handlers on a durable pull consumer. Success acks, a retryable
 //! error comes back after its backoff with the delivery count as its attempt, a permanent error
-//! ends on the dead-letter subject with its error, a `Tx` handler is refused at start-up, and one
-//! process runs handlers on PostgreSQL and on JetStream side by side.
+//! ends on the dead-letter subject with its error, the heartbeat's in-progress acks keep a long
+//! call's message from being delivered again, a routing key filters the subjects (a key with a
+//! `.` included), a `BatchOutcome`'s failures are dead-lettered one by one, a `Tx` handler is
+//! refused at start-up, and one process runs handlers on PostgreSQL and on JetStream side by side.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -259,4 +261,134 @@ async fn one_process_runs_handlers_on_postgres_and_on_jetstream_side_by_side() {
     shutdown.cancel();
     both.await.unwrap().unwrap();
     relaying.await.unwrap().unwrap();
+}
+
+/// Runs for 2.5 s with a claim of 1 s: only the heartbeat's in-progress acks keep JetStream from
+/// delivering it again meanwhile to the handler's other claim loop, which keeps fetching.
+#[event_handler(
+    name = "test.js.slow",
+    claim_timeout = "1s",
+    poll = "50ms",
+    concurrency = 2
+)]
+async fn slow(order: JsOrder, seen: State<Seen>) -> Result<(), HandlerError> {
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    seen.attempts
+        .lock()
+        .unwrap()
+        .entry(order.n)
+        .or_default()
+        .push(0);
+    Ok(())
+}
+
+/// Receives only the orders published with routing key `eu.west` (a key with a `.`, written
+/// `eu%2Ewest` in the subject), in batches; fails odd ones for good with a `BatchOutcome`.
+#[event_handler(
+    name = "test.js.routed",
+    routing_key = "eu.west",
+    batch = 10,
+    poll = "50ms"
+)]
+async fn routed(orders: Batch<JsOrder>, seen: State<Seen>) -> Result<BatchOutcome, HandlerError> {
+    let mut outcome = BatchOutcome::new();
+    for (index, order) in orders.iter().enumerate() {
+        seen.attempts
+            .lock()
+            .unwrap()
+            .entry(order.n)
+            .or_default()
+            .push(1);
+        if order.n % 2 == 1 {
+            outcome.fail(
+                index,
+                HandlerError::permanent(format!("order {} is odd", order.n)),
+            );
+        }
+    }
+    Ok(outcome)
+}
+
+/// Publishes `n` to the stream with routing key `key` (its subject token encoded).
+async fn publish_routed(nats: &Nats, n: i64, key: &str) {
+    let mut message_headers = async_nats::HeaderMap::new();
+    let id = uuid::Uuid::new_v4().to_string();
+    message_headers.insert(headers::MSG_ID, id.as_str());
+    message_headers.insert(headers::ROUTING_KEY, key);
+    let subject = osa_events::nats::Subjects::default().subject("test.js.order", Some(key));
+    nats.context
+        .publish_with_headers(subject, message_headers, format!(r#"{{"n": {n}}}"#).into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_keeps_a_long_handler_s_message_from_being_delivered_again() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    nats.events_stream().await;
+    let seen = Arc::new(Seen::default());
+    let shutdown = CancellationToken::new();
+    let runtime = runtime(store(&nats).await, "test.js.slow", seen.clone(), &shutdown);
+    runtime.register().await.unwrap();
+    let running = tokio::spawn(runtime.run());
+    publish_to_stream(&nats, 0..1).await;
+    eventually(WAIT, "handled", || async { !seen.attempts().is_empty() }).await;
+    // Past another ack wait: a redelivery would have been handled by now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        seen.attempts()[&0],
+        vec![0],
+        "handled once, never delivered again"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_key_filters_the_subjects_and_a_batch_outcome_dead_letters_its_failures() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    nats.events_stream().await;
+    let store = store(&nats).await;
+    let seen = Arc::new(Seen::default());
+    let shutdown = CancellationToken::new();
+    let runtime = runtime(store.clone(), "test.js.routed", seen.clone(), &shutdown);
+    runtime.register().await.unwrap();
+    let running = tokio::spawn(runtime.run());
+    for n in 0..6 {
+        publish_routed(&nats, n, "eu.west").await;
+        publish_routed(&nats, 100 + n, "eu").await;
+    }
+    publish_to_stream(&nats, 200..202).await;
+    let dead_subject = store.dead_letter_subject("test.js.routed");
+    eventually(
+        WAIT,
+        "the eu.west orders handled and the odd ones dead",
+        || async {
+            let dead = nats
+                .messages("EVENTS")
+                .await
+                .iter()
+                .filter(|message| message.subject.as_str() == dead_subject)
+                .count();
+            seen.attempts().len() == 6 && dead == 3
+        },
+    )
+    .await;
+    assert_eq!(
+        seen.attempts().keys().copied().collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>(),
+        "only routing key eu.west"
+    );
+    assert!(
+        seen.attempts().values().all(|calls| calls.len() == 1),
+        "none retried"
+    );
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }
