@@ -22,7 +22,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use osa_events_core::store::{Delivery, Fence};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -64,15 +64,25 @@ const METADATA_HEADERS: [(&str, &str); 4] = [
 pub fn for_event(event: &Delivery) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let id = event.event_id.to_string();
-    headers.insert(MSG_ID, id.as_str());
-    headers.insert(EVENT_ID, id);
+    // Names made once, at compile time: inserting by `&str` validates and copies each name.
+    headers.insert(HeaderName::from_static(MSG_ID), id.as_str());
+    headers.insert(HeaderName::from_static(EVENT_ID), id);
     insert_text(&mut headers, EVENT_TYPE, &event.event_type);
-    headers.insert(EVENT_VERSION, event.event_version.to_string());
+    headers.insert(
+        HeaderName::from_static(EVENT_VERSION),
+        event.event_version.to_string(),
+    );
     if let Some(key) = &event.routing_key {
         insert_text(&mut headers, ROUTING_KEY, key);
     }
-    headers.insert(POSITION, event.fence.position.to_string());
-    headers.insert(PUBLISHED_AT, epoch_seconds(event.published_at));
+    headers.insert(
+        HeaderName::from_static(POSITION),
+        event.fence.position.to_string(),
+    );
+    headers.insert(
+        HeaderName::from_static(PUBLISHED_AT),
+        epoch_seconds(event.published_at),
+    );
     if event.metadata == "{}" {
         // The common case, without parsing.
         return headers;
@@ -85,7 +95,10 @@ pub fn for_event(event: &Delivery) -> HeaderMap {
         }
         if !metadata.is_empty() {
             // Compact JSON has no line break: control characters in strings are escaped.
-            headers.insert(METADATA, Value::Object(metadata).to_string());
+            headers.insert(
+                HeaderName::from_static(METADATA),
+                Value::Object(metadata).to_string(),
+            );
         }
     }
     headers
@@ -94,7 +107,7 @@ pub fn for_event(event: &Delivery) -> HeaderMap {
 /// Inserts `value` unless a header cannot carry it (a line break).
 fn insert_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if !value.contains(['\r', '\n']) {
-        headers.insert(name, value);
+        headers.insert(HeaderName::from_static(name), value);
     }
 }
 
@@ -120,32 +133,56 @@ impl Envelope {
     /// from the stream sequence, a missing version is 1, missing metadata is `{}` (or is built
     /// from the individual headers).
     pub(crate) fn read(headers: Option<&HeaderMap>, stream_sequence: u64) -> Self {
-        let text = |name: &str| {
-            headers
-                .and_then(|headers| headers.get(name))
-                .map(|value| value.as_str().to_owned())
-        };
-        let event_id = text(EVENT_ID)
-            .or_else(|| text(MSG_ID))
-            .and_then(|id| Uuid::parse_str(&id).ok())
-            .unwrap_or_else(|| Uuid::from_u64_pair(0, stream_sequence));
-        let metadata = text(METADATA).unwrap_or_else(|| {
-            let mut object = Map::new();
-            for (field, header) in METADATA_HEADERS {
-                if let Some(value) = text(header) {
-                    object.insert(field.to_owned(), Value::String(value));
+        // One pass over the headers: a lookup by a `&str` name builds (and validates) a header
+        // name each time, which costs more than the rest of a message's handling.
+        let mut found = Found::default();
+        for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+            let Some(value) = values.first().map(|value| value.as_str()) else {
+                continue;
+            };
+            let name: &str = name.as_ref();
+            match name {
+                EVENT_ID => found.event_id = Some(value),
+                MSG_ID => found.msg_id = Some(value),
+                EVENT_TYPE => found.event_type = Some(value),
+                EVENT_VERSION => found.event_version = Some(value),
+                ROUTING_KEY => found.routing_key = Some(value),
+                PUBLISHED_AT => found.published_at = Some(value),
+                METADATA => found.metadata = Some(value),
+                _ => {
+                    if let Some((field, _)) =
+                        METADATA_HEADERS.iter().find(|(_, header)| *header == name)
+                    {
+                        found.fields.push((*field, value));
+                    }
                 }
             }
-            Value::Object(object).to_string()
-        });
+        }
+        let event_id = found
+            .event_id
+            .or(found.msg_id)
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .unwrap_or_else(|| Uuid::from_u64_pair(0, stream_sequence));
+        let metadata = match found.metadata {
+            Some(metadata) => metadata.to_owned(),
+            None if found.fields.is_empty() => "{}".to_owned(),
+            None => {
+                let mut object = Map::new();
+                for (field, value) in found.fields {
+                    object.insert(field.to_owned(), Value::String(value.to_owned()));
+                }
+                Value::Object(object).to_string()
+            }
+        };
         Self {
             event_id,
-            event_type: text(EVENT_TYPE),
-            event_version: text(EVENT_VERSION)
+            event_type: found.event_type.map(str::to_owned),
+            event_version: found
+                .event_version
                 .and_then(|version| version.parse().ok())
                 .unwrap_or(1),
-            routing_key: text(ROUTING_KEY),
-            published_at: text(PUBLISHED_AT).and_then(|seconds| parse_epoch_seconds(&seconds)),
+            routing_key: found.routing_key.map(str::to_owned),
+            published_at: found.published_at.and_then(parse_epoch_seconds),
             metadata,
         }
     }
@@ -172,6 +209,20 @@ impl Envelope {
             published_at: self.published_at.unwrap_or(received_at),
         }
     }
+}
+
+/// The headers [`Envelope::read`] looks at, as found.
+#[derive(Default)]
+struct Found<'a> {
+    event_id: Option<&'a str>,
+    msg_id: Option<&'a str>,
+    event_type: Option<&'a str>,
+    event_version: Option<&'a str>,
+    routing_key: Option<&'a str>,
+    published_at: Option<&'a str>,
+    metadata: Option<&'a str>,
+    /// Metadata fields with a header of their own, for a message without `Osa-Metadata`.
+    fields: Vec<(&'static str, &'a str)>,
 }
 
 fn parse_epoch_seconds(text: &str) -> Option<SystemTime> {
