@@ -110,26 +110,32 @@ fn runtime(
         .expect("the runtime builds")
 }
 
-/// Publishes orders `range` straight to the stream, as the relay would.
+/// Publishes orders `range` straight to the stream, as the relay would, without routing keys.
 async fn publish_to_stream(nats: &Nats, range: std::ops::Range<i64>) {
     for n in range {
-        let mut message_headers = async_nats::HeaderMap::new();
-        let id = uuid::Uuid::new_v4().to_string();
-        message_headers.insert(headers::MSG_ID, id.as_str());
-        message_headers.insert(headers::EVENT_ID, id.as_str());
-        message_headers.insert(headers::EVENT_TYPE, "test.js.order");
-        message_headers.insert(headers::CORRELATION_ID, format!("req-{n}"));
-        nats.context
-            .publish_with_headers(
-                "osa.test.js.order._",
-                message_headers,
-                format!(r#"{{"n": {n}}}"#).into(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_order(nats, n, None).await;
     }
+}
+
+/// Publishes order `n` to the stream with routing key `key` (its subject token encoded) and
+/// correlation id `req-<n>`, and waits for its PubAck.
+async fn publish_order(nats: &Nats, n: i64, key: Option<&str>) {
+    let mut message_headers = async_nats::HeaderMap::new();
+    let id = uuid::Uuid::new_v4().to_string();
+    message_headers.insert(headers::MSG_ID, id.as_str());
+    message_headers.insert(headers::EVENT_ID, id.as_str());
+    message_headers.insert(headers::EVENT_TYPE, "test.js.order");
+    message_headers.insert(headers::CORRELATION_ID, format!("req-{n}"));
+    if let Some(key) = key {
+        message_headers.insert(headers::ROUTING_KEY, key);
+    }
+    let subject = osa_events::nats::Subjects::default().subject("test.js.order", key);
+    nats.context
+        .publish_with_headers(subject, message_headers, format!(r#"{{"n": {n}}}"#).into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,21 +315,6 @@ async fn routed(orders: Batch<JsOrder>, seen: State<Seen>) -> Result<BatchOutcom
     Ok(outcome)
 }
 
-/// Publishes `n` to the stream with routing key `key` (its subject token encoded).
-async fn publish_routed(nats: &Nats, n: i64, key: &str) {
-    let mut message_headers = async_nats::HeaderMap::new();
-    let id = uuid::Uuid::new_v4().to_string();
-    message_headers.insert(headers::MSG_ID, id.as_str());
-    message_headers.insert(headers::ROUTING_KEY, key);
-    let subject = osa_events::nats::Subjects::default().subject("test.js.order", Some(key));
-    nats.context
-        .publish_with_headers(subject, message_headers, format!(r#"{{"n": {n}}}"#).into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_keeps_a_long_handler_s_message_from_being_delivered_again() {
     let Some(nats) = Nats::start().await else {
@@ -361,8 +352,8 @@ async fn a_routing_key_filters_the_subjects_and_a_batch_outcome_dead_letters_its
     runtime.register().await.unwrap();
     let running = tokio::spawn(runtime.run());
     for n in 0..6 {
-        publish_routed(&nats, n, "eu.west").await;
-        publish_routed(&nats, 100 + n, "eu").await;
+        publish_order(&nats, n, Some("eu.west")).await;
+        publish_order(&nats, 100 + n, Some("eu")).await;
     }
     publish_to_stream(&nats, 200..202).await;
     let dead_subject = store.dead_letter_subject("test.js.routed");

@@ -283,6 +283,19 @@ impl StreamCheck {
         }
     }
 
+    /// Its figures for a test's report line.
+    fn figures(&self) -> [(&'static str, String); 4] {
+        [
+            ("stored", self.stored.to_string()),
+            ("distinct", self.distinct.to_string()),
+            (
+                "in_commit_order",
+                self.first_difference.is_none().to_string(),
+            ),
+            ("position_steps_back", self.position_steps_back.to_string()),
+        ]
+    }
+
     /// Every event once, no copy stored, in the log's commit order.
     fn assert_exact(&self, replay: &str) {
         assert_eq!(
