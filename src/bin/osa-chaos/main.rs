@@ -76,7 +76,7 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
     // SIGTERM must stop either mode cleanly at any moment, also while it is still connecting
     // (the runtime only listens once it runs): listen from the start, and hand the token on.
     let shutdown = CancellationToken::new();
-    spawn_sigterm_listener(shutdown.clone())?;
+    osa_events_suite::chaos_process::spawn_sigterm_listener(shutdown.clone())?;
     let pool = tokio::select! {
         pool = connect(&url, connections, connect_for) => pool?,
         () = shutdown.cancelled() => return Ok(()),
@@ -86,21 +86,6 @@ async fn run(args: Vec<String>) -> Result<(), Failure> {
     } else {
         publish(pool, options, shutdown).await
     }
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-fn spawn_sigterm_listener(shutdown: CancellationToken) -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        shutdown.cancel();
-    });
-    Ok(())
 }
 
 async fn work(

@@ -40,8 +40,8 @@ const RECORD_SQL: &str =
     "insert into chaos_ledger (handler, seq, pid, attempt) values ($1, $2, $3, $4)";
 
 /// Short claims (a killed consumer's messages come back after the 2 s ack wait), a few retries,
-/// a short backoff. It starts from now (on JetStream the runtime refuses any other `start_from`),
-/// so the test publishes once the first consumer has created the durable consumer.
+/// a short backoff. It starts from now (the default), so the test publishes once the first
+/// consumer has created the durable consumer.
 #[event_handler(
     name = "chaos.js",
     batch = 16,

@@ -100,7 +100,7 @@ async fn run(mode: Mode) -> Result<(), Failure> {
     // SIGTERM must stop either mode cleanly at any moment, also while it is still connecting:
     // listen from the start, and hand the token on.
     let shutdown = CancellationToken::new();
-    spawn_sigterm_listener(shutdown.clone())?;
+    osa_events_suite::chaos_process::spawn_sigterm_listener(shutdown.clone())?;
     match mode {
         Mode::Relay { to, batch, window } => {
             relay::run(&to.database_url, &to.nats_url, batch, window, shutdown).await
@@ -119,19 +119,4 @@ async fn run(mode: Mode) -> Result<(), Failure> {
             consume::run(&to.database_url, &to.nats_url, plan, shutdown).await
         }
     }
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-fn spawn_sigterm_listener(shutdown: CancellationToken) -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        shutdown.cancel();
-    });
-    Ok(())
 }

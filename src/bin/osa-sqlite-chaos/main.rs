@@ -92,7 +92,7 @@ async fn work(
     // SIGTERM must stop the worker cleanly at any moment, also while it is still opening the file
     // (the runtime only listens once it runs): listen from the start, and hand the token on.
     let shutdown = CancellationToken::new();
-    spawn_sigterm_listener(shutdown.clone())?;
+    osa_events_suite::chaos_process::spawn_sigterm_listener(shutdown.clone())?;
     let store = tokio::select! {
         store = SqliteStore::open_with(&db, settings) => store?,
         () = shutdown.cancelled() => return Ok(()),
@@ -110,20 +110,5 @@ async fn work(
         .build()?
         .run()
         .await?;
-    Ok(())
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-fn spawn_sigterm_listener(shutdown: CancellationToken) -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        shutdown.cancel();
-    });
     Ok(())
 }

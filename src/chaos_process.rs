@@ -1,0 +1,24 @@
+//! What every chaos binary (`osa-chaos`, `osa-sqlite-chaos`, `osa-nats-chaos`) does as a process
+//! the reliability tests start, signal and kill.
+
+use tokio_util::sync::CancellationToken;
+
+/// Cancels `shutdown` on SIGTERM or SIGINT, so a test's SIGTERM is a graceful stop (and a
+/// SIGKILL the crash).
+///
+/// # Errors
+///
+/// When the signal handlers cannot be installed.
+pub fn spawn_sigterm_listener(shutdown: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
