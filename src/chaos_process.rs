@@ -22,3 +22,16 @@ pub fn spawn_sigterm_listener(shutdown: CancellationToken) -> std::io::Result<()
     });
     Ok(())
 }
+
+/// Logs to stderr, without colours, at the level `OSA_CHAOS_LOG` says (`info` by default): what
+/// the tests read back from each process.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OSA_CHAOS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}

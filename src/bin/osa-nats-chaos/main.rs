@@ -77,14 +77,7 @@ struct Endpoints {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OSA_CHAOS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    osa_events_suite::chaos_process::init_logging();
     match run(Cli::parse().mode).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
