@@ -15,6 +15,7 @@
 //! | renamed or removed handlers | [`Operations::subscriptions`], [`Operations::retire`] |
 //! | keep the log from growing forever | [`Operations::prune`] |
 //! | who runs what | [`Operations::nodes`], [`Operations::record_node`] |
+//! | throughput and failures over the last hour, per minute ([`activity`]) | [`Operations::activity`], [`Operations::record_activity`] |
 //!
 //! Every mutation returns how many deliveries or events it changed, runs in one transaction of
 //! the store, and never touches a claimed delivery: a worker that holds a claim keeps it, and its
@@ -31,9 +32,11 @@ use crate::Result;
 use crate::projection::ProjectionStatus;
 use crate::store::SubscriptionId;
 
+pub mod activity;
 mod nodes;
 mod status;
 
+pub use activity::{ACTIVITY_BUCKET, ACTIVITY_KEPT, ActivityBucket, ActivityDelta, ActivityKind};
 pub use nodes::{NodeRecord, NodeStatus};
 pub use status::{Count, HandlerStatus, Liveness, Status};
 
@@ -569,6 +572,19 @@ pub trait Operations: Send + Sync {
 
     /// The runtime instances seen within [`NodeRecord::STALE_AFTER`], and whether each is alive.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeStatus>>>;
+
+    /// Adds each delta's counts to its bucket of the current minute (store time: the database's
+    /// clock, not the caller's), creating the bucket if there is none, and deletes every bucket
+    /// older than [`ACTIVITY_KEPT`], in one transaction. Deltas whose counts are all zero are
+    /// skipped, and an empty slice returns at once without touching the store. Calls of several
+    /// nodes into the same bucket add up: none loses another's counts. The runtime calls it on
+    /// every node heartbeat; see [`activity`] for what the counts mean.
+    fn record_activity<'a>(&'a self, deltas: &'a [ActivityDelta]) -> BoxFuture<'a, Result<()>>;
+
+    /// Every bucket from the minute of `since` on (`since` truncated down to its minute), sorted
+    /// by kind (handlers first), name and minute: what a chart of the last hour reads, with
+    /// `since` an hour before the store's now ([`Status::at`]).
+    fn activity<'a>(&'a self, since: SystemTime) -> BoxFuture<'a, Result<Vec<ActivityBucket>>>;
 
     /// The state of every projection the store has a checkpoint of (whichever program runs it),
     /// and of those registered in this program that have none yet, by name; empty on a store

@@ -14,12 +14,14 @@ use uuid::Uuid;
 use crate::PgStore;
 use crate::store::PgUnnamed;
 use osa_events_core::operations::{
-    BackfillStep, DeliveryDetail, DeliveryPage, DeliveryQuery, NodeRecord, NodeStatus, Operations,
-    Prune, PruneStep, Replay, ReplayStep, RetireMode, Retired, Selector, Status, SubscriptionInfo,
+    ActivityBucket, ActivityDelta, BackfillStep, DeliveryDetail, DeliveryPage, DeliveryQuery,
+    NodeRecord, NodeStatus, Operations, Prune, PruneStep, Replay, ReplayStep, RetireMode, Retired,
+    Selector, Status, SubscriptionInfo,
 };
 use osa_events_core::store::{ProjectionStatus, ProjectionStore, SubscriptionId};
 use osa_events_core::{Error, Result};
 
+mod activity;
 mod backfill;
 mod deliveries;
 mod lifecycle;
@@ -170,6 +172,14 @@ impl Operations for PgStore {
 
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeStatus>>> {
         Box::pin(nodes::list(self))
+    }
+
+    fn record_activity<'a>(&'a self, deltas: &'a [ActivityDelta]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(activity::record(self, deltas))
+    }
+
+    fn activity<'a>(&'a self, since: SystemTime) -> BoxFuture<'a, Result<Vec<ActivityBucket>>> {
+        Box::pin(activity::list(self, since))
     }
 
     fn projections(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>> {

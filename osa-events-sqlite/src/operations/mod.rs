@@ -24,12 +24,14 @@ use uuid::Uuid;
 
 use crate::SqliteStore;
 use osa_events_core::operations::{
-    BackfillStep, DeliveryDetail, DeliveryPage, DeliveryQuery, NodeRecord, NodeStatus, Operations,
-    Prune, PruneStep, Replay, ReplayStep, RetireMode, Retired, Selector, Status, SubscriptionInfo,
+    ActivityBucket, ActivityDelta, BackfillStep, DeliveryDetail, DeliveryPage, DeliveryQuery,
+    NodeRecord, NodeStatus, Operations, Prune, PruneStep, Replay, ReplayStep, RetireMode, Retired,
+    Selector, Status, SubscriptionInfo,
 };
 use osa_events_core::store::{ProjectionStatus, SubscriptionId};
 use osa_events_core::{Error, Result};
 
+mod activity;
 mod backfill;
 mod deliveries;
 mod lifecycle;
@@ -188,6 +190,14 @@ impl Operations for SqliteStore {
             let mut conn = self.pool().acquire().await?;
             nodes::list(&mut conn).await
         }))
+    }
+
+    fn record_activity<'a>(&'a self, deltas: &'a [ActivityDelta]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.timed(activity::record(self, deltas)))
+    }
+
+    fn activity<'a>(&'a self, since: SystemTime) -> BoxFuture<'a, Result<Vec<ActivityBucket>>> {
+        Box::pin(self.timed(activity::list(self, since)))
     }
 
     fn projections(&self) -> BoxFuture<'_, Result<Vec<ProjectionStatus>>> {

@@ -1,12 +1,14 @@
 //! [`Operations`] for [`InMemoryStore`]: each method one call to the tables under the store's
 //! lock (so each is atomic, as a transaction of `PgStore` is), at the store clock's now.
 
+use std::time::SystemTime;
+
 use futures_util::future::BoxFuture;
 use osa_events::Result;
 use osa_events::operations::{
-    BackfillStep, DeliveryDetail, DeliveryPage, DeliveryQuery, Liveness, NodeRecord, NodeStatus,
-    Operations, Prune, PruneStep, Replay, ReplayStep, RetireMode, Retired, Selector, Status,
-    SubscriptionInfo,
+    ActivityBucket, ActivityDelta, BackfillStep, DeliveryDetail, DeliveryPage, DeliveryQuery,
+    Liveness, NodeRecord, NodeStatus, Operations, Prune, PruneStep, Replay, ReplayStep, RetireMode,
+    Retired, Selector, Status, SubscriptionInfo,
 };
 use osa_events::store::ProjectionStore;
 use osa_events::{Error, ProjectionStatus};
@@ -157,6 +159,19 @@ impl Operations for InMemoryStore {
 
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeStatus>>> {
         Box::pin(async move { Ok(self.tables().node_statuses(self.now_at())) })
+    }
+
+    fn record_activity<'a>(&'a self, deltas: &'a [ActivityDelta]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if !deltas.is_empty() {
+                self.tables().record_activity(deltas, self.now_at());
+            }
+            Ok(())
+        })
+    }
+
+    fn activity<'a>(&'a self, since: SystemTime) -> BoxFuture<'a, Result<Vec<ActivityBucket>>> {
+        Box::pin(async move { Ok(self.tables().activity(since)) })
     }
 
     /// Every projection with a checkpoint, and those registered in this program without one.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use osa_events::operations::NodeRecord;
+use osa_events::operations::{ActivityBucket, NodeRecord};
 use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Subscription, SubscriptionId};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -43,6 +43,9 @@ pub(super) struct Tables {
     projections: BTreeMap<String, projections::ProjectionRow>,
     /// Runtime instances, by id, with when each was last seen (see `operations/nodes.rs`).
     nodes: BTreeMap<Uuid, (NodeRecord, Instant)>,
+    /// The activity history's buckets, by (kind, name, minute) like the table's key, so they
+    /// are listed in the API's order (see `operations/activity.rs`).
+    activity: BTreeMap<(&'static str, String, SystemTime), ActivityBucket>,
 }
 
 #[derive(Debug)]

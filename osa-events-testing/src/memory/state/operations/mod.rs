@@ -8,6 +8,7 @@ use osa_events::{Error, Result};
 use super::{DeliveryStatus, Row, Tables};
 use crate::memory::time::Now;
 
+mod activity;
 mod deliveries;
 mod history;
 mod nodes;
