@@ -1,5 +1,6 @@
-//! Rules of the operations API ([`Operations`]): what operators see (status, listings, nodes)
-//! and what they do (dead letters, replay, backfill, pause, retirement, retention).
+//! Rules of the operations API ([`Operations`]): what operators see (status, listings, nodes,
+//! the activity history) and what they do (dead letters, replay, backfill, pause, retirement,
+//! retention).
 //!
 //! Every rule reaches the API through [`Store::operations`], so a store that offers none fails
 //! them all, naming the gap. Times are store times: a rule that filters by time reads the store's
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use super::{Job, LONG, StoreUnderTest, claim_one};
 
+mod activity;
 mod deliveries;
 mod history;
 mod lifecycle;
@@ -22,6 +24,11 @@ mod prune;
 mod status;
 mod wakes;
 
+pub use activity::{
+    activity_since_filters_by_minute_and_orders_by_kind_name_minute,
+    buckets_older_than_kept_are_deleted_by_the_next_record, concurrent_records_lose_no_counts,
+    empty_and_all_zero_deltas_write_nothing, recorded_activity_adds_up_per_kind_and_name,
+};
 pub use deliveries::{
     a_delivery_is_shown_with_its_event, deliveries_are_listed_by_each_filter_in_keyset_pages,
     purge_dead_deletes_only_dead_letters_and_cancel_pending_only_pending_ones,

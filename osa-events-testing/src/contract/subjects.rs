@@ -53,6 +53,11 @@ impl StoreUnderTest for MemoryUnderTest {
         self.clock.advance(duration);
     }
 
+    async fn leap(&self, duration: Duration) -> bool {
+        self.clock.advance(duration);
+        true
+    }
+
     async fn rows(&self, subscription: SubscriptionId) -> Vec<Row> {
         self.store
             .deliveries(subscription)
