@@ -9,11 +9,11 @@ use tokio_util::sync::CancellationToken;
 use crate::handler::{HandlerSpec, Invoker, registry};
 use crate::health::{Health, HealthBoard, Phase, StoppedOnDrop, loop_metrics};
 use crate::metrics::HandlerMetrics;
-use crate::operations::{Retention, StartFrom};
+use crate::operations::{ActivityKind, Retention, StartFrom};
 use crate::projection::ProjectionSpec;
 use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
-use crate::upkeep;
+use crate::upkeep::{self, ActivityBoard};
 use crate::worker::Worker;
 #[cfg(feature = "test-util")]
 use crate::worker::step::Stepper;
@@ -358,9 +358,17 @@ impl Runtime {
             stopping.clone(),
         ));
         let process = self.instance.clone();
+        let activity = Arc::new(ActivityBoard::new(
+            self.handlers.iter().map(|h| h.stored_name.as_str()),
+            self.projections.iter().map(|p| p.stored_name),
+        ));
         for (index, (handler, subscription)) in self.handlers.iter().zip(&subscriptions).enumerate()
         {
-            let metrics = HandlerMetrics::new(&handler.stored_name, Arc::clone(&self.clock));
+            let metrics = HandlerMetrics::new(
+                &handler.stored_name,
+                Arc::clone(&self.clock),
+                activity.counter(ActivityKind::Handler, &handler.stored_name),
+            );
             for slot in 0..handler.spec.concurrency() {
                 let watch = health.start_claim_loop(index, slot as usize);
                 let worker = Worker {
@@ -386,7 +394,7 @@ impl Runtime {
             }
         }
         let node = self
-            .start_upkeep(&mut tasks, &subscriptions, &board, &stopping)
+            .start_upkeep(&mut tasks, &subscriptions, &board, &activity, &stopping)
             .await;
         if let Some(store) = self.store.projections() {
             for (index, projection) in self.projections.iter().enumerate() {
@@ -400,6 +408,7 @@ impl Runtime {
                     process: process.clone(),
                     stopping: stopping.clone(),
                     health: watch.clone(),
+                    activity: activity.counter(ActivityKind::Projection, projection.stored_name),
                 };
                 tasks.spawn(supervise(
                     format!("loop of projection `{}`", projection.spec.name()),
@@ -442,23 +451,28 @@ impl Runtime {
                 join_all(&mut tasks).await;
             }
         }
-        if let (Some(node), Some(operations)) = (node, self.store.operations())
-            && let Err(error) = operations.remove_node(node).await
-        {
-            tracing::warn!(%error, "cannot remove this node's record; it expires on its own");
+        if let (Some(node), Some(operations)) = (node, self.store.operations()) {
+            // Every loop has stopped: this takes the last of the counts.
+            if let Err(error) = activity.flush(operations).await {
+                tracing::warn!(%error, "cannot record the last of the activity history; the counts since the last heartbeat are lost");
+            }
+            if let Err(error) = operations.remove_node(node).await {
+                tracing::warn!(%error, "cannot remove this node's record; it expires on its own");
+            }
         }
         tracing::info!("osa-events runtime stopped");
         Ok(())
     }
 
-    /// Records this node and starts the upkeep tasks (the node's heartbeat, backfills, periodic
-    /// retention, the metrics gauges' sampling) on a store with the operations API; returns the
-    /// node's id.
+    /// Records this node and starts the upkeep tasks (the node's heartbeat, the activity
+    /// history's flush on the same interval, backfills, periodic retention, the metrics gauges'
+    /// sampling) on a store with the operations API; returns the node's id.
     async fn start_upkeep(
         &self,
         tasks: &mut JoinSet<()>,
         subscriptions: &[SubscriptionId],
         board: &Arc<WakeBoard>,
+        activity: &Arc<ActivityBoard>,
         stopping: &CancellationToken,
     ) -> Option<uuid::Uuid> {
         let Some(operations) = self.store.operations() else {
@@ -487,6 +501,13 @@ impl Runtime {
         tasks.spawn(upkeep::keep_node_record(
             Arc::clone(&self.store),
             record,
+            Arc::clone(&self.clock),
+            stopping.clone(),
+        ));
+        tasks.spawn(upkeep::keep_activity(
+            Arc::clone(&self.store),
+            Arc::clone(activity),
+            self.node_heartbeat,
             Arc::clone(&self.clock),
             stopping.clone(),
         ));
@@ -782,7 +803,9 @@ impl RuntimeBuilder {
 
     /// How often this instance refreshes its record in the store (see
     /// [`Operations::nodes`](crate::operations::Operations::nodes)); 10 s by default. It counts
-    /// as gone after three intervals without one.
+    /// as gone after three intervals without one. On the same interval it adds what its handlers
+    /// and projections did to the [activity history](crate::operations::activity), so the history
+    /// lags by at most one interval.
     #[must_use]
     pub fn node_heartbeat(mut self, every: Duration) -> Self {
         self.node_heartbeat = every.max(Duration::from_millis(100));

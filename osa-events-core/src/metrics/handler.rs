@@ -10,11 +10,13 @@ use super::{BATCH_SIZE, END_TO_END_LATENCY, HANDLER_DURATION, HANDLER_EVENTS};
 use crate::Clock;
 use crate::spans::{Recorded, Tally};
 use crate::store::Delivery;
+use crate::upkeep::ActivityCounter;
 
 /// The metric handles of one handler, resolved once (when its claim loops are built, as the
 /// runtime starts running) against the recorder installed then, so recording on the hot path is
 /// an atomic add on a handle, never a lookup by name and labels. Counters are added to once per
-/// batch and outcome, by the number of deliveries.
+/// batch and outcome, by the number of deliveries; so is the handler's counter of the
+/// [activity history](crate::operations::activity).
 #[derive(Clone)]
 pub(crate) struct HandlerMetrics {
     /// One counter per outcome, in the order of [`Tally::counts`].
@@ -24,12 +26,18 @@ pub(crate) struct HandlerMetrics {
     end_to_end: Histogram,
     /// The runtime's clock, which times the handler calls (so a fake clock gives exact figures).
     clock: Arc<dyn Clock>,
+    /// The handler's counts for the activity history, flushed by the runtime's upkeep.
+    activity: Arc<ActivityCounter>,
 }
 
 impl HandlerMetrics {
     /// The handles of the handler stored as `handler` (its `handler` label), timing calls on
-    /// `clock`.
-    pub(crate) fn new(handler: &str, clock: Arc<dyn Clock>) -> Self {
+    /// `clock`, counting its activity on `activity`.
+    pub(crate) fn new(
+        handler: &str,
+        clock: Arc<dyn Clock>,
+        activity: Arc<ActivityCounter>,
+    ) -> Self {
         let events = |(outcome, _): (Recorded, u64)| {
             let outcome = outcome.as_str();
             metrics::counter!(HANDLER_EVENTS, "handler" => handler.to_owned(), "outcome" => outcome)
@@ -42,6 +50,7 @@ impl HandlerMetrics {
             batch_size: labelled(BATCH_SIZE),
             end_to_end: labelled(END_TO_END_LATENCY),
             clock,
+            activity,
         }
     }
 
@@ -72,13 +81,16 @@ impl HandlerMetrics {
         result
     }
 
-    /// What became of a processed batch: each outcome's counter goes up by its count.
+    /// What became of a processed batch: each outcome's counter goes up by its count, and the
+    /// activity history's by the completed, retried and dead-lettered ones.
     pub(crate) fn outcomes(&self, tally: &Tally) {
         for (counter, (_, count)) in self.events.iter().zip(tally.counts()) {
             if count > 0 {
                 counter.increment(count);
             }
         }
+        self.activity
+            .add(tally.completed, tally.retried, tally.dead_lettered);
     }
 }
 

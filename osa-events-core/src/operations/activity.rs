@@ -141,9 +141,4 @@ mod tests {
             "invalid configuration: unknown activity kind `handlers` (known: handler, projection)"
         );
     }
-
-    #[test]
-    fn two_hours_of_minute_buckets_are_kept() {
-        assert_eq!(ACTIVITY_KEPT.as_secs() / ACTIVITY_BUCKET.as_secs(), 120);
-    }
 }

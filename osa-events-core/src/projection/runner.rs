@@ -20,6 +20,7 @@ use crate::handler::invoke::{BatchFuture, InvokerKind, panic_message};
 use crate::health::ProjectionWatch;
 use crate::spans::{self, Recorded};
 use crate::store::Delivery;
+use crate::upkeep::ActivityCounter;
 use crate::worker::call::out_of_range;
 
 /// How long a follower waits for the leadership in one attempt; a store that can (PostgreSQL's lock
@@ -40,6 +41,8 @@ pub(crate) struct ProjectionRunner {
     pub(crate) stopping: CancellationToken,
     /// Where the loop records leadership, batches and store errors, for the runtime's health.
     pub(crate) health: ProjectionWatch,
+    /// The projection's counts for the activity history: events applied, batches failed.
+    pub(crate) activity: Arc<ActivityCounter>,
 }
 
 /// Why a batch was not applied.
@@ -108,13 +111,15 @@ impl ProjectionRunner {
                     self.health.applied();
                     self.pause(self.spec.poll()).await;
                 }
-                Ok(_) => {
+                Ok(applied) => {
                     failures = 0;
                     self.health.applied();
+                    self.activity.add(applied as u64, 0, 0);
                 }
                 Err(BatchError::Failed(error)) => {
                     failures = failures.saturating_add(1);
                     self.health.batch_failed(&error);
+                    self.activity.add(0, 1, 0);
                     let delay = retry_delay(&self.spec, failures);
                     tracing::warn!(projection = self.spec.name(), %error, failures, retry_in = ?delay, "projection batch failed; checkpoint not advanced");
                     let stored = crate::store::storable_text(&error);

@@ -1,15 +1,18 @@
 //! The runtime's upkeep beside the claim loops, on a store with the
-//! [operations API](crate::operations): the node's record of itself, the backfill of handlers
-//! that start from their history, periodic retention, and the sampling of the metrics gauges.
+//! [operations API](crate::operations): the node's record of itself, the activity history, the
+//! backfill of handlers that start from their history, periodic retention, and the sampling of
+//! the metrics gauges.
 //!
 //! None of them is on the claim path: each failure is logged and retried after a pause, and the
 //! claim loops never wait for them.
 
+mod activity;
 mod backfill;
 mod gauges;
 mod node;
 mod retention;
 
+pub(crate) use activity::{ActivityBoard, ActivityCounter, keep_activity};
 pub(crate) use backfill::backfill;
 pub(crate) use gauges::sample_gauges;
 pub(crate) use node::{keep_node_record, node_record};

@@ -322,7 +322,13 @@ impl Stepper {
             stopping: CancellationToken::new(),
             aborting: CancellationToken::new(),
             health: HealthBoard::detached_claim_loop(handler.spec, Arc::clone(&self.clock)),
-            metrics: HandlerMetrics::new(&handler.stored_name, Arc::clone(&self.clock)),
+            // Stepped claim loops have no upkeep to flush an activity history: a counter of
+            // their own, never read.
+            metrics: HandlerMetrics::new(
+                &handler.stored_name,
+                Arc::clone(&self.clock),
+                Arc::default(),
+            ),
         };
         (worker, hints)
     }

@@ -1,6 +1,7 @@
 //! Tests of the harness and the simulator, on the in-memory store and a fake clock: no database,
 //! no sleeping. One binary (see STYLE.md); the handlers they run are registered here.
 
+mod activity;
 mod contract;
 mod envelope;
 mod harness;
