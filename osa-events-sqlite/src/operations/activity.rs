@@ -27,7 +27,7 @@ set handled = handled + excluded.handled,
 "#;
 
 /// Deletes the rows of minutes before `?1`: a range of the key.
-const FORGET_SQL: &str = "delete from activity where minute < ?1";
+pub(super) const FORGET_SQL: &str = "delete from activity where minute < ?1";
 
 /// The rows from minute `?1` on, in the API's order (names compared byte by byte, SQLite's
 /// default collation).
@@ -94,4 +94,47 @@ pub(super) async fn list(store: &SqliteStore, since: SystemTime) -> Result<Vec<A
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use osa_events_core::operations::{ActivityDelta, ActivityKind, Operations};
+
+    use crate::SqliteStore;
+
+    /// A record deletes the rows older than two hours before the store's now (the contract
+    /// checks this only where time can leap): rows written as if two and three hours ago.
+    #[tokio::test]
+    async fn a_record_deletes_rows_older_than_two_hours() {
+        let store = SqliteStore::temporary().await.expect("a temporary file");
+        store.migrate().await.expect("the migrations run");
+        sqlx::query(
+            "insert into activity (kind, name, minute, handled)
+             select 'handler', 'old', (unixepoch() / 60) * 60 - value * 60, value
+             from json_each('[180, 121, 119]')",
+        )
+        .execute(store.pool())
+        .await
+        .expect("old rows");
+        let new = ActivityDelta {
+            kind: ActivityKind::Handler,
+            name: "new".into(),
+            handled: 1,
+            failed: 0,
+            dead: 0,
+        };
+        store.record_activity(&[new]).await.expect("a record");
+        let kept: Vec<(String, u64)> = store
+            .activity(std::time::SystemTime::UNIX_EPOCH)
+            .await
+            .expect("the history")
+            .into_iter()
+            .map(|bucket| (bucket.name, bucket.handled))
+            .collect();
+        assert_eq!(
+            kept,
+            [("new".to_owned(), 1), ("old".to_owned(), 119)],
+            "the rows of 3 h and 2 h 1 min ago are gone"
+        );
+    }
 }

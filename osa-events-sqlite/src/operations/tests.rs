@@ -46,3 +46,23 @@ async fn no_statement_reads_every_delivery() {
         assert!(scans.is_empty(), "{name} reads every delivery: {plan:#?}");
     }
 }
+
+/// The activity history's delete and read are ranges of its key (which leads with the minute),
+/// so neither reads the whole table.
+#[tokio::test]
+async fn the_activity_statements_search_the_key() {
+    let store = SqliteStore::temporary().await.expect("a temporary file");
+    store.migrate().await.expect("the migrations run");
+    for (name, sql) in [
+        ("forget", super::activity::FORGET_SQL),
+        ("list", super::activity::LIST_SQL),
+    ] {
+        let plan = plan(&store, sql).await;
+        assert!(
+            plan.iter()
+                .any(|line| line.starts_with("SEARCH activity USING INDEX")
+                    && line.contains("(minute")),
+            "{name} does not search the key: {plan:#?}"
+        );
+    }
+}

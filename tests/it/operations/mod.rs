@@ -256,6 +256,7 @@ async fn every_operation_runs_against_postgres() {
     );
 }
 
+mod activity;
 mod drills;
 mod runtime;
 
