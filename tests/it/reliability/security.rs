@@ -331,6 +331,10 @@ async fn operate_with_the_documented_grants(store: &PgStore) {
         .await
         .expect("the operator retires");
     operations.nodes().await.expect("the operator lists nodes");
+    operations
+        .activity(std::time::SystemTime::UNIX_EPOCH)
+        .await
+        .expect("the operator reads the activity history");
 }
 
 /// The documented SQL block labelled `-- role: <label>` in docs/privileges.md.
@@ -561,6 +565,18 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
         .await;
     let (status, _) = worker.stop(Duration::from_secs(20)).await;
     assert!(status.success(), "the worker exited with {status}");
+    // Its heartbeats and its stop added its counts to the activity history, as the worker role
+    // (a delivery handled twice counts twice).
+    let handled: i64 = sqlx::query_scalar(
+        "select coalesce(sum(handled), 0)::int8 from osa_events.activity where kind = 'handler'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        handled >= 3 * events,
+        "the worker recorded {handled} completions of 3 × {events}"
+    );
 
     // An operator runs every operation with the documented grants.
     let operator_url = with_credentials(scene.url(), &roles.operator, PASSWORD);
