@@ -3,6 +3,7 @@
 //! when `DATABASE_URL` is unset. A randomized test prints its seed: `OSA_TEST_SEED=<seed>` replays
 //! it (the reliability tests: `OSA_RELIABILITY_SEED`).
 
+mod browser;
 mod claim;
 mod commit_order;
 mod connect;
