@@ -33,10 +33,13 @@ use crate::projection::ProjectionStatus;
 use crate::store::SubscriptionId;
 
 pub mod activity;
+mod failure;
 mod nodes;
 mod status;
 
 pub use activity::{ACTIVITY_BUCKET, ACTIVITY_KEPT, ActivityBucket, ActivityDelta, ActivityKind};
+pub use failure::failure_cause;
+pub(crate) use failure::failure_message;
 pub use nodes::{NodeRecord, NodeStatus};
 pub use status::{Count, HandlerStatus, Liveness, Status};
 

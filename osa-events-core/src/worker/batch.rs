@@ -183,14 +183,13 @@ impl Worker {
                 jitter,
             )
         });
-        let message = format!(
-            "`{}` event {} (position {}), attempt {} of {}: {}",
-            delivery.event_type,
+        let message = crate::operations::failure_message(
+            &delivery.event_type,
             delivery.event_id,
             delivery.fence.position,
             delivery.attempt,
             max_attempts,
-            error
+            error,
         );
         // A retry at DEBUG; a dead letter has its own WARN line, and the batch a summary
         // (`log_batch`).
