@@ -59,13 +59,14 @@
 //! | `osa-events-postgres` | [`PgStore`], [`publish`], transactions, projections, migrations | the crate root (feature `postgres`, on by default) |
 //! | `osa-events-sqlite` | [`SqliteStore`], [`sqlite::publish`], transactions, projections, migrations; SQLite compiled in | [`SqliteStore`] and [`sqlite`] (feature `sqlite`, on by default) |
 //! | `osa-events-nats` | the relay from a store's log into NATS JetStream, and [`nats::JetStreamStore`] for handlers on JetStream | [`nats`] (feature `nats`) |
+//! | `osa-events-dashboard` | the web dashboard, an axum router over the operations API | [`dashboard`] (feature `dashboard`) |
 //! | `osa-events-macros` | [`#[event_handler]`](macro@event_handler), [`#[projection]`](macro@projection), the derives | the crate root |
 //! | `osa-events-testing` | `Harness`, `InMemoryStore`, `FakeClock`, the simulator, the store contract suite | a dev-dependency of your own |
 //!
 //! Features: `postgres` (default) brings the PostgreSQL store, `sqlite` (default) the embedded
 //! SQLite store; [`AnyStore`] picks one of them from a URL (`DATABASE_URL`). Without both the
 //! crate has no database driver. `nats` brings NATS JetStream: the relay and the JetStream
-//! store ([`nats`]). `opentelemetry` carries the W3C trace context from publisher to handler
+//! store ([`nats`]). `dashboard` brings the web dashboard ([`dashboard`]). `opentelemetry` carries the W3C trace context from publisher to handler
 //! through the events' envelope (see [`observability`]). `test-util` exposes the runtime's step-by-step hooks that `osa-events-testing`
 //! drives (it turns it on itself). A new backend implements the traits of [`store`] and passes
 //! the contract suite, as the module documentation describes.
@@ -136,6 +137,14 @@ pub mod sqlite {
 #[cfg(feature = "nats")]
 pub mod nats {
     pub use osa_events_nats::*;
+}
+
+/// The web dashboard (feature `dashboard`): handlers, dead letters, projections and nodes, as an
+/// axum router to mount in your own service or to [`serve`](dashboard::serve) alone. The
+/// `osa-events dashboard` command serves it too. See the dashboard guide (`docs/dashboard.md`).
+#[cfg(feature = "dashboard")]
+pub mod dashboard {
+    pub use osa_events_dashboard::*;
 }
 
 #[doc = include_str!("../docs/derive_event.md")]

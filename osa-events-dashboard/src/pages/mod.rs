@@ -1,0 +1,75 @@
+//! The views, one module per page, and what they share.
+
+use std::time::SystemTime;
+
+use axum::response::Response;
+use osa_events_core::operations::{HandlerStatus, Liveness};
+
+use crate::error::PageError;
+use crate::format;
+use crate::html::{Html, url_encode};
+use crate::layout::{Ctx, Page};
+
+pub(crate) mod dead;
+pub(crate) mod handler;
+pub(crate) mod login;
+pub(crate) mod nodes;
+pub(crate) mod overview;
+pub(crate) mod projections;
+
+/// The page of a handler.
+pub(crate) fn handler_href(ctx: &Ctx, name: &str) -> String {
+    ctx.href(&format!("/handlers/{}", url_encode(name)))
+}
+
+/// What a handler is doing, in a word or two: `paused`, `retired`, `running on 2`, `stopped`,
+/// `orphan`.
+pub(crate) fn handler_state(handler: &HandlerStatus) -> String {
+    if handler.retired_at.is_some() {
+        "retired".to_owned()
+    } else if handler.paused_at.is_some() {
+        "paused".to_owned()
+    } else {
+        match handler.liveness {
+            Liveness::Running { nodes: 1 } => "running on 1 node".to_owned(),
+            Liveness::Running { nodes } => format!("running on {nodes} nodes"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The message an action left for the next page (`?done=`), as a notice.
+pub(crate) fn notice(html: &mut Html, done: Option<&str>) {
+    if let Some(done) = done.filter(|done| !done.is_empty()) {
+        html.raw("<p class=\"notice\" role=\"status\">")
+            .text(done)
+            .raw("</p>");
+    }
+}
+
+/// An optional time as `2026-12-02 16:30:05 (4m ago)`, or `—`.
+pub(crate) fn when(at: Option<SystemTime>, now: SystemTime) -> String {
+    at.map_or_else(
+        || "—".to_owned(),
+        |at| format!("{} ({})", format::time(at), format::ago(at, now)),
+    )
+}
+
+/// The page an error gets, framed like every other.
+pub(crate) fn error_page(ctx: &Ctx, error: &PageError) -> Response {
+    let mut body = Html::new();
+    body.element("h1", "", "Something went wrong")
+        .raw("<p class=\"error-message\">")
+        .text(&error.message)
+        .raw("</p><p>")
+        .link(&ctx.href("/"), "Back to the overview")
+        .raw("</p>");
+    Page::new("Error", None, true, body)
+        .with_status(error.status)
+        .render(ctx)
+}
+
+/// Any other path.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> PageError {
+    PageError::not_found(format!("the dashboard has no page at {}", uri.path()))
+}
