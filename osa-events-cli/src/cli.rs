@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::parse::{parse_duration, parse_reset_to, parse_time};
 
-/// Operate osa-events handlers on PostgreSQL: status, dead letters, replay, pause, retirement,
-/// retention.
+/// Operate osa-events handlers on PostgreSQL or SQLite: status, dead letters, replay, pause,
+/// retirement, retention, and the web dashboard.
 #[derive(Debug, Parser)]
 #[command(name = "osa-events", version, propagate_version = true)]
 pub(crate) struct Cli {
@@ -50,6 +50,26 @@ pub(crate) enum Command {
     /// Projections: status, reset.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Serve the web dashboard until Ctrl-C (this machine only, unless given a token).
+    Dashboard(DashboardArgs),
+}
+
+/// `dashboard`.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// The address to listen on. Any address but a loopback one needs a token.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// The token every request must present (at least 16 characters). Prefer the environment
+    /// variable: a flag shows in the process list.
+    #[arg(long, env = "OSA_EVENTS_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Hide every action (pause, resume, retry, purge, reset): for looking only.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// How often open pages refresh their figures.
+    #[arg(long, value_name = "INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) refresh: Duration,
 }
 
 /// `--json`.

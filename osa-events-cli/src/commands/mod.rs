@@ -8,6 +8,7 @@ use crate::store::{connect, operations};
 use change::Change;
 
 mod change;
+mod dashboard;
 mod dead;
 mod nodes;
 mod projections;
@@ -24,6 +25,10 @@ pub(crate) async fn run(url: Option<&str>, command: &Command) -> Result<(), CliE
         Command::Dead(DeadCommand::Purge(args)) => change::check(Change::Purge, args)?,
         Command::Pending(PendingCommand::Cancel(args)) => change::check(Change::Cancel, args)?,
         _ => {}
+    }
+    if let Command::Dashboard(args) = command {
+        // Checked before connecting: a refusal to listen needs no database.
+        dashboard::options(args)?;
     }
     let store: AnyStore = connect(url).await?;
     if let Command::Migrate = command {
@@ -55,5 +60,6 @@ pub(crate) async fn run(url: Option<&str>, command: &Command) -> Result<(), CliE
         Command::Projections(ProjectionsCommand::Reset(args)) => {
             projections::reset(&store, ops, args).await
         }
+        Command::Dashboard(args) => dashboard::run(store, args).await,
     }
 }

@@ -11,8 +11,14 @@ use crate::support::Scene;
 
 /// Starts `osa-events args…` on `scene`'s database, stdout piped.
 fn spawn(scene: &Scene, args: &[&str]) -> Child {
+    spawn_with(scene, args, &[])
+}
+
+/// Starts `osa-events args…` on `scene`'s database with `env` set, stdout piped.
+pub(crate) fn spawn_with(scene: &Scene, args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_osa-events"))
         .args(args)
+        .envs(env.iter().copied())
         .env("DATABASE_URL", scene.url())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -24,7 +30,7 @@ fn spawn(scene: &Scene, args: &[&str]) -> Child {
 
 /// Sends SIGINT, as Ctrl-C does (with the shell's `kill`, as the repository's other tests do:
 /// no binary beyond `sh` needed).
-fn interrupt(child: &Child) {
+pub(crate) fn interrupt(child: &Child) {
     let status = Command::new("sh")
         .args(["-c", "kill -s INT \"$1\"", "sh", &child.id().to_string()])
         .status()
@@ -33,7 +39,7 @@ fn interrupt(child: &Child) {
 }
 
 /// Reads stdout lines until one contains `marker`; returns what was read.
-fn read_until(out: &mut impl BufRead, marker: &str) -> String {
+pub(crate) fn read_until(out: &mut impl BufRead, marker: &str) -> String {
     let mut seen = String::new();
     loop {
         let mut line = String::new();

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod dashboard;
 mod dead;
 mod input;
 mod interrupt;
