@@ -8,6 +8,7 @@ mod claim;
 mod commit_order;
 mod connect;
 mod contract;
+mod dashboard;
 mod failures;
 mod heartbeat;
 mod linger;
