@@ -173,8 +173,8 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
 /// Whether `Host` names this machine's loopback (any port).
 fn host_is_loopback(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        // HTTP/1.0 without a Host: only a local tool sends that.
-        return true;
+        // Nothing says where the request was sent: not provably local.
+        return false;
     };
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
@@ -328,6 +328,7 @@ mod tests {
         ] {
             assert!(!host_is_loopback(&host(remote)), "{remote}");
         }
+        assert!(!host_is_loopback(&HeaderMap::new()), "no Host, no entry");
     }
 
     #[test]

@@ -238,3 +238,50 @@ async fn links_follow_where_the_dashboard_is_mounted() {
     let js = get(&app, "/osa/assets/dashboard.js").await;
     assert!(js.body.contains("X-Osa-Live"), "{}", js.body);
 }
+
+#[tokio::test]
+async fn the_dashboard_runs_on_sqlite_too() {
+    let store = osa_events::AnyStore::from(osa_events::SqliteStore::temporary().await.unwrap());
+    store.migrate().await.unwrap();
+    let ids = store.register(&[subscription("dash.lite")]).await.unwrap();
+    let event = Outgoing::new(&Job {
+        n: 1,
+        note: "<b>lite</b>".to_owned(),
+    })
+    .unwrap();
+    store.publish_batch(&[event]).await.unwrap();
+    let claimed = store
+        .claim(ClaimRequest {
+            subscription: ids[0],
+            limit: 1,
+            claim_timeout: Duration::from_secs(60),
+            worker: "dashboard-test",
+        })
+        .await
+        .unwrap();
+    let failure = Failure {
+        fence: claimed[0].fence,
+        error: "refused".to_owned(),
+        retry_in: None,
+    };
+    store.fail(ids[0], &[failure]).await.unwrap();
+    let position = claimed[0].fence.position;
+
+    let app = dashboard::router(store, DashboardOptions::new()).unwrap();
+    let overview = get(&app, "/").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
+    assert!(
+        overview
+            .body
+            .contains("href=\"/dead?handler=dash.lite\">1</a>"),
+        "{}",
+        overview.body
+    );
+    let detail = get(&app, &format!("/dead/dash.lite/{position}")).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    assert!(
+        detail.body.contains("&lt;b&gt;lite&lt;/b&gt;"),
+        "{}",
+        detail.body
+    );
+}
