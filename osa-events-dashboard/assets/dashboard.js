@@ -44,7 +44,8 @@
         return response.text().then(function (html) {
           main.innerHTML = html;
           if (response.ok) {
-            show("live · " + new Date().toLocaleTimeString(), true);
+            // UTC, as every time on the pages: HH:MM:SS.
+            show("live · " + new Date().toISOString().slice(11, 19), true);
           } else {
             show("live · the last refresh failed (" + response.status + ")", false);
           }

@@ -55,7 +55,12 @@ impl Verdict {
 pub(crate) fn of_handler(handler: &HandlerStatus, failed_last_hour: u64) -> Verdict {
     let mut verdict = Verdict::new();
     if handler.dead.value() > 0 {
-        verdict.add(Health::Bad, format!("{} dead letters", handler.dead));
+        let noun = if handler.dead.value() == 1 {
+            "dead letter"
+        } else {
+            "dead letters"
+        };
+        verdict.add(Health::Bad, format!("{} {noun}", handler.dead));
     }
     if handler.liveness == Liveness::Orphan {
         verdict.add(
@@ -89,7 +94,14 @@ pub(crate) fn of_handler(handler: &HandlerStatus, failed_last_hour: u64) -> Verd
     if failed_last_hour > 0 {
         verdict.add(
             Health::Warn,
-            format!("{failed_last_hour} failed attempts in the last hour"),
+            format!(
+                "{failed_last_hour} failed {} in the last hour",
+                if failed_last_hour == 1 {
+                    "attempt"
+                } else {
+                    "attempts"
+                }
+            ),
         );
     }
     verdict

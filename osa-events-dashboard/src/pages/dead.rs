@@ -331,6 +331,24 @@ pub(crate) async fn detail(
 ) -> Result<Response, PageError> {
     let ops = dashboard.ops();
     let Some(delivery) = ops.delivery(&handler, position).await? else {
+        // A retry comes back here: a running handler may have handled the delivery before this
+        // page loaded. Say what was done, and that it is gone, rather than fail.
+        if let Some(done) = query.done.as_deref().filter(|done| !done.is_empty()) {
+            let mut body = Html::new();
+            body.raw("<h1>")
+                .text(&format!("Position {position} of {handler}"))
+                .raw("</h1>");
+            notice(&mut body, Some(done));
+            body.raw("<p class=\"empty\" id=\"gone\">")
+                .link(&handler_href(&ctx, &handler), &handler)
+                .text(&format!(
+                    " has no delivery of the event at position {position} any more: it has \
+                     handled it since (or it was purged)."
+                ))
+                .raw("</p>");
+            let title = format!("{handler} · {position}");
+            return Ok(Page::new(title, Some(Nav::DeadLetters), false, body).render(&ctx));
+        }
         return Err(PageError::not_found(format!(
             "handler `{handler}` has no delivery of the event at position {position}: it was \
              handled, purged, or never delivered to it"

@@ -136,6 +136,7 @@ pub(crate) async fn show(
             let minutes = history.of(ActivityKind::Projection, &projection.name);
             body.raw("<tr")
                 .attr("class", verdict.health.class())
+                .attr("data-projection", &projection.name)
                 .attr("title", &verdict.reasons.join("; "))
                 .raw("><td>")
                 .link(&ctx.href("/projections"), &projection.name)

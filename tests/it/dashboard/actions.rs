@@ -62,6 +62,59 @@ async fn retrying_one_dead_letter_asks_first_then_makes_it_due() {
 }
 
 #[tokio::test]
+async fn a_retried_dead_letter_handled_before_its_page_loads_still_shows_the_notice() {
+    let (db, a, _) = db_with_handlers().await;
+    publish(&db, 1, "fine").await;
+    kill(&db, a, 1, "boom").await;
+    let app = app(&db, DashboardOptions::new());
+    let csrf = get(&app, "/dead/dash.a/1").await.csrf();
+    let done = post(
+        &app,
+        "/dead/retry",
+        &[
+            ("csrf", &csrf),
+            ("handler", "dash.a"),
+            ("position", "1"),
+            ("confirmed", "1"),
+        ],
+    )
+    .await;
+    // A running handler takes the delivery and handles it before the redirect is followed.
+    let claimed = db
+        .store
+        .claim(ClaimRequest {
+            subscription: a,
+            limit: 1,
+            claim_timeout: Duration::from_secs(60),
+            worker: "dashboard-test",
+        })
+        .await
+        .unwrap();
+    let fences: Vec<_> = claimed.iter().map(|delivery| delivery.fence).collect();
+    assert_eq!(db.store.complete(a, &fences).await.unwrap(), 1);
+
+    let after = get(&app, done.location()).await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+    assert!(
+        after
+            .body
+            .contains("retried 1 dead letter: they are due now"),
+        "{}",
+        after.body
+    );
+    assert!(
+        after
+            .body
+            .contains("has no delivery of the event at position 1 any more"),
+        "{}",
+        after.body
+    );
+    // Without an action's notice, a missing delivery is still not found.
+    let missing = get(&app, "/dead/dash.a/1").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+}
+
+#[tokio::test]
 async fn purging_a_filtered_set_changes_at_most_what_was_confirmed() {
     let (db, a, b) = db_with_handlers().await;
     publish(&db, 6, "fine").await;
@@ -203,8 +256,9 @@ async fn a_projection_resets_after_a_confirmation() {
     )
     .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    // Known: those with a checkpoint, and those this program runs (every test's, in this one).
     assert!(
-        unknown.body.contains("known: dash.totals"),
+        unknown.body.contains("(known: ") && unknown.body.contains(" dash.totals,"),
         "{}",
         unknown.body
     );

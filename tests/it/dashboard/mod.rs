@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use crate::support::Db;
 
 mod actions;
+mod browser;
 mod pages;
 mod safety;
 
