@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use axum::response::Response;
+use osa_events_core::ProjectionStatus;
 use osa_events_core::operations::{HandlerStatus, Liveness};
 
 use crate::error::PageError;
@@ -53,6 +54,20 @@ pub(crate) fn when(at: Option<SystemTime>, now: SystemTime) -> String {
         || "—".to_owned(),
         |at| format!("{} ({})", format::time(at), format::ago(at, now)),
     )
+}
+
+/// The projections the store knows of: those that have run (a checkpoint) or have a leader.
+///
+/// The store also lists projections registered in the program that asks and never run; in the
+/// dashboard that program is the dashboard's own (the `osa-events` tool has none, a service
+/// embedding the router has its own), not the fleet's, so those are left out.
+pub(crate) fn known_projections(projections: Vec<ProjectionStatus>) -> Vec<ProjectionStatus> {
+    projections
+        .into_iter()
+        .filter(|projection| {
+            projection.updated_at != SystemTime::UNIX_EPOCH || projection.leader.is_some()
+        })
+        .collect()
 }
 
 /// The page an error gets, framed like every other.

@@ -33,6 +33,7 @@ pub(crate) async fn show(
     let status = ops.status().await?;
     let history = History::new(ops.activity(History::since(status.at)).await?, status.at);
     let now = status.at;
+    let projections = super::known_projections(status.projections.clone());
 
     let mut body = Html::new();
     body.element("h1", "", "Overview");
@@ -43,7 +44,7 @@ pub(crate) async fn show(
         .raw(" · ")
         .display(status.handlers.len())
         .raw(" handlers · ")
-        .display(status.projections.len())
+        .display(projections.len())
         .raw(" projections · ")
         .raw("<a")
         .attr("href", &ctx.href("/nodes"))
@@ -123,7 +124,7 @@ pub(crate) async fn show(
     }
 
     body.element("h2", "", "Projections");
-    if status.projections.is_empty() {
+    if projections.is_empty() {
         body.element("p", "empty", "No projection has run on this store.");
     } else {
         body.raw(
@@ -131,7 +132,7 @@ pub(crate) async fn show(
              <th class=\"num\">Position</th><th class=\"num\">Lag</th><th>Behind by</th>\
              <th>Leader</th><th>Last error</th><th>Last hour</th></tr></thead><tbody>",
         );
-        for projection in &status.projections {
+        for projection in &projections {
             let verdict = health::of_projection(projection);
             let minutes = history.of(ActivityKind::Projection, &projection.name);
             body.raw("<tr")

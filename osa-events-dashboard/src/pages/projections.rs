@@ -32,7 +32,7 @@ pub(crate) async fn list(
     ctx: Ctx,
     Query(query): Query<ProjectionsQuery>,
 ) -> Result<Response, PageError> {
-    let projections = dashboard.ops().projections().await?;
+    let projections = super::known_projections(dashboard.ops().projections().await?);
     let can_reset = !ctx.read_only && dashboard.projections().is_some();
     let now = SystemTime::now();
     let mut body = Html::new();
@@ -156,7 +156,7 @@ pub(crate) async fn reset(
     let to = form.target()?;
     // The store lists the projections it has a checkpoint of; a reset by an unknown name would
     // create one, so the name must be among them.
-    let known = dashboard.ops().projections().await?;
+    let known = super::known_projections(dashboard.ops().projections().await?);
     let Some(projection) = known.iter().find(|p| p.name == name) else {
         let names: Vec<&str> = known.iter().map(|p| p.name.as_str()).collect();
         return Err(PageError::not_found(format!(
