@@ -70,6 +70,23 @@ pub(crate) fn known_projections(projections: Vec<ProjectionStatus>) -> Vec<Proje
         .collect()
 }
 
+/// A projection's figure cells: checkpoint, lag, how far behind, leader.
+pub(crate) fn projection_cells(body: &mut Html, projection: &ProjectionStatus) {
+    body.raw("<td class=\"num\">")
+        .text(&format::number(projection.position.max(0).unsigned_abs()))
+        .raw("</td><td class=\"num\">")
+        .text(&format::number(projection.lag.max(0).unsigned_abs()))
+        .raw("</td><td>")
+        .text(
+            &projection
+                .oldest_unapplied
+                .map_or("—".to_owned(), format::duration),
+        )
+        .raw("</td><td>")
+        .text(projection.leader.as_deref().unwrap_or("nobody"))
+        .raw("</td>");
+}
+
 /// The page an error gets, framed like every other.
 pub(crate) fn error_page(ctx: &Ctx, error: &PageError) -> Response {
     let mut body = Html::new();

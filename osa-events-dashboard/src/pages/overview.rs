@@ -141,19 +141,9 @@ pub(crate) async fn show(
                 .attr("title", &verdict.reasons.join("; "))
                 .raw("><td>")
                 .link(&ctx.href("/projections"), &projection.name)
-                .raw("</td><td class=\"num\">")
-                .text(&number(projection.position.max(0).unsigned_abs()))
-                .raw("</td><td class=\"num\">")
-                .text(&number(projection.lag.max(0).unsigned_abs()))
-                .raw("</td><td>")
-                .text(
-                    &projection
-                        .oldest_unapplied
-                        .map_or("—".to_owned(), format::duration),
-                )
-                .raw("</td><td>")
-                .text(projection.leader.as_deref().unwrap_or("nobody"))
-                .raw("</td><td class=\"error\">")
+                .raw("</td>");
+            super::projection_cells(&mut body, projection);
+            body.raw("<td class=\"error\">")
                 .text(
                     &projection
                         .last_error

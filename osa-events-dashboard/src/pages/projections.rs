@@ -13,7 +13,6 @@ use serde::Deserialize;
 
 use super::{notice, when};
 use crate::error::PageError;
-use crate::format::{self, number};
 use crate::guard::{refuse_action, see_other};
 use crate::health;
 use crate::html::{Html, url_encode};
@@ -59,19 +58,9 @@ pub(crate) async fn list(
             .attr("title", &verdict.reasons.join("; "))
             .raw("><td>")
             .text(&projection.name)
-            .raw("</td><td class=\"num\">")
-            .text(&number(projection.position.max(0).unsigned_abs()))
-            .raw("</td><td class=\"num\">")
-            .text(&number(projection.lag.max(0).unsigned_abs()))
-            .raw("</td><td>")
-            .text(
-                &projection
-                    .oldest_unapplied
-                    .map_or("—".to_owned(), format::duration),
-            )
-            .raw("</td><td>")
-            .text(projection.leader.as_deref().unwrap_or("nobody"))
-            .raw("</td><td class=\"error\">")
+            .raw("</td>");
+        super::projection_cells(&mut body, projection);
+        body.raw("<td class=\"error\">")
             .text(projection.last_error.as_deref().unwrap_or("—"))
             .raw("</td><td>")
             .text(&if projection.updated_at == SystemTime::UNIX_EPOCH {

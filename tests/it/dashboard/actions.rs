@@ -203,12 +203,7 @@ async fn a_projection_resets_after_a_confirmation() {
     let (db, _, _) = db_with_handlers().await;
     publish(&db, 3, "fine").await;
     checkpoint(&db, "dash.totals").await;
-    let projections = Store::projections(&db.store).unwrap();
-    let at = projections
-        .status("dash.totals", &[])
-        .await
-        .unwrap()
-        .position;
+    let at = position_of(&db, "dash.totals").await;
     assert!(at > 0, "at the end of a log of 3 events");
     let app = app(&db, DashboardOptions::new());
     let csrf = get(&app, "/projections").await.csrf();
@@ -225,14 +220,7 @@ async fn a_projection_resets_after_a_confirmation() {
         "{}",
         ask.body
     );
-    assert_eq!(
-        projections
-            .status("dash.totals", &[])
-            .await
-            .unwrap()
-            .position,
-        at
-    );
+    assert_eq!(position_of(&db, "dash.totals").await, at);
     let done = post(
         &app,
         "/projections/dash.totals/reset",
@@ -240,14 +228,7 @@ async fn a_projection_resets_after_a_confirmation() {
     )
     .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert_eq!(
-        projections
-            .status("dash.totals", &[])
-            .await
-            .unwrap()
-            .position,
-        0
-    );
+    assert_eq!(position_of(&db, "dash.totals").await, 0);
 
     let unknown = post(
         &app,
@@ -270,4 +251,10 @@ async fn a_projection_resets_after_a_confirmation() {
     )
     .await;
     assert_eq!(no_position.status, StatusCode::BAD_REQUEST);
+}
+
+/// Where projection `name` stands.
+async fn position_of(db: &Db, name: &str) -> i64 {
+    let projections = Store::projections(&db.store).expect("PgStore runs projections");
+    projections.status(name, &[]).await.unwrap().position
 }

@@ -14,6 +14,7 @@ use osa_events::{Event, Outgoing, ResetTo};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
+pub(crate) use crate::operations::kill;
 use crate::support::Db;
 
 mod actions;
@@ -62,29 +63,6 @@ async fn publish(db: &Db, count: u32, note: &str) {
         })
         .collect();
     osa_events::publish_batch(db.pool(), &batch).await.unwrap();
-}
-
-/// Claims up to `limit` deliveries of `subscription` and dead-letters them with `error`.
-async fn kill(db: &Db, subscription: SubscriptionId, limit: u32, error: &str) -> u64 {
-    let claimed = db
-        .store
-        .claim(ClaimRequest {
-            subscription,
-            limit,
-            claim_timeout: Duration::from_secs(60),
-            worker: "dashboard-test",
-        })
-        .await
-        .unwrap();
-    let failures: Vec<Failure> = claimed
-        .iter()
-        .map(|delivery| Failure {
-            fence: delivery.fence,
-            error: error.to_owned(),
-            retry_in: None,
-        })
-        .collect();
-    db.store.fail(subscription, &failures).await.unwrap()
 }
 
 fn ops(db: &Db) -> &dyn Operations {

@@ -47,7 +47,7 @@ fn ops(db: &Db) -> &dyn Operations {
 }
 
 /// Claims `limit` deliveries and dead-letters them.
-async fn kill(db: &Db, subscription: SubscriptionId, limit: u32, error: &str) -> u64 {
+pub(crate) async fn kill(db: &Db, subscription: SubscriptionId, limit: u32, error: &str) -> u64 {
     let claimed = db
         .store
         .claim(ClaimRequest {
