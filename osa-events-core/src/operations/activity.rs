@@ -107,6 +107,13 @@ pub struct ActivityDelta {
     pub dead: u64,
 }
 
+impl ActivityDelta {
+    /// Whether it counts nothing: stores skip such a delta (it would only write a zero row).
+    pub fn is_empty(&self) -> bool {
+        self.handled == 0 && self.failed == 0 && self.dead == 0
+    }
+}
+
 /// One minute of one handler's or projection's activity, the fleet's total:
 /// [`Operations::activity`](super::Operations::activity).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,10 +53,7 @@ fn stored(count: u64) -> i64 {
 }
 
 pub(super) async fn record(store: &PgStore, deltas: &[ActivityDelta]) -> Result<()> {
-    let deltas: Vec<&ActivityDelta> = deltas
-        .iter()
-        .filter(|delta| delta.handled > 0 || delta.failed > 0 || delta.dead > 0)
-        .collect();
+    let deltas: Vec<&ActivityDelta> = deltas.iter().filter(|delta| !delta.is_empty()).collect();
     if deltas.is_empty() {
         return Ok(());
     }

@@ -130,7 +130,16 @@ async fn send(app: &Router, mut request: Request<Body>) -> Reply {
 
 /// `GET path`.
 async fn get(app: &Router, path: &str) -> Reply {
-    send(app, Request::get(path).body(Body::empty()).unwrap()).await
+    get_with(app, path, &[]).await
+}
+
+/// `GET path` with `headers` (a `Host` among them replaces `localhost`).
+async fn get_with(app: &Router, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(app, request.body(Body::empty()).unwrap()).await
 }
 
 /// `POST path` with the form `fields`.

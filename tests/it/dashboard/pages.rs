@@ -35,14 +35,7 @@ async fn the_overview_shows_every_handler_and_projection_with_its_figures() {
         "{}",
         page.body
     );
-    let fragment = send(
-        &app,
-        Request::get("/")
-            .header("x-osa-live", "1")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let fragment = get_with(&app, "/", &[("x-osa-live", "1")]).await;
     assert_eq!(fragment.status, StatusCode::OK);
     assert!(!fragment.body.contains("<html"), "{}", fragment.body);
     assert!(

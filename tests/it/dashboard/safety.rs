@@ -151,22 +151,13 @@ async fn a_token_guards_every_page_and_a_login_sets_a_cookie() {
         anonymous.body
     );
     assert!(!anonymous.body.contains(token));
-    let live = send(
-        &app,
-        Request::get("/")
-            .header("x-osa-live", "1")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let live = get_with(&app, "/", &[("x-osa-live", "1")]).await;
     assert_eq!(live.status, StatusCode::UNAUTHORIZED);
 
-    let bearer = send(
+    let bearer = get_with(
         &app,
-        Request::get("/")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap(),
+        "/",
+        &[(header::AUTHORIZATION.as_str(), &format!("Bearer {token}"))],
     )
     .await;
     assert_eq!(bearer.status, StatusCode::OK, "{}", bearer.body);
@@ -189,14 +180,7 @@ async fn a_token_guards_every_page_and_a_login_sets_a_cookie() {
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap().to_owned();
-    let with_cookie = send(
-        &app,
-        Request::get("/nodes")
-            .header(header::COOKIE, pair)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let with_cookie = get_with(&app, "/nodes", &[(header::COOKIE.as_str(), &pair)]).await;
     assert_eq!(with_cookie.status, StatusCode::OK);
 
     // A link with the token logs in and drops it from the address.
@@ -205,13 +189,13 @@ async fn a_token_guards_every_page_and_a_login_sets_a_cookie() {
     assert_eq!(link.location(), "/dead?handler=dash.a");
     assert!(link.headers.contains_key(header::SET_COOKIE));
     // A token also opens a dashboard to other hosts.
-    let remote = send(
+    let remote = get_with(
         &app,
-        Request::get("/")
-            .header(header::HOST, "ops.example.com")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap(),
+        "/",
+        &[
+            (header::HOST.as_str(), "ops.example.com"),
+            (header::AUTHORIZATION.as_str(), &format!("Bearer {token}")),
+        ],
     )
     .await;
     assert_eq!(remote.status, StatusCode::OK);
@@ -222,25 +206,11 @@ async fn without_a_token_only_local_requests_get_in() {
     let (db, _, _) = db_with_handlers().await;
     let app = app(&db, DashboardOptions::new());
     for host in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080"] {
-        let page = send(
-            &app,
-            Request::get("/")
-                .header(header::HOST, host)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let page = get_with(&app, "/", &[(header::HOST.as_str(), host)]).await;
         assert_eq!(page.status, StatusCode::OK, "{host}");
     }
     // A page of another site that resolves its name to 127.0.0.1 (DNS rebinding).
-    let rebound = send(
-        &app,
-        Request::get("/")
-            .header(header::HOST, "evil.example:8080")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let rebound = get_with(&app, "/", &[(header::HOST.as_str(), "evil.example:8080")]).await;
     assert_eq!(rebound.status, StatusCode::FORBIDDEN);
     assert!(rebound.body.contains("localhost only"), "{}", rebound.body);
 

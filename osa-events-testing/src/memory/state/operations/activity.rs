@@ -14,7 +14,7 @@ impl Tables {
         let now = now.wall();
         let minute = minute_of(now);
         for delta in deltas {
-            if delta.handled == 0 && delta.failed == 0 && delta.dead == 0 {
+            if delta.is_empty() {
                 continue;
             }
             let key = (delta.kind.as_str(), delta.name.clone(), minute);
