@@ -3,8 +3,13 @@
 
 use tokio_util::sync::CancellationToken;
 
+/// The line a chaos process logs once SIGTERM is a graceful stop. Before it, SIGTERM's default
+/// action ends the process at once (killed by signal 15), so a test that stops a process it has
+/// only just started waits for this line first.
+pub const LISTENING_FOR_SIGTERM: &str = "listening for SIGTERM";
+
 /// Cancels `shutdown` on SIGTERM or SIGINT, so a test's SIGTERM is a graceful stop (and a
-/// SIGKILL the crash).
+/// SIGKILL the crash); logs [`LISTENING_FOR_SIGTERM`] once the handlers are in place.
 ///
 /// # Errors
 ///
@@ -13,6 +18,7 @@ pub fn spawn_sigterm_listener(shutdown: CancellationToken) -> std::io::Result<()
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    tracing::info!("{LISTENING_FOR_SIGTERM}");
     tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => {}

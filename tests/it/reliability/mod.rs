@@ -492,12 +492,33 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, then the exit status and how long the exit took.
+    /// SIGTERM, then the exit status and how long the exit took. A process started a moment ago
+    /// is first given until `limit` to install its signal handler, so that the SIGTERM is the
+    /// graceful stop it means and not the default action (the process dead by signal 15).
     pub(crate) async fn stop(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        self.listening_for_sigterm(limit).await;
         let sent = Instant::now();
         self.terminate();
         let status = self.exit(limit).await;
         (status, sent.elapsed())
+    }
+
+    /// Waits until the process has logged
+    /// [`LISTENING_FOR_SIGTERM`](osa_events_suite::chaos_process::LISTENING_FOR_SIGTERM) or has
+    /// exited, at most `limit`; panics past it.
+    async fn listening_for_sigterm(&mut self, limit: Duration) {
+        let marker = osa_events_suite::chaos_process::LISTENING_FOR_SIGTERM;
+        let since = Instant::now();
+        while !self.stderr_text().contains(marker) && self.running() {
+            assert!(
+                since.elapsed() < limit,
+                "{} (pid {}) did not install its SIGTERM handler within {limit:?}; its log:\n{}",
+                self.name,
+                self.pid,
+                tail(&self.stderr_text(), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `(VmRSS, VmHWM)` in KiB from `/proc/<pid>/status`; `None` once the process is gone.
