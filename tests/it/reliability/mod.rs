@@ -497,6 +497,11 @@ impl Proc {
     /// graceful stop it means and not the default action (the process dead by signal 15).
     pub(crate) async fn stop(&mut self, limit: Duration) -> (ExitStatus, Duration) {
         self.listening_for_sigterm(limit).await;
+        // Gone already (reaped by the wait above): its status is the answer, and a signal to its
+        // pid would find no process.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return (status, Duration::ZERO);
+        }
         let sent = Instant::now();
         self.terminate();
         let status = self.exit(limit).await;
