@@ -95,6 +95,17 @@ pub enum Error {
         path: String,
     },
 
+    /// An event's ordering key is empty, longer than
+    /// [`MAX_ORDERING_KEY_BYTES`](crate::MAX_ORDERING_KEY_BYTES) or holds a NUL
+    /// character; nothing was written. Found when the [`Outgoing`](crate::Outgoing) is built.
+    #[error("cannot publish `{event_type}`: its ordering key {reason}")]
+    InvalidOrderingKey {
+        /// The event's registered name.
+        event_type: &'static str,
+        /// What is wrong with the key.
+        reason: String,
+    },
+
     /// Two registered handlers share one name. Names identify subscriptions in the database, so
     /// they must be unique.
     #[error(
@@ -211,6 +222,7 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::NulCharacter { .. } => "nul_character",
+            Error::InvalidOrderingKey { .. } => "invalid_ordering_key",
             Error::DuplicateHandlerName { .. } => "duplicate_handler_name",
             Error::MissingResource { .. } => "missing_resource",
             Error::UnknownHandler { .. } => "unknown_handler",

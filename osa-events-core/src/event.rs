@@ -53,6 +53,18 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn accepted_versions() -> Vec<u32> {
         vec![Self::VERSION]
     }
+
+    /// The key whose events an `ordered` handler takes one at a time, in publish order: the
+    /// entity the event is about (an order id, an account). `None` (the default): no key, and
+    /// even an ordered handler takes the event whenever it is due.
+    ///
+    /// Derive it from a field with `#[event(ordering_key = "order_id")]` (any field that
+    /// implements `Display`), or set it per publish with
+    /// [`Outgoing::with_ordering_key`](crate::Outgoing::with_ordering_key), which overrides it.
+    /// See `docs/ordering.md`.
+    fn ordering_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Decodes `payload` as `E` itself (its current version), keeping `E`'s name for the error.

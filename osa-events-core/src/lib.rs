@@ -36,11 +36,13 @@ pub use clock::{Clock, SystemClock};
 pub use envelope::Metadata;
 pub use error::{BackendError, Error, Result, SubscriptionConflict};
 pub use event::{Event, PayloadError};
-pub use handler::HandlerSpec;
 pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Ctx, State};
+pub use handler::{HandlerSpec, Ordered};
 pub use projection::{EventSet, ProjectionSpec, ProjectionStatus, ResetTo};
-pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, Published, PublishedEvent};
+pub use publish::{
+    DEFAULT_MAX_PAYLOAD_BYTES, MAX_ORDERING_KEY_BYTES, Outgoing, Published, PublishedEvent,
+};
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, default_instance_name, run_all_handlers};
 /// The token of [`Runtime::shutdown_token`] and [`RuntimeBuilder::shutdown_token`]: tokio-util's
@@ -58,7 +60,7 @@ pub mod __private {
     pub use crate::event::{Previous, previous};
     pub use crate::extract::{Call, FromBatchArg, FromEventArg};
     pub use crate::handler::invoke::{IntoBatchResult, IntoHandlerResult};
-    pub use crate::handler::{Handler, HandlerSpec, Invoker, Registration, Shape};
+    pub use crate::handler::{Handler, HandlerSpec, Invoker, Ordered, Registration, Shape};
     pub use crate::operations::StartFrom;
     pub use crate::projection::{
         EventSet, Projection, ProjectionRegistration, ProjectionSpec, decode_event,

@@ -16,6 +16,10 @@ mod nul;
 /// every claim; large documents belong in a table or object store, referenced by the event.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
+/// The longest ordering key [`Outgoing`] accepts, in bytes of UTF-8: keys name entities (an
+/// order id, a tenant and an account), and every ordered delivery carries one in an index.
+pub const MAX_ORDERING_KEY_BYTES: usize = 256;
+
 /// One event ready to publish: its payload serialized, with an id, optional routing key and metadata.
 ///
 /// Build one when you need more than `osa_events::publish` offers: a chosen id (for idempotent retries of your
@@ -43,6 +47,7 @@ pub struct Outgoing {
     event_type: &'static str,
     event_version: i32,
     routing_key: Option<String>,
+    ordering_key: Option<String>,
     payload: Box<RawValue>,
     metadata: Metadata,
 }
@@ -86,6 +91,10 @@ impl Outgoing {
                 path,
             });
         }
+        let ordering_key = event
+            .ordering_key()
+            .map(|key| checked_ordering_key(E::NAME, key))
+            .transpose()?;
         Ok(Self {
             // Time-ordered (UUIDv7): a log's unique index on ids then grows at its right edge,
             // as the position index does, instead of touching a random page per event.
@@ -93,6 +102,7 @@ impl Outgoing {
             event_type: E::NAME,
             event_version: i32::try_from(E::VERSION).unwrap_or(i32::MAX),
             routing_key: None,
+            ordering_key,
             payload,
             metadata: Metadata::new(),
         })
@@ -111,6 +121,36 @@ impl Outgoing {
     pub fn with_routing_key(mut self, routing_key: impl Into<String>) -> Self {
         self.routing_key = Some(routing_key.into());
         self
+    }
+
+    /// Sets the ordering key: handlers declared `ordered` take the events of one key one at a
+    /// time, in publish order, and the keys in parallel. It replaces a key the event derives
+    /// (`#[event(ordering_key = "...")]`); handlers that are not ordered ignore it. See
+    /// `docs/ordering.md`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOrderingKey`] when the key is empty, longer than
+    /// [`MAX_ORDERING_KEY_BYTES`], or holds a NUL character.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use osa_events::{Event, Outgoing};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Event, Serialize, Deserialize)]
+    /// #[event(name = "order.shipped")]
+    /// struct OrderShipped { order_id: u64 }
+    ///
+    /// let outgoing = Outgoing::new(&OrderShipped { order_id: 42 })?.with_ordering_key("order-42")?;
+    /// assert_eq!(outgoing.ordering_key(), Some("order-42"));
+    /// assert!(Outgoing::new(&OrderShipped { order_id: 42 })?.with_ordering_key("").is_err());
+    /// # Ok::<(), osa_events::Error>(())
+    /// ```
+    pub fn with_ordering_key(mut self, ordering_key: impl Into<String>) -> Result<Self> {
+        self.ordering_key = Some(checked_ordering_key(self.event_type, ordering_key.into())?);
+        Ok(self)
     }
 
     /// Sets the metadata stored beside the payload (correlation id, causation id, trace context,
@@ -150,6 +190,12 @@ impl Outgoing {
         self.routing_key.as_deref()
     }
 
+    /// The ordering key, if any: set with [`with_ordering_key`](Self::with_ordering_key) or
+    /// derived by the event.
+    pub fn ordering_key(&self) -> Option<&str> {
+        self.ordering_key.as_deref()
+    }
+
     /// The event type's version.
     pub fn event_version(&self) -> i32 {
         self.event_version
@@ -165,6 +211,24 @@ impl Outgoing {
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
+}
+
+/// `key` if it can be stored as an ordering key: not empty, at most [`MAX_ORDERING_KEY_BYTES`],
+/// no NUL character (which neither PostgreSQL's `text` nor the keys' index can hold).
+fn checked_ordering_key(event_type: &'static str, key: String) -> Result<String> {
+    let reason = if key.is_empty() {
+        "is empty (an event without a key has none: leave it unset)".to_owned()
+    } else if key.len() > MAX_ORDERING_KEY_BYTES {
+        format!(
+            "is {} bytes long, over the limit of {MAX_ORDERING_KEY_BYTES}",
+            key.len()
+        )
+    } else if key.contains('\0') {
+        "holds a NUL character (\\u0000)".to_owned()
+    } else {
+        return Ok(key);
+    };
+    Err(Error::InvalidOrderingKey { event_type, reason })
 }
 
 /// What a publish created: how many events were new, and how many deliveries they got.

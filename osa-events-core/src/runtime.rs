@@ -243,6 +243,7 @@ impl Runtime {
                 config: handler.spec.config_json(),
                 revision: handler.revision,
                 start_from: handler.start_from,
+                ordered: handler.spec.ordered(),
             })
             .collect();
         self.store.register(&subscriptions).await
@@ -926,7 +927,38 @@ impl RuntimeBuilder {
                         .into(),
                     ));
                 }
+                if let Some(ordered) = registration.spec.ordered()
+                    && !self.store.orders_by_key()
+                {
+                    return Err(crate::Error::Config(
+                        format!(
+                            "handler `{}` is `ordered = \"{}\"`, but this store does not keep \
+                             deliveries in order by key (`Store::orders_by_key` is false): run it on \
+                             PostgreSQL, SQLite or the in-memory store",
+                            registration.spec.name(),
+                            ordered.as_str()
+                        )
+                        .into(),
+                    ));
+                }
                 let name = registration.spec.name();
+                let start_from = self
+                    .start_from
+                    .iter()
+                    .rev()
+                    .find(|(handler, _)| handler == name)
+                    .map_or(registration.spec.start_from(), |(_, start_from)| *start_from);
+                if registration.spec.ordered().is_some() && start_from != StartFrom::Now {
+                    return Err(crate::Error::Config(
+                        format!(
+                            "handler `{name}` is ordered and starts from {start_from:?}: a history \
+                             copied while new events are handled would join each key after them, \
+                             out of order; start it from now (a replay into it joins each key at \
+                             its end)"
+                        )
+                        .into(),
+                    ));
+                }
                 Ok(BoundHandler {
                     spec: registration.spec,
                     invoker: Arc::new(invoker),
@@ -938,14 +970,7 @@ impl RuntimeBuilder {
                         .rev()
                         .find(|(handler, _)| handler == name)
                         .map_or(1, |(_, revision)| *revision),
-                    start_from: self
-                        .start_from
-                        .iter()
-                        .rev()
-                        .find(|(handler, _)| handler == name)
-                        .map_or(registration.spec.start_from(), |(_, start_from)| {
-                            *start_from
-                        }),
+                    start_from,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

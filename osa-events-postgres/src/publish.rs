@@ -93,21 +93,25 @@ where
 /// log's commit order; see the `commit_order` migration.
 pub const PUBLISH_SQL: &str = r#"
 with new_events as (
-    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata, commit_id)
+    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata, commit_id, ordering_key)
     select id, event_type, event_version, routing_key, payload::jsonb, coalesce(metadata::jsonb, '{}'::jsonb),
-           (select osa_events.current_commit())
-    from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[])
-        as input (id, event_type, event_version, routing_key, payload, metadata)
+           (select osa_events.current_commit()), ordering_key
+    from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::text[])
+        as input (id, event_type, event_version, routing_key, payload, metadata, ordering_key)
     on conflict (id) do nothing
-    returning position, event_type, routing_key
+    returning position, event_type, routing_key, ordering_key
 ), fanned_out as (
-    insert into osa_events.deliveries (subscription_id, event_position)
-    select s.id, e.position
+    -- An ordered subscription's deliveries carry the event's key, and join it in key order
+    -- (`deliveries_join_key`): the order the fenced writes lock keys in, so that neither waits for
+    -- the other in a cycle. Within a key, in the order the events were given.
+    insert into osa_events.deliveries (subscription_id, event_position, ordering_key)
+    select s.id, e.position, case when s.ordered is not null then e.ordering_key end
     from new_events e
     join osa_events.subscriptions s
       on s.event_type = e.event_type
      and (s.routing_key is null or s.routing_key = e.routing_key)
      and s.retired_at is null
+    order by s.id, e.ordering_key, e.position
     returning subscription_id
 ), notified as (
     select pg_notify('osa_events', subscription_id::text)
@@ -182,12 +186,14 @@ where
     let mut versions = Vec::with_capacity(events.len());
     let mut keys = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
+    let mut ordering_keys = Vec::with_capacity(events.len());
     for event in events {
         ids.push(event.id());
         types.push(event.event_type());
         versions.push(event.event_version());
         keys.push(event.routing_key());
         payloads.push(event.payload_json());
+        ordering_keys.push(event.ordering_key());
     }
     let (published, deliveries, _woken, unrouted): (i64, i64, i64, Option<Vec<String>>) =
         sqlx::query_as(PUBLISH_SQL)
@@ -197,6 +203,7 @@ where
             .bind(keys)
             .bind(payloads)
             .bind(metadata)
+            .bind(ordering_keys)
             .fetch_one(executor)
             .await?;
     if let Some(event_types) = unrouted {

@@ -25,6 +25,7 @@ async fn with_subscription(db: &Db) -> SubscriptionId {
         config: serde_json::json!({}),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     };
     db.store.register(&[subscription]).await.unwrap()[0]
 }

@@ -25,6 +25,7 @@ fn subscription(name: &str, routing_key: Option<&str>) -> Subscription {
         config: serde_json::json!({}),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     }
 }
 

@@ -192,6 +192,7 @@ fn detail_text(detail: &DeliveryDetail, now: SystemTime) -> String {
         DeliveryState::Pending => "due",
         DeliveryState::Claimed => "claim expires",
         DeliveryState::Dead => "died",
+        DeliveryState::Waiting => "waiting since",
     };
     let fields: Vec<(&str, String)> = vec![
         ("handler", s.handler.clone()),

@@ -59,6 +59,7 @@ impl Scene {
             config: serde_json::json!({}),
             revision: 1,
             start_from: StartFrom::Now,
+            ordered: None,
         };
         self.store
             .register(&[subscription])

@@ -22,6 +22,44 @@ pub enum Shape {
     Batch,
 }
 
+/// How an `ordered` handler takes the events of one ordering key: one at a time, in publish
+/// order, and what becomes of the key when its oldest delivery (the head) is dead-lettered.
+///
+/// Only the head of a key is ever due: the next delivery of the key becomes due when the head is
+/// completed (or purged). A retrying head holds back its key alone; other keys go on in
+/// parallel. The choice is the `ordered` option of `#[event_handler]`: `ordered = "block"` or
+/// `ordered = "skip"`. See `docs/ordering.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ordered {
+    /// A dead head blocks its key until an operator retries it (it is the head again) or purges
+    /// it (the next delivery becomes due). Nothing of the key is ever handled out of order.
+    Block,
+    /// A dead head leaves its key: the next delivery becomes due at once, and the dead letter
+    /// waits for an operator. Retried, it joins the key again at the end, after the deliveries
+    /// that are waiting then.
+    Skip,
+}
+
+impl Ordered {
+    /// The option's value as written in `#[event_handler(ordered = "...")]` and stored: `block`
+    /// or `skip`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Skip => "skip",
+        }
+    }
+
+    /// The policy named `value` (`block` or `skip`), if any.
+    pub fn from_name(value: &str) -> Option<Self> {
+        match value {
+            "block" => Some(Self::Block),
+            "skip" => Some(Self::Skip),
+            _ => None,
+        }
+    }
+}
+
 /// A handler's configuration: what `#[event_handler(...)]` declares, with defaults filled in.
 ///
 /// Built in `const` context by the macro; read by the runtime and stored as the subscription's
@@ -44,6 +82,7 @@ pub struct HandlerSpec {
     backoff: Duration,
     max_backoff: Duration,
     start_from: StartFrom,
+    ordered: Option<Ordered>,
 }
 
 /// The limits of the handler options, shared with the macro crate (one table for both).
@@ -106,6 +145,7 @@ impl HandlerSpec {
             backoff: Self::DEFAULT_BACKOFF,
             max_backoff: Self::DEFAULT_MAX_BACKOFF,
             start_from: StartFrom::Now,
+            ordered: None,
         }
     }
 
@@ -119,6 +159,19 @@ impl HandlerSpec {
     /// Where a new subscription of this handler starts.
     pub const fn start_from(&self) -> StartFrom {
         self.start_from
+    }
+
+    /// Take the events of one ordering key one at a time, in publish order, with `ordered`
+    /// deciding what a dead head does: the `ordered` option of `#[event_handler]`.
+    pub const fn with_ordered(mut self, ordered: Ordered) -> Self {
+        self.ordered = Some(ordered);
+        self
+    }
+
+    /// Whether the handler takes each ordering key's events one at a time, and what a dead head
+    /// does; `None`: unordered.
+    pub const fn ordered(&self) -> Option<Ordered> {
+        self.ordered
     }
 
     /// Receive only events published with this routing key.
@@ -286,6 +339,7 @@ impl HandlerSpec {
             "timeout": self.timeout.map(format_duration),
             "backoff": format_duration(self.backoff),
             "max_backoff": format_duration(self.max_backoff),
+            "ordered": self.ordered.map(Ordered::as_str),
             "start_from": match self.start_from {
                 StartFrom::Now => serde_json::json!("now"),
                 StartFrom::Beginning => serde_json::json!("beginning"),

@@ -52,15 +52,19 @@ pub enum DeliveryState {
     Claimed,
     /// Out of retries, or failed permanently: kept with its last error until retried or purged.
     Dead,
+    /// Held back behind an earlier delivery of its ordering key (an `ordered` handler's): due
+    /// when every earlier one of its key has been completed (see `docs/ordering.md`).
+    Waiting,
 }
 
 impl DeliveryState {
-    /// The name used in filters and output: `pending`, `claimed` or `dead`.
+    /// The name used in filters and output: `pending`, `claimed`, `dead` or `waiting`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Claimed => "claimed",
             Self::Dead => "dead",
+            Self::Waiting => "waiting",
         }
     }
 }
@@ -79,8 +83,12 @@ impl std::str::FromStr for DeliveryState {
             "pending" => Ok(Self::Pending),
             "claimed" => Ok(Self::Claimed),
             "dead" => Ok(Self::Dead),
+            "waiting" => Ok(Self::Waiting),
             other => Err(crate::Error::Config(
-                format!("unknown delivery state `{other}` (known: pending, claimed, dead)").into(),
+                format!(
+                    "unknown delivery state `{other}` (known: pending, claimed, dead, waiting)"
+                )
+                .into(),
             )),
         }
     }
@@ -507,12 +515,17 @@ pub trait Operations: Send + Sync {
 
     /// Puts the selected dead letters back into work: pending, due now, attempts reset to 0 (the
     /// last error is kept for the handler to see), and the workers woken. Returns how many.
+    ///
+    /// For an ordered handler, a dead head of `ordered = "block"` is the head again; a dead
+    /// letter that had left its key (`ordered = "skip"`) joins it again at the end, waiting if
+    /// the key has a head.
     fn retry_dead<'a>(&'a self, selector: &'a Selector) -> BoxFuture<'a, Result<u64>>;
 
     /// Deletes the selected dead letters. Returns how many.
     fn purge_dead<'a>(&'a self, selector: &'a Selector) -> BoxFuture<'a, Result<u64>>;
 
-    /// Deletes the selected pending deliveries (never a claimed one). Returns how many.
+    /// Deletes the selected pending deliveries, waiting ones included (never a claimed one).
+    /// Returns how many. Deleting the head of an ordering key makes the next one due.
     fn cancel_pending<'a>(&'a self, selector: &'a Selector) -> BoxFuture<'a, Result<u64>>;
 
     /// One step of a replay: reads up to `replay.chunk` events of the log after `after` (the

@@ -22,6 +22,7 @@
 //! | transactions | [`Store::transactions`] → [`Transactions`], [`Transaction`] | handlers and projections taking `Tx` |
 //! | leadership, ordered reads, checkpoints | [`Store::projections`] → [`ProjectionStore`], [`Leadership`] | `#[projection]`s |
 //! | wake-ups | [`Store::wake_ups`] → [`WakeUps`], [`WakeSource`] | nothing: without them workers poll |
+//! | per-key order | [`Store::orders_by_key`] | handlers with `ordered` |
 //!
 //! Publishing outside a handler is the backend's own API (for PostgreSQL, `osa_events::publish`
 //! in the caller's sqlx transaction); inside one it is [`Transaction::publish`].
@@ -83,6 +84,11 @@ pub struct Subscription {
     /// Which earlier events a subscription created by this registration receives (ignored when
     /// it exists already).
     pub start_from: StartFrom,
+    /// Whether the deliveries of one ordering key are due one at a time, in publish order, and
+    /// what a dead head does (`None`: unordered). A registration stores it for the deliveries
+    /// created from then on; deliveries created before keep the order they were created with.
+    /// Only a store whose [`Store::orders_by_key`] is true accepts `Some`.
+    pub ordered: Option<crate::Ordered>,
 }
 
 /// What registering a [`Subscription`] does to the stored one of the same name, from
@@ -337,6 +343,15 @@ pub trait Store: Send + Sync + 'static {
                 .collect();
             self.fail(subscription, &retries).await
         })
+    }
+
+    /// Whether the store keeps the deliveries of an ordered subscription (one whose
+    /// [`Subscription::ordered`] is `Some`) due one ordering key at a time: only the oldest
+    /// delivery of a key is due, the next one when it is completed or deleted (or, with
+    /// [`Ordered::Skip`](crate::Ordered::Skip), dead). An ordered handler on a store that does not
+    /// fails [`RuntimeBuilder::build`](crate::RuntimeBuilder::build). The default is `false`.
+    fn orders_by_key(&self) -> bool {
+        false
     }
 
     /// A source of wake-ups: a hint that a subscription may have new work. `None` when the store

@@ -399,6 +399,7 @@ pub(crate) async fn detail(
             DeliveryState::Pending => "Due",
             DeliveryState::Claimed => "Claim expires",
             DeliveryState::Dead => "Died",
+            DeliveryState::Waiting => "Waiting since",
         })
         .raw("</dt><dd>")
         .text(&when(Some(summary.run_at), now))

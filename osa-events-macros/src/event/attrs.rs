@@ -1,4 +1,5 @@
-//! `#[event(name = "...", version = N, previous = OlderType)]` on the derived type.
+//! `#[event(name = "...", version = N, previous = OlderType, ordering_key = "field")]` on the
+//! derived type.
 
 use syn::punctuated::Punctuated;
 use syn::{Attribute, LitStr, Meta, Token};
@@ -6,7 +7,7 @@ use syn::{Attribute, LitStr, Meta, Token};
 use crate::diag::{Errors, Keyed, set_once, unknown_option};
 use crate::lit;
 
-const KEYS: &[&str] = &["name", "version", "previous"];
+const KEYS: &[&str] = &["name", "version", "previous", "ordering_key"];
 
 /// The largest `version`: it is stored in an `int` column.
 const MAX_VERSION: u32 = i32::MAX as u32;
@@ -17,6 +18,8 @@ pub(crate) struct EventAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: u32,
     pub(crate) previous: Option<syn::Path>,
+    /// The field whose `Display` form is the event's ordering key.
+    pub(crate) ordering_key: Option<syn::Member>,
 }
 
 /// Reads every `#[event(...)]` attribute; a missing name is reported at `ident`.
@@ -25,6 +28,7 @@ pub(crate) fn parse(attrs: &[Attribute], ident: &syn::Ident, errors: &mut Errors
     let mut name: Keyed<Option<LitStr>> = None;
     let mut version: Keyed<Option<u32>> = None;
     let mut previous: Keyed<Option<syn::Path>> = None;
+    let mut ordering_key: Keyed<Option<syn::Member>> = None;
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("event")) {
         let metas = match attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
             Ok(metas) => metas,
@@ -54,6 +58,11 @@ pub(crate) fn parse(attrs: &[Attribute], ident: &syn::Ident, errors: &mut Errors
                     errors.handle(lit::bounded_u32(value, "version", 1..=MAX_VERSION, 2)),
                 ),
                 "previous" => set_once(&mut previous, key, errors.handle(previous_type(value))),
+                "ordering_key" => set_once(
+                    &mut ordering_key,
+                    key,
+                    errors.handle(ordering_key_field(value)),
+                ),
                 _ => Err(unknown_option(&assignment.path, KEYS)),
             };
             if let Err(error) = result {
@@ -71,6 +80,7 @@ pub(crate) fn parse(attrs: &[Attribute], ident: &syn::Ident, errors: &mut Errors
         name: name.and_then(|(_, name)| name),
         version: version.and_then(|(_, version)| version).unwrap_or(1),
         previous: previous.and_then(|(_, previous)| previous),
+        ordering_key: ordering_key.and_then(|(_, field)| field),
     }
 }
 
@@ -85,6 +95,30 @@ fn previous_type(expr: &syn::Expr) -> syn::Result<syn::Path> {
             "`previous` takes the type of the event's previous version, e.g. `previous = OrderPlacedV1`",
         )),
     }
+}
+
+/// The field named by `ordering_key = "order_id"` (or `"0"` for a tuple struct's first field),
+/// spanned at the literal: a field that does not exist, or whose type is not `Display`, is
+/// reported there by the compiler.
+fn ordering_key_field(expr: &syn::Expr) -> syn::Result<syn::Member> {
+    let lit = lit::string(expr, "ordering_key", "\"order_id\"")?;
+    let value = lit.value();
+    if let Ok(index) = value.parse::<u32>() {
+        return Ok(syn::Member::Unnamed(syn::Index {
+            index,
+            span: lit.span(),
+        }));
+    }
+    let mut ident = syn::parse_str::<syn::Ident>(&value).map_err(|_| {
+        syn::Error::new_spanned(
+            lit,
+            format!(
+                "`ordering_key` names a field of the event, e.g. `ordering_key = \"order_id\"`, found {value:?}"
+            ),
+        )
+    })?;
+    ident.set_span(lit.span());
+    Ok(syn::Member::Named(ident))
 }
 
 /// [`lit::name`], with an event's name as the example.

@@ -37,6 +37,15 @@ fn implementation(ident: &syn::Ident, attrs: &attrs::EventAttrs) -> TokenStream 
         None => quote!(""),
     };
     let version = attrs.version;
+    // Spanned on the field's name as written: a missing field or a type without `Display` is
+    // reported there.
+    let ordering_key = attrs.ordering_key.as_ref().map(|field| {
+        quote_spanned! {field.span()=>
+            fn ordering_key(&self) -> ::core::option::Option<::std::string::String> {
+                ::core::option::Option::Some(::std::string::ToString::to_string(&self.#field))
+            }
+        }
+    });
     let Some(previous) = &attrs.previous else {
         // Spanned on the type: a type that is not serde-serializable is reported there, by the
         // compiler, through the trait's supertraits.
@@ -45,6 +54,7 @@ fn implementation(ident: &syn::Ident, attrs: &attrs::EventAttrs) -> TokenStream 
             impl ::osa_events::__private::Event for #ident {
                 const NAME: &'static str = #name;
                 const VERSION: u32 = #version;
+                #ordering_key
             }
         };
     };
@@ -73,6 +83,8 @@ fn implementation(ident: &syn::Ident, attrs: &attrs::EventAttrs) -> TokenStream 
             fn accepted_versions() -> ::std::vec::Vec<u32> {
                 PREVIOUS.accepted_versions()
             }
+
+            #ordering_key
         }
     };
     quote! {
@@ -192,6 +204,31 @@ mod tests {
         ));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("did you mean `previous`?"), "{errors:?}");
+    }
+
+    #[test]
+    fn ordering_key_reads_the_named_field() {
+        let output = expand(quote!(
+            #[event(name = "order.shipped", ordering_key = "order_id")]
+            struct OrderShipped {
+                order_id: u64,
+            }
+        ))
+        .to_string();
+        assert!(!output.contains("compile_error"), "{output}");
+        assert!(
+            output.contains("ToString :: to_string (& self . order_id)"),
+            "{output}"
+        );
+        let errors = messages(quote!(
+            #[event(name = "order.shipped", ordering_key = "order id")]
+            struct OrderShipped;
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("`ordering_key` names a field of the event"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub(crate) const KEYS: &[&str] = &[
     "backoff",
     "max_backoff",
     "start_from",
+    "ordered",
 ];
 
 pub(crate) use crate::limits::{
@@ -48,6 +49,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) backoff: Keyed<Duration>,
     pub(crate) max_backoff: Keyed<Duration>,
     pub(crate) start_from: Keyed<StartFrom>,
+    /// `"block"` or `"skip"`, kept as written: the runtime's `Ordered::from_name` reads it.
+    pub(crate) ordered: Keyed<&'static str>,
 }
 
 impl HandlerArgs {
@@ -156,8 +159,29 @@ impl HandlerArgs {
                 lit::duration(value, "max_backoff", at_least_1ms)?,
             ),
             "start_from" => set_once(&mut self.start_from, key, start_from::start_from(value)?),
+            "ordered" => set_once(&mut self.ordered, key, ordered(value)?),
             _ => Err(unknown_option(&assignment.path, KEYS)),
         }
+    }
+}
+
+/// Reads `ordered = "block" | "skip"`: what a dead head of an ordering key does.
+fn ordered(expr: &syn::Expr) -> syn::Result<&'static str> {
+    const EXPECTED: &str = "expected `ordered = \"block\"` (a dead head blocks its key until it \
+                            is retried or purged) or `ordered = \"skip\"` (the key goes on without it)";
+    let lit = lit::string(expr, "ordered", "\"block\"")?;
+    match lit.value().as_str() {
+        "block" => Ok("block"),
+        "skip" => Ok("skip"),
+        other => Err(syn::Error::new_spanned(
+            lit,
+            match crate::diag::did_you_mean(other, &["block", "skip"]) {
+                Some(word) => {
+                    format!("invalid `ordered` {other:?}, did you mean \"{word}\"? {EXPECTED}")
+                }
+                None => format!("invalid `ordered` {other:?}; {EXPECTED}"),
+            },
+        )),
     }
 }
 
@@ -201,6 +225,24 @@ mod tests {
         assert_eq!(args.concurrency.unwrap().1, 4);
         assert_eq!(args.linger.unwrap().1, Duration::from_millis(50));
         assert_eq!(args.start_from.unwrap().1, StartFrom::Beginning);
+    }
+
+    #[test]
+    fn ordered_takes_block_or_skip() {
+        let (args, errors) = parse(quote!(ordered = "skip"));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(args.unwrap().ordered.unwrap().1, "skip");
+        let (_, errors) = parse(quote!(ordered = "blok"));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("invalid `ordered` \"blok\", did you mean \"block\"?"),
+            "{errors:?}"
+        );
+        let (_, errors) = parse(quote!(ordered = true));
+        assert!(
+            errors[0].starts_with("`ordered` takes a string literal, e.g. `ordered = \"block\"`"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -101,6 +101,13 @@ fn spec(args: &HandlerArgs, item: &ItemFn, sig: &Signature<'_>) -> TokenStream {
         };
         options.extend(quote!(.with_start_from(#start_from)));
     }
+    if let Some((_, ordered)) = &args.ordered {
+        let ordered = match *ordered {
+            "skip" => quote!(::osa_events::__private::Ordered::Skip),
+            _ => quote!(::osa_events::__private::Ordered::Block),
+        };
+        options.extend(quote!(.with_ordered(#ordered)));
+    }
     let event_name =
         quote_spanned!(blame(event)=> <#event as ::osa_events::__private::Event>::NAME);
     let event_version =

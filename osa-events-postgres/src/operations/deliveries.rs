@@ -33,7 +33,8 @@ macro_rules! filter {
 const LIST_SQL: &str = concat!(
     r#"
 select d.subscription_id, s.name, d.event_position, d.status, d.attempts, d.last_error,
-       d.claimed_by, extract(epoch from d.run_at)::float8, extract(epoch from d.updated_at)::float8,
+       d.claimed_by, extract(epoch from case when d.status = 'waiting' then d.updated_at else d.run_at end)::float8,
+       extract(epoch from d.updated_at)::float8,
        e.id, e.event_type, e.routing_key, extract(epoch from e.created_at)::float8
 from osa_events.deliveries d
 join osa_events.subscriptions s on s.id = d.subscription_id
@@ -50,7 +51,8 @@ limit $10
 
 const SHOW_SQL: &str = r#"
 select d.subscription_id, s.name, d.event_position, d.status, d.attempts, d.last_error,
-       d.claimed_by, extract(epoch from d.run_at)::float8, extract(epoch from d.updated_at)::float8,
+       d.claimed_by, extract(epoch from case when d.status = 'waiting' then d.updated_at else d.run_at end)::float8,
+       extract(epoch from d.updated_at)::float8,
        e.id, e.event_type, e.routing_key, extract(epoch from e.created_at)::float8,
        e.event_version, e.payload::text, e.metadata::text
 from osa_events.deliveries d
@@ -59,7 +61,7 @@ join osa_events.events e on e.position = d.event_position
 where d.subscription_id = $1 and d.event_position = $2
 "#;
 
-/// The CTE `picked`: the selected rows in `$status`, in key order, at most `$7`, locked (`$lock`:
+/// The CTE `picked`: the selected rows in one of `$status` (quoted states, comma-separated), in key order, at most `$7`, locked (`$lock`:
 /// `for update of d`, or with `skip locked`).
 macro_rules! picked {
     ($status:literal, $lock:literal) => {
@@ -68,9 +70,9 @@ macro_rules! picked {
             "    select d.subscription_id, d.event_position\n",
             "    from osa_events.deliveries d\n",
             "    join osa_events.subscriptions s on s.id = d.subscription_id\n",
-            "    where d.status = '",
+            "    where d.status in (",
             $status,
-            "' and ",
+            ") and ",
             filter!(),
             "\n    order by d.subscription_id, d.event_position\n",
             "    limit $7\n    ",
@@ -85,22 +87,22 @@ macro_rules! still_picked {
     ($status:literal) => {
         concat!(
             "d.subscription_id = p.subscription_id and d.event_position = p.event_position\n",
-            "      and d.status = '",
+            "      and d.status in (",
             $status,
-            "'"
+            ")"
         )
     };
 }
 
 const RETRY_SQL: &str = concat!(
-    picked!("dead", "for update of d"),
+    picked!("'dead'", "for update of d"),
     r#", retried as (
     update osa_events.deliveries d
     set status = 'pending', attempts = 0, run_at = now(), claim_token = null, claimed_by = null,
         claimed_at = null, updated_at = now()
     from picked p
     where "#,
-    still_picked!("dead"),
+    still_picked!("'dead'"),
     r#"
     returning d.subscription_id
 ), woken as (
@@ -112,10 +114,10 @@ select (select count(*) from retried), (select count(*) from woken)
 );
 
 const PURGE_SQL: &str = concat!(
-    picked!("dead", "for update of d"),
+    picked!("'dead'", "for update of d"),
     r#", purged as (
     delete from osa_events.deliveries d using picked p where "#,
-    still_picked!("dead"),
+    still_picked!("'dead'"),
     r#"
     returning 1
 )
@@ -124,12 +126,13 @@ select count(*) from purged
 );
 
 /// Pending rows a claimer is locking at this moment are skipped (`skip locked`): it is about to
-/// claim them, and a cancel never takes a delivery from a worker.
+/// claim them, and a cancel never takes a delivery from a worker. Waiting ones (behind their
+/// ordering key's head) are pending work too, and cancelled with it.
 const CANCEL_SQL: &str = concat!(
-    picked!("pending", "for update of d skip locked"),
+    picked!("'pending', 'waiting'", "for update of d skip locked"),
     r#", cancelled as (
     delete from osa_events.deliveries d using picked p where "#,
-    still_picked!("pending"),
+    still_picked!("'pending', 'waiting'"),
     r#"
     returning 1
 )

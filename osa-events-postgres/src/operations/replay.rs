@@ -12,27 +12,42 @@ use super::{PgStore, Subscribed, epoch_seconds, subscribed};
 use osa_events_core::operations::{Replay, ReplayStep};
 use osa_events_core::{Error, Result};
 
+/// The subscription's row, locked for the copies of one transaction: copies of the same
+/// subscription (a replay's chunks, a backfill's steps) take turns, so each sees the deliveries the
+/// one before inserted.
+pub(super) const LOCK_SUBSCRIPTION_SQL: &str =
+    "select 1 from osa_events.subscriptions where id = $1 for no key update";
+
 /// Parameters: `$1` subscription, `$2` after, `$3` through (inclusive), `$4` chunk, `$5` event
 /// type, `$6` routing key (null: any), `$7`/`$8` published at or after / before (epoch seconds,
 /// null: any), `$9` when the new deliveries are due (epoch seconds, null: now).
 pub(super) const COPY_SQL: &str = r#"
 with examined as (
-    select e.position, e.event_type, e.routing_key, e.created_at
+    select e.position, e.event_type, e.routing_key, e.created_at, e.ordering_key
     from osa_events.events e
     where e.position > $2 and e.position <= $3
     order by e.position
     limit $4
 ), matching as (
-    select x.position from examined x
+    select x.position, x.ordering_key from examined x
     where x.event_type = $5
       and ($6::text is null or x.routing_key = $6)
       and ($7::float8 is null or x.created_at >= to_timestamp($7))
       and ($8::float8 is null or x.created_at < to_timestamp($8))
+), ordered as (
+    select s.ordered is not null as ordered from osa_events.subscriptions s where s.id = $1
 ), inserted as (
-    insert into osa_events.deliveries (subscription_id, event_position, run_at)
-    select $1, m.position, coalesce(to_timestamp($9::float8), now())
-    from matching m
-    order by m.position
+    -- An event that has a delivery already is skipped before the insert, not by its conflict:
+    -- a keyed delivery joins its key before the insert checks for one (`deliveries_join_key`),
+    -- and a skipped one must not. The subscription's row is locked by the statement before
+    -- (`LOCK_SUBSCRIPTION_SQL`), so no other copy inserts between this snapshot and this insert.
+    insert into osa_events.deliveries (subscription_id, event_position, run_at, ordering_key)
+    select $1, m.position, coalesce(to_timestamp($9::float8), now()),
+           case when o.ordered then m.ordering_key end
+    from matching m cross join ordered o
+    where not exists (select 1 from osa_events.deliveries d
+                      where d.subscription_id = $1 and d.event_position = m.position)
+    order by m.ordering_key, m.position
     on conflict (subscription_id, event_position) do nothing
     returning 1
 ), woken as (
@@ -65,6 +80,10 @@ pub(super) async fn copy(
     window: (Option<f64>, Option<f64>),
     due_at: Option<f64>,
 ) -> Result<Copied> {
+    sqlx::query(LOCK_SUBSCRIPTION_SQL)
+        .bind(subscription.id)
+        .execute(store.ops(&mut *conn))
+        .await?;
     let (last_read, matching, inserted, _woken): (Option<i64>, i64, i64, i64) =
         sqlx::query_as(COPY_SQL)
             .bind(subscription.id)

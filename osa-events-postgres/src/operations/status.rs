@@ -52,7 +52,7 @@ left join lateral (
 ) as claims on true
 left join lateral (
     select d.event_position from osa_events.deliveries d
-    where d.subscription_id = s.id and d.status <> 'dead'
+    where d.subscription_id = s.id and d.status <> 'dead' and d.run_at < 'infinity'
     order by d.run_at, d.event_position limit 1
 ) as next on true
 left join osa_events.events e on e.position = next.event_position

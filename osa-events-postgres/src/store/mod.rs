@@ -404,6 +404,11 @@ impl Store for PgStore {
         Some(self)
     }
 
+    /// By the triggers of the `ordering_keys` migration.
+    fn orders_by_key(&self) -> bool {
+        true
+    }
+
     fn operations(&self) -> Option<&dyn osa_events_core::operations::Operations> {
         Some(self)
     }
@@ -412,7 +417,9 @@ impl Store for PgStore {
 /// A database timestamp read as `extract(epoch from ..)::float8`, as a `SystemTime` (sqlx is built
 /// without a date-time crate; negative values, before 1970, are clamped to the epoch).
 pub(crate) fn from_epoch_seconds(seconds: f64) -> std::time::SystemTime {
-    std::time::SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+    // A non-finite time (`infinity`) reads as the epoch rather than panicking.
+    std::time::SystemTime::UNIX_EPOCH
+        + Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or_default()
 }
 
 /// An age read as `extract(epoch from now() - ..)::float8`, as a `Duration` (a negative one, from

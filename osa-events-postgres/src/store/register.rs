@@ -16,9 +16,10 @@ use osa_events_core::store::{Reconcile, Subscription, SubscriptionId};
 const INSERT_SQL: &str = r#"
 insert into osa_events.subscriptions
     (name, event_type, routing_key, config, revision,
-     backfill_after, backfill_head, backfill_holds_claims)
+     backfill_after, backfill_head, backfill_holds_claims, ordered)
 values ($1, $2, $3, $4, $5,
-        $6, case when $6::int8 is null then null else osa_events.allocated_head() end, $6::int8 is not null)
+        $6, case when $6::int8 is null then null else osa_events.allocated_head() end, $6::int8 is not null,
+        $7)
 on conflict (name) do nothing
 returning id
 "#;
@@ -32,13 +33,13 @@ for update
 
 const UPDATE_SQL: &str = r#"
 update osa_events.subscriptions
-set config = $2, revision = $3, updated_at = now()
+set config = $2, revision = $3, ordered = $4, updated_at = now()
 where id = $1
 "#;
 
 const REPOINT_SQL: &str = r#"
 update osa_events.subscriptions
-set event_type = $2, routing_key = $3, config = $4, revision = $5, updated_at = now()
+set event_type = $2, routing_key = $3, config = $4, revision = $5, ordered = $6, updated_at = now()
 where id = $1
 "#;
 
@@ -50,7 +51,7 @@ set event_type = $2, routing_key = $3, config = $4, revision = $5, backfill_afte
     backfill_head = case when $6::int8 is null then null else osa_events.allocated_head() end,
     backfill_holds_claims = $6::int8 is not null,
     backfill_xmax = null, backfill_through = null, backfill_window = null,
-    retired_at = null, paused_at = null,
+    retired_at = null, paused_at = null, ordered = $7,
     created_at = now(), updated_at = now()
 where id = $1
 "#;
@@ -65,6 +66,7 @@ pub(super) async fn register(
     let mut ids = Vec::with_capacity(subscriptions.len());
     for subscription in subscriptions {
         let revision = subscription.stored_revision()?;
+        let ordered = subscription.ordered.map(osa_events_core::Ordered::as_str);
         let inserted: Option<(i32,)> = sqlx::query_as(INSERT_SQL)
             .bind(&subscription.name)
             .bind(&subscription.event_type)
@@ -72,6 +74,7 @@ pub(super) async fn register(
             .bind(&subscription.config)
             .bind(revision)
             .bind(subscription.start_from.after_position())
+            .bind(ordered)
             .fetch_optional(PgUnnamed::when(unnamed, &mut tx))
             .await?;
         if let Some((id,)) = inserted {
@@ -100,6 +103,7 @@ pub(super) async fn register(
                 .bind(&subscription.config)
                 .bind(revision)
                 .bind(subscription.start_from.after_position())
+                .bind(ordered)
                 .execute(PgUnnamed::when(unnamed, &mut tx))
                 .await?;
             ids.push(SubscriptionId(id));
@@ -113,6 +117,7 @@ pub(super) async fn register(
             // The column's check keeps it at least 1.
             revision: u32::try_from(stored_revision).unwrap_or(1),
             start_from: Default::default(),
+            ordered: None,
         };
         match subscription.reconcile(&stored)? {
             Reconcile::Keep => {}
@@ -121,6 +126,7 @@ pub(super) async fn register(
                     .bind(id)
                     .bind(&subscription.config)
                     .bind(revision)
+                    .bind(ordered)
                     .execute(PgUnnamed::when(unnamed, &mut tx))
                     .await?;
             }
@@ -132,6 +138,7 @@ pub(super) async fn register(
                     .bind(subscription.routing_key.as_deref())
                     .bind(&subscription.config)
                     .bind(revision)
+                    .bind(ordered)
                     .execute(PgUnnamed::when(unnamed, &mut tx))
                     .await?;
             }

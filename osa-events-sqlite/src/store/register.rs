@@ -111,6 +111,7 @@ pub(super) async fn register(
             // The column's check keeps it at least 1.
             revision: u32::try_from(stored_revision).unwrap_or(1),
             start_from: Default::default(),
+            ordered: None,
         };
         match subscription.reconcile(&stored)? {
             Reconcile::Keep => {}

@@ -45,6 +45,7 @@ pub use crate::memory::DeliveryStatus;
 mod claims;
 mod fences;
 mod operations;
+mod ordering;
 mod projections;
 mod publish;
 mod registration;
@@ -94,6 +95,15 @@ pub use operations::{
     retry_resume_and_replay_wake_listening_workers, status_counts_due_scheduled_claimed_and_dead,
     status_lists_every_projection_with_a_checkpoint,
     status_shows_lag_oldest_due_oldest_claim_claimed_by_and_last_error,
+};
+pub use ordering::{
+    a_dead_head_blocks_its_key_until_retried_or_purged,
+    a_dead_head_under_skip_lets_its_key_go_on_and_rejoins_at_the_end,
+    a_replay_into_an_ordered_handler_joins_each_key_at_its_end,
+    a_retrying_head_holds_back_only_its_key, an_invalid_ordering_key_is_refused_before_publishing,
+    an_ordered_key_is_due_one_delivery_at_a_time_in_publish_order,
+    cancelled_and_listed_waiting_deliveries_keep_their_keys_order,
+    keys_order_each_ordered_subscription_on_its_own,
 };
 pub use projections::{
     a_changed_event_type_set_is_refused_until_reset_or_acknowledged,
@@ -170,7 +180,7 @@ fn outgoing<E: Event>(event: &E) -> Outgoing {
 pub struct Row {
     /// The event's position.
     pub position: i64,
-    /// Pending, claimed or dead.
+    /// Pending, claimed, dead or waiting.
     pub status: DeliveryStatus,
     /// Attempts so far, counted at claim.
     pub attempts: u32,
@@ -275,6 +285,14 @@ macro_rules! store_contract_tests {
             empty_and_all_zero_deltas_write_nothing,
             activity_since_filters_by_minute_and_orders_by_kind_name_minute,
             buckets_older_than_kept_are_deleted_by_the_next_record,
+            an_ordered_key_is_due_one_delivery_at_a_time_in_publish_order,
+            a_retrying_head_holds_back_only_its_key,
+            a_dead_head_blocks_its_key_until_retried_or_purged,
+            a_dead_head_under_skip_lets_its_key_go_on_and_rejoins_at_the_end,
+            cancelled_and_listed_waiting_deliveries_keep_their_keys_order,
+            keys_order_each_ordered_subscription_on_its_own,
+            a_replay_into_an_ordered_handler_joins_each_key_at_its_end,
+            an_invalid_ordering_key_is_refused_before_publishing,
         );
     };
     (@tests [$flavor:literal] $subject:expr; $($rule:ident),* $(,)?) => {
@@ -322,6 +340,7 @@ async fn subscribe<S: StoreUnderTest>(
         config: serde_json::json!({ "rule": name }),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     };
     let ids = subject
         .store()

@@ -86,6 +86,7 @@ async fn subscribe_from<S: StoreUnderTest>(
         config: serde_json::json!({ "rule": name }),
         revision: 1,
         start_from,
+        ordered: None,
     };
     subject
         .store()

@@ -20,6 +20,7 @@ pub async fn subscriptions_are_upserted_by_name_with_stable_ids<S: StoreUnderTes
         config: serde_json::json!({}),
         revision: if routing_key.is_some() { 2 } else { 1 },
         start_from: Default::default(),
+        ordered: None,
     };
     let store = subject.store();
     let ids = store
@@ -200,6 +201,7 @@ pub async fn payloads_come_back_as_jsonb_returns_them<S: StoreUnderTest>(subject
             config: serde_json::json!({}),
             revision: 1,
             start_from: Default::default(),
+            ordered: None,
         }])
         .await
         .expect("register")[0];

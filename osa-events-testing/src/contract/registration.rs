@@ -21,6 +21,7 @@ fn subscription(
         config: serde_json::json!({ "revision": revision }),
         revision,
         start_from: Default::default(),
+        ordered: None,
     }
 }
 

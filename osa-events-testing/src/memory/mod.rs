@@ -92,6 +92,7 @@ use time::{Epoch, Now};
 ///     config: serde_json::json!({}),
 ///     revision: 1,
 ///     start_from: Default::default(),
+///     ordered: None,
 /// }]).await?;
 /// store.publish(&RecordPublished { srn: "srn:1".into() })?;
 ///
@@ -132,6 +133,9 @@ pub enum DeliveryStatus {
     Claimed,
     /// A dead letter: never claimed again; its last error is kept.
     Dead,
+    /// Held back behind an earlier delivery of its ordering key (an ordered subscription's):
+    /// pending once every earlier one of its key has left.
+    Waiting,
 }
 
 /// One delivery row, for tests to inspect.
@@ -305,13 +309,48 @@ impl InMemoryStore {
         Now::new(self.now(), self.shared.epoch)
     }
 
-    fn tables(&self) -> MutexGuard<'_, Tables> {
+    fn tables(&self) -> TablesGuard<'_> {
         // The tables are only changed by code that does not panic midway; a test that panicked
         // while another thread held the lock should not make every later call panic too.
-        self.shared
-            .tables
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        TablesGuard {
+            tables: self
+                .shared
+                .tables
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            wake: &self.shared.wake,
+        }
+    }
+}
+
+/// The tables under the store's lock. When it is released, the subscriptions that a write made
+/// work due for without a publish (the next delivery of an ordering key, after its head left)
+/// are woken, as `PgStore`'s triggers notify: every write path is covered, whichever it was.
+struct TablesGuard<'a> {
+    tables: MutexGuard<'a, Tables>,
+    wake: &'a broadcast::Sender<SubscriptionId>,
+}
+
+impl std::ops::Deref for TablesGuard<'_> {
+    type Target = Tables;
+
+    fn deref(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+impl std::ops::DerefMut for TablesGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Tables {
+        &mut self.tables
+    }
+}
+
+impl Drop for TablesGuard<'_> {
+    fn drop(&mut self) {
+        for subscription in self.tables.take_woken() {
+            // No receiver: nobody is listening, which is fine.
+            let _ = self.wake.send(subscription);
+        }
     }
 }
 
@@ -353,7 +392,10 @@ impl Store for InMemoryStore {
         subscription: SubscriptionId,
         done: &'a [Fence],
     ) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move { Ok(self.tables().complete(subscription, done)) })
+        Box::pin(async move {
+            let now = self.now();
+            Ok(self.tables().complete(subscription, done, now))
+        })
     }
 
     /// Both under one lock, completion first: what this call completes is never claimed by it.
@@ -365,7 +407,7 @@ impl Store for InMemoryStore {
         Box::pin(async move {
             let now = self.now();
             let mut tables = self.tables();
-            let completed = tables.complete(request.subscription, done);
+            let completed = tables.complete(request.subscription, done, now);
             Ok((completed, tables.claim(request, now)))
         })
     }
@@ -425,6 +467,11 @@ impl Store for InMemoryStore {
     /// they commit; a dropped one leaves no trace.
     fn transactions(&self) -> Option<&dyn osa_events::store::Transactions> {
         Some(self)
+    }
+
+    /// As `PgStore`'s triggers do (see `state/ordering.rs`).
+    fn orders_by_key(&self) -> bool {
+        true
     }
 
     /// Status, dead letters, replay, pause, retirement, retention and nodes, over these tables

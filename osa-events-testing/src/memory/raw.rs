@@ -39,6 +39,9 @@ pub struct RawEvent {
     pub payload: String,
     /// The metadata, as JSON text; `None` is delivered as `{}`. Normalised like the payload.
     pub metadata: Option<String>,
+    /// The ordering key ([`Outgoing::with_ordering_key`]): ordered subscriptions take the events
+    /// of one key one at a time. Not checked here.
+    pub ordering_key: Option<String>,
 }
 
 impl RawEvent {
@@ -71,6 +74,7 @@ impl RawEvent {
             routing_key: None,
             payload: payload.into(),
             metadata: None,
+            ordering_key: None,
         }
     }
 
@@ -85,6 +89,13 @@ impl RawEvent {
     #[must_use]
     pub fn with_routing_key(mut self, routing_key: impl Into<String>) -> Self {
         self.routing_key = Some(routing_key.into());
+        self
+    }
+
+    /// Sets the ordering key.
+    #[must_use]
+    pub fn with_ordering_key(mut self, ordering_key: impl Into<String>) -> Self {
+        self.ordering_key = Some(ordering_key.into());
         self
     }
 
@@ -117,6 +128,7 @@ impl RawEvent {
             routing_key: outgoing.routing_key().map(str::to_owned),
             payload: outgoing.payload_json().to_owned(),
             metadata,
+            ordering_key: outgoing.ordering_key().map(str::to_owned),
         }
     }
 }

@@ -14,6 +14,7 @@ use super::{DeliveryInfo, DeliveryStatus, RawEvent};
 
 mod lifecycle;
 mod operations;
+mod ordering;
 mod projections;
 
 use lifecycle::Lifecycle;
@@ -37,6 +38,12 @@ pub(super) struct Tables {
     /// partial index `deliveries_claimable`, so a claim reads only what it takes, whatever the
     /// number of rows. Kept in step with every change of a row's status or `run_at`.
     claimable: HashMap<SubscriptionId, BTreeSet<(Instant, i64)>>,
+    /// The ordering keys that have a head or waiting deliveries, by (subscription, key): the
+    /// counterpart of the `ordering_keys` table (see `ordering.rs`).
+    ordering_keys: HashMap<(SubscriptionId, String), ordering::KeyState>,
+    /// Subscriptions whose work was made due by a write other than a publish (the next delivery
+    /// of an ordering key), for the store to wake once the write is done.
+    woken: BTreeSet<SubscriptionId>,
     /// How many publishes have logged events: the counterpart of the publishing transaction id.
     commits: u64,
     /// Projection checkpoints and leaders, by name (see `projections.rs`).
@@ -89,11 +96,16 @@ struct Row {
     last_error: Option<String>,
     /// When its state last changed: created, claimed, failed, released, deferred or retried.
     updated_at: Instant,
+    /// The event's ordering key, for an ordered subscription's delivery.
+    ordering_key: Option<String>,
+    /// Its place in its key; `None` for a dead letter that left its key (`ordered = "skip"`).
+    key_seq: Option<u64>,
 }
 
 impl Row {
-    /// A fresh delivery, pending and due at `run_at`, created at `now`.
-    fn pending(run_at: Instant, now: Instant) -> Self {
+    /// A fresh delivery, pending and due at `run_at`, created at `now`, with `ordering_key`
+    /// (it joins the key when inserted with [`Tables::insert_delivery`]).
+    fn pending(run_at: Instant, now: Instant, ordering_key: Option<String>) -> Self {
         Self {
             status: DeliveryStatus::Pending,
             attempts: 0,
@@ -103,6 +115,8 @@ impl Row {
             claimed_at: None,
             last_error: None,
             updated_at: now,
+            ordering_key,
+            key_seq: None,
         }
     }
 
@@ -127,21 +141,27 @@ fn later(at: Instant, duration: Duration) -> Instant {
         .unwrap_or_else(|| at + Duration::from_secs(1))
 }
 
+/// Whether a row in `status` is in the claimable index: pending or claimed, not dead nor
+/// waiting behind its ordering key.
+fn claimable(status: DeliveryStatus) -> bool {
+    matches!(status, DeliveryStatus::Pending | DeliveryStatus::Claimed)
+}
+
 /// Sets a row's status and `run_at`, keeping the claimable index in step.
 fn reschedule(
-    claimable: &mut HashMap<SubscriptionId, BTreeSet<(Instant, i64)>>,
+    claimable_index: &mut HashMap<SubscriptionId, BTreeSet<(Instant, i64)>>,
     (subscription, position): (SubscriptionId, i64),
     row: &mut Row,
     status: DeliveryStatus,
     run_at: Instant,
 ) {
-    let index = claimable.entry(subscription).or_default();
-    if row.status != DeliveryStatus::Dead {
+    let index = claimable_index.entry(subscription).or_default();
+    if claimable(row.status) {
         index.remove(&(row.run_at, position));
     }
     row.status = status;
     row.run_at = run_at;
-    if status != DeliveryStatus::Dead {
+    if claimable(status) {
         index.insert((run_at, position));
     }
 }
@@ -204,17 +224,19 @@ impl Tables {
                 },
             );
             published += 1;
-            for (id, subscription) in &self.subscriptions {
-                if receives(subscription, raw) && !retired(&self.lifecycles, *id) {
-                    self.deliveries
-                        .insert((*id, position), Row::pending(now, now));
-                    deliveries += 1;
-                    self.claimable
-                        .entry(*id)
-                        .or_default()
-                        .insert((now, position));
-                    woken.insert(*id);
-                }
+            let receiving: Vec<(SubscriptionId, bool)> = self
+                .subscriptions
+                .iter()
+                .filter(|(id, subscription)| {
+                    receives(subscription, raw) && !retired(&self.lifecycles, **id)
+                })
+                .map(|(id, subscription)| (*id, subscription.ordered.is_some()))
+                .collect();
+            for (id, ordered) in receiving {
+                let ordering_key = raw.ordering_key.clone().filter(|_| ordered);
+                self.insert_delivery((id, position), Row::pending(now, now, ordering_key));
+                deliveries += 1;
+                woken.insert(id);
             }
         }
         if published > 0 {
@@ -313,8 +335,14 @@ impl Tables {
             .collect()
     }
 
-    /// Removes the rows still held by these fences.
-    pub(super) fn complete(&mut self, subscription: SubscriptionId, done: &[Fence]) -> u64 {
+    /// Removes the rows still held by these fences (the next delivery of an ordering key is due
+    /// at `now`).
+    pub(super) fn complete(
+        &mut self,
+        subscription: SubscriptionId,
+        done: &[Fence],
+        now: Instant,
+    ) -> u64 {
         let mut completed = 0;
         for fence in done {
             let key = (subscription, fence.position);
@@ -322,11 +350,8 @@ impl Tables {
                 .deliveries
                 .get(&key)
                 .is_some_and(|row| row.held_by(fence.token))
-                && let Some(row) = self.deliveries.remove(&key)
+                && self.remove_delivery(key, now).is_some()
             {
-                if let Some(index) = self.claimable.get_mut(&subscription) {
-                    index.remove(&(row.run_at, fence.position));
-                }
                 completed += 1;
             }
         }
@@ -355,6 +380,9 @@ impl Tables {
             reschedule(&mut self.claimable, key, row, status, run_at);
             row.last_error = Some(failure.stored_error().into_owned());
             row.unclaim(now);
+            if status == DeliveryStatus::Dead {
+                self.died(key, now);
+            }
             failed += 1;
         }
         if failed > 0
@@ -440,6 +468,11 @@ impl Tables {
             done += 1;
         }
         done
+    }
+
+    /// The subscriptions made due by writes since the last call (see [`Tables::woken`]).
+    pub(super) fn take_woken(&mut self) -> BTreeSet<SubscriptionId> {
+        std::mem::take(&mut self.woken)
     }
 
     /// Every row of `subscription`, by position.

@@ -24,6 +24,7 @@ async fn subscribed(store: &InMemoryStore, name: &str) -> SubscriptionId {
         config: serde_json::json!({}),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     };
     store.register(&[subscription]).await.unwrap()[0]
 }

@@ -44,10 +44,10 @@ impl MemoryTransaction {
         store: &InMemoryStore,
     ) -> Result<std::collections::BTreeSet<SubscriptionId>> {
         self.verify(tables)?;
-        for (subscription, fences) in &self.completions {
-            tables.complete(*subscription, fences);
-        }
         let now = store.now();
+        for (subscription, fences) in &self.completions {
+            tables.complete(*subscription, fences, now);
+        }
         let (_, _, woken) = tables.publish(&self.publishes, now, store.wall_time(now));
         Ok(woken)
     }

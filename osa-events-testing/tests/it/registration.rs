@@ -60,6 +60,7 @@ async fn registered_elsewhere(store: &InMemoryStore, routing_key: &str, revision
             config: serde_json::json!({}),
             revision,
             start_from: Default::default(),
+            ordered: None,
         }])
         .await
         .expect("the other process registers");
@@ -122,6 +123,7 @@ async fn a_repoint_changes_the_subscription_and_an_older_build_cannot_revert_it(
         config: serde_json::json!({}),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     };
     let error = store.register(&[old]).await.unwrap_err();
     assert!(

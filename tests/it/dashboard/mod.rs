@@ -48,6 +48,7 @@ fn subscription(name: &str) -> Subscription {
         config: serde_json::json!({}),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     }
 }
 

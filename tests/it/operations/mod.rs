@@ -28,6 +28,7 @@ fn subscription(name: &str, start_from: StartFrom) -> Subscription {
         config: serde_json::json!({}),
         revision: 1,
         start_from,
+        ordered: None,
     }
 }
 

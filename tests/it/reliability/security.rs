@@ -80,6 +80,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             config: serde_json::json!({ "note": HOSTILE }),
             revision: 1,
             start_from: Default::default(),
+            ordered: None,
         },
         // Filters that would match everything if they were pasted into SQL.
         Subscription {
@@ -89,6 +90,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             config: serde_json::json!({}),
             revision: 1,
             start_from: Default::default(),
+            ordered: None,
         },
         Subscription {
             name: "wildcard%".to_owned(),
@@ -97,6 +99,7 @@ async fn hostile_names_keys_and_errors_are_stored_as_data() {
             config: serde_json::json!({}),
             revision: 1,
             start_from: Default::default(),
+            ordered: None,
         },
     ];
     let ids = store.register(&subscriptions).await.expect("register");

@@ -351,6 +351,7 @@ async fn subscribe(store: &SqliteStore, name: &str) -> SubscriptionId {
         config: serde_json::json!({}),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     };
     store
         .register(std::slice::from_ref(&subscription))

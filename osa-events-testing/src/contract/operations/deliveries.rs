@@ -21,6 +21,7 @@ async fn subscribe_other<S: StoreUnderTest>(subject: &S, name: &str) -> Subscrip
         config: serde_json::json!({}),
         revision: 1,
         start_from: Default::default(),
+        ordered: None,
     };
     subject
         .store()

@@ -97,6 +97,7 @@ impl Tables {
                                     config: subscription.config.clone(),
                                     revision: subscription.revision,
                                     start_from: Default::default(),
+                                    ordered: subscription.ordered,
                                     ..stored
                                 },
                             );
@@ -156,7 +157,7 @@ impl Tables {
         let positions: Vec<i64> = self.rows_of(id).map(|(position, _)| position).collect();
         let mut retired = Retired { open: 0, dead: 0 };
         for position in positions {
-            if let Some(row) = self.deliveries.remove(&(id, position)) {
+            if let Some(row) = self.remove_delivery((id, position), now) {
                 if row.status == DeliveryStatus::Dead {
                     retired.dead += 1;
                 } else {

@@ -68,7 +68,7 @@ impl Tables {
         selector: &Selector,
         now: Now,
     ) -> Result<(u64, BTreeSet<SubscriptionId>)> {
-        let keys = self.selected(selector, Some(DeliveryStatus::Dead), now)?;
+        let keys = self.selected(selector, &[DeliveryStatus::Dead], now)?;
         let mut woken = BTreeSet::new();
         for key in &keys {
             let row = self.deliveries.get_mut(key).expect("a row just selected");
@@ -81,6 +81,7 @@ impl Tables {
             );
             row.attempts = 0;
             row.unclaim(now.instant);
+            self.revived(*key);
             woken.insert(key.0);
         }
         Ok((keys.len() as u64, woken))
@@ -88,31 +89,31 @@ impl Tables {
 
     /// Deletes the selected dead letters; how many.
     pub(in crate::memory) fn purge_dead(&mut self, selector: &Selector, now: Now) -> Result<u64> {
-        self.delete_selected(selector, DeliveryStatus::Dead, now)
+        self.delete_selected(selector, &[DeliveryStatus::Dead], now)
     }
 
-    /// Deletes the selected pending rows (never a claimed one); how many.
+    /// Deletes the selected pending rows, waiting ones included (never a claimed one); how many.
     pub(in crate::memory) fn cancel_pending(
         &mut self,
         selector: &Selector,
         now: Now,
     ) -> Result<u64> {
-        self.delete_selected(selector, DeliveryStatus::Pending, now)
+        self.delete_selected(
+            selector,
+            &[DeliveryStatus::Pending, DeliveryStatus::Waiting],
+            now,
+        )
     }
 
     fn delete_selected(
         &mut self,
         selector: &Selector,
-        status: DeliveryStatus,
+        statuses: &[DeliveryStatus],
         now: Now,
     ) -> Result<u64> {
-        let keys = self.selected(selector, Some(status), now)?;
+        let keys = self.selected(selector, statuses, now)?;
         for key in &keys {
-            if let Some(row) = self.deliveries.remove(key)
-                && let Some(index) = self.claimable.get_mut(&key.0)
-            {
-                index.remove(&(row.run_at, key.1));
-            }
+            self.remove_delivery(*key, now.instant);
         }
         Ok(keys.len() as u64)
     }

@@ -175,12 +175,15 @@ impl Tables {
                 copied.skipped += 1;
                 continue;
             }
-            self.deliveries
-                .insert((id, position), Row::pending(run_at, now.instant));
-            self.claimable
-                .entry(id)
-                .or_default()
-                .insert((run_at, position));
+            let ordering_key = self.events[&position]
+                .raw
+                .ordering_key
+                .clone()
+                .filter(|_| self.subscriptions[&id].ordered.is_some());
+            self.insert_delivery(
+                (id, position),
+                Row::pending(run_at, now.instant, ordering_key),
+            );
             copied.delivered += 1;
         }
         copied

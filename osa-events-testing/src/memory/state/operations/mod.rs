@@ -21,6 +21,7 @@ fn state_of(status: DeliveryStatus) -> DeliveryState {
         DeliveryStatus::Pending => DeliveryState::Pending,
         DeliveryStatus::Claimed => DeliveryState::Claimed,
         DeliveryStatus::Dead => DeliveryState::Dead,
+        DeliveryStatus::Waiting => DeliveryState::Waiting,
     }
 }
 
@@ -56,7 +57,7 @@ impl Tables {
     fn selected(
         &self,
         selector: &Selector,
-        status: Option<DeliveryStatus>,
+        statuses: &[DeliveryStatus],
         now: Now,
     ) -> Result<Vec<(SubscriptionId, i64)>> {
         let limit = selector.limit.map_or(usize::MAX, |limit| {
@@ -64,7 +65,7 @@ impl Tables {
         });
         Ok(self
             .rows_selected(selector, None, now)?
-            .filter(|(_, row)| status.is_none_or(|status| row.status == status))
+            .filter(|(_, row)| statuses.contains(&row.status))
             .take(limit)
             .map(|(key, _)| key)
             .collect())

@@ -64,7 +64,7 @@ impl Tables {
                 continue;
             }
             for (id, _) in &rows {
-                self.deliveries.remove(&(*id, position));
+                self.remove_delivery((*id, position), now.instant);
             }
             step.dead += rows.len() as u64;
             if let Some(logged) = self.events.remove(&position) {

@@ -7,7 +7,7 @@ use osa_events::operations::{Count, HandlerStatus, Liveness, NodeStatus, Subscri
 use osa_events::store::SubscriptionId;
 
 use crate::memory::DeliveryStatus;
-use crate::memory::state::{Row, Tables};
+use crate::memory::state::{Row, Tables, claimable};
 use crate::memory::time::Now;
 
 /// How many workers [`HandlerStatus::claimed_by`] names at most.
@@ -48,8 +48,7 @@ impl Tables {
             subscription.routing_key.as_deref(),
         );
         let rows = || self.rows_of(id).map(|(_, row)| row);
-        let due =
-            || rows().filter(|row| row.status != DeliveryStatus::Dead && row.run_at <= now.instant);
+        let due = || rows().filter(|row| claimable(row.status) && row.run_at <= now.instant);
         let live_claims = || {
             rows().filter(|row| row.status == DeliveryStatus::Claimed && row.run_at > now.instant)
         };
