@@ -73,9 +73,9 @@ async fn publish_one(conn: &mut SqliteConnection, outgoing: Outgoing) -> Result<
 /// payload text, metadata text]`, in the array's order, skipping ids that exist; returns the new
 /// positions. Positions are handed out under the write lock, in order.
 pub const INSERT_EVENTS_SQL: &str = r#"
-insert into events (id, event_type, event_version, routing_key, payload, metadata)
+insert into events (id, event_type, event_version, routing_key, payload, metadata, ordering_key)
 select unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4,
-       coalesce(value ->> 5, '{}')
+       coalesce(value ->> 5, '{}'), value ->> 6
 from json_each(?1)
 where true
 order by key
@@ -86,8 +86,8 @@ returning position
 /// One delivery per (new event of `?1`, a JSON array of positions; matching subscription): the
 /// subscriptions of the event's type whose routing key is the event's or unset, and not retired.
 pub const FAN_OUT_SQL: &str = r#"
-insert into deliveries (subscription_id, event_position)
-select s.id, e.position
+insert into deliveries (subscription_id, event_position, ordering_key)
+select s.id, e.position, case when s.ordered is not null then e.ordering_key end
 from events e
 join subscriptions s
   on s.event_type = e.event_type
@@ -166,6 +166,7 @@ pub(crate) fn events_json(events: &[Outgoing], metadata: &[Option<String>]) -> S
                 metadata
                     .as_deref()
                     .map(|metadata| jsonb_text(metadata).unwrap_or_else(|| metadata.to_owned())),
+                event.ordering_key(),
             ])
         })
         .collect();

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 /// A stored time as a `SystemTime` (a time before 1970 as the epoch).
 pub(crate) fn from_epoch_seconds(seconds: f64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+    // A non-finite time (a waiting delivery's `run_at`) reads as the epoch rather than panicking.
+    SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or_default()
 }
 
 /// An age in seconds, as read by `unixepoch('subsec') - ..`, as a `Duration` (a negative one, from

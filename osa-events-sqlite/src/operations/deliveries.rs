@@ -38,7 +38,8 @@ macro_rules! filter {
 macro_rules! summary_columns {
     () => {
         r#"d.subscription_id, s.name, d.event_position, d.status, d.attempts, d.last_error,
-       d.claimed_by, d.run_at, d.updated_at, e.id as event_id, e.event_type, e.routing_key,
+       d.claimed_by, case when d.status = 'waiting' then d.updated_at else d.run_at end as run_at,
+       d.updated_at, e.id as event_id, e.event_type, e.routing_key,
        e.created_at as published_at"#
     };
 }
@@ -73,7 +74,7 @@ where d.subscription_id = ?1 and d.event_position = ?2
 "#
 );
 
-/// The keys of the selected rows in `$status`, in key order, at most `?8` (negative: no limit).
+/// The keys of the selected rows in one of `$status` (quoted states, comma-separated), in key order, at most `?8` (negative: no limit).
 macro_rules! picked {
     ($status:literal) => {
         concat!(
@@ -81,9 +82,9 @@ macro_rules! picked {
             "    select d.subscription_id, d.event_position\n",
             "    from deliveries d\n",
             "    join subscriptions s on s.id = d.subscription_id\n",
-            "    where d.status = '",
+            "    where d.status in (",
             $status,
-            "' and ",
+            ") and ",
             filter!(),
             "\n    order by d.subscription_id, d.event_position\n",
             "    limit ?8\n)"
@@ -98,19 +99,20 @@ update deliveries as d
 set status = 'pending', attempts = 0, run_at = unixepoch('subsec'), claim_token = null,
     claimed_by = null, claimed_at = null, updated_at = unixepoch('subsec')
 where d.status = 'dead' and "#,
-    picked!("dead"),
+    picked!("'dead'"),
     "\nreturning subscription_id\n"
 );
 
 pub(super) const PURGE_SQL: &str = concat!(
     "\ndelete from deliveries as d where d.status = 'dead' and ",
-    picked!("dead"),
+    picked!("'dead'"),
     "\n"
 );
 
+/// Pending deliveries, waiting ones (behind their ordering key's head) included.
 pub(super) const CANCEL_SQL: &str = concat!(
-    "\ndelete from deliveries as d where d.status = 'pending' and ",
-    picked!("pending"),
+    "\ndelete from deliveries as d where d.status in ('pending', 'waiting') and ",
+    picked!("'pending', 'waiting'"),
     "\n"
 );
 

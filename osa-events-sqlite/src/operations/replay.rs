@@ -19,13 +19,13 @@ macro_rules! chunk {
     () => {
         r#"
 with examined as (
-    select e.position, e.event_type, e.routing_key, e.created_at
+    select e.position, e.event_type, e.routing_key, e.created_at, e.ordering_key
     from events e
     where e.position > ?2 and e.position <= ?3
     order by e.position
     limit ?4
 ), matching as (
-    select x.position from examined x
+    select x.position, x.ordering_key from examined x
     where x.event_type = ?5
       and (?6 is null or x.routing_key = ?6)
       and (?7 is null or x.created_at >= ?7)
@@ -49,8 +49,10 @@ select (select max(position) from examined), (select count(*) from matching)
 pub(super) const COPY_SQL: &str = concat!(
     chunk!(),
     r#"
-insert into deliveries (subscription_id, event_position, run_at)
-select ?1, m.position, coalesce(?9, unixepoch('subsec'))
+insert into deliveries (subscription_id, event_position, run_at, ordering_key)
+select ?1, m.position, coalesce(?9, unixepoch('subsec')),
+       case when (select s.ordered from subscriptions s where s.id = ?1) is not null
+            then m.ordering_key end
 from matching m
 where true
 order by m.position

@@ -65,7 +65,7 @@ from (
                where c.claimed_by is not null
                order by c.claimed_by limit ?2) as w) as workers,
            (select d.event_position from deliveries d
-             where d.subscription_id = s.id and d.status <> 'dead'
+             where d.subscription_id = s.id and d.status <> 'dead' and d.run_at < 9e999
              order by d.run_at, d.event_position limit 1) as next
     from subscriptions s
 ) as f

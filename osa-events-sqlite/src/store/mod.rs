@@ -417,6 +417,11 @@ impl Store for SqliteStore {
         Some(Arc::new(self.clone()))
     }
 
+    /// By the triggers of the `ordering_keys` migration.
+    fn orders_by_key(&self) -> bool {
+        true
+    }
+
     fn operations(&self) -> Option<&dyn osa_events_core::operations::Operations> {
         Some(self)
     }

@@ -15,10 +15,11 @@ use osa_events_core::store::{Reconcile, Subscription, SubscriptionId};
 use super::SqliteStore;
 
 const INSERT_SQL: &str = r#"
-insert into subscriptions (name, event_type, routing_key, config, revision, backfill_after, backfill_head)
+insert into subscriptions (name, event_type, routing_key, config, revision, backfill_after, backfill_head, ordered)
 values (?1, ?2, ?3, ?4, ?5, ?6,
         case when ?6 is null then null
-             else coalesce((select seq from sqlite_sequence where name = 'events'), 0) end)
+             else coalesce((select seq from sqlite_sequence where name = 'events'), 0) end,
+        ?7)
 on conflict (name) do nothing
 returning id
 "#;
@@ -31,13 +32,14 @@ where name = ?1
 
 const UPDATE_SQL: &str = r#"
 update subscriptions
-set config = ?2, revision = ?3, updated_at = unixepoch('subsec')
+set config = ?2, revision = ?3, ordered = ?4, updated_at = unixepoch('subsec')
 where id = ?1
 "#;
 
 const REPOINT_SQL: &str = r#"
 update subscriptions
-set event_type = ?2, routing_key = ?3, config = ?4, revision = ?5, updated_at = unixepoch('subsec')
+set event_type = ?2, routing_key = ?3, config = ?4, revision = ?5, ordered = ?6,
+    updated_at = unixepoch('subsec')
 where id = ?1
 "#;
 
@@ -48,7 +50,7 @@ update subscriptions
 set event_type = ?2, routing_key = ?3, config = ?4, revision = ?5, backfill_after = ?6,
     backfill_head = case when ?6 is null then null
                          else coalesce((select seq from sqlite_sequence where name = 'events'), 0) end,
-    retired_at = null, paused_at = null,
+    retired_at = null, paused_at = null, ordered = ?7,
     created_at = unixepoch('subsec'), updated_at = unixepoch('subsec')
 where id = ?1
 "#;
@@ -61,6 +63,7 @@ pub(super) async fn register(
     let mut ids = Vec::with_capacity(subscriptions.len());
     for subscription in subscriptions {
         let revision = subscription.stored_revision()?;
+        let ordered = subscription.ordered.map(osa_events_core::Ordered::as_str);
         let config = subscription.config.to_string();
         let after = subscription.start_from.after_position();
         let inserted: Option<(i32,)> = sqlx::query_as(INSERT_SQL)
@@ -70,6 +73,7 @@ pub(super) async fn register(
             .bind(&config)
             .bind(revision)
             .bind(after)
+            .bind(ordered)
             .fetch_optional(&mut *tx)
             .await?;
         if let Some((id,)) = inserted {
@@ -98,6 +102,7 @@ pub(super) async fn register(
                 .bind(&config)
                 .bind(revision)
                 .bind(after)
+                .bind(ordered)
                 .execute(&mut *tx)
                 .await?;
             ids.push(SubscriptionId(id));
@@ -120,6 +125,7 @@ pub(super) async fn register(
                     .bind(id)
                     .bind(&config)
                     .bind(revision)
+                    .bind(ordered)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -131,6 +137,7 @@ pub(super) async fn register(
                     .bind(subscription.routing_key.as_deref())
                     .bind(&config)
                     .bind(revision)
+                    .bind(ordered)
                     .execute(&mut *tx)
                     .await?;
             }
