@@ -60,6 +60,27 @@ pub fn item(seq: i64, pad_bytes: usize) -> Outgoing {
         .with_id(event_id(seq))
 }
 
+/// One event of the ordering test (`tests/it/reliability/ordered.rs`): the `n`th event of its
+/// `key`, which the ordered `chaos.ordered` handler must take in `n` order, key by key.
+#[derive(Event, Serialize, Deserialize, Debug, Clone)]
+#[event(name = "chaos.keyed", ordering_key = "key")]
+pub struct Keyed {
+    /// The entity the event is about: its ordering key.
+    pub key: i64,
+    /// Its number within its key, from 0, in publish order.
+    pub n: i64,
+}
+
+impl Keyed {
+    /// The ledger's `seq` of this event: key and number in one.
+    pub fn seq(&self) -> i64 {
+        self.key * KEYED_SEQ_STRIDE + self.n
+    }
+}
+
+/// [`Keyed::seq`] is `key * KEYED_SEQ_STRIDE + n`.
+pub const KEYED_SEQ_STRIDE: i64 = 1_000_000;
+
 /// One event of the JetStream consumer test (`tests/it/reliability/nats_faults.rs`): a job the
 /// `chaos.js` handler of `osa-nats-chaos` records in the ledger, or refuses for good when it is
 /// poison, so that it ends on the handler's dead-letter subject.

@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use osa_events::prelude::*;
-use osa_events_suite::chaos_events::{Item, Mode, Poison};
+use osa_events_suite::chaos_events::{Item, Keyed, Mode, Poison};
 use sqlx::PgPool;
 
 /// What the handlers and the projection share: the pool for the ledger, this process's id, the
@@ -165,6 +165,52 @@ async fn poison(event: Poison, app: State<App>, ctx: Ctx) -> Result<(), HandlerE
             Ok(())
         }
     }
+}
+
+/// The ordering test's handler: eight claim loops, ordered by the event's key, with failures.
+///
+/// It writes a `chaos.ordered.start` row in a statement of its own as it starts (every call
+/// shows, those of killed workers too), fails about one attempt in eight with a retryable error,
+/// and writes its `chaos.ordered` row through its `Tx` (exactly once, with the completion). Per
+/// key, the rows of both must follow `n`.
+#[event_handler(
+    name = "chaos.ordered",
+    ordered = "block",
+    batch = 16,
+    concurrency = 8,
+    claim_timeout = "3s",
+    retries = 100,
+    backoff = "20ms",
+    max_backoff = "200ms",
+    poll = "250ms"
+)]
+async fn ordered(keyed: Keyed, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<(), HandlerError> {
+    sqlx::query(RECORD_SQL)
+        .bind("chaos.ordered.start")
+        .bind(keyed.seq())
+        .bind(app.pid)
+        .bind(attempt(&ctx))
+        .execute(&app.pool)
+        .await?;
+    // A failure chosen by the event and the attempt: about one attempt in eight, retried.
+    let roll = (keyed.key * 31 + keyed.n * 17 + i64::from(attempt(&ctx)) * 7) % 8;
+    if roll == 0 {
+        return Err(HandlerError::retry(format!(
+            "key {} event {}: a chosen failure of attempt {}",
+            keyed.key,
+            keyed.n,
+            ctx.attempt()
+        )));
+    }
+    app.work().await;
+    sqlx::query(RECORD_SQL)
+        .bind("chaos.ordered")
+        .bind(keyed.seq())
+        .bind(app.pid)
+        .bind(attempt(&ctx))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// What the `Tx` handlers do: after the configured work, write one ledger row through the

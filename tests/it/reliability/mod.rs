@@ -27,6 +27,7 @@ mod deploy;
 mod heartbeat;
 mod load;
 mod nats_faults;
+mod ordered;
 mod poison;
 mod projection_failover;
 mod projection_partition;
@@ -255,7 +256,7 @@ impl Scene {
     /// Open deliveries by status: `(pending, claimed, dead)`.
     pub(crate) async fn open(&self) -> Open {
         let (pending, claimed, dead): (i64, i64, i64) = sqlx::query_as(
-            "select count(*) filter (where status = 'pending'), \
+            "select count(*) filter (where status in ('pending', 'waiting')), \
                     count(*) filter (where status = 'claimed'), \
                     count(*) filter (where status = 'dead') \
              from osa_events.deliveries",
