@@ -86,6 +86,19 @@ async fn b64_c4(_job: Job, progress: State<Progress>) -> Result<(), HandlerError
     Ok(())
 }
 
+/// `bench.b64.c4`, ordered by the events' keys: the per-key order's cost.
+#[event_handler(
+    name = "bench.ordered.b64.c4",
+    ordered = "block",
+    batch = 64,
+    concurrency = 4,
+    poll = "1s"
+)]
+async fn ordered_b64_c4(_job: Job, progress: State<Progress>) -> Result<(), HandlerError> {
+    progress.add(1);
+    Ok(())
+}
+
 #[event_handler(name = "bench.b1000.c4", batch = 1000, concurrency = 4, poll = "1s")]
 async fn b1000_c4(_job: Job, progress: State<Progress>) -> Result<(), HandlerError> {
     progress.add(1);

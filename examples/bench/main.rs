@@ -149,6 +149,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut rows: Vec<Row> = Vec::new();
     rows.extend(bench.drain_all().await?);
+    rows.extend(bench.ordered_keys().await?);
     rows.extend(bench.publish_all().await?);
     rows.extend(sqlite::all(&plan, wants).await?);
     // `--drain-and-publish-only`: the claim and publish paths, what a change to them reruns.

@@ -34,6 +34,9 @@ const SETTINGS: [(u32, u32, &str); 5] = [
 
 /// The never-run subscriptions of the bench's job, after the measured one, for fan-out and
 /// backlogs.
+/// The keys of the per-key order scenario ([`Bench::ordered_keys`]).
+const ORDERING_KEYS: u64 = 1000;
+
 const OTHERS: [&str; 3] = ["bench.fanout", "bench.fanout.2", "bench.fanout.3"];
 
 /// A fresh database with osa-events' schema, the minimal queue's, and `handlers`' subscriptions;
@@ -67,10 +70,22 @@ pub(crate) async fn fresh(
 }
 
 async fn publish_jobs(pool: &PgPool, count: u64) -> Result<(), BoxError> {
+    publish_keyed_jobs(pool, count, None).await
+}
+
+/// Publishes `count` jobs, 1,000 per transaction; with `keys`, job `n` has ordering key
+/// `n % keys`, so each key's jobs are spread over the whole stream.
+async fn publish_keyed_jobs(pool: &PgPool, count: u64, keys: Option<u64>) -> Result<(), BoxError> {
     let mut n = 0;
     while n < count {
         let chunk: Vec<Outgoing> = (n..count.min(n + 1000))
-            .map(|n| Outgoing::new(&Job::now(n)))
+            .map(|n| {
+                let job = Outgoing::new(&Job::now(n))?;
+                match keys {
+                    Some(keys) => job.with_ordering_key(format!("key-{}", n % keys)),
+                    None => Ok(job),
+                }
+            })
             .collect::<Result<_, _>>()?;
         n += chunk.len() as u64;
         osa_events::publish_batch(pool, &chunk).await?;
@@ -228,6 +243,65 @@ impl Bench {
             samples.osa.push(rate(size, elapsed));
         }
         Ok(samples)
+    }
+
+    /// The cost of per-key order: the same handler (batch 64, concurrency 4) drains the same
+    /// keyed events, [`ORDERING_KEYS`] keys spread over the stream, unordered and then
+    /// `ordered = "block"`, each in a fresh database per repetition; and the ratio of the medians.
+    pub(crate) async fn ordered_keys(&self) -> Result<Vec<Row>, BoxError> {
+        let size = self.plan.drain_sizes[0];
+        let keys = ORDERING_KEYS.min(size);
+        let scenario = format!("drain {size} over {keys} keys, batch 64, concurrency 4");
+        let names = [
+            format!("{scenario}, unordered"),
+            format!("{scenario}, ordered"),
+            format!("{scenario}: ordered / unordered"),
+        ];
+        if !self.wants(&names.iter().map(String::as_str).collect::<Vec<_>>()) {
+            return Ok(Vec::new());
+        }
+        let (mut unordered, mut ordered) = (Vec::new(), Vec::new());
+        for _ in 0..self.plan.repetitions {
+            for (handler, rates) in [
+                ("bench.b64.c4", &mut unordered),
+                ("bench.ordered.b64.c4", &mut ordered),
+            ] {
+                let (_db, store, _) = fresh(&self.admin_url, &[handler]).await?;
+                publish_keyed_jobs(store.pool(), size, Some(keys)).await?;
+                vacuum(store.pool()).await?;
+                let (elapsed, _) = run_until(&store, handler, size).await?;
+                rates.push(rate(size, elapsed));
+            }
+        }
+        let [unordered_name, ordered_name, ratio_name] = names;
+        let (unordered, ordered) = (median(unordered), median(ordered));
+        let rows = vec![
+            Row {
+                scenario: unordered_name,
+                minimal: None,
+                own: None,
+                osa: unordered,
+                unit: "ev/s",
+            },
+            Row {
+                scenario: ordered_name,
+                minimal: None,
+                own: None,
+                osa: ordered,
+                unit: "ev/s",
+            },
+            Row {
+                scenario: ratio_name,
+                minimal: None,
+                own: None,
+                osa: ordered / unordered,
+                unit: RATIO,
+            },
+        ];
+        for row in &rows {
+            println!("{row}");
+        }
+        Ok(rows)
     }
 
     /// Publish throughput: 1 and 100 events per transaction to 1 and 2 subscriptions, and

@@ -61,7 +61,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Derive it from a field with `#[event(ordering_key = "order_id")]` (any field that
     /// implements `Display`), or set it per publish with
     /// [`Outgoing::with_ordering_key`](crate::Outgoing::with_ordering_key), which overrides it.
-    /// See `docs/ordering.md`.
+    /// See the ordering guide (`osa_events::ordering`).
     fn ordering_key(&self) -> Option<String> {
         None
     }

@@ -126,7 +126,7 @@ impl Outgoing {
     /// Sets the ordering key: handlers declared `ordered` take the events of one key one at a
     /// time, in publish order, and the keys in parallel. It replaces a key the event derives
     /// (`#[event(ordering_key = "...")]`); handlers that are not ordered ignore it. See
-    /// `docs/ordering.md`.
+    /// the ordering guide (`osa_events::ordering`).
     ///
     /// # Errors
     ///

@@ -97,6 +97,11 @@ pub mod guide {
 }
 
 /// A guide to seeing it run: the envelope (correlation, causation, trace context), the spans,
+/// Per-key order: `ordered` handlers and ordering keys.
+pub mod ordering {
+    #![doc = include_str!("../docs/ordering.md")]
+}
+
 /// OpenTelemetry across the publish → handle hop, and the logs.
 pub mod observability {
     #![doc = include_str!("../docs/observability.md")]

@@ -27,11 +27,12 @@ pub(crate) enum Change {
 }
 
 impl Change {
-    /// The state of the deliveries it changes.
-    fn state(self) -> DeliveryState {
+    /// The states of the deliveries it changes: a cancel takes the waiting ones (behind their
+    /// ordering key's head) with the pending.
+    fn states(self) -> &'static [DeliveryState] {
         match self {
-            Self::Retry | Self::Purge => DeliveryState::Dead,
-            Self::Cancel => DeliveryState::Pending,
+            Self::Retry | Self::Purge => &[DeliveryState::Dead],
+            Self::Cancel => &[DeliveryState::Pending, DeliveryState::Waiting],
         }
     }
 
@@ -106,12 +107,14 @@ pub(crate) async fn run(
 
     // What matches, by handler.
     let mut by_handler: BTreeMap<String, u64> = BTreeMap::new();
-    scan(ops, &selector, change.state(), u64::MAX, |page| {
-        for delivery in page {
-            *by_handler.entry(delivery.handler.clone()).or_default() += 1;
-        }
-    })
-    .await?;
+    for state in change.states() {
+        scan(ops, &selector, *state, u64::MAX, |page| {
+            for delivery in page {
+                *by_handler.entry(delivery.handler.clone()).or_default() += 1;
+            }
+        })
+        .await?;
+    }
     let total: u64 = by_handler.values().sum();
     if total == 0 {
         println!("no {} match: nothing to {}", change.noun(2), change.verb());

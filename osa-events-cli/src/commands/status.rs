@@ -68,6 +68,7 @@ fn handlers_table(status: &Status) -> String {
         "DUE",
         "SCHEDULED",
         "CLAIMED",
+        "WAITING",
         "DEAD",
         "OLDEST DUE",
         "LAG",
@@ -109,6 +110,7 @@ fn handlers_table(status: &Status) -> String {
             count(handler.due, Style::Plain),
             count(handler.scheduled, Style::Plain),
             count(handler.claimed, Style::Plain),
+            count(handler.waiting, Style::Plain),
             count(handler.dead, Style::Red),
             (
                 or_dash(handler.oldest_due.map(age)),
@@ -227,6 +229,7 @@ fn handler_json(handler: &HandlerStatus) -> Value {
         "scheduled": count_json(handler.scheduled),
         "claimed": count_json(handler.claimed),
         "dead": count_json(handler.dead),
+        "waiting": count_json(handler.waiting),
         "oldest_due_seconds": seconds(handler.oldest_due),
         "oldest_claim_seconds": seconds(handler.oldest_claim),
         "claimed_by": handler.claimed_by,

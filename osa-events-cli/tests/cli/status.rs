@@ -23,6 +23,7 @@ async fn status_tables_show_each_handlers_figures() {
         "DUE",
         "SCHEDULED",
         "CLAIMED",
+        "WAITING",
         "DEAD",
         "OLDEST DUE",
         "LAG",

@@ -28,7 +28,7 @@ pub enum Shape {
 /// Only the head of a key is ever due: the next delivery of the key becomes due when the head is
 /// completed (or purged). A retrying head holds back its key alone; other keys go on in
 /// parallel. The choice is the `ordered` option of `#[event_handler]`: `ordered = "block"` or
-/// `ordered = "skip"`. See `docs/ordering.md`.
+/// `ordered = "skip"`. See the ordering guide (`osa_events::ordering`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ordered {
     /// A dead head blocks its key until an operator retries it (it is the head again) or purges

@@ -53,7 +53,7 @@ pub enum DeliveryState {
     /// Out of retries, or failed permanently: kept with its last error until retried or purged.
     Dead,
     /// Held back behind an earlier delivery of its ordering key (an `ordered` handler's): due
-    /// when every earlier one of its key has been completed (see `docs/ordering.md`).
+    /// when every earlier one of its key has been completed (see the ordering guide, `osa_events::ordering`).
     Waiting,
 }
 

@@ -123,6 +123,9 @@ pub struct HandlerStatus {
     pub claimed: Count,
     /// Dead letters.
     pub dead: Count,
+    /// Deliveries of an ordered handler held back behind their ordering key's head: due only
+    /// once every earlier delivery of their key has left.
+    pub waiting: Count,
     /// How long the longest-waiting due delivery has been due: near zero while the handler
     /// keeps up.
     pub oldest_due: Option<Duration>,
@@ -168,6 +171,7 @@ impl HandlerStatus {
             scheduled: Count::Exact(0),
             claimed: Count::Exact(0),
             dead: Count::Exact(0),
+            waiting: Count::Exact(0),
             oldest_due: None,
             oldest_claim: None,
             claimed_by: Vec::new(),

@@ -39,7 +39,11 @@ select s.id, s.name, s.event_type, s.routing_key,
          where d.subscription_id = s.id and d.status <> 'dead' and d.run_at <= now()
          order by d.run_at limit 1) as oldest_due,
        claims.oldest, claims.workers,
-       next.event_position, extract(epoch from now() - e.created_at)::float8
+       next.event_position, extract(epoch from now() - e.created_at)::float8,
+       (select count(*) from (select 1 from osa_events.deliveries d
+         where d.subscription_id = s.id and d.status <> 'dead' and d.run_at = 'infinity'
+           and d.status = 'waiting'
+         limit $1) as waiting) as waiting
 from osa_events.subscriptions s
 left join lateral (
     select extract(epoch from now() - min(c.claimed_at))::float8 as oldest,
@@ -114,6 +118,7 @@ pub(super) async fn status(store: &PgStore) -> Result<Status> {
         handler.scheduled = count(row.try_get(11)?);
         handler.claimed = count(row.try_get(12)?);
         handler.dead = count(row.try_get(13)?);
+        handler.waiting = count(row.try_get(19)?);
         handler.oldest_due = age(row.try_get(14)?);
         handler.oldest_claim = age(row.try_get(15)?);
         handler.claimed_by = row

@@ -44,6 +44,10 @@ from (
              where d.subscription_id = s.id and d.status <> 'dead'
                and d.run_at > unixepoch('subsec') and d.status = 'claimed'
              limit ?1)) as claimed,
+           (select count(*) from (select 1 from deliveries d
+             where d.subscription_id = s.id and d.status <> 'dead'
+               and d.run_at >= 9e999 and d.status = 'waiting'
+             limit ?1)) as waiting,
            (select count(*) from (select 1 from deliveries d indexed by deliveries_dead
              where d.subscription_id = s.id and d.status = 'dead'
              limit ?1)) as dead,
@@ -96,6 +100,7 @@ struct Figures {
     due: i64,
     scheduled: i64,
     claimed: i64,
+    waiting: i64,
     dead: i64,
     oldest_due: Option<f64>,
     oldest_claim: Option<f64>,
@@ -138,6 +143,7 @@ pub(super) async fn status(store: &SqliteStore) -> Result<Status> {
         handler.scheduled = capped(row.scheduled);
         handler.claimed = capped(row.claimed);
         handler.dead = capped(row.dead);
+        handler.waiting = capped(row.waiting);
         handler.oldest_due = age(row.oldest_due);
         handler.oldest_claim = age(row.oldest_claim);
         handler.claimed_by = workers_of(row.workers.as_deref())?;

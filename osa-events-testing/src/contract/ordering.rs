@@ -389,6 +389,7 @@ pub async fn cancelled_and_listed_waiting_deliveries_keep_their_keys_order<S: St
         .expect("the handler's status");
     assert_eq!(figures.due.value(), 1, "only the head is due");
     assert_eq!(figures.scheduled.value(), 0, "waiting is not scheduled");
+    assert_eq!(figures.waiting.value(), 3, "the three behind the head wait");
 
     let cancel = |position| Selector {
         position: Some(position),

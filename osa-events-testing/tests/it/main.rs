@@ -8,6 +8,7 @@ mod harness;
 mod health;
 mod inputs;
 mod metrics;
+mod ordering;
 mod panics;
 mod projections;
 mod registration;

@@ -77,6 +77,12 @@ async fn with_tx(_order: JsOrder, _tx: Tx) -> Result<(), HandlerError> {
 }
 
 /// The PostgreSQL side of the side-by-side test.
+/// Ordered: JetStream has no per-key claims, so the runtime refuses it there.
+#[event_handler(name = "test.js.ordered", ordered = "skip")]
+async fn js_ordered(_order: JsOrder) -> Result<(), HandlerError> {
+    Ok(())
+}
+
 #[event_handler(name = "test.js.on_postgres", poll = "50ms")]
 async fn on_postgres(order: JsOrder, seen: State<Seen>) -> Result<(), HandlerError> {
     seen.attempts
@@ -223,6 +229,26 @@ async fn a_tx_handler_is_refused_on_jetstream_at_start_up() {
         message.contains("handler `test.js.tx` takes a `Tx`")
             && message.contains("JetStream has no transaction to join"),
         "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_handler_is_refused_on_jetstream_at_start_up() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    nats.events_stream().await;
+    let error = Runtime::builder(store(&nats).await)
+        .only(["test.js.ordered"])
+        .handle_signals(false)
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, Error::Config(_)), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "invalid configuration: handler `test.js.ordered` is `ordered = \"skip\"`, but this \
+         store does not keep deliveries in order by key (`Store::orders_by_key` is false): run it \
+         on PostgreSQL, SQLite or the in-memory store"
     );
 }
 

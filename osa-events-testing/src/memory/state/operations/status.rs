@@ -58,6 +58,7 @@ impl Tables {
         );
         status.claimed = capped(live_claims());
         status.dead = capped(rows().filter(|row| row.status == DeliveryStatus::Dead));
+        status.waiting = capped(rows().filter(|row| row.status == DeliveryStatus::Waiting));
         status.oldest_due = due()
             .map(|row| row.run_at)
             .min()
