@@ -4,6 +4,7 @@
 mod activity;
 mod contract;
 mod envelope;
+mod fatal;
 mod harness;
 mod health;
 mod inputs;
@@ -11,6 +12,7 @@ mod metrics;
 mod panics;
 mod projections;
 mod registration;
+mod retry_after;
 mod runtime;
 mod sim;
 mod spans;
