@@ -115,7 +115,8 @@ impl HandlerError {
     /// delay of zero makes the delivery due at once: the claim loop takes it again at its next
     /// claim. In a batch handler's `Err`, every event of the batch comes back after `delay`; in a
     /// [`BatchOutcome`](crate::BatchOutcome), only the events it names. Tracing and metrics
-    /// record the outcome `deferred`.
+    /// record the outcome `deferred`. A projection treats it as any failed batch, retried after
+    /// its own backoff.
     ///
     /// # Examples
     ///
@@ -166,7 +167,9 @@ impl HandlerError {
     /// rolled back. Other nodes running the same handler are not stopped by it, but will likely
     /// meet the same event and stop the same way.
     ///
-    /// A panic is not fatal: it fails its event's attempt like a retryable error.
+    /// A panic is not fatal: it fails its event's attempt like a retryable error. A projection
+    /// treats a fatal error as any failed batch (retried after its backoff), and does not stop
+    /// the runtime.
     ///
     /// # Examples
     ///
