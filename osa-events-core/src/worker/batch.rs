@@ -185,16 +185,12 @@ impl Worker {
             self.fatal.raise(fatal);
         }
         self.write_failures(&failures).await;
-        // A fatal call's deliveries go back with its error, like deferrals due now.
-        let deferrals = deferred.len();
-        deferred.append(&mut given_back);
         self.write_deferrals(&deferred).await;
-        let mut given_back: Vec<Fence> = deferred
-            .split_off(deferrals)
-            .iter()
-            .map(|failure| failure.fence)
-            .collect();
+        // A fatal call's deliveries go back with its error: deferrals due now (a write of its
+        // own, only ever once before the runtime stops).
+        self.write_deferrals(&given_back).await;
         failures.extend(deferred);
+        let mut given_back: Vec<Fence> = given_back.iter().map(|failure| failure.fence).collect();
         match ended {
             Ended::Finished if stops => {
                 self.release(&unfinished).await;
