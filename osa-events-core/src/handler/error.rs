@@ -20,7 +20,9 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// | [`retry_after`](Self::retry_after) | due again after the delay the handler chose (a rate limit's `Retry-After`), never dead-lettered by it | **not** counted |
 /// | [`fatal`](Self::fatal) | given back, due at once; the whole runtime stops and [`Runtime::run`](crate::Runtime::run) returns [`Error::Fatal`](crate::Error::Fatal) | **not** counted |
 ///
-/// A panic in the handler is a retryable failure of its event, never fatal.
+/// (On the JetStream store the attempt is JetStream's delivery count, which every redelivery uses
+/// up, so there `retry_after` and `fatal` count too.) A panic in the handler is a retryable
+/// failure of its event, never fatal.
 ///
 /// `HandlerError` does not implement [`std::error::Error`], so that the blanket conversion from every
 /// error type can exist (the same choice as `anyhow::Error`). It implements `Display` and `Debug`.
@@ -116,7 +118,8 @@ impl HandlerError {
     /// claim. In a batch handler's `Err`, every event of the batch comes back after `delay`; in a
     /// [`BatchOutcome`](crate::BatchOutcome), only the events it names. Tracing and metrics
     /// record the outcome `deferred`. A projection treats it as any failed batch, retried after
-    /// its own backoff.
+    /// its own backoff. On the JetStream store the attempt is JetStream's delivery count, which a
+    /// `nak` with a delay uses up like any other (see its docs).
     ///
     /// # Examples
     ///
