@@ -342,3 +342,34 @@ async fn a_fatal_error_stops_the_runtime_which_returns_it_after_a_graceful_stop(
         "jobs 2 (given back) and 3 (never claimed) wait for `fatal.each`"
     );
 }
+
+/// Fails every batch fatally: a projection has no delivery to give back, so it is a failed batch.
+#[projection(name = "fatal.projection", batch = 10)]
+async fn project(jobs: Batch<Job>, calls: State<Calls>) -> Result<(), HandlerError> {
+    calls.record(jobs.len() as u32);
+    Err(HandlerError::fatal("the read model's schema is wrong"))
+}
+
+#[tokio::test]
+async fn a_projection_treats_a_fatal_error_as_a_failed_batch() {
+    let calls = Arc::new(Calls::default());
+    let mut harness = harness("fatal.projection", &calls).await;
+    harness.publish(&Job { n: 1 });
+    for round in 0..2 {
+        let failed = harness
+            .project("fatal.projection")
+            .await
+            .expect_err("the batch fails");
+        assert_eq!(failed.applied, 0, "round {round}");
+        assert!(
+            failed.error.contains("the read model's schema is wrong"),
+            "{}",
+            failed.error
+        );
+    }
+    assert_eq!(
+        calls.seen(),
+        [1, 1],
+        "the same batch again: its checkpoint did not move"
+    );
+}
