@@ -30,6 +30,8 @@ pub enum Mode {
     Panic,
     /// Sleeps far past the handler's timeout.
     Hang,
+    /// Fails with `HandlerError::fatal`: the worker process stops and exits with 1.
+    Fatal,
 }
 
 /// The stream of the poison test: healthy events mixed with ones that fail in every way.

@@ -192,6 +192,43 @@ pub enum Error {
     /// The process could not install its signal handlers.
     #[error("cannot listen for shutdown signals: {0}")]
     Signal(#[source] std::io::Error),
+
+    /// A handler returned [`HandlerError::fatal`](crate::HandlerError::fatal), so the runtime
+    /// stopped: what [`Runtime::run`](crate::Runtime::run) returns after its graceful shutdown.
+    /// The deliveries of the call were given back unfailed (due at once, the attempt not counted,
+    /// the error kept as their last error); `source` is the handler's own error, reachable with
+    /// `downcast_ref`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// match osa_events::run_all_handlers(store, osa_events::Resources::new()).await {
+    ///     Err(osa_events::Error::Fatal { handler, .. }) => {
+    ///         eprintln!("handler `{handler}` stopped the runtime; fix it before restarting");
+    ///         std::process::exit(2);
+    ///     }
+    ///     other => other,
+    /// }
+    /// # }
+    /// ```
+    #[error(
+        "handler `{handler}` stopped the runtime with a fatal error at `{event_type}` event \
+         {event_id} (position {position}); its deliveries were given back, not failed: {source}"
+    )]
+    Fatal {
+        /// The handler's name.
+        handler: String,
+        /// The event's type name.
+        event_type: String,
+        /// The event's id: for a batch handler, of the first event of the call.
+        event_id: uuid::Uuid,
+        /// The event's position in the log: for a batch handler, of the first event of the call.
+        position: i64,
+        /// The error the handler gave [`HandlerError::fatal`](crate::HandlerError::fatal).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {
@@ -232,6 +269,7 @@ impl Error {
             Error::NotLeader { .. } => "not_leader",
             Error::ProjectionEventTypesChanged { .. } => "projection_event_types_changed",
             Error::Signal(_) => "signal",
+            Error::Fatal { .. } => "fatal",
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::projection::runner::ProjectionRunner;
 use crate::store::{Store, Subscription, SubscriptionId};
 use crate::upkeep::{self, ActivityBoard};
 use crate::worker::Worker;
+use crate::worker::fatal::FatalStop;
 #[cfg(feature = "test-util")]
 use crate::worker::step::Stepper;
 use crate::worker::supervise::supervise;
@@ -319,6 +320,24 @@ impl Runtime {
     /// [`Error::Signal`](crate::Error::Signal) when signal handlers cannot be installed. Once running,
     /// store errors are logged and retried, never returned.
     ///
+    /// [`Error::Fatal`](crate::Error::Fatal) when a handler returned
+    /// [`HandlerError::fatal`](crate::HandlerError::fatal): the runtime gives that call's
+    /// deliveries back (unfailed, due at once, the attempt not counted), stops as it does on
+    /// SIGTERM (no new claims, the running calls of every handler finish within the grace period,
+    /// what is left is released), and returns the first such error once stopped, so a `main`
+    /// that returns it exits with a non-zero status. The [`shutdown_token`](Self::shutdown_token)
+    /// is not cancelled by it.
+    ///
+    /// ```no_run
+    /// # use osa_events::{Resources, Runtime};
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), osa_events::Error> {
+    ///     let store = osa_events::PgStore::connect("postgres://app@localhost/app").await?;
+    ///     // A fatal handler error ends `main` with `Err`: the process exits with status 1.
+    ///     Runtime::builder(store).resources(Resources::new()).build()?.run().await
+    /// }
+    /// ```
+    ///
     /// # Supervision
     ///
     /// A panic in a handler call, in a payload's `Deserialize` or in an extractor is a failed
@@ -340,11 +359,14 @@ impl Runtime {
         let _stopped = StoppedOnDrop(Arc::clone(&health));
         health.enter(Phase::Starting);
         crate::metrics::describe();
-        let stopping = self.shutdown.clone();
+        // A child of the shutdown token: cancelled with it, and also by a fatal handler error,
+        // which stops this runtime without cancelling the application's token.
+        let stopping = self.shutdown.child_token();
         let aborting = CancellationToken::new();
+        let fatal = FatalStop::new(stopping.clone());
         // Listen before the first round trip, so a signal during start-up stops cleanly too.
         if self.handle_signals {
-            spawn_signal_listener(stopping.clone())?;
+            spawn_signal_listener(self.shutdown.clone(), stopping.clone())?;
         }
         let subscriptions = self.register().await?;
         self.record_projection_event_types().await?;
@@ -382,6 +404,7 @@ impl Runtime {
                     wake: board.waiter(*subscription),
                     stopping: stopping.clone(),
                     aborting: aborting.clone(),
+                    fatal: fatal.clone(),
                     health: watch.clone(),
                     metrics: metrics.clone(),
                 };
@@ -460,6 +483,10 @@ impl Runtime {
             if let Err(error) = operations.remove_node(node).await {
                 tracing::warn!(%error, "cannot remove this node's record; it expires on its own");
             }
+        }
+        if let Some(error) = fatal.take() {
+            tracing::error!(%error, "osa-events runtime stopped by a fatal handler error");
+            return Err(error);
         }
         tracing::info!("osa-events runtime stopped");
         Ok(())
@@ -626,7 +653,9 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-fn spawn_signal_listener(stopping: CancellationToken) -> Result<()> {
+/// Cancels `shutdown` on SIGINT or SIGTERM; ends when `stopping` (its child) is cancelled, by
+/// either or by a fatal handler error.
+fn spawn_signal_listener(shutdown: CancellationToken, stopping: CancellationToken) -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -638,13 +667,13 @@ fn spawn_signal_listener(stopping: CancellationToken) -> Result<()> {
                 _ = interrupt.recv() => tracing::info!("SIGINT received"),
                 () = stopping.cancelled() => return,
             }
-            stopping.cancel();
+            shutdown.cancel();
         });
     }
     #[cfg(not(unix))]
     tokio::spawn(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => stopping.cancel(),
+            _ = tokio::signal::ctrl_c() => shutdown.cancel(),
             () = stopping.cancelled() => {}
         }
     });

@@ -18,7 +18,10 @@
 //!
 //! Outcomes are recorded when known: `osa_events.outcome` (`completed`, `retried`,
 //! `dead_lettered`, `deferred`, `released` or `lost`) and, on failure, `error.type` and
-//! `otel.status_code = "ERROR"`. No span carries a payload value.
+//! `otel.status_code = "ERROR"`. A handler's `HandlerError::retry_after` is recorded `deferred`
+//! (the attempt is not counted, as for a newer event version); a `HandlerError::fatal` is
+//! `released` with `error.type` and `otel.status_code = "ERROR"`. No span carries a payload
+//! value.
 
 use tracing::Span;
 use tracing::field::Empty;
@@ -176,13 +179,14 @@ impl Recorded {
     }
 }
 
-/// Records `outcome` (and, for a failure, `error_type`) on a process span.
+/// Records `outcome` (and, for a failure or a fatal error, `error_type`) on a process span.
 pub(crate) fn record_outcome(span: &Span, outcome: Recorded, error_type: Option<&'static str>) {
     if span.is_disabled() {
         return;
     }
     span.record("osa_events.outcome", outcome.as_str());
-    if outcome.is_error() {
+    // A fatal error releases its deliveries (`released`), and is an error all the same.
+    if outcome.is_error() || error_type.is_some() {
         span.record("error.type", error_type.unwrap_or("handler"));
         span.record("otel.status_code", "ERROR");
     }

@@ -141,6 +141,70 @@ async fn a_permanent_error_dead_letters_at_once_and_others_flow() {
     );
 }
 
+/// Rate-limited for its first two calls, each asking to be called again after 700 ms;
+/// `retries = 0`, so one counted failure would dead-letter it.
+#[event_handler(name = "failures.retry_after", retries = 0, poll = "20ms")]
+async fn rate_limited(job: Job, calls: State<Calls>, ctx: Ctx) -> Result<(), HandlerError> {
+    calls.record(job.n, &ctx);
+    if calls.seen().len() <= 2 {
+        return Err(HandlerError::retry_after(
+            Duration::from_millis(700),
+            "rate limited (HTTP 429)",
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn retry_after_delays_by_the_handlers_choice_without_counting_the_attempt() {
+    let db = Db::new().await;
+    let calls = std::sync::Arc::new(Calls::default());
+    let running = db
+        .start(
+            &["failures.retry_after"],
+            Resources::new().with_arc(calls.clone()),
+        )
+        .await;
+    let started = tokio::time::Instant::now();
+    osa_events::publish(db.pool(), &Job { n: 1 }).await.unwrap();
+    eventually(WAIT, "the first call asked to retry later", || async {
+        !calls.seen().is_empty() && db.deliveries(Some("pending")).await == 1
+    })
+    .await;
+    let (attempts, last_error, delay): (i32, String, f64) = sqlx::query_as(
+        "select attempts, last_error, extract(epoch from run_at - updated_at)::float8 \
+         from osa_events.deliveries",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(attempts, 0, "the attempt was given back");
+    assert!(
+        last_error.contains("attempt 1 not counted: retry after 700ms: rate limited (HTTP 429)"),
+        "{last_error}"
+    );
+    assert!(
+        (delay - 0.7).abs() < 1e-6,
+        "due 700 ms after the write, by database time: {delay}"
+    );
+
+    eventually(WAIT, "handled at the third call", || async {
+        db.deliveries(None).await == 0
+    })
+    .await;
+    running.stop().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_400),
+        "two delays of 700 ms: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        calls.seen(),
+        [(1, 1), (1, 1), (1, 1)],
+        "never counted: each call was attempt 1"
+    );
+}
+
 #[event_handler(name = "failures.panic", retries = 1, backoff = "10ms", poll = "20ms")]
 async fn panic_on_three(job: Job, calls: State<Calls>, ctx: Ctx) -> Result<(), HandlerError> {
     calls.record(job.n, &ctx);

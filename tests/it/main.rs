@@ -10,6 +10,7 @@ mod connect;
 mod contract;
 mod dashboard;
 mod failures;
+mod fatal;
 mod heartbeat;
 mod linger;
 mod metrics;

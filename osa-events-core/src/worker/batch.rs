@@ -28,6 +28,11 @@ pub(super) struct Processed {
     /// Only the stepper of the `test-util` feature reports them.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
     pub(super) failures: Vec<Failure>,
+    /// The fences of the deliveries given back because the handler failed fatally, already
+    /// written: those of the fatal call (with its error kept), and those not yet called. Only the
+    /// stepper of the `test-util` feature reports them.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    pub(super) given_back: Vec<Fence>,
 }
 
 /// How the handler calls of a batch ended.
@@ -102,7 +107,11 @@ impl Worker {
         let mut refused_in_tx = Vec::new();
         let mut unfinished = Vec::new();
         let mut deferred = Vec::new();
+        let mut given_back = Vec::new();
+        let mut fatal: Option<crate::Error> = None;
         let mut first_error_type = None;
+        // A fatal error stops the runtime: what the handler was not called for is given back.
+        let stops = outcomes.iter().flatten().any(Outcome::is_fatal);
         for (index, (delivery, outcome)) in runnable.iter().zip(outcomes).enumerate() {
             let (recorded, error_type) = match outcome {
                 Some(Outcome::Succeeded) => {
@@ -112,6 +121,25 @@ impl Worker {
                 Some(Outcome::Failed(error)) if error.is_deferred() => {
                     deferred.push(self.deferral(delivery, &error, jitter));
                     (Recorded::Deferred, None)
+                }
+                Some(Outcome::Failed(error)) if error.retry_delay().is_some() => {
+                    deferred.push(self.snooze(delivery, &error));
+                    (Recorded::Deferred, None)
+                }
+                Some(Outcome::Failed(error)) if error.is_fatal() => {
+                    let error_type = error.error_type();
+                    // Given back due now, with the error kept: a deferral without a delay.
+                    given_back.push(self.given_back(delivery, &error));
+                    if fatal.is_none() {
+                        fatal = Some(crate::Error::Fatal {
+                            handler: self.spec.name().to_owned(),
+                            event_type: delivery.event_type.clone(),
+                            event_id: delivery.event_id,
+                            position: delivery.fence.position,
+                            source: error.into_source(),
+                        });
+                    }
+                    (Recorded::Released, Some(error_type))
                 }
                 Some(Outcome::Failed(error)) => {
                     let failure = self.failure(delivery, &error, jitter);
@@ -135,6 +163,7 @@ impl Worker {
                     unfinished.push(delivery.fence);
                     match ended {
                         Ended::Aborted => (Recorded::Released, None),
+                        Ended::Finished if stops => (Recorded::Released, None),
                         Ended::Finished | Ended::ClaimsLost(_) => (Recorded::Lost, None),
                     }
                 }
@@ -151,10 +180,22 @@ impl Worker {
         tally.record_on(&Span::current());
         self.metrics.outcomes(&tally);
         self.log_batch(&tally, claimed, failures.first());
+        if let Some(fatal) = fatal {
+            // First, so that no claim loop of this runtime claims more meanwhile.
+            self.fatal.raise(fatal);
+        }
         self.write_failures(&failures).await;
         self.write_deferrals(&deferred).await;
+        // A fatal call's deliveries go back with its error: deferrals due now (a write of its
+        // own, only ever once before the runtime stops).
+        self.write_deferrals(&given_back).await;
         failures.extend(deferred);
+        let mut given_back: Vec<Fence> = given_back.iter().map(|failure| failure.fence).collect();
         match ended {
+            Ended::Finished if stops => {
+                self.release(&unfinished).await;
+                given_back.extend(unfinished);
+            }
             Ended::Finished => {}
             Ended::Aborted => self.release(&unfinished).await,
             Ended::ClaimsLost(lost) => tracing::warn!(
@@ -169,6 +210,7 @@ impl Worker {
             completed_in_tx,
             refused_in_tx,
             failures,
+            given_back,
         }
     }
 
@@ -219,6 +261,57 @@ impl Worker {
             fence: delivery.fence,
             error: message,
             retry_in: Some(delay),
+        }
+    }
+
+    /// A delivery whose handler asked to be called again after a delay
+    /// ([`HandlerError::retry_after`]): due again then (at most
+    /// [`HandlerError::MAX_RETRY_AFTER`]), with the attempt not counted.
+    fn snooze(&self, delivery: &Delivery, error: &HandlerError) -> Failure {
+        let asked = error.retry_delay().unwrap_or_default();
+        let delay = asked.min(HandlerError::MAX_RETRY_AFTER);
+        if delay < asked {
+            tracing::warn!(
+                handler = self.spec.name(),
+                asked = ?asked,
+                retry_in = ?delay,
+                "the handler asked to retry after more than the longest delay; waiting that long instead"
+            );
+        }
+        let message = format!(
+            "`{}` event {} (position {}), attempt {} not counted: retry after {}: {}",
+            delivery.event_type,
+            delivery.event_id,
+            delivery.fence.position,
+            delivery.attempt,
+            super::call::display_duration(delay),
+            error
+        );
+        // An expected outcome, at DEBUG; the batch has its INFO summary (`log_batch`).
+        tracing::debug!(handler = self.spec.name(), retry_in = ?delay, "{message}");
+        Failure {
+            fence: delivery.fence,
+            error: message,
+            retry_in: Some(delay),
+        }
+    }
+
+    /// A delivery whose handler failed fatally ([`HandlerError::fatal`]): given back due now,
+    /// with the attempt not counted and the error kept for whoever claims it next.
+    fn given_back(&self, delivery: &Delivery, error: &HandlerError) -> Failure {
+        let message = format!(
+            "`{}` event {} (position {}), attempt {} not counted: handler `{}` stopped the runtime with a fatal error: {}",
+            delivery.event_type,
+            delivery.event_id,
+            delivery.fence.position,
+            delivery.attempt,
+            self.spec.name(),
+            error
+        );
+        Failure {
+            fence: delivery.fence,
+            error: message,
+            retry_in: None,
         }
     }
 

@@ -37,6 +37,11 @@ impl Outcome {
     pub(super) fn left_the_claim(&self) -> bool {
         matches!(self, Outcome::CompletedInTx | Outcome::Lost)
     }
+
+    /// Whether the handler failed with [`HandlerError::fatal`].
+    pub(super) fn is_fatal(&self) -> bool {
+        matches!(self, Outcome::Failed(error) if error.is_fatal())
+    }
 }
 
 /// The process spans of one batch's handler calls, kept open until the outcomes are known so
@@ -79,7 +84,12 @@ impl Worker {
                     if outcome.left_the_claim() {
                         settled.mark(index);
                     }
+                    let fatal = outcome.is_fatal();
                     outcomes[index] = Some(outcome);
+                    if fatal {
+                        // The runtime stops: the rest of the claim is given back uncalled.
+                        break;
+                    }
                 }
             }
             InvokerKind::Batch(call) => {
@@ -138,19 +148,24 @@ impl Worker {
         let reported = match cause::scope(cause, timed).instrument(span).await {
             Ok(reported) => reported,
             Err(error) => {
-                for &index in &call.accepted {
-                    outcomes[index] = Some(Outcome::Failed(copy(&error)));
-                }
+                spread(error, &call.accepted, outcomes);
                 return;
             }
         };
-        let failures = reported.into_failures();
+        let mut failures = reported.into_failures();
+        // Checked first: a fatal verdict stops the runtime even if others name no event.
+        if let Some(fatal) = failures.iter().position(|(_, error)| error.is_fatal()) {
+            // One fatal event stops the runtime: none of the call's verdicts is kept, every event
+            // of the call is given back, and a `Tx` batch's transaction (dropped with `slot`)
+            // rolls back.
+            let (_, fatal) = failures.swap_remove(fatal);
+            spread(fatal, &call.accepted, outcomes);
+            return;
+        }
         if let Some(error) = out_of_range(&failures, call.accepted.len()) {
             // The handler's bookkeeping is wrong, so none of its verdicts can be trusted: the
             // whole batch fails, and a `Tx` batch's transaction (dropped with `slot`) rolls back.
-            for &index in &call.accepted {
-                outcomes[index] = Some(Outcome::Failed(copy(&error)));
-            }
+            spread(error, &call.accepted, outcomes);
             return;
         }
         for (batch_index, error) in failures {
@@ -311,14 +326,22 @@ pub(crate) fn out_of_range(
     )))
 }
 
-/// One failure copied to each event of a batch (the error itself is not `Clone`).
+/// One failure copied to each event of a batch (the error itself is not `Clone`): its message,
+/// kind (with a `retry_after` delay) and origin.
 fn copy(error: &HandlerError) -> HandlerError {
-    let copied = if error.is_permanent() {
-        HandlerError::permanent(error.to_string())
-    } else {
-        HandlerError::retry(error.to_string())
+    error.with_same_kind(error.to_string())
+}
+
+/// One failure of a whole call, as the outcome of each of its events (`indexes`): the first
+/// event keeps the error itself (a fatal error's source stays downcastable), the others a copy.
+fn spread(error: HandlerError, indexes: &[usize], outcomes: &mut [Option<Outcome>]) {
+    let Some((&first, rest)) = indexes.split_first() else {
+        return;
     };
-    copied.with_origin(error.origin())
+    for &index in rest {
+        outcomes[index] = Some(Outcome::Failed(copy(&error)));
+    }
+    outcomes[first] = Some(Outcome::Failed(error));
 }
 
 pub(crate) fn display_duration(duration: std::time::Duration) -> String {

@@ -20,6 +20,7 @@ use crate::store::{ClaimRequest, Fence, Store, SubscriptionId};
 mod backoff;
 mod batch;
 pub(crate) mod call;
+pub(crate) mod fatal;
 mod heartbeat;
 mod linger;
 #[cfg(feature = "test-util")]
@@ -42,6 +43,9 @@ pub(crate) struct Worker {
     pub(crate) stopping: CancellationToken,
     /// End of the grace period: stop handlers and release their claims.
     pub(crate) aborting: CancellationToken,
+    /// Where a fatal handler error goes: it keeps the error for the runtime and cancels
+    /// `stopping`.
+    pub(crate) fatal: fatal::FatalStop,
     /// Where the loop records its steps and claims, for the runtime's health.
     pub(crate) health: ClaimLoopWatch,
     /// The handler's metric handles, resolved when the runtime started running.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Worker;
 use super::backoff::Jitter;
+use super::fatal::FatalStop;
 use crate::handler::{HandlerSpec, Invoker};
 use crate::health::HealthBoard;
 use crate::metrics::HandlerMetrics;
@@ -87,8 +88,18 @@ pub struct StepReport {
     /// The fences of the deliveries whose `Tx` handler succeeded, but whose claim was taken over
     /// before its transaction completed it: the transaction was rolled back.
     pub refused_in_tx: Vec<Fence>,
-    /// The failed attempts recorded: retries (`retry_in` is `Some`) and dead letters.
+    /// The failed attempts recorded: retries (`retry_in` is `Some`) and dead letters, and the
+    /// deferrals (a newer event version, a handler's `HandlerError::retry_after`), which are
+    /// written with the attempt not counted and a `retry_in`.
     pub failures: Vec<Failure>,
+    /// The fences of the deliveries given back because the handler failed fatally: the fatal
+    /// call's (pending and due now, the attempt not counted, the error kept as the last error)
+    /// and those of the claim the handler was not yet called for (released).
+    pub given_back: Vec<Fence>,
+    /// The handler's fatal error ([`Error::Fatal`]), when it returned `HandlerError::fatal`: what
+    /// [`Runtime::run`](crate::Runtime::run) would return after stopping. The step's completions
+    /// are written as usual; what the runtime would have stopped is the caller's to stop.
+    pub fatal: Option<Arc<Error>>,
 }
 
 impl Stepper {
@@ -228,7 +239,8 @@ impl Stepper {
     /// # Errors
     ///
     /// [`Error::UnknownHandler`] when this stepper has no such handler; the store's error when the
-    /// claim or the completion fails.
+    /// claim or the completion fails. A handler's fatal error is not an error of the step: it is
+    /// in the report's [`fatal`](StepReport::fatal).
     pub async fn step(&mut self, handler: &str) -> Result<StepReport> {
         let index = self.index(handler)?;
         backfill(
@@ -264,12 +276,16 @@ impl Stepper {
             completed_in_tx: processed.completed_in_tx,
             refused_in_tx: processed.refused_in_tx,
             failures: processed.failures,
+            given_back: processed.given_back,
+            fatal: worker.fatal.take().map(Arc::new),
         })
     }
 
     /// The real claim loop of `handler`, named `worker` in `claimed_by`, for the caller to poll:
     /// it claims, runs the handler under a heartbeat, completes the batch with the next claim,
-    /// and sleeps `poll` on the runtime's clock when idle, forever (there are no wake-up hints).
+    /// and sleeps `poll` on the runtime's clock when idle, forever (there are no wake-up hints),
+    /// or until its handler fails fatally (`HandlerError::fatal`): then it gives that call's
+    /// deliveries back, writes its completions and ends, as it would in a stopping runtime.
     /// Dropping it is what a crash does: nothing is released, the claims expire.
     ///
     /// # Errors
@@ -311,6 +327,7 @@ impl Stepper {
     fn worker(&self, index: usize, name: String) -> (Worker, watch::Sender<u64>) {
         let handler = &self.handlers[index];
         let (hints, wake) = watch::channel(0);
+        let stopping = CancellationToken::new();
         let worker = Worker {
             spec: handler.spec,
             subscription: handler.subscription,
@@ -319,7 +336,8 @@ impl Stepper {
             clock: Arc::clone(&self.clock),
             name,
             wake,
-            stopping: CancellationToken::new(),
+            fatal: FatalStop::new(stopping.clone()),
+            stopping,
             aborting: CancellationToken::new(),
             health: HealthBoard::detached_claim_loop(handler.spec, Arc::clone(&self.clock)),
             // Stepped claim loops have no upkeep to flush an activity history: a counter of

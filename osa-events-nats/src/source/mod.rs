@@ -23,6 +23,8 @@
 //! | still running (the heartbeat) | in-progress ack (`+WPI`), which restarts the ack wait |
 //! | shutdown before finishing | `nak` without delay |
 //! | an event version newer than the code | `nak` with a delay |
+//! | `HandlerError::retry_after` | `nak` with the handler's delay (at most 24 h) |
+//! | `HandlerError::fatal` | `nak` without delay, and the runtime stops |
 //!
 //! `Batch`, `Ctx` (event id, attempt = JetStream's delivery count, metadata from the headers),
 //! `State` and `BatchOutcome` work as on a database. `Tx` does not: JetStream has no transaction
@@ -38,8 +40,10 @@
 //!   the database stores. Keep `claim_timeout` well above the handler's longest run; the
 //!   heartbeat extends it while the handler runs.
 //! - **The attempt counter is JetStream's delivery count.** It also counts deliveries that were
-//!   given back unfinished: a shutdown mid-batch and an event deferred for a newer version each
-//!   use one up (on a database store they count nothing).
+//!   given back unfinished: a shutdown mid-batch, an event deferred for a newer version, a
+//!   handler's `HandlerError::retry_after` and a delivery given back by `HandlerError::fatal` each
+//!   use one up (on a database store they count nothing). So a handler that keeps asking to retry
+//!   later is dead-lettered here once its `retries` are used up, as "gave up at claim …".
 //! - **`max_deliver` is `retries + 2`, not `retries + 1`.** A message whose last allowed attempt
 //!   died with its process must be delivered once more so that the runtime can dead-letter it
 //!   without running the handler (the same rule as on a database store): with `retries + 1`

@@ -368,6 +368,45 @@ pub async fn defer_gives_back_the_attempt_and_delays_the_next_claim<S: StoreUnde
     assert_eq!(again.attempt, 1, "the deferred attempt was not counted");
 }
 
+/// A deferral without a delay (how a fatal handler error gives its deliveries back) makes the
+/// delivery pending and due now, gives the attempt back and keeps its reason as the last error.
+pub async fn defer_without_a_delay_makes_the_delivery_due_now_and_keeps_its_error<
+    S: StoreUnderTest,
+>(
+    subject: &S,
+) {
+    let subscription = subscribe(subject, "given_back", None).await;
+    publish_jobs(subject, 1).await;
+    let held = claim_one(subject, subscription, LONG).await;
+    let given_back = Failure {
+        fence: held.fence,
+        error: "handler `given_back` stopped the runtime with a fatal error: schema mismatch"
+            .into(),
+        retry_in: None,
+    };
+    let store = subject.store();
+    assert_eq!(
+        store
+            .defer(subscription, std::slice::from_ref(&given_back))
+            .await
+            .unwrap(),
+        1
+    );
+    let rows = subject.rows(subscription).await;
+    assert_eq!(
+        (
+            rows[0].status,
+            rows[0].attempts,
+            rows[0].last_error.as_deref()
+        ),
+        (DeliveryStatus::Pending, 0, Some(given_back.error.as_str()))
+    );
+    let again = claim_one(subject, subscription, LONG).await; // no waiting
+    assert_eq!(again.fence.position, held.fence.position);
+    assert_eq!(again.attempt, 1, "the given-back attempt was not counted");
+    assert_eq!(again.last_error.as_deref(), Some(given_back.error.as_str()));
+}
+
 /// A completed delivery is removed: not claimable, not in the table; its event stays logged.
 pub async fn completed_deliveries_are_gone<S: StoreUnderTest>(subject: &S) {
     let subscription = subscribe(subject, "completed", None).await;

@@ -59,8 +59,9 @@ pub use claims::{
     batch_writes_touch_only_their_own_fences, claims_come_in_run_at_then_position_order,
     claims_never_overlap_under_concurrency, complete_and_claim_completes_then_claims,
     completed_deliveries_are_gone, dead_deliveries_keep_their_error_and_are_never_claimed,
-    defer_gives_back_the_attempt_and_delays_the_next_claim, every_claim_gets_a_fresh_token,
-    extending_a_claim_keeps_it_from_expiring,
+    defer_gives_back_the_attempt_and_delays_the_next_claim,
+    defer_without_a_delay_makes_the_delivery_due_now_and_keeps_its_error,
+    every_claim_gets_a_fresh_token, extending_a_claim_keeps_it_from_expiring,
     release_gives_back_the_attempt_and_makes_the_delivery_due_now,
 };
 pub use fences::{
@@ -220,6 +221,7 @@ macro_rules! store_contract_tests {
             a_failure_error_with_nul_is_kept_with_a_replacement_character,
             release_gives_back_the_attempt_and_makes_the_delivery_due_now,
             defer_gives_back_the_attempt_and_delays_the_next_claim,
+            defer_without_a_delay_makes_the_delivery_due_now_and_keeps_its_error,
             completed_deliveries_are_gone,
             batch_writes_touch_only_their_own_fences,
             complete_and_claim_completes_then_claims,

@@ -54,7 +54,9 @@ impl Harness {
     /// When it does not settle within the harness's bound of claim-loop iterations
     /// ([`HarnessBuilder::max_steps`](super::HarnessBuilder::max_steps), 10,000 by default), e.g.
     /// because handlers keep publishing new work; the message shows the open deliveries and the
-    /// last attempts. As for [`step`](Self::step) when a handler never finishes.
+    /// last attempts. As for [`step`](Self::step) when a handler never finishes. When a handler
+    /// fails fatally ([`HandlerError::fatal`](osa_events::HandlerError::fatal)): a runtime would
+    /// stop there, and the delivery would come back at once ([`AttemptOutcome::Fatal`](super::AttemptOutcome::Fatal)).
     pub async fn drain(&mut self) {
         let handlers: Vec<&'static str> = self.handler_names().collect();
         let mut steps = 0;
@@ -65,7 +67,15 @@ impl Harness {
                     self.never_settled(steps);
                 }
                 steps += 1;
-                progressed |= !self.step(handler).await.is_empty();
+                let attempts = self.step(handler).await;
+                if let Some(fatal) = attempts.iter().find(|attempt| attempt.is_fatal()) {
+                    panic!(
+                        "Harness::drain stopped: {}; a runtime would stop here (use \
+                         `Harness::step` to test a fatal error)",
+                        fatal.error().unwrap_or_default()
+                    );
+                }
+                progressed |= !attempts.is_empty();
             }
             if progressed {
                 continue;

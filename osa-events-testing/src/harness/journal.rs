@@ -38,6 +38,11 @@ pub enum AttemptOutcome {
     /// in its transaction, which committed with what it published).
     Handled,
     /// The handler failed with a retryable error; the delivery is due again after `retry_in`.
+    ///
+    /// Also a deferral, whose attempt is not counted (the next attempt has the same number): an
+    /// event version newer than the handler's, or the handler's own
+    /// [`HandlerError::retry_after`](osa_events::HandlerError::retry_after), whose delay is
+    /// `retry_in` (at most [`HandlerError::MAX_RETRY_AFTER`](osa_events::HandlerError::MAX_RETRY_AFTER)).
     Retried {
         /// The error, as recorded for operators (event, position, attempt and cause).
         error: String,
@@ -57,6 +62,15 @@ pub enum AttemptOutcome {
     /// The batch was abandoned before this delivery's outcome was known (its claim was lost);
     /// the delivery is claimed again when its claim expires.
     Unfinished,
+    /// The handler failed fatally ([`HandlerError::fatal`](osa_events::HandlerError::fatal)) in
+    /// this delivery's call, or in an earlier call of the same claim: the delivery was given back
+    /// unfailed (pending and due at once, the attempt not counted), and a runtime would stop and
+    /// return the error ([`Error::Fatal`](osa_events::Error::Fatal)).
+    /// [`Harness::drain`](super::Harness::drain) panics with it.
+    Fatal {
+        /// The fatal error, as the runtime would return it: handler, event and cause.
+        error: String,
+    },
 }
 
 impl Attempt {
@@ -99,12 +113,17 @@ impl Attempt {
         matches!(self.outcome, AttemptOutcome::DeadLettered { .. })
     }
 
-    /// The error of a failed attempt (retried or dead-lettered).
+    /// Whether the handler failed fatally and the delivery was given back.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self.outcome, AttemptOutcome::Fatal { .. })
+    }
+
+    /// The error of a failed attempt (retried, dead-lettered or fatal).
     pub fn error(&self) -> Option<&str> {
         match &self.outcome {
-            AttemptOutcome::Retried { error, .. } | AttemptOutcome::DeadLettered { error } => {
-                Some(error)
-            }
+            AttemptOutcome::Retried { error, .. }
+            | AttemptOutcome::DeadLettered { error }
+            | AttemptOutcome::Fatal { error } => Some(error),
             _ => None,
         }
     }
@@ -131,6 +150,7 @@ impl fmt::Display for Attempt {
                 f.write_str("handled, but the completion was refused (claim taken over)")
             }
             AttemptOutcome::Unfinished => f.write_str("unfinished (claim lost)"),
+            AttemptOutcome::Fatal { error } => write!(f, "given back, fatal: {error}"),
         }
     }
 }
@@ -155,8 +175,15 @@ pub(super) fn attempts_of(
                 .failures
                 .iter()
                 .find(|failure| failure.fence == delivery.fence);
-            let outcome = match failure {
-                Some(failure) => match failure.retry_in {
+            let fatal = report
+                .fatal
+                .as_ref()
+                .filter(|_| report.given_back.contains(&delivery.fence));
+            let outcome = match (fatal, failure) {
+                (Some(fatal), _) => AttemptOutcome::Fatal {
+                    error: fatal.to_string(),
+                },
+                (None, Some(failure)) => match failure.retry_in {
                     Some(retry_in) => AttemptOutcome::Retried {
                         error: failure.error.clone(),
                         retry_in,
@@ -166,11 +193,13 @@ pub(super) fn attempts_of(
                     },
                 },
                 // A `Tx` handler's deliveries are completed in its transaction, exactly.
-                None if report.completed_in_tx.contains(&delivery.fence) => AttemptOutcome::Handled,
-                None if report.refused_in_tx.contains(&delivery.fence) => {
+                (None, None) if report.completed_in_tx.contains(&delivery.fence) => {
+                    AttemptOutcome::Handled
+                }
+                (None, None) if report.refused_in_tx.contains(&delivery.fence) => {
                     AttemptOutcome::CompletionRefused
                 }
-                None if report.completed.contains(&delivery.fence) => {
+                (None, None) if report.completed.contains(&delivery.fence) => {
                     // The store reports a count: with any refusal, the batch's attempts cannot
                     // be told apart, so each is reported as refused.
                     if refused {
@@ -179,7 +208,7 @@ pub(super) fn attempts_of(
                         AttemptOutcome::Handled
                     }
                 }
-                None => AttemptOutcome::Unfinished,
+                (None, None) => AttemptOutcome::Unfinished,
             };
             Attempt {
                 handler,

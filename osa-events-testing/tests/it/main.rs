@@ -4,6 +4,7 @@
 mod activity;
 mod contract;
 mod envelope;
+mod fatal;
 mod harness;
 mod health;
 mod inputs;
@@ -12,6 +13,7 @@ mod ordering;
 mod panics;
 mod projections;
 mod registration;
+mod retry_after;
 mod runtime;
 mod sim;
 mod spans;

@@ -108,6 +108,20 @@ struct ShippedV2 {
     carrier: String,
 }
 
+/// Completes the job that fails 0 times, asks to retry the one that fails once later, fails the
+/// one that fails twice fatally; the rest of its claim is never called.
+#[event_handler(name = "metrics.flow", batch = 10)]
+async fn flow(job: Job) -> Result<(), HandlerError> {
+    match job.fails {
+        1 => Err(HandlerError::retry_after(
+            Duration::from_secs(10),
+            "rate limited",
+        )),
+        2 => Err(HandlerError::fatal("the schema is wrong")),
+        _ => Ok(()),
+    }
+}
+
 #[event_handler(name = "metrics.old")]
 async fn old(_shipped: ShippedV1) -> Result<(), HandlerError> {
     Ok(())
@@ -355,6 +369,22 @@ async fn an_event_newer_than_the_handler_counts_as_deferred() {
 
     let captured = Captured::take(&snapshotter);
     assert_eq!(captured.outcomes("metrics.old"), [0, 0, 0, 0, 1, 0]);
+}
+
+#[tokio::test]
+async fn retry_after_counts_as_deferred_and_a_fatal_error_as_released() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
+    let mut harness = harness("metrics.flow", FakeClock::new(), Resources::new()).await;
+    for fails in 0..4 {
+        harness.publish(&Job::failing(fails));
+    }
+    assert_eq!(harness.step("metrics.flow").await.len(), 4);
+
+    let captured = Captured::take(&snapshotter);
+    // completed, retried, dead_lettered, released, deferred, lost
+    assert_eq!(captured.outcomes("metrics.flow"), [1, 0, 0, 2, 1, 0]);
 }
 
 #[tokio::test]

@@ -49,6 +49,19 @@ async fn batch(jobs: Batch<Job>) -> Result<BatchOutcome, HandlerError> {
     Ok(outcome)
 }
 
+/// Completes job 1, asks to retry job 2 later, fails job 3 fatally (job 4 is never called).
+#[event_handler(name = "spans.flow", batch = 10)]
+async fn flow(job: Job) -> Result<(), HandlerError> {
+    match job.n {
+        2 => Err(HandlerError::retry_after(
+            Duration::from_secs(10),
+            "rate limited",
+        )),
+        3 => Err(HandlerError::fatal("the schema is wrong")),
+        _ => Ok(()),
+    }
+}
+
 async fn harness(handler: &str) -> (Harness, FakeClock) {
     let clock = FakeClock::new();
     let harness = Harness::builder()
@@ -171,6 +184,41 @@ async fn a_failed_call_records_its_outcome_and_error_type() {
     let receive = &spans.named("receive")[0];
     assert_eq!(field(receive, "osa_events.retried"), "3");
     assert_eq!(field(receive, "osa_events.dead_lettered"), "1");
+}
+
+#[tokio::test]
+async fn retry_after_is_recorded_deferred_and_a_fatal_error_released_as_an_error() {
+    let (mut harness, _clock) = harness("spans.flow").await;
+    for n in 1..=4 {
+        harness.publish(&Job { n });
+    }
+    let spans = Spans::capture();
+    harness.step("spans.flow").await;
+
+    let processes = spans.otel_named("process spans.flow");
+    let by_job: Vec<(&str, Option<&str>, Option<&str>)> = processes
+        .iter()
+        .map(|span| {
+            (
+                field(span, "osa_events.outcome"),
+                span.field("error.type"),
+                span.field("otel.status_code"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_job,
+        [
+            ("completed", None, None),
+            ("deferred", None, None),
+            ("released", Some("handler"), Some("ERROR")),
+        ],
+        "job 4 is never called, so it has no process span"
+    );
+    let receive = &spans.named("receive")[0];
+    assert_eq!(field(receive, "osa_events.completed"), "1");
+    assert_eq!(field(receive, "osa_events.deferred"), "1");
+    assert_eq!(field(receive, "osa_events.released"), "2");
 }
 
 #[tokio::test]

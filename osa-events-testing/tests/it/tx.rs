@@ -55,6 +55,10 @@ enum End {
     FailOdd,
     /// (Batch handler.) Names an index past the end of its batch in its `BatchOutcome`.
     Miscount,
+    /// Returns `HandlerError::fatal`.
+    Fatal,
+    /// (Batch handler.) Fails its first event fatally in its `BatchOutcome`.
+    FatalFirst,
 }
 
 /// How the next calls end (one entry per call, then [`End::Commit`]), and what the calls saw.
@@ -95,6 +99,7 @@ impl Script {
         let end = self.ends.lock().unwrap().pop_front().unwrap_or(End::Commit);
         match end {
             End::Fail => Err(HandlerError::retry("the call failed after publishing")),
+            End::Fatal => Err(HandlerError::fatal("the call found the schema wrong")),
             End::Panic => panic!("the call panicked after publishing"),
             End::Hang => {
                 self.clock.sleep(Duration::from_secs(3600)).await;
@@ -115,7 +120,7 @@ impl Script {
                 self.taken_over.lock().unwrap().extend(taken);
                 Ok(End::Commit)
             }
-            End::Commit | End::FailOdd | End::Miscount => Ok(end),
+            End::Commit | End::FailOdd | End::Miscount | End::FatalFirst => Ok(end),
         }
     }
 }
@@ -173,6 +178,9 @@ async fn batch(
         }
         End::Miscount => {
             outcome.fail(jobs.len(), HandlerError::retry("off by one"));
+        }
+        End::FatalFirst => {
+            outcome.fail(0, HandlerError::fatal("job 0 found the schema wrong"));
         }
         _ => {}
     }
@@ -315,6 +323,72 @@ async fn a_timed_out_tx_handler_publishes_nothing_and_is_retried() {
         "tx.each",
         End::Hang,
         "the handler timed out after 5s",
+    )
+    .await;
+}
+
+/// A fatal call of `handler` publishes nothing, and gives back its deliveries (with the rest of
+/// the claim), unfailed: pending, the attempt not counted. `error` is part of the fatal error.
+async fn a_fatal_call_publishes_nothing_and_gives_its_deliveries_back(
+    handler: &str,
+    end: End,
+    error: &str,
+) {
+    let (mut harness, script, _) = harness(handler, &[end]).await;
+    publish_jobs(&harness, 0..3);
+    let attempts = harness.step(handler).await;
+    assert_eq!(attempts.len(), 3, "one claim");
+    assert!(
+        attempts.iter().all(|attempt| attempt.is_fatal()),
+        "given back, the later calls of the claim never made: {attempts:#?}"
+    );
+    assert!(
+        attempts[0].error().unwrap().contains(error),
+        "{attempts:#?}"
+    );
+    assert_eq!(follow_ups(&harness), NONE, "rolled back");
+    assert_eq!(script.visible_early.load(Ordering::SeqCst), 0);
+    let left = harness.deliveries(handler);
+    assert_eq!(left.len(), 3);
+    for delivery in &left {
+        assert_eq!(
+            (delivery.status, delivery.attempts),
+            (DeliveryStatus::Pending, 0),
+            "{delivery:?}"
+        );
+    }
+    // A process that starts again (the script now commits) handles each job once.
+    harness.drain().await;
+    assert_eq!(follow_ups(&harness), [0, 1, 2]);
+    assert_eq!(harness.deliveries(handler), []);
+}
+
+#[tokio::test]
+async fn a_fatal_tx_handler_publishes_nothing_and_gives_its_deliveries_back() {
+    a_fatal_call_publishes_nothing_and_gives_its_deliveries_back(
+        "tx.each",
+        End::Fatal,
+        "the call found the schema wrong",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_fatal_tx_batch_publishes_nothing_and_gives_its_batch_back() {
+    a_fatal_call_publishes_nothing_and_gives_its_deliveries_back(
+        "tx.batch",
+        End::Fatal,
+        "the call found the schema wrong",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn one_fatal_event_of_a_tx_batch_rolls_the_whole_batch_back() {
+    a_fatal_call_publishes_nothing_and_gives_its_deliveries_back(
+        "tx.batch",
+        End::FatalFirst,
+        "job 0 found the schema wrong",
     )
     .await;
 }

@@ -10,7 +10,8 @@
 //!   with a long claim timeout so that released claims can be told apart from expired ones.
 //! - `chaos.heartbeat` is `chaos.slow` with 1 s claims and batches of 4, so that heartbeats run
 //!   between the per-event commits of one batch.
-//! - `chaos.poison` succeeds, fails, panics or hangs as its event says.
+//! - `chaos.poison` succeeds, fails, panics, hangs or fails fatally (stopping the process) as its
+//!   event says.
 //! - `chaos.deploy` receives only items routed `blue`: the "old version" of the deploy test,
 //!   whose "new version" (routed `green`, the same name) runs in the test process.
 
@@ -164,6 +165,10 @@ async fn poison(event: Poison, app: State<App>, ctx: Ctx) -> Result<(), HandlerE
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())
         }
+        Mode::Fatal => Err(HandlerError::fatal(format!(
+            "poison {}: the worker's schema is wrong",
+            event.seq
+        ))),
     }
 }
 

@@ -17,7 +17,8 @@
 //!
 //! `work` runs the selected handlers and projections (`--handlers` takes the names of both; see
 //! `handlers.rs` and `projection.rs`) until SIGTERM or SIGINT, then shuts down gracefully and
-//! exits with 0. `--namespace` sets the runtime's application namespace, `--repoint name=revision`
+//! exits with 0; when a handler fails fatally (`HandlerError::fatal`) it shuts down the same way
+//! and exits with 1, logging the error. `--namespace` sets the runtime's application namespace, `--repoint name=revision`
 //! re-points a handler's subscription (`RuntimeBuilder::namespace`, `RuntimeBuilder::repoint`). `publish` publishes `chaos.item` events `first..first+events` with deterministic
 //! ids from concurrent tasks, retrying failed transactions until they commit, prints
 //! `published=.. batches=.. retries=.. elapsed_ms=..` on stdout and exits with 0; on SIGTERM or

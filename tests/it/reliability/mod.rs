@@ -24,6 +24,7 @@
 mod crash;
 mod db_restart;
 mod deploy;
+mod fatal_exit;
 mod heartbeat;
 mod load;
 mod nats_faults;
