@@ -40,7 +40,8 @@ async fn status_tables_show_each_handlers_figures() {
         .find(|l| l.starts_with("cli.a "))
         .expect("a row for cli.a");
     let cells: Vec<&str> = row_a.split_whitespace().collect();
-    assert_eq!(&cells[1..5], ["3", "0", "0", "2"], "{row_a}");
+    // due, scheduled, claimed, waiting, dead
+    assert_eq!(&cells[1..6], ["3", "0", "0", "0", "2"], "{row_a}");
     assert!(row_a.contains("vector backend down"), "{row_a}");
     assert!(out.stdout.contains("PROJECTION") || out.stdout.contains("no projections"));
     // No colours without a terminal.
@@ -71,6 +72,7 @@ async fn status_json_has_the_documented_shape() {
     );
     assert_eq!(handler["claimed"]["value"], 0);
     assert_eq!(handler["scheduled"]["value"], 0);
+    assert_eq!(handler["waiting"]["value"], 0);
     assert_eq!(handler["last_error"]["message"], "boom");
     assert_eq!(handler["liveness"]["state"], "stopped");
     assert!(handler["paused_at"].is_null() && handler["retired_at"].is_null());
