@@ -39,7 +39,8 @@ select s.id, s.name, s.event_type, s.routing_key,
          where d.subscription_id = s.id and d.status <> 'dead' and d.run_at <= now()
          order by d.run_at limit 1) as oldest_due,
        claims.oldest, claims.workers,
-       next.event_position, extract(epoch from now() - e.created_at)::float8
+       next.event_position, extract(epoch from now() - e.created_at)::float8,
+       s.config
 from osa_events.subscriptions s
 left join lateral (
     select extract(epoch from now() - min(c.claimed_at))::float8 as oldest,
@@ -123,6 +124,7 @@ pub(super) async fn status(store: &PgStore) -> Result<Status> {
             handler.lag_events = u64::try_from(head.saturating_sub(position)).unwrap_or(0);
             handler.lag = age(row.try_get(18)?).unwrap_or_default();
         }
+        handler.config = row.try_get(19)?;
         handler.liveness = Liveness::of(&handler.name, &nodes);
         handlers.push(handler);
     }

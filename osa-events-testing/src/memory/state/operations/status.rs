@@ -47,6 +47,7 @@ impl Tables {
             &subscription.event_type,
             subscription.routing_key.as_deref(),
         );
+        status.config = subscription.config.clone();
         let rows = || self.rows_of(id).map(|(_, row)| row);
         let due =
             || rows().filter(|row| row.status != DeliveryStatus::Dead && row.run_at <= now.instant);
