@@ -8,6 +8,7 @@ mod harness;
 mod health;
 mod inputs;
 mod metrics;
+mod overrides;
 mod panics;
 mod projections;
 mod registration;
