@@ -27,7 +27,8 @@ use crate::{Clock, Resources, Result, SystemClock};
 ///
 /// The same as `Runtime::builder(store).resources(resources).build()?.run().await`; use the
 /// [`builder`](Runtime::builder) to select handlers, set the grace period or trigger shutdown
-/// yourself.
+/// yourself. Like the builder, it applies the `OSA_EVENTS_HANDLER_<NAME>_<OPTION>` overrides of
+/// the process environment (see [`RuntimeBuilder::environment`]).
 ///
 /// # Examples
 ///
@@ -266,7 +267,9 @@ impl Runtime {
         Health::new(Arc::clone(&self.health))
     }
 
-    /// The specs of the handlers this runtime runs, sorted by name.
+    /// The specs of the handlers this runtime runs (its [instances](RuntimeBuilder::handler_instance)
+    /// included), sorted by name, with the run-time overrides applied: what the claim loops run
+    /// with.
     pub fn handlers(&self) -> impl Iterator<Item = &HandlerSpec> {
         self.handlers.iter().map(|handler| &handler.spec)
     }
@@ -910,8 +913,9 @@ impl RuntimeBuilder {
     /// [instance](Self::handler_instance)'s name) at run time: `options` gets a blank
     /// [`HandlerOptions`] and sets what should differ from the `#[event_handler]` attribute.
     ///
-    /// Precedence, highest first: the environment (`OSA_EVENTS_HANDLER_<NAME>_<OPTION>`, see
-    /// [`environment`](Self::environment)), then `configure` (a later call for the same handler
+    /// Precedence, highest first: the environment (`OSA_EVENTS_HANDLER_<NAME>_<OPTION>`, then
+    /// the file of `OSA_EVENTS_HANDLERS_FILE`; see [`environment`](Self::environment)), then
+    /// `configure` (a later call for the same handler
     /// wins per option), then an instance's own options, then the attribute. Operators tune per
     /// environment, so what they set wins over what the code says. The effective options are what
     /// the runtime runs with and what is stored in the subscription's config snapshot, which
@@ -1021,9 +1025,11 @@ impl RuntimeBuilder {
     /// `RETRIES`, `CLAIM_TIMEOUT`, `CONCURRENCY`, `TIMEOUT`, `BACKOFF`, `MAX_BACKOFF`) of the
     /// handler whose name, upper-cased with every character other than a letter or digit
     /// replaced by `_`, is `<NAME>`: `OSA_EVENTS_HANDLER_INDEX_VECTOR_BATCH=128` sets `batch` of
-    /// `index.vector`. Integers are decimal, durations humantime (`500ms`, `30s`, `2m`). The
-    /// environment wins over [`configure`](Self::configure) and the attribute. Other variables are
-    /// ignored.
+    /// `index.vector`. Integers are decimal, durations humantime (`500ms`, `30s`, `2m`).
+    /// `OSA_EVENTS_HANDLERS_FILE` names a JSON file of overrides,
+    /// `{"index.vector": {"batch": 128, "poll": "500ms"}}`, read at `build`. Precedence, highest
+    /// first: the variables, the file, [`configure`](Self::configure), the attribute. Other
+    /// variables are ignored.
     ///
     /// # Examples
     ///
@@ -1038,7 +1044,8 @@ impl RuntimeBuilder {
     /// # Errors
     ///
     /// Not here: [`build`](Self::build) fails with [`Error::Config`](crate::Error::Config),
-    /// naming the variable, for a `<NAME>` no handler has, an `<OPTION>` that cannot be set,
+    /// naming the variable (or the file and the handler), for a file that cannot be read or is
+    /// not such an object, a `<NAME>` no handler has, an `<OPTION>` that cannot be set,
     /// a value that does not parse or is out of range (the message gives the range), and a
     /// variable that could mean two things: handlers `a.b` and `a_b` are both `A_B`, and
     /// `X_CLAIM_TIMEOUT` is `timeout` of `x.claim` or `claim_timeout` of `x` if both handlers
@@ -1089,10 +1096,9 @@ impl RuntimeBuilder {
             Environment::Vars(vars) => Ok(vars.clone()),
             Environment::Process => std::env::vars_os()
                 .filter_map(|(key, value)| {
-                    let key = key
-                        .into_string()
-                        .ok()
-                        .filter(|key| key.starts_with(overrides::ENV_PREFIX))?;
+                    let key = key.into_string().ok().filter(|key| {
+                        key.starts_with(overrides::ENV_PREFIX) || key == overrides::FILE_VAR
+                    })?;
                     Some(match value.into_string() {
                         Ok(value) => Ok((key, value)),
                         Err(_) => Err(crate::Error::Config(
@@ -1105,7 +1111,8 @@ impl RuntimeBuilder {
     }
 
     /// Every override, lowest precedence first: the instances' own options, the `configure`
-    /// calls in order, the environment's variables.
+    /// calls in order, the file of `OSA_EVENTS_HANDLERS_FILE`, the `OSA_EVENTS_HANDLER_*`
+    /// variables.
     fn overrides(&self, selected: &registry::Selection) -> Result<Vec<Override>> {
         let mut layers: Vec<Override> = self
             .instances
@@ -1122,8 +1129,16 @@ impl RuntimeBuilder {
             &selected.handler_names,
             &selected.projection_names,
         )?);
+        let vars = self.environment_vars()?;
+        if let Some((_, path)) = vars.iter().find(|(key, _)| key == overrides::FILE_VAR) {
+            layers.extend(overrides::from_file(
+                path,
+                &selected.handler_names,
+                &selected.projection_names,
+            )?);
+        }
         layers.extend(overrides::from_env(
-            self.environment_vars()?,
+            vars,
             &selected.handler_names,
             &selected.projection_names,
         )?);

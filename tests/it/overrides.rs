@@ -297,3 +297,49 @@ async fn bad_overrides_fail_the_build_naming_the_source_and_the_range() {
          `backoff`, found 500ms < 1s (with the overrides of `configure(\"overrides.tuned\", ..)`)"
     );
 }
+
+/// A file named by `OSA_EVENTS_HANDLERS_FILE` sits between `configure` and the variables: it wins
+/// over the code, and a variable wins over it.
+#[tokio::test]
+async fn a_file_of_overrides_sits_between_configure_and_the_variables() {
+    let db = Db::new().await;
+    let path = std::env::temp_dir().join(format!(
+        "osa-events-overrides-{}.json",
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::write(
+        &path,
+        r#"{"overrides.tuned": {"batch": 50, "retries": 9, "poll": "75ms"}}"#,
+    )
+    .unwrap();
+    let path_text = path.to_str().unwrap().to_owned();
+    let runtime = builder(&db)
+        .configure("overrides.tuned", |o| o.batch(20).concurrency(2))
+        .environment([
+            ("OSA_EVENTS_HANDLERS_FILE", path_text.as_str()),
+            ("OSA_EVENTS_HANDLER_OVERRIDES_TUNED_RETRIES", "1"),
+        ])
+        .build();
+    let bad = {
+        std::fs::write(&path, r#"{"overrides.tuned": {"batch": 5000}}"#).unwrap();
+        build_error(builder(&db).environment([("OSA_EVENTS_HANDLERS_FILE", path_text.as_str())]))
+    };
+    std::fs::remove_file(&path).unwrap();
+    let runtime = runtime.unwrap();
+    let spec = runtime.handlers().next().unwrap();
+    assert_eq!(spec.batch(), 50, "the file over configure");
+    assert_eq!(spec.retries(), 1, "the variable over the file");
+    assert_eq!(
+        spec.poll(),
+        Duration::from_millis(75),
+        "the file over the attribute"
+    );
+    assert_eq!(spec.concurrency(), 2, "configure where the file is silent");
+    assert_eq!(
+        bad,
+        format!(
+            "invalid configuration: `{path_text}`: `overrides.tuned`: `batch` must be in \
+             1..=1000, found 5000"
+        )
+    );
+}

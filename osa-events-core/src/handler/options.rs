@@ -5,6 +5,11 @@
 //! range (from the macro's table, `limits`), how it is read from text and how it changes a
 //! [`HandlerSpec`] are exhaustive matches on that enum, so a new option is one variant and the
 //! compiler points at every place it needs.
+//!
+//! To make another option overridable: a `Setting` variant; its arm in `key`, `bounded` (with a
+//! `Bounded` kind for a new value type, say a flag), `parse` (and a `Reader` kind), `apply` and
+//! `all_of`; its key in [`KEYS`] (the environment's `<OPTION>` list follows); a setter on
+//! [`HandlerOptions`]; the docs' lists of overridable options.
 
 use std::time::Duration;
 

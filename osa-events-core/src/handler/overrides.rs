@@ -2,8 +2,10 @@
 //! builder's `configure` calls and the environment (`OSA_EVENTS_HANDLER_<NAME>_<OPTION>`).
 //!
 //! Precedence, lowest first: the attribute (or, for an instance, the template's attribute and then
-//! the instance's own options), then `configure` in call order, then the environment. Operators
-//! tune per environment, so what they set wins over what the code says.
+//! the instance's own options), then `configure` in call order, then the file named by
+//! `OSA_EVENTS_HANDLERS_FILE`, then the `OSA_EVENTS_HANDLER_*` variables. Operators tune per
+//! environment, so what they set wins over what the code says, and a variable (the most specific,
+//! one option of one handler) over a file.
 
 use super::HandlerSpec;
 use super::options::{HandlerOptions, KEYS, Setting};
@@ -11,6 +13,9 @@ use crate::{Error, Result};
 
 /// The prefix of the environment variables that override handler options.
 pub(crate) const ENV_PREFIX: &str = "OSA_EVENTS_HANDLER_";
+
+/// The variable naming a JSON file of overrides.
+pub(crate) const FILE_VAR: &str = "OSA_EVENTS_HANDLERS_FILE";
 
 /// Options for one handler, and where they came from: `configure("index.vector", ..)` or
 /// `OSA_EVENTS_HANDLER_INDEX_VECTOR_BATCH=128`, which every message about them names.
@@ -182,6 +187,87 @@ where
             }
         })
         .collect()
+}
+
+/// The overrides in the JSON file at `path` (the value of [`FILE_VAR`]): an object of handler
+/// names, each an object of options, `{"index.vector": {"batch": 128, "poll": "500ms"}}`, with
+/// integers as JSON numbers or strings and durations as humantime strings.
+///
+/// # Errors
+///
+/// [`Error::Config`] naming the variable or the file for a file that cannot be read or is not such
+/// an object, and naming the file and the handler for an unknown handler or option and a bad value.
+pub(crate) fn from_file(
+    path: &str,
+    handlers: &[&str],
+    projections: &[&str],
+) -> Result<Vec<Override>> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        Error::Config(format!("`{FILE_VAR}={path}`: cannot read the file: {error}").into())
+    })?;
+    parse_file(path, &text, handlers, projections)
+}
+
+/// [`from_file`] on the file's text.
+pub(crate) fn parse_file(
+    path: &str,
+    text: &str,
+    handlers: &[&str],
+    projections: &[&str],
+) -> Result<Vec<Override>> {
+    let fail = |at: String, message: String| Err(Error::Config(format!("{at}: {message}").into()));
+    let file = format!("`{path}` (`{FILE_VAR}`)");
+    let expected = "expected an object of handler names, each an object of options, e.g. \
+                    {\"index.vector\": {\"batch\": 128, \"poll\": \"500ms\"}}";
+    let parsed: serde_json::Value = match serde_json::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(error) => return fail(file, format!("not JSON ({error}): {expected}")),
+    };
+    let serde_json::Value::Object(entries) = parsed else {
+        return fail(file, expected.to_owned());
+    };
+    let mut overrides = Vec::with_capacity(entries.len());
+    for (handler, options) in entries {
+        let source = format!("`{path}`: `{handler}`");
+        if !handlers.contains(&handler.as_str()) {
+            return fail(source, unknown_handler(&handler, handlers, projections));
+        }
+        let serde_json::Value::Object(options) = options else {
+            return fail(source, expected.to_owned());
+        };
+        let mut parsed = HandlerOptions::new();
+        for (key, value) in options {
+            let text = match value {
+                serde_json::Value::String(text) => text,
+                serde_json::Value::Number(number) => number.to_string(),
+                other => {
+                    return fail(
+                        source,
+                        format!("`{key}` takes a number or a string, found {other}"),
+                    );
+                }
+            };
+            match Setting::parse(&key, &text) {
+                Some(Ok(setting)) => parsed = parsed.set(setting),
+                Some(Err(message)) => return fail(source, message),
+                None => {
+                    return fail(
+                        source,
+                        format!(
+                            "no option `{key}` can be set in the file (expected one of {})",
+                            KEYS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        overrides.push(Override {
+            source,
+            handler,
+            options: parsed,
+        });
+    }
+    Ok(overrides)
 }
 
 /// `BATCH, LINGER, …`

@@ -211,3 +211,36 @@ async fn an_instance_is_checked_at_start_up_like_any_handler() {
         "a template with `register = false` is not a handler: {unregistered:?}"
     );
 }
+
+/// `OSA_EVENTS_HANDLERS_FILE` names a JSON file of overrides; a file that cannot be read is a
+/// start-up error naming the variable.
+#[tokio::test]
+async fn a_file_of_overrides_is_read_at_build() {
+    let store = InMemoryStore::new();
+    let path = std::env::temp_dir().join(format!(
+        "osa-events-memory-overrides-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        r#"{"memory.failing": {"retries": 0, "backoff": "2s"}}"#,
+    )
+    .unwrap();
+    let path_text = path.to_str().unwrap().to_owned();
+    let runtime = builder(&store)
+        .environment([("OSA_EVENTS_HANDLERS_FILE", path_text.as_str())])
+        .build();
+    std::fs::remove_file(&path).unwrap();
+    let spec = *runtime.unwrap().handlers().next().unwrap();
+    assert_eq!(spec.retries(), 0);
+    assert_eq!(spec.backoff(), Duration::from_secs(2));
+    let missing = build_error(
+        builder(&store).environment([("OSA_EVENTS_HANDLERS_FILE", path_text.as_str())]),
+    );
+    assert!(
+        missing.starts_with(&format!(
+            "invalid configuration: `OSA_EVENTS_HANDLERS_FILE={path_text}`: cannot read the file: "
+        )),
+        "{missing}"
+    );
+}

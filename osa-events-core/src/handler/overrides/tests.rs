@@ -259,3 +259,89 @@ fn later_layers_win_and_inconsistent_results_name_every_layer() {
          found 10m < 1h (with the overrides of `configure(\"h\", ..)`)"
     );
 }
+
+fn file(text: &str) -> Result<Vec<Override>, String> {
+    super::parse_file("/etc/app/handlers.json", text, HANDLERS, PROJECTIONS)
+        .map_err(|error| error.to_string())
+}
+
+#[test]
+fn a_file_sets_options_per_handler() {
+    let overrides =
+        file(r#"{"index.vector": {"batch": 128, "poll": "500ms", "retries": "3"}, "mail": {}}"#)
+            .unwrap();
+    assert_eq!(overrides.len(), 2);
+    assert_eq!(
+        overrides[0].source,
+        "`/etc/app/handlers.json`: `index.vector`"
+    );
+    assert_eq!(overrides[0].handler, "index.vector");
+    assert_eq!(
+        overrides[0].options.settings,
+        [
+            Setting::Batch(128),
+            Setting::Poll(Duration::from_millis(500)),
+            Setting::Retries(3)
+        ]
+    );
+    assert!(overrides[1].options.settings.is_empty());
+}
+
+#[test]
+fn a_bad_file_is_an_error_naming_the_file_and_the_handler() {
+    let expected = "expected an object of handler names, each an object of options, e.g. \
+                    {\"index.vector\": {\"batch\": 128, \"poll\": \"500ms\"}}";
+    assert_eq!(
+        file("[1, 2]").unwrap_err(),
+        format!(
+            "invalid configuration: `/etc/app/handlers.json` (`OSA_EVENTS_HANDLERS_FILE`): {expected}"
+        )
+    );
+    assert_eq!(
+        file("{\"mail\": ").unwrap_err(),
+        format!(
+            "invalid configuration: `/etc/app/handlers.json` (`OSA_EVENTS_HANDLERS_FILE`): not \
+             JSON (EOF while parsing a value at line 1 column 9): {expected}"
+        )
+    );
+    assert_eq!(
+        file(r#"{"mail": 5}"#).unwrap_err(),
+        format!("invalid configuration: `/etc/app/handlers.json`: `mail`: {expected}")
+    );
+    assert_eq!(
+        file(r#"{"mial": {"batch": 5}}"#).unwrap_err(),
+        "invalid configuration: `/etc/app/handlers.json`: `mial`: no handler is named `mial` \
+         (known handlers: index.vector, mail, mail.send)"
+    );
+    assert_eq!(
+        file(r#"{"mail": {"bach": 5}}"#).unwrap_err(),
+        "invalid configuration: `/etc/app/handlers.json`: `mail`: no option `bach` can be set in \
+         the file (expected one of batch, linger, poll, retries, claim_timeout, concurrency, \
+         timeout, backoff, max_backoff)"
+    );
+    assert_eq!(
+        file(r#"{"mail": {"batch": 0}}"#).unwrap_err(),
+        "invalid configuration: `/etc/app/handlers.json`: `mail`: `batch` must be in 1..=1000, \
+         found 0"
+    );
+    assert_eq!(
+        file(r#"{"mail": {"batch": 1.5}}"#).unwrap_err(),
+        "invalid configuration: `/etc/app/handlers.json`: `mail`: invalid integer \"1.5\" for \
+         `batch` (expected an integer in 1..=1000)"
+    );
+    assert_eq!(
+        file(r#"{"mail": {"poll": true}}"#).unwrap_err(),
+        "invalid configuration: `/etc/app/handlers.json`: `mail`: `poll` takes a number or a \
+         string, found true"
+    );
+    let missing = super::from_file("/nonexistent/osa-events.json", HANDLERS, PROJECTIONS)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.starts_with(
+            "invalid configuration: `OSA_EVENTS_HANDLERS_FILE=/nonexistent/osa-events.json`: \
+             cannot read the file: "
+        ),
+        "{missing}"
+    );
+}
