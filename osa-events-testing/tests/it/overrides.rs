@@ -198,6 +198,13 @@ async fn an_instance_is_checked_at_start_up_like_any_handler() {
             if name == "memory.failing" && second.ends_with("::send_to (handler_instance)")),
         "{duplicate:?}"
     );
+    // Names are unique across handlers, instances and projections (`registration.totals` is a
+    // projection of the `registration` tests).
+    let projection = instance("registration.totals").build().unwrap_err();
+    assert!(
+        matches!(&projection, Error::DuplicateHandlerName { name, .. } if name == "registration.totals"),
+        "{projection:?}"
+    );
     assert_eq!(
         build_error(instance("")),
         "invalid configuration: `handler_instance(\"\", ..)`: `name` must not be empty"
