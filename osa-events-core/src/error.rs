@@ -114,9 +114,10 @@ pub enum Error {
     DuplicateHandlerName {
         /// The shared name.
         name: String,
-        /// Where the first handler is defined (its Rust path).
+        /// Where the first handler is defined (its Rust path; with ` (handler_instance)` for an
+        /// instance of [`RuntimeBuilder::handler_instance`](crate::RuntimeBuilder::handler_instance)).
         first: &'static str,
-        /// Where the second handler is defined (its Rust path).
+        /// Where the second handler is defined (as `first`).
         second: &'static str,
     },
 

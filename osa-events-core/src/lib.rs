@@ -38,7 +38,7 @@ pub use error::{BackendError, Error, Result, SubscriptionConflict};
 pub use event::{Event, PayloadError};
 pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Ctx, State};
-pub use handler::{HandlerSpec, Ordered};
+pub use handler::{HandlerOptions, HandlerSpec, Ordered};
 pub use projection::{EventSet, ProjectionSpec, ProjectionStatus, ResetTo};
 pub use publish::{
     DEFAULT_MAX_PAYLOAD_BYTES, MAX_ORDERING_KEY_BYTES, Outgoing, Published, PublishedEvent,

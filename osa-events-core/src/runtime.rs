@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{HandlerSpec, Invoker, registry};
+use crate::handler::overrides::{self, Override};
+use crate::handler::registry::{self, Candidate};
+use crate::handler::{Handler, HandlerOptions, HandlerSpec, Invoker};
 use crate::health::{Health, HealthBoard, Phase, StoppedOnDrop, loop_metrics};
 use crate::metrics::HandlerMetrics;
 use crate::operations::{ActivityKind, Retention, StartFrom};
@@ -26,7 +28,8 @@ use crate::{Clock, Resources, Result, SystemClock};
 ///
 /// The same as `Runtime::builder(store).resources(resources).build()?.run().await`; use the
 /// [`builder`](Runtime::builder) to select handlers, set the grace period or trigger shutdown
-/// yourself.
+/// yourself. Like the builder, it applies the `OSA_EVENTS_HANDLER_<NAME>_<OPTION>` overrides of
+/// the process environment (see [`RuntimeBuilder::environment`]).
 ///
 /// # Examples
 ///
@@ -129,6 +132,61 @@ pub struct RuntimeBuilder {
     node_heartbeat: Duration,
     metrics_interval: Duration,
     sample_metrics: bool,
+    /// From [`configure`](RuntimeBuilder::configure), in call order.
+    configured: Vec<(String, HandlerOptions)>,
+    instances: Vec<Instance>,
+    environment: Environment,
+}
+
+/// A [`RuntimeBuilder::handler_instance`] call.
+#[derive(Debug)]
+struct Instance {
+    name: String,
+    template: HandlerSpec,
+    bind: fn(&Resources) -> Result<Invoker>,
+    options: HandlerOptions,
+}
+
+impl Instance {
+    /// The instance as a handler: the template's spec under the instance's name and routing key
+    /// (its other options are applied with the overrides, so that messages name the call).
+    fn candidate(&self) -> Result<Candidate> {
+        let fail = |message: String| {
+            Err(crate::Error::Config(
+                format!("`handler_instance({:?}, ..)`: {message}", self.name).into(),
+            ))
+        };
+        if let Err(message) = crate::handler::limits::check_name(&self.name, "name") {
+            return fail(message);
+        }
+        let mut spec = self.template.with_name(intern(self.name.clone()));
+        if let Some(routing_key) = &self.options.routing_key {
+            if let Err(message) = crate::handler::limits::check_name(routing_key, "routing_key") {
+                return fail(message);
+            }
+            spec = spec.with_routing_key(intern(routing_key.clone()));
+        }
+        if let Err(message) = self.options.check() {
+            return fail(message);
+        }
+        Ok(Candidate {
+            spec,
+            bind: self.bind,
+            origin: intern(format!("{} (handler_instance)", self.template.rust_path())),
+            template: Some(self.template.name()),
+        })
+    }
+}
+
+/// Where [`RuntimeBuilder::build`] reads the `OSA_EVENTS_HANDLER_*` overrides.
+#[derive(Debug, Clone)]
+enum Environment {
+    /// The process environment, at `build`.
+    Process,
+    /// These variables ([`RuntimeBuilder::environment`]).
+    Vars(Vec<(String, String)>),
+    /// Nowhere ([`RuntimeBuilder::read_environment`]`(false)`).
+    Off,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -170,6 +228,9 @@ impl Runtime {
             node_heartbeat: Self::DEFAULT_NODE_HEARTBEAT,
             metrics_interval: Self::DEFAULT_METRICS_INTERVAL,
             sample_metrics: true,
+            configured: Vec::new(),
+            instances: Vec::new(),
+            environment: Environment::Process,
         }
     }
 
@@ -207,7 +268,9 @@ impl Runtime {
         Health::new(Arc::clone(&self.health))
     }
 
-    /// The specs of the handlers this runtime runs, sorted by name.
+    /// The specs of the handlers this runtime runs (its [instances](RuntimeBuilder::handler_instance)
+    /// included), sorted by name, with the run-time overrides applied: what the claim loops run
+    /// with.
     pub fn handlers(&self) -> impl Iterator<Item = &HandlerSpec> {
         self.handlers.iter().map(|handler| &handler.spec)
     }
@@ -876,6 +939,242 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Overrides options of handler `handler` (a registered handler's or an
+    /// [instance](Self::handler_instance)'s name) at run time: `options` gets a blank
+    /// [`HandlerOptions`] and sets what should differ from the `#[event_handler]` attribute.
+    ///
+    /// Precedence, highest first: the environment (`OSA_EVENTS_HANDLER_<NAME>_<OPTION>`, then
+    /// the file of `OSA_EVENTS_HANDLERS_FILE`; see [`environment`](Self::environment)), then
+    /// `configure` (a later call for the same handler
+    /// wins per option), then an instance's own options, then the attribute. Operators tune per
+    /// environment, so what they set wins over what the code says. The effective options are what
+    /// the runtime runs with and what is stored in the subscription's config snapshot, which
+    /// `status` shows.
+    ///
+    /// Overridable: `batch`, `linger`, `poll`, `retries`, `claim_timeout`, `concurrency`,
+    /// `timeout`, `backoff`, `max_backoff`, in the ranges of the attribute. A handler this
+    /// runtime does not run (see [`only`](Self::only)) may be configured: one configuration can
+    /// serve every node of a deployment.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let runtime = osa_events::Runtime::builder(store)
+    ///     .configure("index.vector", |o| o.batch(128).concurrency(4))
+    ///     .configure("mail.send", |o| o.retries(10).backoff(Duration::from_secs(5)))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Not here: [`build`](Self::build) fails with [`Error::Config`](crate::Error::Config),
+    /// naming this call, for a name no handler has, a routing key (it is part of the
+    /// subscription: see [`repoint`](Self::repoint)), and a value out of its range (the message
+    /// gives the range), or one that makes the handler's options inconsistent (`linger` beyond a
+    /// third of `claim_timeout`, `max_backoff` below `backoff`).
+    #[must_use]
+    pub fn configure(
+        mut self,
+        handler: impl Into<String>,
+        options: impl FnOnce(HandlerOptions) -> HandlerOptions,
+    ) -> Self {
+        self.configured
+            .push((handler.into(), options(HandlerOptions::new())));
+        self
+    }
+
+    /// Runs handler `H` once more, as handler `name`: its own subscription, claim loops, retries
+    /// and dead letters, with `options` over the attribute's (a [routing
+    /// key](HandlerOptions::routing_key), typically, so each instance receives its own events).
+    ///
+    /// `H` is the type `#[event_handler]` generates next to the function (`backup_to` →
+    /// `BackupToHandler`). This is for one function serving several backends listed in
+    /// configuration: call it once per backend. An instance is a handler like any other: the
+    /// same start-up checks (valid options, a name no other handler or projection has, its
+    /// `State<T>` in the resources, a store with transactions for a `Tx`), selected by
+    /// [`only`](Self::only) and [`exclude`](Self::exclude), overridden by
+    /// [`configure`](Self::configure) and the environment under its own name. Its name is
+    /// persisted like a handler's: renaming an instance creates a new subscription.
+    ///
+    /// The function still runs under its own name too, unless its attribute says
+    /// `register = false`: a template that only runs as its instances.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use osa_events::prelude::*;
+    /// # #[derive(Event, serde::Serialize, serde::Deserialize)] #[event(name = "record.published")] struct RecordPublished;
+    ///
+    /// #[event_handler(name = "backup", register = false)]
+    /// async fn backup_to(event: RecordPublished, ctx: Ctx) -> Result<(), HandlerError> {
+    ///     let backend = ctx.routing_key(); // "s3", "gcs": the instance's routing key
+    ///     # let _ = backend;
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn run(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// let mut builder = osa_events::Runtime::builder(store);
+    /// for backend in ["s3", "gcs"] {
+    ///     builder = builder.handler_instance::<BackupToHandler>(format!("backup.{backend}"), |o| {
+    ///         o.routing_key(backend)
+    ///     });
+    /// }
+    /// builder.build()?.run().await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Not here: [`build`](Self::build) fails for an invalid name or routing key (1 to 128 ASCII
+    /// letters, digits and `. _ - : /`), an option out of range, a name another handler,
+    /// instance or projection has, and the checks of every handler.
+    #[must_use]
+    pub fn handler_instance<H: Handler>(
+        mut self,
+        name: impl Into<String>,
+        options: impl FnOnce(HandlerOptions) -> HandlerOptions,
+    ) -> Self {
+        self.instances.push(Instance {
+            name: name.into(),
+            template: H::SPEC,
+            bind: H::bind,
+            options: options(HandlerOptions::new()),
+        });
+        self
+    }
+
+    /// Reads the environment overrides from `vars` instead of the process environment: for
+    /// tests, and for applications that gather their configuration elsewhere.
+    ///
+    /// By default [`build`](Self::build) reads the process environment. Every variable
+    /// `OSA_EVENTS_HANDLER_<NAME>_<OPTION>` sets option `<OPTION>` (`BATCH`, `LINGER`, `POLL`,
+    /// `RETRIES`, `CLAIM_TIMEOUT`, `CONCURRENCY`, `TIMEOUT`, `BACKOFF`, `MAX_BACKOFF`) of the
+    /// handler whose name, upper-cased with every character other than a letter or digit
+    /// replaced by `_`, is `<NAME>`: `OSA_EVENTS_HANDLER_INDEX_VECTOR_BATCH=128` sets `batch` of
+    /// `index.vector`. Integers are decimal, durations humantime (`500ms`, `30s`, `2m`).
+    /// `OSA_EVENTS_HANDLERS_FILE` names a JSON file of overrides,
+    /// `{"index.vector": {"batch": 128, "poll": "500ms"}}`, read at `build`. Precedence, highest
+    /// first: the variables, the file, [`configure`](Self::configure), the attribute. Other
+    /// variables are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// let runtime = osa_events::Runtime::builder(store)
+    ///     .environment([("OSA_EVENTS_HANDLER_INDEX_VECTOR_BATCH", "128")])
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Not here: [`build`](Self::build) fails with [`Error::Config`](crate::Error::Config),
+    /// naming the variable (or the file and the handler), for a file that cannot be read or is
+    /// not such an object, a `<NAME>` no handler has, an `<OPTION>` that cannot be set,
+    /// a value that does not parse or is out of range (the message gives the range), and a
+    /// variable that could mean two things: handlers `a.b` and `a_b` are both `A_B`, and
+    /// `X_CLAIM_TIMEOUT` is `timeout` of `x.claim` or `claim_timeout` of `x` if both handlers
+    /// exist (rename one, or use `configure`).
+    #[must_use]
+    pub fn environment<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.environment = Environment::Vars(
+            vars.into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// Whether [`build`](Self::build) reads handler overrides from the environment (default
+    /// `true`: the process environment, or the variables of [`environment`](Self::environment)).
+    /// `false` ignores every `OSA_EVENTS_HANDLER_*` variable; `true` goes back to the process
+    /// environment.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(store: osa_events::PgStore) -> Result<(), osa_events::Error> {
+    /// let runtime = osa_events::Runtime::builder(store)
+    ///     .read_environment(false) // the options are the code's alone
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn read_environment(mut self, read: bool) -> Self {
+        self.environment = if read {
+            Environment::Process
+        } else {
+            Environment::Off
+        };
+        self
+    }
+
+    /// The `OSA_EVENTS_HANDLER_*` variables of the environment source.
+    fn environment_vars(&self) -> Result<Vec<(String, String)>> {
+        match &self.environment {
+            Environment::Off => Ok(Vec::new()),
+            Environment::Vars(vars) => Ok(vars.clone()),
+            Environment::Process => std::env::vars_os()
+                .filter_map(|(key, value)| {
+                    let key = key.into_string().ok().filter(|key| {
+                        key.starts_with(overrides::ENV_PREFIX) || key == overrides::FILE_VAR
+                    })?;
+                    Some(match value.into_string() {
+                        Ok(value) => Ok((key, value)),
+                        Err(_) => Err(crate::Error::Config(
+                            format!("`{key}`: the value is not valid UTF-8").into(),
+                        )),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Every override, lowest precedence first: the instances' own options, the `configure`
+    /// calls in order, the file of `OSA_EVENTS_HANDLERS_FILE`, the `OSA_EVENTS_HANDLER_*`
+    /// variables.
+    fn overrides(&self, selected: &registry::Selection) -> Result<Vec<Override>> {
+        let mut layers: Vec<Override> = self
+            .instances
+            .iter()
+            .filter(|instance| !instance.options.is_empty())
+            .map(|instance| Override {
+                source: format!("`handler_instance({:?}, ..)`", instance.name),
+                handler: instance.name.clone(),
+                options: instance.options.clone(),
+            })
+            .collect();
+        layers.extend(overrides::check_configured(
+            &self.configured,
+            &selected.handler_names,
+            &selected.projection_names,
+        )?);
+        let vars = self.environment_vars()?;
+        if let Some((_, path)) = vars.iter().find(|(key, _)| key == overrides::FILE_VAR) {
+            layers.extend(overrides::from_file(
+                path,
+                &selected.handler_names,
+                &selected.projection_names,
+            )?);
+        }
+        layers.extend(overrides::from_env(
+            vars,
+            &selected.handler_names,
+            &selected.projection_names,
+        )?);
+        Ok(layers)
+    }
+
     /// Selects the handlers, checks them and binds their extractors to the resources.
     ///
     /// # Errors
@@ -886,10 +1185,19 @@ impl RuntimeBuilder {
     /// [`Error::MissingResource`](crate::Error::MissingResource) for a `State<T>` whose `T` is not in
     /// the resources, [`Error::Config`](crate::Error::Config) for an out-of-range option, an
     /// invalid namespace, a [`repoint`](Self::repoint) of a handler this runtime does not run
-    /// or to revision 0, and a handler that starts from its history (or
-    /// [`retention`](Self::retention)) on a store without the operations API.
+    /// or to revision 0, a handler that starts from its history (or
+    /// [`retention`](Self::retention)) on a store without the operations API, and a bad override
+    /// (see [`configure`](Self::configure), [`handler_instance`](Self::handler_instance) and
+    /// [`environment`](Self::environment)): the message names the call or the variable and the
+    /// allowed range.
     pub fn build(self) -> Result<Runtime> {
-        let selected = registry::select(&self.only, &self.exclude)?;
+        let instances = self
+            .instances
+            .iter()
+            .map(Instance::candidate)
+            .collect::<Result<Vec<_>>>()?;
+        let selected = registry::select(&self.only, &self.exclude, instances)?;
+        let overrides = self.overrides(&selected)?;
         let namespace = self.namespace.as_deref().map(check_namespace).transpose()?;
         let stored_name = |name: &str| match namespace {
             Some(namespace) => format!("{namespace}@{name}"),
@@ -944,40 +1252,43 @@ impl RuntimeBuilder {
         let handlers = selected
             .handlers
             .into_iter()
-            .map(|registration| {
-                let invoker = (registration.bind)(&self.resources)?;
+            .map(|candidate| {
+                let name = candidate.spec.name();
+                let layers: Vec<&Override> = overrides
+                    .iter()
+                    .filter(|layer| layer.handler == name)
+                    .collect();
+                let spec = overrides::apply(candidate.spec, &layers)?;
+                let invoker = candidate.bind(&self.resources)?;
                 if invoker.transactional && self.store.transactions().is_none() {
                     return Err(crate::Error::Config(
                         format!(
-                            "handler `{}` takes a `Tx`, but {}",
-                            registration.spec.name(),
+                            "handler `{name}` takes a `Tx`, but {}",
                             self.store.no_transactions_reason()
                         )
                         .into(),
                     ));
                 }
-                if let Some(ordered) = registration.spec.ordered()
+                if let Some(ordered) = spec.ordered()
                     && !self.store.orders_by_key()
                 {
                     return Err(crate::Error::Config(
                         format!(
-                            "handler `{}` is `ordered = \"{}\"`, but this store does not keep \
+                            "handler `{name}` is `ordered = \"{}\"`, but this store does not keep \
                              deliveries in order by key (`Store::orders_by_key` is false): run it on \
                              PostgreSQL, SQLite or the in-memory store",
-                            registration.spec.name(),
                             ordered.as_str()
                         )
                         .into(),
                     ));
                 }
-                let name = registration.spec.name();
                 let start_from = self
                     .start_from
                     .iter()
                     .rev()
                     .find(|(handler, _)| handler == name)
-                    .map_or(registration.spec.start_from(), |(_, start_from)| *start_from);
-                if registration.spec.ordered().is_some() && start_from != StartFrom::Now {
+                    .map_or(spec.start_from(), |(_, start_from)| *start_from);
+                if spec.ordered().is_some() && start_from != StartFrom::Now {
                     return Err(crate::Error::Config(
                         format!(
                             "handler `{name}` is ordered and starts from {start_from:?}: a history \
@@ -989,7 +1300,7 @@ impl RuntimeBuilder {
                     ));
                 }
                 Ok(BoundHandler {
-                    spec: registration.spec,
+                    spec,
                     invoker: Arc::new(invoker),
                     stored_name: stored_name(name),
                     // The last call for a name wins, like the builder's other setters.
@@ -1078,9 +1389,10 @@ fn check_namespace(namespace: &str) -> Result<&str> {
     }
 }
 
-/// A `&'static str` for a projection's stored name, which the
-/// [`ProjectionStore`](crate::ProjectionStore) API takes as `&'static str` (like the names of
-/// specs). Interned, so building runtime after runtime (as tests do) keeps one copy per name.
+/// A `&'static str` for a name made at run time: a projection's stored name, which the
+/// [`ProjectionStore`](crate::ProjectionStore) API takes as `&'static str`, and a handler
+/// instance's name, routing key and origin, which its [`HandlerSpec`] holds as `&'static str`.
+/// Interned, so building runtime after runtime (as tests do) keeps one copy per name.
 fn intern(name: String) -> &'static str {
     static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());

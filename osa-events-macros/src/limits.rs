@@ -25,3 +25,27 @@ pub(crate) const MAX_CLAIM_TIMEOUT: core::time::Duration =
 /// of the timeout) when it is first extended, well before the worker would give it up (at nine
 /// tenths).
 pub(crate) const HEARTBEATS_PER_CLAIM_TIMEOUT: u32 = 3;
+/// Shortest `poll`, `timeout`, `backoff` and `max_backoff`.
+pub(crate) const MIN_DURATION: core::time::Duration = core::time::Duration::from_millis(1);
+/// The longest allowed handler name, event name or routing key.
+pub(crate) const MAX_NAME_LEN: usize = 128;
+
+/// The rule of names (handler names, event names, routing keys): 1 to [`MAX_NAME_LEN`] ASCII
+/// letters, digits and `. _ - : /`. `Err` holds the message, naming the option `key`.
+pub(crate) fn check_name(value: &str, key: &str) -> Result<(), std::string::String> {
+    if value.is_empty() {
+        return Err(format!("`{key}` must not be empty"));
+    }
+    if value.chars().count() > MAX_NAME_LEN {
+        return Err(format!("`{key}` must be at most {MAX_NAME_LEN} characters"));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')))
+    {
+        return Err(format!(
+            "`{key}` may contain only ASCII letters, digits and `. _ - : /`, found {bad:?}"
+        ));
+    }
+    Ok(())
+}

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use syn::{Expr, ExprLit, Lit, LitStr};
 
-/// The longest allowed handler name, event name or routing key.
-pub(crate) const MAX_NAME_LEN: usize = 128;
+pub(crate) use crate::limits::check_name;
 
 /// The literal of `expr`, if it is one.
 fn literal(expr: &Expr) -> Option<&Lit> {
@@ -23,6 +22,17 @@ pub(crate) fn string<'a>(expr: &'a Expr, key: &str, example: &str) -> syn::Resul
         _ => Err(syn::Error::new_spanned(
             expr,
             format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
+        )),
+    }
+}
+
+/// A boolean literal, `true` or `false`.
+pub(crate) fn boolean(expr: &Expr, key: &str) -> syn::Result<bool> {
+    match literal(expr) {
+        Some(Lit::Bool(lit)) => Ok(lit.value),
+        _ => Err(syn::Error::new_spanned(
+            expr,
+            format!("`{key}` takes `true` or `false`, e.g. `{key} = false`"),
         )),
     }
 }
@@ -103,31 +113,12 @@ pub(crate) fn duration_in(
     Ok(duration)
 }
 
-/// A non-empty name of at most [`MAX_NAME_LEN`] characters from `[A-Za-z0-9._:/-]`: safe in logs,
+/// A non-empty name of at most [`crate::limits::MAX_NAME_LEN`] characters from `[A-Za-z0-9._:/-]`: safe in logs,
 /// SQL values and metrics labels alike.
 pub(crate) fn name(expr: &Expr, key: &str) -> syn::Result<LitStr> {
     let lit = string(expr, key, "\"index.vector\"")?;
     check_name(&lit.value(), key).map_err(|message| syn::Error::new_spanned(lit, message))?;
     Ok(lit.clone())
-}
-
-/// The rule of [`name`], on a plain string; `Err` holds the message.
-pub(crate) fn check_name(value: &str, key: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err(format!("`{key}` must not be empty"));
-    }
-    if value.chars().count() > MAX_NAME_LEN {
-        return Err(format!("`{key}` must be at most {MAX_NAME_LEN} characters"));
-    }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')))
-    {
-        return Err(format!(
-            "`{key}` may contain only ASCII letters, digits and `. _ - : /`, found {bad:?}"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

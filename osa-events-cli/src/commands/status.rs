@@ -56,6 +56,10 @@ fn render(status: &Status, as_json: bool) -> String {
     ));
     out.push_str(&handlers_table(status));
     out.push('\n');
+    if let Some(options) = options_table(&status.handlers) {
+        out.push_str(&options);
+        out.push('\n');
+    }
     out.push_str(&projections_table(&status.projections, status.at));
     out
 }
@@ -131,6 +135,54 @@ fn handlers_table(status: &Status) -> String {
         return "no handlers: none has registered a subscription yet\n".to_owned();
     }
     table.render()
+}
+
+/// The options every handler was last registered with (its config snapshot, run-time overrides
+/// included), one column per option; `None` when no handler's store keeps them.
+fn options_table(handlers: &[HandlerStatus]) -> Option<String> {
+    const COLUMNS: [(&str, &str); 9] = [
+        ("batch", "BATCH"),
+        ("concurrency", "CONCURRENCY"),
+        ("poll", "POLL"),
+        ("retries", "RETRIES"),
+        ("backoff", "BACKOFF"),
+        ("max_backoff", "MAX BACKOFF"),
+        ("claim_timeout", "CLAIM TIMEOUT"),
+        ("timeout", "TIMEOUT"),
+        ("linger", "LINGER"),
+    ];
+    let mut header = vec!["HANDLER OPTIONS"];
+    header.extend(COLUMNS.iter().map(|(_, title)| *title));
+    let mut table = Table::new(&header);
+    for handler in handlers.iter().filter(|handler| handler.config.is_object()) {
+        let mut row = vec![(handler.name.clone(), Style::Plain)];
+        row.extend(
+            COLUMNS
+                .iter()
+                .map(|(key, _)| option_cell(&handler.config[*key])),
+        );
+        table.styled_row(row);
+    }
+    (!table.is_empty()).then(|| table.render())
+}
+
+/// An option of a config snapshot: a number, a duration (stored as `"1500ms"`, shown as `1s 500ms`),
+/// or `-` when unset.
+fn option_cell(value: &Value) -> (String, Style) {
+    match value {
+        Value::Null => ("-".to_owned(), Style::Dim),
+        Value::String(text) => {
+            let shown = text
+                .strip_suffix("ms")
+                .and_then(|millis| millis.parse::<u64>().ok())
+                .map_or_else(
+                    || text.clone(),
+                    |millis| humantime::format_duration(Duration::from_millis(millis)).to_string(),
+                );
+            (shown, Style::Plain)
+        }
+        other => (other.to_string(), Style::Plain),
+    }
 }
 
 /// A liveness, coloured.
@@ -225,6 +277,7 @@ fn handler_json(handler: &HandlerStatus) -> Value {
         "name": handler.name,
         "event_type": handler.event_type,
         "routing_key": handler.routing_key,
+        "options": handler.config,
         "due": count_json(handler.due),
         "scheduled": count_json(handler.scheduled),
         "claimed": count_json(handler.claimed),

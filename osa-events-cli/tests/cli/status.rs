@@ -1,8 +1,89 @@
 //! `status`, `nodes` and `projections`.
 
+use osa_events::Runtime;
 use osa_events::operations::DeliveryState;
+use osa_events::prelude::*;
 
-use crate::support::Scene;
+use crate::support::{Job, Scene};
+
+#[event_handler(name = "cli.tuned", batch = 7, poll = "20ms", timeout = "1m 30s")]
+async fn tuned(_job: Job) -> Result<(), HandlerError> {
+    Ok(())
+}
+
+/// `status` shows the options a handler was registered with, run-time overrides included: the
+/// attribute's batch 7 overridden by `configure` (64), concurrency by the environment (3).
+#[tokio::test]
+async fn status_shows_the_effective_options() {
+    let scene = Scene::new().await;
+    Runtime::builder(scene.store.clone())
+        .only(["cli.tuned"])
+        .handle_signals(false)
+        .configure("cli.tuned", |o| o.batch(64))
+        .environment([("OSA_EVENTS_HANDLER_CLI_TUNED_CONCURRENCY", "3")])
+        .build()
+        .expect("the runtime builds")
+        .register()
+        .await
+        .expect("registers");
+
+    let out = scene.cli(&["status"]).exits(0);
+    let header = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("HANDLER OPTIONS"))
+        .expect("the options table");
+    let columns: Vec<&str> = header
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "HANDLER OPTIONS",
+            "BATCH",
+            "CONCURRENCY",
+            "POLL",
+            "RETRIES",
+            "BACKOFF",
+            "MAX BACKOFF",
+            "CLAIM TIMEOUT",
+            "TIMEOUT",
+            "LINGER"
+        ]
+    );
+    let row = out
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("cli.tuned "))
+        .expect("an options row");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "cli.tuned",
+            "64",
+            "3",
+            "20ms",
+            "5",
+            "1s",
+            "10m",
+            "1m",
+            "1m",
+            "30s",
+            "0s"
+        ],
+        "{row}"
+    );
+
+    let json = scene.cli(&["status", "--json"]).exits(0).json();
+    let options = &json["handlers"][0]["options"];
+    assert_eq!(options["batch"], 64, "{options}");
+    assert_eq!(options["concurrency"], 3, "{options}");
+    assert_eq!(options["timeout"], "90000ms", "{options}");
+}
 
 #[tokio::test]
 async fn status_tables_show_each_handlers_figures() {

@@ -9,9 +9,13 @@ use crate::{Event, Resources, Result};
 pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod invoke;
+pub(crate) mod options;
+pub(crate) mod overrides;
 pub(crate) mod registry;
 
 pub use invoke::Invoker;
+pub use options::HandlerOptions;
+use options::Setting;
 
 /// How a handler takes its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +252,13 @@ impl HandlerSpec {
         self
     }
 
+    /// The same spec under another name: a handler instance's
+    /// ([`RuntimeBuilder::handler_instance`](crate::RuntimeBuilder::handler_instance)).
+    pub(crate) const fn with_name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
     /// The handler's unique name: its subscription in the database.
     pub const fn name(&self) -> &'static str {
         self.name
@@ -348,7 +359,8 @@ impl HandlerSpec {
         })
     }
 
-    /// Checks the ranges the macro also checks at compile time, for specs built by hand.
+    /// Checks the ranges the macro also checks at compile time (one table, [`Setting`]'s), for
+    /// specs built by hand or changed by run-time overrides.
     pub(crate) fn validate(&self) -> Result<()> {
         let fail = |what: String| {
             Err(crate::Error::Config(
@@ -358,39 +370,15 @@ impl HandlerSpec {
         if self.name.is_empty() {
             return fail("the name is empty".into());
         }
-        if self.batch == 0 || self.batch > Self::MAX_BATCH {
-            return fail(format!(
-                "`batch` must be in 1..={}, found {}",
-                Self::MAX_BATCH,
-                self.batch
-            ));
+        if let Err(message) = Setting::all_of(self).try_for_each(Setting::check) {
+            return fail(message);
         }
-        if self.retries > Self::MAX_RETRIES {
+        if self.max_backoff < self.backoff {
             return fail(format!(
-                "`retries` must be at most {}, found {}",
-                Self::MAX_RETRIES,
-                self.retries
+                "`max_backoff` must not be shorter than `backoff`, found {} < {}",
+                humantime::format_duration(self.max_backoff),
+                humantime::format_duration(self.backoff)
             ));
-        }
-        if self.concurrency == 0 || self.concurrency > Self::MAX_CONCURRENCY {
-            return fail(format!(
-                "`concurrency` must be in 1..={}, found {}",
-                Self::MAX_CONCURRENCY,
-                self.concurrency
-            ));
-        }
-        if self.claim_timeout < Self::MIN_CLAIM_TIMEOUT
-            || self.claim_timeout > Self::MAX_CLAIM_TIMEOUT
-        {
-            return fail(format!(
-                "`claim_timeout` must be in {}..={}, found {}",
-                format_duration(Self::MIN_CLAIM_TIMEOUT),
-                format_duration(Self::MAX_CLAIM_TIMEOUT),
-                format_duration(self.claim_timeout)
-            ));
-        }
-        if self.poll.is_zero() {
-            return fail("`poll` must not be zero".into());
         }
         if !self.linger.is_zero() && self.shape == Shape::Each {
             return fail(
@@ -480,7 +468,7 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid configuration: handler `spec.test`: `claim_timeout` must be in \
-             1000ms..=86400000ms, found 3153600000000ms"
+             1s..=1day, found 99years 11months 5days 9h 50m 24s"
         );
         assert!(spec(Duration::from_millis(999)).validate().is_err());
     }

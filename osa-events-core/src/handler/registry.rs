@@ -1,26 +1,81 @@
-//! Reading the inventories of handlers and projections: sorted, filtered by the builder, checked.
+//! Reading the inventories of handlers and projections, with the builder's handler instances:
+//! sorted, filtered by the builder, checked.
 
-use super::Registration;
+use super::{HandlerSpec, Invoker, Registration};
 use crate::projection::ProjectionRegistration;
-use crate::{Error, Result};
+use crate::{Error, Resources, Result};
 
-/// What a runtime runs.
-pub(crate) struct Selection {
-    pub(crate) handlers: Vec<&'static Registration>,
-    pub(crate) projections: Vec<&'static ProjectionRegistration>,
+/// A handler the runtime may run: a registration from the inventory, or an instance from
+/// [`RuntimeBuilder::handler_instance`](crate::RuntimeBuilder::handler_instance).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    /// Its spec, before the `configure` and environment overrides.
+    pub(crate) spec: HandlerSpec,
+    pub(crate) bind: fn(&Resources) -> Result<Invoker>,
+    /// Where it is defined, for duplicate names: the function's Rust path, with
+    /// ` (handler_instance)` for an instance.
+    pub(crate) origin: &'static str,
+    /// For an instance, the name of its template's spec, which the template's `bind` reports
+    /// in its errors.
+    pub(crate) template: Option<&'static str>,
 }
 
-/// The registered handlers and projections named in `only` (all when empty) minus those in
-/// `exclude`, sorted by name (inventory's order is unspecified), then checked: valid specs, unique
-/// names across handlers and projections, at least one of them.
+impl Candidate {
+    fn registered(registration: &'static Registration) -> Self {
+        Self {
+            spec: registration.spec,
+            bind: registration.bind,
+            origin: registration.spec.rust_path(),
+            template: None,
+        }
+    }
+
+    /// Binds the extractors; an instance's missing resource is reported under the instance's
+    /// name, not its template's.
+    pub(crate) fn bind(&self, resources: &Resources) -> Result<Invoker> {
+        (self.bind)(resources).map_err(|error| match (error, self.template) {
+            (Error::MissingResource { handler, type_name }, Some(template))
+                if handler == template =>
+            {
+                Error::MissingResource {
+                    handler: self.spec.name().to_owned(),
+                    type_name,
+                }
+            }
+            (error, _) => error,
+        })
+    }
+}
+
+/// What a runtime runs, and every name it knows.
+pub(crate) struct Selection {
+    pub(crate) handlers: Vec<Candidate>,
+    pub(crate) projections: Vec<&'static ProjectionRegistration>,
+    /// Every handler's name, selected or not, sorted.
+    pub(crate) handler_names: Vec<&'static str>,
+    /// Every projection's name, selected or not, sorted.
+    pub(crate) projection_names: Vec<&'static str>,
+}
+
+/// The registered handlers and `instances`, and the registered projections, named in `only` (all
+/// when empty) minus those in `exclude`, sorted by name (inventory's order is unspecified), then
+/// checked: unique names across handlers, instances and projections, at least one of them.
 ///
 /// A name that nothing has is an error, so a typo in a deployment's selection is caught at
 /// start-up. Duplicates are checked among the selected, so a deployment that excludes one of two
-/// same-named handlers is still refused (the name selects both).
-pub(crate) fn select(only: &[String], exclude: &[String]) -> Result<Selection> {
-    let mut handlers: Vec<&'static Registration> =
-        inventory::iter::<Registration>.into_iter().collect();
-    handlers.sort_by_key(|r| (r.spec.name(), r.spec.rust_path()));
+/// same-named handlers is still refused (the name selects both). The specs are validated later,
+/// once overridden.
+pub(crate) fn select(
+    only: &[String],
+    exclude: &[String],
+    instances: Vec<Candidate>,
+) -> Result<Selection> {
+    let mut handlers: Vec<Candidate> = inventory::iter::<Registration>
+        .into_iter()
+        .map(Candidate::registered)
+        .chain(instances)
+        .collect();
+    handlers.sort_by_key(|c| (c.spec.name(), c.origin));
     let mut projections: Vec<&'static ProjectionRegistration> =
         inventory::iter::<ProjectionRegistration>
             .into_iter()
@@ -29,7 +84,7 @@ pub(crate) fn select(only: &[String], exclude: &[String]) -> Result<Selection> {
 
     let mut known: Vec<(&'static str, &'static str)> = handlers
         .iter()
-        .map(|r| (r.spec.name(), r.spec.rust_path()))
+        .map(|c| (c.spec.name(), c.origin))
         .chain(
             projections
                 .iter()
@@ -48,19 +103,21 @@ pub(crate) fn select(only: &[String], exclude: &[String]) -> Result<Selection> {
             });
         }
     }
+    let mut handler_names: Vec<&'static str> = handlers.iter().map(|c| c.spec.name()).collect();
+    handler_names.dedup();
+    let mut projection_names: Vec<&'static str> =
+        projections.iter().map(|r| r.spec.name()).collect();
+    projection_names.dedup();
     let wanted = |name: &str| {
         (only.is_empty() || only.iter().any(|n| n == name)) && !exclude.iter().any(|n| n == name)
     };
-    handlers.retain(|r| wanted(r.spec.name()));
+    handlers.retain(|c| wanted(c.spec.name()));
     projections.retain(|r| wanted(r.spec.name()));
     if handlers.is_empty() && projections.is_empty() {
         return Err(Error::NoHandlers);
     }
-    for registration in &handlers {
-        registration.spec.validate()?;
-    }
     known.retain(|(name, _)| wanted(name));
-    // Sorted by (name, path): duplicates are neighbours, reported in a stable order.
+    // Sorted by (name, origin): duplicates are neighbours, reported in a stable order.
     known.sort_unstable();
     if let Some(pair) = known.windows(2).find(|pair| pair[0].0 == pair[1].0) {
         return Err(Error::DuplicateHandlerName {
@@ -72,5 +129,7 @@ pub(crate) fn select(only: &[String], exclude: &[String]) -> Result<Selection> {
     Ok(Selection {
         handlers,
         projections,
+        handler_names,
+        projection_names,
     })
 }

@@ -149,6 +149,12 @@ pub struct HandlerStatus {
     /// While it receives its history ([`StartFrom`](super::StartFrom)): the last position copied
     /// and the position it copies up to (`None` until the copy begins).
     pub backfill: Option<(i64, Option<i64>)>,
+    /// The options it was last registered with: the subscription's config snapshot
+    /// ([`HandlerSpec::config_json`](crate::HandlerSpec::config_json)), one key per option
+    /// (`batch`, `poll`, `retries`, …, durations as `"500ms"`), with the run-time overrides of
+    /// [`RuntimeBuilder::configure`](crate::RuntimeBuilder::configure) and the environment
+    /// applied: the options its claim loops run with. `Null` when the store keeps none.
+    pub config: serde_json::Value,
 }
 
 impl HandlerStatus {
@@ -182,6 +188,7 @@ impl HandlerStatus {
             last_error: None,
             liveness: Liveness::Stopped,
             backfill: None,
+            config: serde_json::Value::Null,
         }
     }
 }

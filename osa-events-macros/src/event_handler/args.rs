@@ -27,11 +27,12 @@ pub(crate) const KEYS: &[&str] = &[
     "max_backoff",
     "start_from",
     "ordered",
+    "register",
 ];
 
 pub(crate) use crate::limits::{
     DEFAULT_CLAIM_TIMEOUT, HEARTBEATS_PER_CLAIM_TIMEOUT, MAX_BATCH, MAX_CLAIM_TIMEOUT,
-    MAX_CONCURRENCY, MAX_RETRIES, MIN_CLAIM_TIMEOUT,
+    MAX_CONCURRENCY, MAX_RETRIES, MIN_CLAIM_TIMEOUT, MIN_DURATION,
 };
 
 /// The options as written; absent ones are `None` and get the runtime's defaults.
@@ -51,6 +52,9 @@ pub(crate) struct HandlerArgs {
     pub(crate) start_from: Keyed<StartFrom>,
     /// `"block"` or `"skip"`, kept as written: the runtime's `Ordered::from_name` reads it.
     pub(crate) ordered: Keyed<&'static str>,
+    /// `false`: no inventory entry; the handler runs only as instances of
+    /// `RuntimeBuilder::handler_instance`.
+    pub(crate) register: Keyed<bool>,
 }
 
 impl HandlerArgs {
@@ -109,7 +113,6 @@ impl HandlerArgs {
             return Err(unknown_option(&assignment.path, KEYS));
         };
         let value = &assignment.value;
-        let at_least_1ms = Duration::from_millis(1);
         match key.to_string().as_str() {
             "name" => set_once(&mut self.name, key, lit::name(value, "name")?),
             "routing_key" => set_once(&mut self.routing_key, key, lit::name(value, "routing_key")?),
@@ -136,7 +139,7 @@ impl HandlerArgs {
             "poll" => set_once(
                 &mut self.poll,
                 key,
-                lit::duration(value, "poll", at_least_1ms)?,
+                lit::duration(value, "poll", MIN_DURATION)?,
             ),
             "claim_timeout" => set_once(
                 &mut self.claim_timeout,
@@ -146,20 +149,21 @@ impl HandlerArgs {
             "timeout" => set_once(
                 &mut self.timeout,
                 key,
-                lit::duration(value, "timeout", at_least_1ms)?,
+                lit::duration(value, "timeout", MIN_DURATION)?,
             ),
             "backoff" => set_once(
                 &mut self.backoff,
                 key,
-                lit::duration(value, "backoff", at_least_1ms)?,
+                lit::duration(value, "backoff", MIN_DURATION)?,
             ),
             "max_backoff" => set_once(
                 &mut self.max_backoff,
                 key,
-                lit::duration(value, "max_backoff", at_least_1ms)?,
+                lit::duration(value, "max_backoff", MIN_DURATION)?,
             ),
             "start_from" => set_once(&mut self.start_from, key, start_from::start_from(value)?),
             "ordered" => set_once(&mut self.ordered, key, ordered(value)?),
+            "register" => set_once(&mut self.register, key, lit::boolean(value, "register")?),
             _ => Err(unknown_option(&assignment.path, KEYS)),
         }
     }
@@ -289,6 +293,27 @@ mod tests {
         assert_eq!(errors[1], "`batch` must be in 1..=1000, found 0");
         assert!(errors[2].starts_with("invalid duration \"soon\" for `poll`"));
         assert_eq!(errors[3], "`retries` specified more than once");
+    }
+
+    #[test]
+    fn register_takes_a_boolean_once() {
+        let (args, errors) = parse(quote!(register = false, batch = 8));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            args.unwrap().register.map(|(_, register)| register),
+            Some(false)
+        );
+        let (args, errors) = parse(quote!(batch = 8));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(args.unwrap().register.is_none(), "registered by default");
+        let (_, errors) = parse(quote!(register = "no", register = true, register = false));
+        assert_eq!(
+            errors,
+            [
+                "`register` takes `true` or `false`, e.g. `register = false`",
+                "`register` specified more than once"
+            ]
+        );
     }
 
     #[test]

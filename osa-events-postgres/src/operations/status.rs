@@ -40,6 +40,7 @@ select s.id, s.name, s.event_type, s.routing_key,
          order by d.run_at limit 1) as oldest_due,
        claims.oldest, claims.workers,
        next.event_position, extract(epoch from now() - e.created_at)::float8,
+       s.config,
        (select count(*) from (select 1 from osa_events.deliveries d
          where d.subscription_id = s.id and d.status <> 'dead' and d.run_at = 'infinity'
            and d.status = 'waiting'
@@ -118,7 +119,7 @@ pub(super) async fn status(store: &PgStore) -> Result<Status> {
         handler.scheduled = count(row.try_get(11)?);
         handler.claimed = count(row.try_get(12)?);
         handler.dead = count(row.try_get(13)?);
-        handler.waiting = count(row.try_get(19)?);
+        handler.waiting = count(row.try_get(20)?);
         handler.oldest_due = age(row.try_get(14)?);
         handler.oldest_claim = age(row.try_get(15)?);
         handler.claimed_by = row
@@ -128,6 +129,7 @@ pub(super) async fn status(store: &PgStore) -> Result<Status> {
             handler.lag_events = u64::try_from(head.saturating_sub(position)).unwrap_or(0);
             handler.lag = age(row.try_get(18)?).unwrap_or_default();
         }
+        handler.config = row.try_get(19)?;
         handler.liveness = Liveness::of(&handler.name, &nodes);
         handlers.push(handler);
     }

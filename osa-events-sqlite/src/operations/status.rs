@@ -31,7 +31,7 @@ select f.*,
        (select unixepoch('subsec') - e.created_at from events e where e.position = f.next) as lag
 from (
     select s.id, s.name, s.event_type, s.routing_key, s.paused_at, s.retired_at,
-           s.last_error, s.last_failed_at, s.backfill_after, s.backfill_head,
+           s.last_error, s.last_failed_at, s.backfill_after, s.backfill_head, s.config,
            (select count(*) from (select 1 from deliveries d
              where d.subscription_id = s.id and d.status <> 'dead'
                and d.run_at <= unixepoch('subsec')
@@ -97,6 +97,8 @@ struct Figures {
     last_failed_at: Option<f64>,
     backfill_after: Option<i64>,
     backfill_head: Option<i64>,
+    /// The config snapshot, JSON text.
+    config: String,
     due: i64,
     scheduled: i64,
     claimed: i64,
@@ -151,6 +153,15 @@ pub(super) async fn status(store: &SqliteStore) -> Result<Status> {
             handler.lag_events = count(head.saturating_sub(position));
             handler.lag = age(row.lag).unwrap_or_default();
         }
+        handler.config = serde_json::from_str(&row.config).map_err(|error| {
+            osa_events_core::Error::Database(
+                format!(
+                    "the config snapshot of subscription `{}` is not JSON ({error})",
+                    row.name
+                )
+                .into(),
+            )
+        })?;
         handler.liveness = Liveness::of(&handler.name, &nodes);
         handlers.push(handler);
     }

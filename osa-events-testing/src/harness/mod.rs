@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use osa_events::__private::Stepper;
+use osa_events::__private::{Handler, Stepper};
 use osa_events::store::SubscriptionId;
-use osa_events::{Event, Outgoing, Resources, Runtime};
+use osa_events::{Event, HandlerOptions, Outgoing, Resources, Runtime, RuntimeBuilder};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -162,6 +162,21 @@ pub struct HarnessBuilder {
     clock: Option<FakeClock>,
     seed: u64,
     max_steps: usize,
+    /// From [`configure`](Self::configure), in call order.
+    configured: Vec<(String, HandlerOptions)>,
+    instances: Vec<InstanceStep>,
+}
+
+/// A [`HarnessBuilder::handler_instance`] call, replayed on the runtime's builder.
+struct InstanceStep {
+    name: String,
+    add: Box<dyn FnOnce(RuntimeBuilder) -> RuntimeBuilder + Send + Sync>,
+}
+
+impl fmt::Debug for InstanceStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "handler_instance({:?}, ..)", self.name)
+    }
 }
 
 impl Harness {
@@ -174,6 +189,8 @@ impl Harness {
             clock: None,
             seed: 0,
             max_steps: HarnessBuilder::DEFAULT_MAX_STEPS,
+            configured: Vec::new(),
+            instances: Vec::new(),
         }
     }
 
@@ -419,6 +436,74 @@ impl HarnessBuilder {
         self
     }
 
+    /// Overrides options of handler `handler`, as
+    /// [`RuntimeBuilder::configure`](osa_events::RuntimeBuilder::configure) does. The harness
+    /// never reads the `OSA_EVENTS_HANDLER_*` environment variables: a test runs with what it
+    /// says, whatever the shell that runs it has set.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> osa_events::Result<()> {
+    /// let harness = osa_events_testing::Harness::builder()
+    ///     .only(["index.vector"])
+    ///     .configure("index.vector", |o| o.batch(2))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn configure(
+        mut self,
+        handler: impl Into<String>,
+        options: impl FnOnce(HandlerOptions) -> HandlerOptions,
+    ) -> Self {
+        self.configured
+            .push((handler.into(), options(HandlerOptions::new())));
+        self
+    }
+
+    /// Runs handler `H` once more as handler `name`, as
+    /// [`RuntimeBuilder::handler_instance`](osa_events::RuntimeBuilder::handler_instance) does.
+    /// Select it with [`only`](Self::only) like any handler.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use osa_events::prelude::*;
+    /// # #[derive(Event, serde::Serialize, serde::Deserialize)] #[event(name = "record.published")] struct RecordPublished;
+    ///
+    /// #[event_handler(name = "backup", register = false)]
+    /// async fn backup_to(event: RecordPublished) -> Result<(), HandlerError> {
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> osa_events::Result<()> {
+    /// let mut harness = osa_events_testing::Harness::builder()
+    ///     .handler_instance::<BackupToHandler>("backup.s3", |o| o.routing_key("s3"))
+    ///     .only(["backup.s3"])
+    ///     .build()
+    ///     .await?;
+    /// harness.publish_routed("s3", &RecordPublished);
+    /// harness.drain().await;
+    /// harness.assert_handled("backup.s3", 1);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn handler_instance<H: Handler>(
+        mut self,
+        name: impl Into<String>,
+        options: impl FnOnce(HandlerOptions) -> HandlerOptions + Send + Sync + 'static,
+    ) -> Self {
+        let name = name.into();
+        let instance = name.clone();
+        self.instances.push(InstanceStep {
+            name,
+            add: Box::new(move |builder| builder.handler_instance::<H>(instance, options)),
+        });
+        self
+    }
+
     /// Selects and binds the handlers, as [`RuntimeBuilder::build`](osa_events::RuntimeBuilder::build)
     /// does, and registers their subscriptions in a fresh [`InMemoryStore`]: events published from
     /// now on reach them.
@@ -431,16 +516,21 @@ impl HarnessBuilder {
     pub async fn build(self) -> osa_events::Result<Harness> {
         let clock = self.clock.unwrap_or_default();
         let store = InMemoryStore::with_clock(clock.clone());
-        let stepper = Runtime::builder(store.clone())
+        let mut builder = Runtime::builder(store.clone())
             .clock(clock.clone())
             .resources(self.resources)
             .only(self.only)
             .exclude(self.exclude)
             .handle_signals(false)
-            .instance_name("harness")
-            .build()?
-            .into_stepper(self.seed)
-            .await?;
+            .read_environment(false)
+            .instance_name("harness");
+        for (handler, options) in self.configured {
+            builder = builder.configure(handler, |_| options);
+        }
+        for instance in self.instances {
+            builder = (instance.add)(builder);
+        }
+        let stepper = builder.build()?.into_stepper(self.seed).await?;
         let handlers = stepper
             .handlers()
             .map(|(spec, subscription)| (spec.name(), subscription))

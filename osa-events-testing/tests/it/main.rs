@@ -10,6 +10,7 @@ mod health;
 mod inputs;
 mod metrics;
 mod ordering;
+mod overrides;
 mod panics;
 mod projections;
 mod registration;

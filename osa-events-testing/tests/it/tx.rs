@@ -660,6 +660,24 @@ async fn a_store_without_transactions_refuses_a_tx_handler_naming_it() {
     assert!(plain.is_ok(), "a handler without `Tx` runs there");
 }
 
+/// An instance of a handler that takes `Tx` gets the same check, under the instance's name.
+#[tokio::test]
+async fn a_store_without_transactions_refuses_an_instance_of_a_tx_handler() {
+    let error = Runtime::builder(NoTransactions(InMemoryStore::new()))
+        .resources(Resources::new().with(Script::new(FakeClock::new(), &[])))
+        .handler_instance::<EachHandler>("tx.each.eu", |o| o.routing_key("eu"))
+        .only(["tx.each.eu"])
+        .handle_signals(false)
+        .read_environment(false)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid configuration: handler `tx.each.eu` takes a `Tx`, but this store offers no \
+         transactions (`Store::transactions` is `None`)"
+    );
+}
+
 /// A store without the operations API cannot copy a handler's history or prune: a handler that
 /// starts from its history, or retention, fails `build` naming what is missing.
 #[tokio::test]

@@ -47,6 +47,7 @@ impl Tables {
             &subscription.event_type,
             subscription.routing_key.as_deref(),
         );
+        status.config = subscription.config.clone();
         let rows = || self.rows_of(id).map(|(_, row)| row);
         let due = || rows().filter(|row| claimable(row.status) && row.run_at <= now.instant);
         let live_claims = || {
