@@ -40,7 +40,9 @@ pub use handler::HandlerSpec;
 pub use handler::error::{HandlerError, ResultExt};
 pub use handler::extract::{Batch, BatchOutcome, Ctx, State};
 pub use projection::{EventSet, ProjectionSpec, ProjectionStatus, ResetTo};
-pub use publish::{DEFAULT_MAX_PAYLOAD_BYTES, Outgoing, Published, PublishedEvent};
+pub use publish::{
+    DEFAULT_MAX_PAYLOAD_BYTES, Due, MAX_DELIVERY_DELAY, Outgoing, Published, PublishedEvent,
+};
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, default_instance_name, run_all_handlers};
 /// The token of [`Runtime::shutdown_token`] and [`RuntimeBuilder::shutdown_token`]: tokio-util's

@@ -106,9 +106,10 @@ pub mod observability {
 pub use any_store::AnyStore;
 pub use osa_events_core::{
     BackendError, Batch, BatchOutcome, CancellationToken, Clock, Ctx, DEFAULT_MAX_PAYLOAD_BYTES,
-    Error, Event, EventSet, HandlerError, HandlerSpec, Metadata, Outgoing, PayloadError,
-    ProjectionSpec, ProjectionStatus, Published, PublishedEvent, ResetTo, Resources, Result,
-    ResultExt, Runtime, RuntimeBuilder, State, SubscriptionConflict, SystemClock, run_all_handlers,
+    Due, Error, Event, EventSet, HandlerError, HandlerSpec, MAX_DELIVERY_DELAY, Metadata, Outgoing,
+    PayloadError, ProjectionSpec, ProjectionStatus, Published, PublishedEvent, ResetTo, Resources,
+    Result, ResultExt, Runtime, RuntimeBuilder, State, SubscriptionConflict, SystemClock,
+    run_all_handlers,
 };
 pub use osa_events_core::{envelope, extract, health, operations, store};
 #[cfg(feature = "postgres")]
