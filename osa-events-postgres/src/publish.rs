@@ -88,30 +88,38 @@ where
 /// statement stays the same (and prepared) whatever the batch size, and never nears the 65,535
 /// bind-parameter limit.
 ///
+/// An event's due time (`$7` delay in seconds, or `$8` a time in epoch seconds; both null: at once,
+/// see [`Due`](osa_events_core::Due)) is computed with the database's `now()`, stored on the event
+/// (`deliver_at`) and given to each of its deliveries as `run_at`; a time already past is due now.
+/// Only the subscriptions that got work due now are notified: a delayed delivery is found by a
+/// worker's poll.
+///
 /// Every event is stamped with its transaction's commit row (`osa_events.current_commit()`, created
 /// by the transaction's first publish and numbered when it commits), which gives projections the
 /// log's commit order; see the `commit_order` migration.
 pub const PUBLISH_SQL: &str = r#"
 with new_events as (
-    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata, commit_id)
+    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata, deliver_at, commit_id)
     select id, event_type, event_version, routing_key, payload::jsonb, coalesce(metadata::jsonb, '{}'::jsonb),
+           coalesce(now() + make_interval(secs => delay_secs), to_timestamp(at_epoch)),
            (select osa_events.current_commit())
-    from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[])
-        as input (id, event_type, event_version, routing_key, payload, metadata)
+    from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::float8[],
+                $8::float8[])
+        as input (id, event_type, event_version, routing_key, payload, metadata, delay_secs, at_epoch)
     on conflict (id) do nothing
-    returning position, event_type, routing_key
+    returning position, event_type, routing_key, deliver_at
 ), fanned_out as (
-    insert into osa_events.deliveries (subscription_id, event_position)
-    select s.id, e.position
+    insert into osa_events.deliveries (subscription_id, event_position, run_at)
+    select s.id, e.position, greatest(e.deliver_at, now())
     from new_events e
     join osa_events.subscriptions s
       on s.event_type = e.event_type
      and (s.routing_key is null or s.routing_key = e.routing_key)
      and s.retired_at is null
-    returning subscription_id
+    returning subscription_id, run_at
 ), notified as (
     select pg_notify('osa_events', subscription_id::text)
-    from (select distinct subscription_id from fanned_out) as woken
+    from (select distinct subscription_id from fanned_out where run_at <= now()) as woken
 )
 select (select count(*) from new_events) as published,
        (select count(*) from fanned_out) as deliveries,
@@ -182,12 +190,16 @@ where
     let mut versions = Vec::with_capacity(events.len());
     let mut keys = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
+    let mut delays = Vec::with_capacity(events.len());
+    let mut times = Vec::with_capacity(events.len());
     for event in events {
         ids.push(event.id());
         types.push(event.event_type());
         versions.push(event.event_version());
         keys.push(event.routing_key());
         payloads.push(event.payload_json());
+        delays.push(event.due().delay_seconds());
+        times.push(event.due().at_epoch_seconds());
     }
     let (published, deliveries, _woken, unrouted): (i64, i64, i64, Option<Vec<String>>) =
         sqlx::query_as(PUBLISH_SQL)
@@ -197,6 +209,8 @@ where
             .bind(keys)
             .bind(payloads)
             .bind(metadata)
+            .bind(delays)
+            .bind(times)
             .fetch_one(executor)
             .await?;
     if let Some(event_types) = unrouted {

@@ -15,22 +15,26 @@ use osa_events_core::{Error, Result};
 /// Parameters: `$1` subscription, `$2` after, `$3` through (inclusive), `$4` chunk, `$5` event
 /// type, `$6` routing key (null: any), `$7`/`$8` published at or after / before (epoch seconds,
 /// null: any), `$9` when the new deliveries are due (epoch seconds, null: now).
+///
+/// A delayed event (`deliver_at`, see `Outgoing::deliver_after`) whose due time is later than
+/// that is copied due at its own time: a copy never delivers a delayed event early, and one whose
+/// time has passed is due as any other copied event.
 pub(super) const COPY_SQL: &str = r#"
 with examined as (
-    select e.position, e.event_type, e.routing_key, e.created_at
+    select e.position, e.event_type, e.routing_key, e.created_at, e.deliver_at
     from osa_events.events e
     where e.position > $2 and e.position <= $3
     order by e.position
     limit $4
 ), matching as (
-    select x.position from examined x
+    select x.position, x.deliver_at from examined x
     where x.event_type = $5
       and ($6::text is null or x.routing_key = $6)
       and ($7::float8 is null or x.created_at >= to_timestamp($7))
       and ($8::float8 is null or x.created_at < to_timestamp($8))
 ), inserted as (
     insert into osa_events.deliveries (subscription_id, event_position, run_at)
-    select $1, m.position, coalesce(to_timestamp($9::float8), now())
+    select $1, m.position, greatest(coalesce(to_timestamp($9::float8), now()), m.deliver_at)
     from matching m
     order by m.position
     on conflict (subscription_id, event_position) do nothing

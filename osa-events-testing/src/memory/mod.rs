@@ -243,9 +243,7 @@ impl InMemoryStore {
     }
 
     fn publish_logged(&self, events: &[RawEvent]) -> Published {
-        let now = self.shared.clock.now();
-        let (published, deliveries, woken) =
-            self.tables().publish(events, now, self.wall_time(now));
+        let (published, deliveries, woken) = self.tables().publish(events, self.now_at());
         self.wake(woken);
         Published::new(published, deliveries)
     }

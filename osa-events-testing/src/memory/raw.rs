@@ -1,7 +1,7 @@
 //! [`RawEvent`]: an event as the store keeps it, for publishing to an in-memory store.
 
 use osa_events::store::Envelopes;
-use osa_events::{Event, Outgoing, Result};
+use osa_events::{Due, Event, Outgoing, Result};
 use uuid::Uuid;
 
 /// An event as a store keeps it: id, type name, version, routing key, and JSON text.
@@ -39,6 +39,9 @@ pub struct RawEvent {
     pub payload: String,
     /// The metadata, as JSON text; `None` is delivered as `{}`. Normalised like the payload.
     pub metadata: Option<String>,
+    /// When its deliveries become due, by the store's clock ([`Outgoing::deliver_after`],
+    /// [`Outgoing::deliver_at`]); [`Due::Now`] unless set.
+    pub due: Due,
 }
 
 impl RawEvent {
@@ -71,6 +74,7 @@ impl RawEvent {
             routing_key: None,
             payload: payload.into(),
             metadata: None,
+            due: Due::Now,
         }
     }
 
@@ -92,6 +96,14 @@ impl RawEvent {
     #[must_use]
     pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
         self.metadata = Some(metadata.to_string());
+        self
+    }
+
+    /// Sets when its deliveries become due, unchecked (an [`Outgoing`] checks the delay against
+    /// [`MAX_DELIVERY_DELAY`](osa_events::MAX_DELIVERY_DELAY); the store saturates a longer one).
+    #[must_use]
+    pub fn with_due(mut self, due: Due) -> Self {
+        self.due = due;
         self
     }
 }
@@ -117,6 +129,7 @@ impl RawEvent {
             routing_key: outgoing.routing_key().map(str::to_owned),
             payload: outgoing.payload_json().to_owned(),
             metadata,
+            due: outgoing.due(),
         }
     }
 }
