@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use osa_events::prelude::*;
-use osa_events::{Due, Error, MAX_DELIVERY_DELAY, Outgoing, Tx};
+use osa_events::{Due, Error, MAX_DELIVERY_DELAY, Metadata, Outgoing, Tx};
 use osa_events_testing::{DeliveryStatus, Harness};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,12 @@ fn timeout_after(delay: Duration) -> Outgoing {
 async fn a_delayed_delivery_is_handled_once_the_fake_clock_reaches_its_time() {
     let mut harness = harness(&["delay.reminder"]).await;
     assert_eq!(harness.publish_batch(&[timeout_after(PAYMENT_WINDOW)]), 1);
+    let metadata = harness.store().events()[0].metadata.clone().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Metadata>(&metadata).unwrap().due(),
+        Some(Due::After(PAYMENT_WINDOW)),
+        "the metadata records the delay: {metadata}"
+    );
     assert_eq!(
         harness.deliveries("delay.reminder")[0].status,
         DeliveryStatus::Pending
