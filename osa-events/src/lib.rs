@@ -96,6 +96,11 @@ pub mod guide {
     #![doc = include_str!("../docs/handlers.md")]
 }
 
+/// Delayed publish: events whose deliveries become due later, for reminders, timeouts and sagas.
+pub mod delayed_publish {
+    #![doc = include_str!("../docs/delayed_publish.md")]
+}
+
 /// A guide to seeing it run: the envelope (correlation, causation, trace context), the spans,
 /// OpenTelemetry across the publish → handle hop, and the logs.
 pub mod observability {

@@ -198,11 +198,12 @@ impl Metadata {
         &self.extra
     }
 
-    /// The delivery delay the event was published with ([`Outgoing::deliver_after`],
-    /// [`Outgoing::deliver_at`]), which a publish records in the metadata as the extra field
-    /// `deliver_after` (seconds) or `deliver_at` (seconds since the Unix epoch), so that a
-    /// handler, a relay or a consumer in another language can tell; `None` for an event
-    /// delivered at once.
+    /// The delivery delay the event was published with
+    /// ([`Outgoing::deliver_after`](crate::Outgoing::deliver_after),
+    /// [`Outgoing::deliver_at`](crate::Outgoing::deliver_at)), which a publish records in the
+    /// metadata as the extra field `deliver_after` (seconds) or `deliver_at` (seconds since the
+    /// Unix epoch), so that a handler, a relay or a consumer in another language can tell; `None`
+    /// for an event delivered at once.
     ///
     /// The store keeps the due time it computed on the event itself; this is what was asked for.
     pub fn due(&self) -> Option<Due> {
