@@ -91,8 +91,10 @@ where
 /// An event's due time (`$7` delay in seconds, or `$8` a time in epoch seconds; both null: at once,
 /// see [`Due`](osa_events_core::Due)) is computed with the database's `now()`, stored on the event
 /// (`deliver_at`) and given to each of its deliveries as `run_at`; a time already past is due now.
-/// Only the subscriptions that got work due now are notified: a delayed delivery is found by a
-/// worker's poll.
+/// A publish whose events are all delayed notifies no one (nothing is due; a worker's poll finds
+/// the deliveries when they are); one with any event due now notifies every subscription it gave
+/// work, as before. (Publishers may select only `subscription_id` of `deliveries`, see
+/// `docs/privileges.md`, so the statement cannot read the new rows' `run_at`.)
 ///
 /// Every event is stamped with its transaction's commit row (`osa_events.current_commit()`, created
 /// by the transaction's first publish and numbered when it commits), which gives projections the
@@ -116,10 +118,11 @@ with new_events as (
       on s.event_type = e.event_type
      and (s.routing_key is null or s.routing_key = e.routing_key)
      and s.retired_at is null
-    returning subscription_id, run_at
+    returning subscription_id
 ), notified as (
     select pg_notify('osa_events', subscription_id::text)
-    from (select distinct subscription_id from fanned_out where run_at <= now()) as woken
+    from (select distinct subscription_id from fanned_out) as woken
+    where exists (select 1 from new_events where deliver_at is null or deliver_at <= now())
 )
 select (select count(*) from new_events) as published,
        (select count(*) from fanned_out) as deliveries,
