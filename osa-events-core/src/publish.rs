@@ -169,10 +169,11 @@ impl Outgoing {
     /// store's clock (PostgreSQL's `now() + delay`, not this process's clock), for reminders,
     /// timeouts and the steps of a saga. A zero delay is due at once.
     ///
-    /// The event itself is logged at once, as any event: projections (and a JetStream relay) read
-    /// the log and see it when its transaction commits; only the handlers' deliveries wait. A
-    /// replay or backfill that delivers the event again keeps its due time while it is in the
-    /// future (see the `osa_events::delayed_publish` docs).
+    /// The event itself is logged at once, as any event: projections read the log and see it
+    /// when its transaction commits; only the handlers' deliveries wait. A replay or backfill that
+    /// delivers the event again keeps its due time while it is in the future. A JetStream relay,
+    /// which cannot hold a message until it is due, stops before it rather than relay it early
+    /// (see the `osa_events::delayed_publish` docs).
     ///
     /// # Examples
     ///
