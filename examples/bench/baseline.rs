@@ -160,6 +160,8 @@ pub(crate) async fn publish_jobs_through(
         .bind(vec![None::<&str>; len])
         .bind(payloads)
         .bind(vec![None::<&str>; len])
+        .bind(vec![None::<f64>; len])
+        .bind(vec![None::<f64>; len])
         .execute(conn)
         .await?;
     Ok(())

@@ -200,7 +200,7 @@ async fn publish_baseline(
             .fetch_all(&mut *tx)
             .await?;
         let positions: Vec<i64> = positions.into_iter().map(|(p,)| p).collect();
-        let _delivered: Vec<(i32,)> = sqlx::query_as(FAN_OUT_SQL)
+        let _delivered: Vec<(i32, bool)> = sqlx::query_as(FAN_OUT_SQL)
             .bind(serde_json::to_string(&positions)?)
             .fetch_all(&mut *tx)
             .await?;

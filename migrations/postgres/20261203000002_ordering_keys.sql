@@ -84,7 +84,7 @@ begin
 end $$;
 
 -- The head of a key leaves it (`seq` is its place): the first waiting delivery becomes the head,
--- due now, and the subscription's loops are woken; with none waiting, the key's row goes. A
+-- due now (or at its event's `deliver_at`, if later), and the subscription's loops are woken; with none waiting, the key's row goes. A
 -- delivery that is not the head (a waiting one purged or cancelled) changes nothing.
 create function leave_ordering_key(subscription integer, key text, seq bigint) returns void
 language plpgsql as $$
@@ -99,7 +99,10 @@ begin
         return;
     end if;
     update osa_events.deliveries d
-    set status = 'pending', run_at = now(), updated_at = now()
+    set status = 'pending', updated_at = now(),
+        -- Due now, or at its event's due time if that is later (a delayed publish).
+        run_at = greatest(now(), (select e.deliver_at from osa_events.events e
+                                  where e.position = d.event_position))
     where d.subscription_id = subscription and d.ordering_key = key
       and d.key_seq = (select w.key_seq from osa_events.deliveries w
                        where w.subscription_id = subscription and w.ordering_key = key

@@ -141,7 +141,9 @@ begin
                   and w.key_seq > old.key_seq and w.status = 'waiting')
     where subscription_id = old.subscription_id and ordering_key = old.ordering_key;
     update deliveries
-    set status = 'pending', run_at = unixepoch('subsec'), updated_at = unixepoch('subsec')
+    set status = 'pending', updated_at = unixepoch('subsec'),
+        run_at = max(unixepoch('subsec'), coalesce((select e.deliver_at from events e
+                                                    where e.position = deliveries.event_position), 0))
     where subscription_id = old.subscription_id and ordering_key = old.ordering_key
       and key_seq = (select k.head from ordering_keys k
                      where k.subscription_id = old.subscription_id
@@ -170,7 +172,9 @@ begin
                   and w.key_seq > new.key_seq and w.status = 'waiting')
     where subscription_id = new.subscription_id and ordering_key = new.ordering_key;
     update deliveries
-    set status = 'pending', run_at = unixepoch('subsec'), updated_at = unixepoch('subsec')
+    set status = 'pending', updated_at = unixepoch('subsec'),
+        run_at = max(unixepoch('subsec'), coalesce((select e.deliver_at from events e
+                                                    where e.position = deliveries.event_position), 0))
     where subscription_id = new.subscription_id and ordering_key = new.ordering_key
       and key_seq = (select k.head from ordering_keys k
                      where k.subscription_id = new.subscription_id

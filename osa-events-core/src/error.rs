@@ -106,6 +106,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// An event's delivery delay ([`Outgoing::deliver_after`](crate::Outgoing::deliver_after),
+    /// [`Outgoing::deliver_at`](crate::Outgoing::deliver_at)) is over
+    /// [`MAX_DELIVERY_DELAY`](crate::MAX_DELIVERY_DELAY); found when the `Outgoing` is
+    /// built, so nothing was written.
+    #[error(
+        "cannot publish `{event_type}`: its delivery delay of {} is over the limit of {} \
+         (a time in milliseconds passed as seconds, or an overflowing computation?)",
+        in_days(*delay), in_days(*limit)
+    )]
+    DeliveryDelayTooLong {
+        /// The event's registered name.
+        event_type: &'static str,
+        /// The delay asked for (for a time, its distance from this process's clock).
+        delay: std::time::Duration,
+        /// The limit in force.
+        limit: std::time::Duration,
+    },
+
     /// Two registered handlers share one name. Names identify subscriptions in the database, so
     /// they must be unique.
     #[error(
@@ -261,6 +279,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::NulCharacter { .. } => "nul_character",
             Error::InvalidOrderingKey { .. } => "invalid_ordering_key",
+            Error::DeliveryDelayTooLong { .. } => "delivery_delay_too_long",
             Error::DuplicateHandlerName { .. } => "duplicate_handler_name",
             Error::MissingResource { .. } => "missing_resource",
             Error::UnknownHandler { .. } => "unknown_handler",
@@ -272,6 +291,19 @@ impl Error {
             Error::Signal(_) => "signal",
             Error::Fatal { .. } => "fatal",
         }
+    }
+}
+
+/// `duration` in whole days and the rest (`3650 days`, `3650 days 1s`): humantime's years and
+/// months are of 365.25 and 30.44 days, which would make the limit read `9years 11months ...`.
+fn in_days(duration: std::time::Duration) -> String {
+    const DAY: u64 = 24 * 60 * 60;
+    let days = duration.as_secs() / DAY;
+    let rest = duration - std::time::Duration::from_secs(days * DAY);
+    match (days, rest.is_zero()) {
+        (0, _) => humantime::format_duration(rest).to_string(),
+        (days, true) => format!("{days} days"),
+        (days, false) => format!("{days} days {}", humantime::format_duration(rest)),
     }
 }
 

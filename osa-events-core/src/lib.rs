@@ -41,7 +41,8 @@ pub use handler::extract::{Batch, BatchOutcome, Ctx, State};
 pub use handler::{HandlerOptions, HandlerSpec, Ordered};
 pub use projection::{EventSet, ProjectionSpec, ProjectionStatus, ResetTo};
 pub use publish::{
-    DEFAULT_MAX_PAYLOAD_BYTES, MAX_ORDERING_KEY_BYTES, Outgoing, Published, PublishedEvent,
+    DEFAULT_MAX_PAYLOAD_BYTES, Due, MAX_DELIVERY_DELAY, MAX_ORDERING_KEY_BYTES, Outgoing,
+    Published, PublishedEvent,
 };
 pub use resources::Resources;
 pub use runtime::{Runtime, RuntimeBuilder, default_instance_name, run_all_handlers};

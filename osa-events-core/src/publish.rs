@@ -5,6 +5,8 @@
 //! (`osa_events::publish`), and through a handler's [`Tx`](crate::store::Transaction) on every store
 //! that offers transactions.
 
+use std::time::{Duration, SystemTime};
+
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
@@ -19,6 +21,32 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// The longest ordering key [`Outgoing`] accepts, in bytes of UTF-8: keys name entities (an
 /// order id, a tenant and an account), and every ordered delivery carries one in an index.
 pub const MAX_ORDERING_KEY_BYTES: usize = 256;
+
+/// The longest delivery delay [`Outgoing::deliver_after`] and [`Outgoing::deliver_at`] accept:
+/// 3,650 days (about ten years).
+///
+/// A longer one is far more likely a mistake (milliseconds passed as seconds, an overflowing
+/// computation) than a reminder, and the bound keeps every store's time arithmetic in range.
+pub const MAX_DELIVERY_DELAY: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+
+/// When a published event's deliveries become due: what [`Outgoing::due`] reports, and what a
+/// store applies when it creates the deliveries.
+///
+/// The due time is the store's: a delay is added to the database's clock when the publish's
+/// statement runs (PostgreSQL's `now()`, SQLite's `unixepoch('subsec')`, an in-memory store's
+/// clock), and a time is compared with that clock, so publishers whose clocks disagree still
+/// agree with the workers on when a delivery is due. A delivery is claimed at its first poll at
+/// or after its due time (a worker sleeps at most its `poll` between claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Due {
+    /// As soon as the publish commits: the default.
+    #[default]
+    Now,
+    /// This long after the publish, by the store's clock.
+    After(Duration),
+    /// At this wall-clock time, by the store's clock; a time already past is due at once.
+    At(SystemTime),
+}
 
 /// One event ready to publish: its payload serialized, with an id, optional routing key and metadata.
 ///
@@ -50,6 +78,7 @@ pub struct Outgoing {
     ordering_key: Option<String>,
     payload: Box<RawValue>,
     metadata: Metadata,
+    due: Due,
 }
 
 impl Outgoing {
@@ -105,6 +134,7 @@ impl Outgoing {
             ordering_key,
             payload,
             metadata: Metadata::new(),
+            due: Due::Now,
         })
     }
 
@@ -175,6 +205,86 @@ impl Outgoing {
         Ok(self)
     }
 
+    /// Delays the event's deliveries by `delay`: each becomes due `delay` after the publish, by the
+    /// store's clock (PostgreSQL's `now() + delay`, not this process's clock), for reminders,
+    /// timeouts and the steps of a saga. A zero delay is due at once.
+    ///
+    /// The event itself is logged at once, as any event: projections read the log and see it
+    /// when its transaction commits; only the handlers' deliveries wait. A replay or backfill that
+    /// delivers the event again keeps its due time while it is in the future. A JetStream relay,
+    /// which cannot hold a message until it is due, stops before it rather than relay it early
+    /// (see the `osa_events::delayed_publish` docs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use osa_events::{Due, Event, Outgoing};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize)]
+    /// # #[event(name = "order.payment_timeout")]
+    /// # struct PaymentTimeout { order: u64 }
+    ///
+    /// let timeout = Outgoing::new(&PaymentTimeout { order: 42 })?
+    ///     .deliver_after(Duration::from_secs(15 * 60))?;
+    /// assert_eq!(timeout.due(), Due::After(Duration::from_secs(900)));
+    /// # Ok::<(), osa_events::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeliveryDelayTooLong`] when `delay` is over [`MAX_DELIVERY_DELAY`]; the
+    /// `Outgoing` is consumed, and nothing is published.
+    pub fn deliver_after(mut self, delay: Duration) -> Result<Self> {
+        self.check_delay(delay)?;
+        self.due = Due::After(delay);
+        Ok(self)
+    }
+
+    /// Makes the event's deliveries due at `time`, compared with the store's clock (PostgreSQL's
+    /// `now()`): a time already past is due at once. The event itself is logged at once, as
+    /// with [`deliver_after`](Self::deliver_after).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use osa_events::{Due, Event, Outgoing};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize)]
+    /// # #[event(name = "subscription.renewal_reminder")]
+    /// # struct RenewalReminder { account: u64 }
+    ///
+    /// let renews_at = SystemTime::now() + Duration::from_secs(30 * 24 * 60 * 60);
+    /// let reminder = Outgoing::new(&RenewalReminder { account: 7 })?
+    ///     .deliver_at(renews_at - Duration::from_secs(7 * 24 * 60 * 60))?;
+    /// assert!(matches!(reminder.due(), Due::At(_)));
+    /// # Ok::<(), osa_events::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DeliveryDelayTooLong`] when `time` is more than [`MAX_DELIVERY_DELAY`] after
+    /// this process's clock (the one check made with it: the due time itself is the store's).
+    pub fn deliver_at(mut self, time: SystemTime) -> Result<Self> {
+        if let Ok(delay) = time.duration_since(SystemTime::now()) {
+            self.check_delay(delay)?;
+        }
+        self.due = Due::At(time);
+        Ok(self)
+    }
+
+    fn check_delay(&self, delay: Duration) -> Result<()> {
+        if delay > MAX_DELIVERY_DELAY {
+            return Err(Error::DeliveryDelayTooLong {
+                event_type: self.event_type,
+                delay,
+                limit: MAX_DELIVERY_DELAY,
+            });
+        }
+        Ok(())
+    }
+
     /// The event id.
     pub fn id(&self) -> Uuid {
         self.id
@@ -210,6 +320,35 @@ impl Outgoing {
     /// its defaults (see [`Envelopes`](crate::store::Envelopes)).
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// When the event's deliveries become due: [`Due::Now`] unless set with
+    /// [`deliver_after`](Self::deliver_after) or [`deliver_at`](Self::deliver_at).
+    pub fn due(&self) -> Due {
+        self.due
+    }
+}
+
+impl Due {
+    /// The delay of [`Due::After`] in seconds, for a store's `now() + delay`; `None` otherwise.
+    pub fn delay_seconds(self) -> Option<f64> {
+        match self {
+            Self::After(delay) => Some(delay.as_secs_f64()),
+            Self::Now | Self::At(_) => None,
+        }
+    }
+
+    /// The time of [`Due::At`] in seconds since the Unix epoch, for a store's timestamp (a time
+    /// before 1970, long past, as the epoch); `None` otherwise.
+    pub fn at_epoch_seconds(self) -> Option<f64> {
+        match self {
+            Self::At(time) => Some(
+                time.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            ),
+            Self::Now | Self::After(_) => None,
+        }
     }
 }
 

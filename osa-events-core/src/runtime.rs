@@ -975,7 +975,7 @@ impl RuntimeBuilder {
     /// naming this call, for a name no handler has, a routing key (it is part of the
     /// subscription: see [`repoint`](Self::repoint)), and a value out of its range (the message
     /// gives the range), or one that makes the handler's options inconsistent (`linger` beyond a
-    /// third of `claim_timeout`, `max_backoff` below `backoff`).
+    /// third of `claim_timeout`).
     #[must_use]
     pub fn configure(
         mut self,

@@ -88,24 +88,37 @@ where
 /// statement stays the same (and prepared) whatever the batch size, and never nears the 65,535
 /// bind-parameter limit.
 ///
+/// An event's due time (`$7` delay in seconds, or `$8` a time in epoch seconds; both null: at once,
+/// see [`Due`](osa_events_core::Due)) is computed with the database's `now()`, stored on the event
+/// (`deliver_at`) and given to each of its deliveries as `run_at`; a time already past is due now.
+/// A publish whose events are all delayed notifies no one (nothing is due; a worker's poll finds
+/// the deliveries when they are); one with any event due now notifies every subscription it gave
+/// work, as before. (Publishers may select only `subscription_id` of `deliveries`, see
+/// `docs/privileges.md`, so the statement cannot read the new rows' `run_at`.)
+///
 /// Every event is stamped with its transaction's commit row (`osa_events.current_commit()`, created
 /// by the transaction's first publish and numbered when it commits), which gives projections the
 /// log's commit order; see the `commit_order` migration.
 pub const PUBLISH_SQL: &str = r#"
 with new_events as (
-    insert into osa_events.events (id, event_type, event_version, routing_key, payload, metadata, commit_id, ordering_key)
+    insert into osa_events.events
+        (id, event_type, event_version, routing_key, payload, metadata, deliver_at, commit_id, ordering_key)
     select id, event_type, event_version, routing_key, payload::jsonb, coalesce(metadata::jsonb, '{}'::jsonb),
+           coalesce(now() + make_interval(secs => delay_secs), to_timestamp(at_epoch)),
            (select osa_events.current_commit()), ordering_key
-    from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::text[])
-        as input (id, event_type, event_version, routing_key, payload, metadata, ordering_key)
+    from unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::float8[],
+                $8::float8[], $9::text[])
+        as input (id, event_type, event_version, routing_key, payload, metadata, delay_secs, at_epoch,
+                  ordering_key)
     on conflict (id) do nothing
-    returning position, event_type, routing_key, ordering_key
+    returning position, event_type, routing_key, deliver_at, ordering_key
 ), fanned_out as (
     -- An ordered subscription's deliveries carry the event's key, and join it in key order
     -- (`deliveries_join_key`): the order the fenced writes lock keys in, so that neither waits for
     -- the other in a cycle. Within a key, in the order the events were given.
-    insert into osa_events.deliveries (subscription_id, event_position, ordering_key)
-    select s.id, e.position, case when s.ordered is not null then e.ordering_key end
+    insert into osa_events.deliveries (subscription_id, event_position, run_at, ordering_key)
+    select s.id, e.position, greatest(e.deliver_at, now()),
+           case when s.ordered is not null then e.ordering_key end
     from new_events e
     join osa_events.subscriptions s
       on s.event_type = e.event_type
@@ -116,6 +129,7 @@ with new_events as (
 ), notified as (
     select pg_notify('osa_events', subscription_id::text)
     from (select distinct subscription_id from fanned_out) as woken
+    where exists (select 1 from new_events where deliver_at is null or deliver_at <= now())
 )
 select (select count(*) from new_events) as published,
        (select count(*) from fanned_out) as deliveries,
@@ -187,6 +201,8 @@ where
     let mut keys = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
     let mut ordering_keys = Vec::with_capacity(events.len());
+    let mut delays = Vec::with_capacity(events.len());
+    let mut times = Vec::with_capacity(events.len());
     for event in events {
         ids.push(event.id());
         types.push(event.event_type());
@@ -194,6 +210,8 @@ where
         keys.push(event.routing_key());
         payloads.push(event.payload_json());
         ordering_keys.push(event.ordering_key());
+        delays.push(event.due().delay_seconds());
+        times.push(event.due().at_epoch_seconds());
     }
     let (published, deliveries, _woken, unrouted): (i64, i64, i64, Option<Vec<String>>) =
         sqlx::query_as(PUBLISH_SQL)
@@ -203,6 +221,8 @@ where
             .bind(keys)
             .bind(payloads)
             .bind(metadata)
+            .bind(delays)
+            .bind(times)
             .bind(ordering_keys)
             .fetch_one(executor)
             .await?;

@@ -70,12 +70,18 @@ async fn publish_one(conn: &mut SqliteConnection, outgoing: Outgoing) -> Result<
 }
 
 /// Inserts the events of `?1`, a JSON array of `[id (32 hex digits), type, version, routing key,
-/// payload text, metadata text]`, in the array's order, skipping ids that exist; returns the new
-/// positions. Positions are handed out under the write lock, in order.
+/// payload text, metadata text, delay seconds, due time (epoch seconds)]`, in the array's order,
+/// skipping ids that exist; returns the new positions. Positions are handed out under the write
+/// lock, in order.
+///
+/// An event's due time (`deliver_at`: see [`Due`](osa_events_core::Due); null for one due at once)
+/// is computed with the database's clock, `unixepoch('subsec')` plus the delay, or the time asked
+/// for.
 pub const INSERT_EVENTS_SQL: &str = r#"
-insert into events (id, event_type, event_version, routing_key, payload, metadata, ordering_key)
+insert into events (id, event_type, event_version, routing_key, payload, metadata, deliver_at, ordering_key)
 select unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4,
-       coalesce(value ->> 5, '{}'), value ->> 6
+       coalesce(value ->> 5, '{}'),
+       coalesce(unixepoch('subsec') + (value ->> 6), value ->> 7), value ->> 8
 from json_each(?1)
 where true
 order by key
@@ -85,16 +91,18 @@ returning position
 
 /// One delivery per (new event of `?1`, a JSON array of positions; matching subscription): the
 /// subscriptions of the event's type whose routing key is the event's or unset, and not retired.
+/// Each is due at its event's due time, or now when that is unset or past; `due` says which.
 pub const FAN_OUT_SQL: &str = r#"
-insert into deliveries (subscription_id, event_position, ordering_key)
-select s.id, e.position, case when s.ordered is not null then e.ordering_key end
+insert into deliveries (subscription_id, event_position, run_at, ordering_key)
+select s.id, e.position, max(coalesce(e.deliver_at, 0), unixepoch('subsec')),
+       case when s.ordered is not null then e.ordering_key end
 from events e
 join subscriptions s
   on s.event_type = e.event_type
  and (s.routing_key is null or s.routing_key = e.routing_key)
  and s.retired_at is null
 where e.position in (select value from json_each(?1))
-returning subscription_id
+returning subscription_id, run_at <= unixepoch('subsec') as due
 "#;
 
 /// The event types among the new events (`?1`) that no subscription receives, for the DEBUG line.
@@ -166,6 +174,8 @@ pub(crate) fn events_json(events: &[Outgoing], metadata: &[Option<String>]) -> S
                 metadata
                     .as_deref()
                     .map(|metadata| jsonb_text(metadata).unwrap_or_else(|| metadata.to_owned())),
+                event.due().delay_seconds(),
+                event.due().at_epoch_seconds(),
                 event.ordering_key(),
             ])
         })
@@ -223,12 +233,14 @@ pub(crate) async fn insert_and_fan_out(
             .collect::<Vec<_>>(),
     )
     .expect("positions serialize");
-    let delivered: Vec<(i32,)> = sqlx::query_as(FAN_OUT_SQL)
+    let delivered: Vec<(i32, bool)> = sqlx::query_as(FAN_OUT_SQL)
         .bind(&positions)
         .fetch_all(&mut *conn)
         .await?;
     let deliveries = u64::try_from(delivered.len()).unwrap_or(u64::MAX);
-    note_published(&mut *conn, delivered.into_iter().map(|(id,)| id)).await?;
+    // A delayed delivery wakes no one: a worker's poll finds it when it is due.
+    let due = delivered.into_iter().filter(|(_, due)| *due);
+    note_published(&mut *conn, due.map(|(id, _)| id)).await?;
     if tracing::enabled!(target: "osa_events::publish", tracing::Level::DEBUG) {
         let event_types: Vec<(String,)> = sqlx::query_as(UNROUTED_SQL)
             .bind(&positions)

@@ -96,6 +96,11 @@ pub mod guide {
     #![doc = include_str!("../docs/handlers.md")]
 }
 
+/// Delayed publish: events whose deliveries become due later, for reminders, timeouts and sagas.
+pub mod delayed_publish {
+    #![doc = include_str!("../docs/delayed_publish.md")]
+}
+
 /// A guide to seeing it run: the envelope (correlation, causation, trace context), the spans,
 /// Per-key order: `ordered` handlers and ordering keys.
 pub mod ordering {
@@ -111,10 +116,10 @@ pub mod observability {
 pub use any_store::AnyStore;
 pub use osa_events_core::{
     BackendError, Batch, BatchOutcome, CancellationToken, Clock, Ctx, DEFAULT_MAX_PAYLOAD_BYTES,
-    Error, Event, EventSet, HandlerError, HandlerOptions, HandlerSpec, MAX_ORDERING_KEY_BYTES,
-    Metadata, Ordered, Outgoing, PayloadError, ProjectionSpec, ProjectionStatus, Published,
-    PublishedEvent, ResetTo, Resources, Result, ResultExt, Runtime, RuntimeBuilder, State,
-    SubscriptionConflict, SystemClock, run_all_handlers,
+    Due, Error, Event, EventSet, HandlerError, HandlerOptions, HandlerSpec, MAX_DELIVERY_DELAY,
+    MAX_ORDERING_KEY_BYTES, Metadata, Ordered, Outgoing, PayloadError, ProjectionSpec,
+    ProjectionStatus, Published, PublishedEvent, ResetTo, Resources, Result, ResultExt, Runtime,
+    RuntimeBuilder, State, SubscriptionConflict, SystemClock, run_all_handlers,
 };
 pub use osa_events_core::{envelope, extract, health, operations, store};
 #[cfg(feature = "postgres")]

@@ -285,3 +285,154 @@ async fn deleting_events_or_subscriptions_with_deliveries_is_refused() {
         .unwrap();
     assert_eq!(events(&db).await, 0);
 }
+
+/// What the delayed handler saw: when each event was handled, by the test's clock.
+#[derive(Default)]
+struct Handled(std::sync::Mutex<Vec<(u32, std::time::Instant)>>);
+
+#[osa_events::event_handler(name = "publish.delayed", poll = "50ms")]
+async fn delayed(
+    record: Record,
+    handled: osa_events::State<Handled>,
+) -> Result<(), osa_events::HandlerError> {
+    handled
+        .0
+        .lock()
+        .unwrap()
+        .push((record.n, std::time::Instant::now()));
+    Ok(())
+}
+
+/// A real runtime on PostgreSQL: an event published with a 1.5 s delay is handled no earlier
+/// than that, and soon after (within its handler's poll, plus slack for a loaded machine), while
+/// an event published beside it without a delay is handled at once.
+#[tokio::test]
+async fn a_delayed_event_is_handled_after_its_delay_by_the_database_clock() {
+    const DELAY: Duration = Duration::from_millis(1500);
+    let db = Db::new().await;
+    let handled = std::sync::Arc::new(Handled::default());
+    let running = db
+        .start(
+            &["publish.delayed"],
+            osa_events::Resources::new().with_arc(handled.clone()),
+        )
+        .await;
+    let batch = [
+        Outgoing::new(&Record { n: 1 })
+            .unwrap()
+            .deliver_after(DELAY)
+            .unwrap(),
+        Outgoing::new(&Record { n: 2 }).unwrap(),
+    ];
+    let mut tx = db.pool().begin().await.unwrap();
+    let published_at = std::time::Instant::now();
+    osa_events::publish_batch(&mut *tx, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+
+    crate::support::eventually(Duration::from_secs(10), "both events handled", || async {
+        handled.0.lock().unwrap().len() == 2
+    })
+    .await;
+    running.stop().await;
+    let handled = handled.0.lock().unwrap().clone();
+    assert_eq!(
+        handled.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [2, 1],
+        "the undelayed one first"
+    );
+    let waited = handled[1].1 - published_at;
+    assert!(
+        waited >= DELAY - Duration::from_millis(50),
+        "handled after {waited:?}, before its delay of {DELAY:?}"
+    );
+    assert!(
+        waited < DELAY + Duration::from_secs(5),
+        "handled {waited:?} after it was published: long after its delay"
+    );
+}
+
+/// The due time is the database's: `deliver_at` on the event is its `created_at` plus the delay
+/// (the same `now()`), every delivery's `run_at` is that time, and a time asked for is kept as
+/// asked, to the microsecond PostgreSQL keeps.
+#[tokio::test]
+async fn a_delayed_publish_stores_its_due_time_by_the_database_clock() {
+    let db = Db::new().await;
+    subscribe(&db, &[subscription("a", None), subscription("b", None)]).await;
+    // About a year ahead, to the microsecond.
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        + 365 * 24 * 3_600_000_000;
+    let micros = i64::try_from(micros).unwrap();
+    let at = std::time::UNIX_EPOCH + Duration::from_micros(micros.unsigned_abs());
+    let batch = [
+        Outgoing::new(&Record { n: 1 })
+            .unwrap()
+            .deliver_after(Duration::from_secs(90))
+            .unwrap(),
+        Outgoing::new(&Record { n: 2 })
+            .unwrap()
+            .deliver_at(at)
+            .unwrap(),
+        Outgoing::new(&Record { n: 3 }).unwrap(),
+    ];
+    let mut tx = db.pool().begin().await.unwrap();
+    let published = osa_events::publish_batch(&mut *tx, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((published.events, published.deliveries), (3, 6));
+    let rows: Vec<(i64, Option<f64>, Option<i64>, f64)> = sqlx::query_as(
+        "select (e.payload->>'n')::int8,
+                extract(epoch from e.deliver_at - e.created_at)::float8,
+                (extract(epoch from e.deliver_at) * 1000000)::int8,
+                extract(epoch from d.run_at - e.created_at)::float8
+         from osa_events.events e join osa_events.deliveries d on d.event_position = e.position
+         order by e.position, d.subscription_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for (n, delay, deliver_at, run_in) in rows {
+        match n {
+            1 => {
+                assert_eq!(delay, Some(90.0), "now() + 90 s");
+                assert_eq!(run_in, 90.0);
+            }
+            2 => {
+                assert_eq!(deliver_at, Some(micros), "as asked");
+                assert!(run_in > 364.0 * 24.0 * 3600.0, "due at that time: {run_in}");
+            }
+            _ => {
+                assert_eq!((delay, deliver_at), (None, None), "not delayed");
+                assert_eq!(run_in, 0.0, "due at once");
+            }
+        }
+    }
+}
+
+/// A publish whose deliveries are all delayed wakes no worker (the claim would find nothing due);
+/// a worker's poll finds them when they are due.
+#[tokio::test]
+async fn a_delayed_publish_wakes_no_listener() {
+    let db = Db::new().await;
+    let ids = subscribe(&db, &[subscription("later", None)]).await;
+    let mut wake_ups = db.store.wake_ups().expect("PgStore listens").await.unwrap();
+    let delayed = Outgoing::new(&Record { n: 1 })
+        .unwrap()
+        .deliver_after(Duration::from_secs(60))
+        .unwrap();
+    osa_events::publish_batch(db.pool(), &[delayed])
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_millis(300), wake_ups.next()).await;
+    assert!(woken.is_err(), "woken by a delayed publish: {woken:?}");
+    osa_events::publish(db.pool(), &Record { n: 2 })
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), wake_ups.next())
+        .await
+        .expect("a wake-up for the undelayed publish")
+        .unwrap();
+    assert_eq!(woken, Some(ids[0]));
+}

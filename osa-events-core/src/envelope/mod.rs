@@ -12,11 +12,18 @@
 //! correlation id, or the handled event's id when it has none. So a chain
 //! submit → validate → publish → index shares one correlation id, that of the event which began it,
 //! and each event names the one it came from.
+//!
+//! A delayed publish ([`Outgoing::deliver_after`](crate::Outgoing::deliver_after),
+//! [`deliver_at`](crate::Outgoing::deliver_at)) records the delay it asked for as the extra field
+//! `deliver_after` (seconds) or `deliver_at` (seconds since the Unix epoch): see
+//! [`Metadata::due`].
+
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Ctx, Error, Result};
+use crate::{Ctx, Due, Error, Result};
 
 pub(crate) mod cause;
 #[cfg(feature = "opentelemetry")]
@@ -30,6 +37,10 @@ const CORRELATION_ID: &str = "correlation_id";
 const CAUSATION_ID: &str = "causation_id";
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
+/// The extra field a delayed publish records its delay in (seconds), see [`Metadata::due`].
+const DELIVER_AFTER: &str = "deliver_after";
+/// The extra field a publish due at a time records it in (epoch seconds).
+const DELIVER_AT: &str = "deliver_at";
 
 /// The metadata an event carries beside its payload: correlation and causation ids, W3C trace
 /// context, and extra fields of your own.
@@ -185,6 +196,46 @@ impl Metadata {
     /// Every extra field.
     pub fn extras(&self) -> &Map<String, Value> {
         &self.extra
+    }
+
+    /// The delivery delay the event was published with
+    /// ([`Outgoing::deliver_after`](crate::Outgoing::deliver_after),
+    /// [`Outgoing::deliver_at`](crate::Outgoing::deliver_at)), which a publish records in the
+    /// metadata as the extra field `deliver_after` (seconds) or `deliver_at` (seconds since the
+    /// Unix epoch), so that a handler, a relay or a consumer in another language can tell; `None`
+    /// for an event delivered at once.
+    ///
+    /// The store keeps the due time it computed on the event itself; this is what was asked for.
+    pub fn due(&self) -> Option<Due> {
+        let seconds = |key| {
+            self.extra
+                .get(key)
+                .and_then(Value::as_f64)
+                .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        };
+        if let Some(delay) = seconds(DELIVER_AFTER) {
+            return Some(Due::After(delay));
+        }
+        seconds(DELIVER_AT).map(|since_epoch| Due::At(SystemTime::UNIX_EPOCH + since_epoch))
+    }
+
+    /// `self` with `due` recorded as [`due`](Self::due) reads it (nothing for [`Due::Now`]).
+    pub(crate) fn with_due(mut self, due: Due) -> Self {
+        match due {
+            Due::Now => {}
+            Due::After(_) => {
+                self.extra.remove(DELIVER_AT);
+                self.extra
+                    .insert(DELIVER_AFTER.to_owned(), due.delay_seconds().into());
+            }
+            Due::At(_) => {
+                self.extra.remove(DELIVER_AFTER);
+                self.extra
+                    .insert(DELIVER_AT.to_owned(), due.at_epoch_seconds().into());
+            }
+        }
+        self
     }
 
     /// Whether nothing is set.

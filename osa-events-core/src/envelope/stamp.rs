@@ -4,7 +4,7 @@
 use tracing::Span;
 
 use super::{Metadata, cause};
-use crate::{Outgoing, Published, Result, spans};
+use crate::{Due, Outgoing, Published, Result, spans};
 
 /// The metadata of a publish's events as the store writes it, and the publish's span.
 ///
@@ -58,7 +58,14 @@ impl Envelopes {
             let trace: Option<Metadata> = None;
             events
                 .iter()
-                .map(|event| stamped(event.metadata(), cause.as_ref(), trace.as_ref()))
+                .map(|event| {
+                    stamped(
+                        event.metadata(),
+                        event.due(),
+                        cause.as_ref(),
+                        trace.as_ref(),
+                    )
+                })
                 .collect()
         });
         Self {
@@ -125,17 +132,19 @@ fn by_type(events: &[Outgoing]) -> Vec<(&'static str, u64)> {
     counts
 }
 
-/// One event's metadata with its defaults filled in, as JSON text; `None` when it is empty.
+/// One event's metadata with its defaults filled in, and its delivery delay recorded (see
+/// [`Metadata::due`]), as JSON text; `None` when it is empty.
 fn stamped(
     metadata: &Metadata,
+    due: Due,
     cause: Option<&cause::Cause>,
     trace: Option<&Metadata>,
 ) -> Option<String> {
-    if cause.is_none() && trace.is_none() {
+    if cause.is_none() && trace.is_none() && due == Due::Now {
         // The common case outside handlers and tracing: nothing to add, nothing to copy.
         return (!metadata.is_empty()).then(|| to_json(metadata));
     }
-    let mut filled = metadata.clone();
+    let mut filled = metadata.clone().with_due(due);
     if let Some(cause) = cause {
         filled = cause.fill(filled);
     }

@@ -373,13 +373,9 @@ impl HandlerSpec {
         if let Err(message) = Setting::all_of(self).try_for_each(Setting::check) {
             return fail(message);
         }
-        if self.max_backoff < self.backoff {
-            return fail(format!(
-                "`max_backoff` must not be shorter than `backoff`, found {} < {}",
-                humantime::format_duration(self.max_backoff),
-                humantime::format_duration(self.backoff)
-            ));
-        }
+        // `max_backoff` below `backoff` is no error here: the cap wins (every retry waits
+        // `max_backoff`). The macro refuses it only when both are written, and an attribute's
+        // `backoff = "1h"` with the default cap has always been accepted.
         if !self.linger.is_zero() && self.shape == Shape::Each {
             return fail(
                 "`linger` applies only to batch handlers (`Shape::Batch`): a per-event handler is \

@@ -22,7 +22,9 @@
 //! its checkpoint, backs off (200 ms doubling to 10 s), reconnects, and re-sends the batch. On a
 //! message the stream refuses for good (larger than its limit, a subject no stream takes),
 //! [`Relay::run`] records the error as the relay's `last_error` in the store's status and returns
-//! [`RelayError::Rejected`]: the relay stops rather than skip the event.
+//! [`RelayError::Rejected`]: the relay stops rather than skip the event. So it does on a delayed
+//! event (`Outgoing::deliver_after`, `deliver_at`), which JetStream cannot hold until it is due:
+//! it stops rather than relay it early.
 //!
 //! Each publish uses the relay's own connection, opened with reconnection turned off: a client
 //! that reconnects by itself would send, after a reconnect, publishes buffered before it, whose

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, Context};
 use osa_events_core::store::Delivery;
+use osa_events_core::{Due, Metadata};
 
 use crate::headers;
 use crate::subjects::Subjects;
@@ -63,6 +64,9 @@ pub(crate) async fn publish_all(
         }
         let event = &mut events[index];
         let subject = subjects.subject(&event.event_type, event.routing_key.as_deref());
+        if let Some(refused) = delayed(event, &subject) {
+            return Err(refused);
+        }
         let message_headers = headers::for_event(event);
         // The body is the payload unchanged (a refusal's message names the event, not its body).
         let payload = std::mem::take(&mut event.payload);
@@ -76,6 +80,34 @@ pub(crate) async fn publish_all(
         settle(context, events, at, subject, ack.await, &mut sent).await?;
     }
     Ok(sent)
+}
+
+/// A delayed event (`Outgoing::deliver_after`, `deliver_at`: recorded in its metadata, see
+/// `Metadata::due`) cannot be relayed: JetStream has no way to hold a message until a time
+/// (nats-server before 2.12 has no message schedules, and a stream's consumers in other
+/// languages would not honour an osa-events header), and relaying it at once would deliver it
+/// early. The relay stops on it, as on a message the stream refuses.
+fn delayed(event: &Delivery, subject: &str) -> Option<Failure> {
+    let due = serde_json::from_str::<Metadata>(&event.metadata)
+        .ok()?
+        .due()?;
+    let asked = match due {
+        Due::After(delay) => format!("deliver_after {delay:?}"),
+        Due::At(time) => format!(
+            "deliver_at {} s since the Unix epoch",
+            Due::At(time).at_epoch_seconds().unwrap_or_default()
+        ),
+        Due::Now => return None,
+    };
+    Some(Failure::Rejected {
+        event: Box::new(event.clone()),
+        subject: subject.to_owned(),
+        reason: format!(
+            "it was published delayed ({asked}), and JetStream cannot hold a message until it is \
+             due: relaying it now would deliver it early (publish delayed events of types the \
+             relay does not relay, or handle them on the database store)"
+        ),
+    })
 }
 
 /// Counts one acknowledgement, or turns its error into a [`Failure`].

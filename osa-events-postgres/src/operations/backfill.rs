@@ -18,7 +18,8 @@
 //!    Nothing there can have a delivery of its own.
 //!
 //! Copied deliveries are due at the subscription's creation, before anything published since,
-//! so the history is claimed first, in log order.
+//! so the history is claimed first, in log order; a delayed event whose due time is later is due
+//! then instead (see [`COPY_SQL`](super::replay::COPY_SQL)).
 
 use super::replay::copy;
 use super::{PgStore, subscribed};

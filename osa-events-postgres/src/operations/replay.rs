@@ -21,15 +21,19 @@ pub(super) const LOCK_SUBSCRIPTION_SQL: &str =
 /// Parameters: `$1` subscription, `$2` after, `$3` through (inclusive), `$4` chunk, `$5` event
 /// type, `$6` routing key (null: any), `$7`/`$8` published at or after / before (epoch seconds,
 /// null: any), `$9` when the new deliveries are due (epoch seconds, null: now).
+///
+/// A delayed event (`deliver_at`, see `Outgoing::deliver_after`) whose due time is later than
+/// that is copied due at its own time: a copy never delivers a delayed event early, and one whose
+/// time has passed is due as any other copied event.
 pub(super) const COPY_SQL: &str = r#"
 with examined as (
-    select e.position, e.event_type, e.routing_key, e.created_at, e.ordering_key
+    select e.position, e.event_type, e.routing_key, e.created_at, e.deliver_at, e.ordering_key
     from osa_events.events e
     where e.position > $2 and e.position <= $3
     order by e.position
     limit $4
 ), matching as (
-    select x.position, x.ordering_key from examined x
+    select x.position, x.deliver_at, x.ordering_key from examined x
     where x.event_type = $5
       and ($6::text is null or x.routing_key = $6)
       and ($7::float8 is null or x.created_at >= to_timestamp($7))
@@ -42,7 +46,7 @@ with examined as (
     -- and a skipped one must not. The subscription's row is locked by the statement before
     -- (`LOCK_SUBSCRIPTION_SQL`), so no other copy inserts between this snapshot and this insert.
     insert into osa_events.deliveries (subscription_id, event_position, run_at, ordering_key)
-    select $1, m.position, coalesce(to_timestamp($9::float8), now()),
+    select $1, m.position, greatest(coalesce(to_timestamp($9::float8), now()), m.deliver_at),
            case when o.ordered then m.ordering_key end
     from matching m cross join ordered o
     where not exists (select 1 from osa_events.deliveries d

@@ -19,13 +19,13 @@ macro_rules! chunk {
     () => {
         r#"
 with examined as (
-    select e.position, e.event_type, e.routing_key, e.created_at, e.ordering_key
+    select e.position, e.event_type, e.routing_key, e.created_at, e.deliver_at, e.ordering_key
     from events e
     where e.position > ?2 and e.position <= ?3
     order by e.position
     limit ?4
 ), matching as (
-    select x.position, x.ordering_key from examined x
+    select x.position, x.deliver_at, x.ordering_key from examined x
     where x.event_type = ?5
       and (?6 is null or x.routing_key = ?6)
       and (?7 is null or x.created_at >= ?7)
@@ -45,12 +45,13 @@ select (select max(position) from examined), (select count(*) from matching)
 );
 
 /// A pending delivery for subscription `?1` of each matching event it has no row of, due at `?9`
-/// (epoch seconds, null: now).
+/// (epoch seconds, null: now), or at the event's own due time when that is later (a delayed event,
+/// see `Outgoing::deliver_after`): a copy never delivers a delayed event early.
 pub(super) const COPY_SQL: &str = concat!(
     chunk!(),
     r#"
 insert into deliveries (subscription_id, event_position, run_at, ordering_key)
-select ?1, m.position, coalesce(?9, unixepoch('subsec')),
+select ?1, m.position, max(coalesce(?9, unixepoch('subsec')), coalesce(m.deliver_at, 0)),
        case when (select s.ordered from subscriptions s where s.id = ?1) is not null
             then m.ordering_key end
 from matching m

@@ -70,7 +70,7 @@ pub use fences::{
     writes_need_a_claimed_delivery,
 };
 pub use operations::{
-    a_delivery_is_shown_with_its_event,
+    a_copy_of_a_delayed_event_is_not_due_before_its_time, a_delivery_is_shown_with_its_event,
     a_new_subscription_starting_from_its_history_is_backfilled_first_in_log_order,
     a_paused_handler_claims_nothing_until_resumed,
     a_retired_handler_registered_again_starts_afresh,
@@ -100,6 +100,7 @@ pub use operations::{
 pub use ordering::{
     a_dead_head_blocks_its_key_until_retried_or_purged,
     a_dead_head_under_skip_lets_its_key_go_on_and_rejoins_at_the_end,
+    a_delayed_delivery_keeps_its_due_time_in_its_key,
     a_replay_into_an_ordered_handler_joins_each_key_at_its_end,
     a_retrying_head_holds_back_only_its_key, an_invalid_ordering_key_is_refused_before_publishing,
     an_ordered_key_is_due_one_delivery_at_a_time_in_publish_order,
@@ -115,11 +116,11 @@ pub use projections::{
     one_leader_per_projection, the_status_shows_checkpoint_lag_and_leader,
 };
 pub use publish::{
-    deliveries_are_created_at_publish_time, each_subscription_gets_its_own_delivery,
-    other_event_types_are_not_delivered, payloads_come_back_as_jsonb_returns_them,
-    positions_follow_publish_order, publish_wakes_listening_workers,
-    publishing_an_existing_id_is_a_noop, routing_keys_select_subscriptions,
-    subscriptions_are_upserted_by_name_with_stable_ids,
+    a_delayed_delivery_is_claimable_only_once_due, deliveries_are_created_at_publish_time,
+    each_subscription_gets_its_own_delivery, other_event_types_are_not_delivered,
+    payloads_come_back_as_jsonb_returns_them, positions_follow_publish_order,
+    publish_wakes_listening_workers, publishing_an_existing_id_is_a_noop,
+    routing_keys_select_subscriptions, subscriptions_are_upserted_by_name_with_stable_ids,
 };
 pub use registration::{
     a_conflicting_registration_is_refused_and_changes_nothing,
@@ -242,6 +243,7 @@ macro_rules! store_contract_tests {
             payloads_come_back_as_jsonb_returns_them,
             deliveries_are_created_at_publish_time,
             publish_wakes_listening_workers,
+            a_delayed_delivery_is_claimable_only_once_due,
             one_leader_per_projection,
             a_leadership_that_ends_passes_on,
             a_waiting_candidate_takes_over_when_the_leadership_ends,
@@ -274,7 +276,8 @@ macro_rules! store_contract_tests {
             replay_delivers_a_range_in_log_order_due_now_skipping_existing_rows,
             replay_filters_by_publish_time_and_routing_key,
             replay_refuses_another_event_type_a_retired_handler_and_a_bad_chunk,
-            a_new_subscription_starting_from_its_history_is_backfilled_first_in_log_order,
+            a_copy_of_a_delayed_event_is_not_due_before_its_time,
+    a_new_subscription_starting_from_its_history_is_backfilled_first_in_log_order,
             backfill_keeps_at_most_two_chunks_open_and_ends_with_done,
             a_start_from_now_subscription_has_no_backfill,
             prune_deletes_old_events_nothing_refers_to_and_stops_at_younger_ones,
@@ -294,6 +297,7 @@ macro_rules! store_contract_tests {
             cancelled_and_listed_waiting_deliveries_keep_their_keys_order,
             keys_order_each_ordered_subscription_on_its_own,
             a_replay_into_an_ordered_handler_joins_each_key_at_its_end,
+            a_delayed_delivery_keeps_its_due_time_in_its_key,
             an_invalid_ordering_key_is_refused_before_publishing,
         );
     };

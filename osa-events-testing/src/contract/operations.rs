@@ -36,6 +36,7 @@ pub use deliveries::{
     retry_dead_resets_attempts_makes_due_now_and_keeps_the_last_error,
 };
 pub use history::{
+    a_copy_of_a_delayed_event_is_not_due_before_its_time,
     a_new_subscription_starting_from_its_history_is_backfilled_first_in_log_order,
     a_start_from_now_subscription_has_no_backfill,
     backfill_keeps_at_most_two_chunks_open_and_ends_with_done,

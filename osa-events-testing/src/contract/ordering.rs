@@ -488,6 +488,46 @@ pub async fn a_replay_into_an_ordered_handler_joins_each_key_at_its_end<S: Store
     assert_eq!(numbers(&claim(subject, subscription, 10, LONG).await), [0]);
 }
 
+/// A delayed event keeps its due time inside its key: as the head it holds its key back until
+/// it is due; behind the head, it becomes due at its time, not at its turn, when that is later.
+pub async fn a_delayed_delivery_keeps_its_due_time_in_its_key<S: StoreUnderTest>(subject: &S) {
+    if !orders(subject, "a_delayed_delivery_keeps_its_due_time_in_its_key") {
+        return;
+    }
+    let subscription = subscribe_ordered(subject, "ordered.delayed", Ordered::Block).await;
+    let keyed = |key: &str, n: u32| {
+        outgoing(&Job { n })
+            .with_ordering_key(key)
+            .expect("a valid ordering key")
+    };
+    let batch = [
+        keyed("a", 0),
+        keyed("a", 1).deliver_after(EXPIRED).expect("a short delay"),
+        keyed("b", 2).deliver_after(EXPIRED).expect("a short delay"),
+        keyed("b", 3),
+    ];
+    assert_eq!(subject.publish(&batch).await, 4);
+    let first = claim(subject, subscription, 10, LONG).await;
+    assert_eq!(
+        numbers(&first),
+        [0],
+        "a's head; b's head is delayed and holds b back"
+    );
+    complete(subject, subscription, &[&first[0]]).await;
+    assert!(
+        claim(subject, subscription, 10, LONG).await.is_empty(),
+        "a's next is its turn, but not yet its time"
+    );
+    subject.pass(EXPIRED + SHORT).await;
+    let mut due = numbers(&claim(subject, subscription, 10, LONG).await);
+    due.sort_unstable();
+    assert_eq!(
+        due,
+        [1, 2],
+        "both delayed heads once due; b's next still waits"
+    );
+}
+
 /// An ordering key is checked when the event is built: empty, too long or with a NUL is refused.
 pub async fn an_invalid_ordering_key_is_refused_before_publishing<S: StoreUnderTest>(_subject: &S) {
     let job = || outgoing(&Job { n: 0 });

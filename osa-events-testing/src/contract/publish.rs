@@ -227,3 +227,52 @@ pub async fn payloads_come_back_as_jsonb_returns_them<S: StoreUnderTest>(subject
     );
     assert_eq!(claimed[0].metadata, r#"{"b": 1, "aa": 2}"#);
 }
+
+/// How far a delayed rule's deliveries are delayed: long enough that a store on real time cannot
+/// reach it by the time the rule looks the first time.
+const DELAY: Duration = Duration::from_millis(800);
+
+/// A delayed event (`Outgoing::deliver_after`, `deliver_at`) is logged at once, and its
+/// deliveries are claimable only once due by the store's clock; a time already past is due at
+/// once, and the claim order is due time, then position.
+pub async fn a_delayed_delivery_is_claimable_only_once_due<S: StoreUnderTest>(subject: &S) {
+    let subscription = subscribe(subject, "delayed", None).await;
+    let batch = [
+        outgoing(&Job { n: 0 }).deliver_after(DELAY).unwrap(),
+        outgoing(&Job { n: 1 })
+            .deliver_at(std::time::SystemTime::now() + DELAY)
+            .unwrap(),
+        outgoing(&Job { n: 2 })
+            .deliver_at(std::time::SystemTime::now() - Duration::from_secs(3600))
+            .unwrap(),
+        outgoing(&Job { n: 3 }),
+        outgoing(&Job { n: 4 })
+            .deliver_after(Duration::ZERO)
+            .unwrap(),
+    ];
+    assert_eq!(subject.publish(&batch).await, 5);
+    assert_eq!(subject.event_count().await, 5, "logged at once");
+    assert_eq!(
+        subject.rows(subscription).await.len(),
+        5,
+        "delivered at once"
+    );
+    let due: Vec<u32> = claim(subject, subscription, 10, LONG)
+        .await
+        .iter()
+        .map(|delivery| serde_json::from_str::<Job>(&delivery.payload).unwrap().n)
+        .collect();
+    assert_eq!(due, [2, 3, 4], "a past time and a zero delay are due now");
+    assert!(
+        claim(subject, subscription, 10, LONG).await.is_empty(),
+        "not due before its time"
+    );
+    subject.pass(DELAY + Duration::from_millis(200)).await;
+    let later: Vec<u32> = claim(subject, subscription, 10, LONG)
+        .await
+        .iter()
+        .map(|delivery| serde_json::from_str::<Job>(&delivery.payload).unwrap().n)
+        .collect();
+    assert_eq!(later.len(), 2, "both due once their time has come");
+    assert!(later.contains(&0) && later.contains(&1), "{later:?}");
+}

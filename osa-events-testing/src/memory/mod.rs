@@ -38,6 +38,8 @@ use time::{Epoch, Now};
 /// - **Publishing** logs each event once per id (ids are idempotency keys), in publish order, and
 ///   at once creates one delivery per subscription of its event type whose routing-key filter is
 ///   unset or equal to its key. A subscription registered later does not receive earlier events.
+///   A delayed event's deliveries ([`Outgoing::deliver_after`], [`Outgoing::deliver_at`]) are due
+///   at its due time by the store's clock (a wall-clock time read through it), and wake no one.
 /// - **Claims** take deliveries that are not dead and whose `run_at` has come, oldest `run_at`
 ///   first, then by position. Each claim hands out a fresh token, counts the attempt and moves
 ///   `run_at` to the claim's expiry, so an expired claim is simply due again.
@@ -247,9 +249,7 @@ impl InMemoryStore {
     }
 
     fn publish_logged(&self, events: &[RawEvent]) -> Published {
-        let now = self.shared.clock.now();
-        let (published, deliveries, woken) =
-            self.tables().publish(events, now, self.wall_time(now));
+        let (published, deliveries, woken) = self.tables().publish(events, self.now_at());
         self.wake(woken);
         Published::new(published, deliveries)
     }

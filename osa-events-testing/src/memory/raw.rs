@@ -1,7 +1,7 @@
 //! [`RawEvent`]: an event as the store keeps it, for publishing to an in-memory store.
 
 use osa_events::store::Envelopes;
-use osa_events::{Event, Outgoing, Result};
+use osa_events::{Due, Event, Outgoing, Result};
 use uuid::Uuid;
 
 /// An event as a store keeps it: id, type name, version, routing key, and JSON text.
@@ -42,6 +42,9 @@ pub struct RawEvent {
     /// The ordering key ([`Outgoing::with_ordering_key`]): ordered subscriptions take the events
     /// of one key one at a time. Not checked here.
     pub ordering_key: Option<String>,
+    /// When its deliveries become due, by the store's clock ([`Outgoing::deliver_after`],
+    /// [`Outgoing::deliver_at`]); [`Due::Now`] unless set.
+    pub due: Due,
 }
 
 impl RawEvent {
@@ -75,6 +78,7 @@ impl RawEvent {
             payload: payload.into(),
             metadata: None,
             ordering_key: None,
+            due: Due::Now,
         }
     }
 
@@ -105,6 +109,14 @@ impl RawEvent {
         self.metadata = Some(metadata.to_string());
         self
     }
+
+    /// Sets when its deliveries become due, unchecked (an [`Outgoing`] checks the delay against
+    /// [`MAX_DELIVERY_DELAY`](osa_events::MAX_DELIVERY_DELAY); the store saturates a longer one).
+    #[must_use]
+    pub fn with_due(mut self, due: Due) -> Self {
+        self.due = due;
+        self
+    }
 }
 
 impl RawEvent {
@@ -129,6 +141,7 @@ impl RawEvent {
             payload: outgoing.payload_json().to_owned(),
             metadata,
             ordering_key: outgoing.ordering_key().map(str::to_owned),
+            due: outgoing.due(),
         }
     }
 }

@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use osa_events::Due;
 use osa_events::operations::{ActivityBucket, NodeRecord};
 use osa_events::store::{ClaimRequest, Delivery, Failure, Fence, Subscription, SubscriptionId};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{DeliveryInfo, DeliveryStatus, RawEvent};
+use super::{DeliveryInfo, DeliveryStatus, Now, RawEvent};
 
 mod lifecycle;
 mod operations;
@@ -59,6 +60,9 @@ pub(super) struct Tables {
 struct LoggedEvent {
     raw: RawEvent,
     published_at: SystemTime,
+    /// When its deliveries became due, if it was published delayed (`events.deliver_at`): a copy
+    /// of the history gives it no earlier due time.
+    deliver_at: Option<Instant>,
     /// The publish that logged it (all events of one publish share it), as PostgreSQL's
     /// `commit_seq`: publishes are atomic and in order here, so it grows with the position.
     commit: u64,
@@ -135,7 +139,7 @@ impl Row {
 }
 
 /// `at + duration`, saturating at a moment no test reaches instead of overflowing.
-fn later(at: Instant, duration: Duration) -> Instant {
+pub(super) fn later(at: Instant, duration: Duration) -> Instant {
     const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
     at.checked_add(duration.min(FOREVER))
         .unwrap_or_else(|| at + Duration::from_secs(1))
@@ -199,12 +203,14 @@ impl Tables {
     /// routing-key filter is unset or equal to its key. Ids already logged, earlier or in this
     /// batch, are skipped. Returns how many events were new, how many deliveries they got, and
     /// the subscriptions that got work.
+    ///
+    /// A delayed event's deliveries are due at its due time (a time past: now), and wake no one.
     pub(super) fn publish(
         &mut self,
         events: &[RawEvent],
-        now: Instant,
-        published_at: SystemTime,
+        at: Now,
     ) -> (u64, u64, BTreeSet<SubscriptionId>) {
+        let now = at.instant;
         let mut published = 0;
         let mut deliveries = 0;
         let mut woken = BTreeSet::new();
@@ -215,11 +221,18 @@ impl Tables {
             }
             self.last_position += 1;
             let position = self.last_position;
+            let deliver_at = match raw.due {
+                Due::Now => None,
+                Due::After(delay) => Some(later(now, delay)),
+                Due::At(time) => Some(at.instant_of(time)),
+            };
+            let run_at = deliver_at.map_or(now, |deliver_at| deliver_at.max(now));
             self.events.insert(
                 position,
                 LoggedEvent {
                     raw: stored(raw),
-                    published_at,
+                    published_at: at.wall(),
+                    deliver_at,
                     commit,
                 },
             );
@@ -234,9 +247,11 @@ impl Tables {
                 .collect();
             for (id, ordered) in receiving {
                 let ordering_key = raw.ordering_key.clone().filter(|_| ordered);
-                self.insert_delivery((id, position), Row::pending(now, now, ordering_key));
+                self.insert_delivery((id, position), Row::pending(run_at, now, ordering_key));
                 deliveries += 1;
-                woken.insert(id);
+                if run_at <= now {
+                    woken.insert(id);
+                }
             }
         }
         if published > 0 {

@@ -35,6 +35,21 @@ impl Epoch {
     }
 }
 
+impl Epoch {
+    /// The store clock's instant of the wall-clock time `wall` (the inverse of
+    /// [`wall`](Self::wall)): a time before this epoch that the clock cannot represent as the
+    /// epoch's instant, a time too far ahead a hundred years ahead (no test gets there).
+    pub(super) fn instant(self, wall: SystemTime) -> Instant {
+        match wall.duration_since(self.wall) {
+            Ok(ahead) => super::state::later(self.instant, ahead),
+            Err(behind) => self
+                .instant
+                .checked_sub(behind.duration())
+                .unwrap_or(self.instant),
+        }
+    }
+}
+
 /// The store's now, for the operations that report times.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Now {
@@ -57,6 +72,11 @@ impl Now {
     /// The store clock's `instant`, as wall-clock time.
     pub(super) fn wall_of(self, instant: Instant) -> SystemTime {
         self.epoch.wall(instant)
+    }
+
+    /// The store clock's instant of the wall-clock time `wall`.
+    pub(super) fn instant_of(self, wall: SystemTime) -> Instant {
+        self.epoch.instant(wall)
     }
 }
 
@@ -81,6 +101,19 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         assert_eq!(now.wall_of(start), epoch.wall(start));
+    }
+
+    #[test]
+    fn wall_times_map_back_to_their_instants() {
+        let start = Instant::now() + Duration::from_secs(10);
+        let epoch = Epoch::at(start);
+        for instant in [
+            start,
+            start + Duration::from_secs(90),
+            start - Duration::from_secs(4),
+        ] {
+            assert_eq!(epoch.instant(epoch.wall(instant)), instant);
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl MemoryTransaction {
         for (subscription, fences) in &self.completions {
             tables.complete(*subscription, fences, now);
         }
-        let (_, _, woken) = tables.publish(&self.publishes, now, store.wall_time(now));
+        let (_, _, woken) = tables.publish(&self.publishes, store.now_at());
         Ok(woken)
     }
 }

@@ -3,6 +3,7 @@
 
 mod activity;
 mod contract;
+mod delay;
 mod envelope;
 mod fatal;
 mod harness;

@@ -277,6 +277,63 @@ async fn a_message_the_stream_refuses_stops_the_relay_before_it_and_says_which()
     assert!(last_error.contains("refused event"), "{last_error}");
 }
 
+/// JetStream cannot hold a message until it is due, so the relay refuses to relay a delayed
+/// event early: it stops before it, saying why, with the events before it relayed; a delayed
+/// event of a type the relay does not relay is no obstacle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_event_stops_the_relay_before_it_instead_of_relaying_it_early() {
+    let Some(nats) = Nats::start().await else {
+        return;
+    };
+    nats.context
+        .create_stream(stream::Config {
+            name: "EVENTS".into(),
+            subjects: vec!["osa.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let db = Db::new().await;
+    publish(&db, 0..2, None).await;
+    let delayed = [
+        Outgoing::new(&Other { n: 0 })
+            .unwrap()
+            .deliver_after(Duration::from_secs(60))
+            .unwrap(),
+        Outgoing::new(&Order { n: 2 })
+            .unwrap()
+            .deliver_after(Duration::from_secs(60))
+            .unwrap(),
+    ];
+    osa_events::publish_batch(db.pool(), &delayed)
+        .await
+        .unwrap();
+    publish(&db, 3..4, None).await;
+
+    let (_shutdown, running) = spawn_relay(&db, &nats, orders_relay());
+    let error = tokio::time::timeout(WAIT, running)
+        .await
+        .expect("the relay stops")
+        .unwrap()
+        .unwrap_err();
+    let RelayError::Rejected {
+        event_type,
+        position,
+        reason,
+        ..
+    } = &error
+    else {
+        panic!("expected a refusal, got {error:?}");
+    };
+    assert_eq!((event_type.as_str(), *position), ("test.relay.order", 4));
+    assert!(
+        reason
+            .starts_with("it was published delayed (deliver_after 60s), and JetStream cannot hold"),
+        "{reason}"
+    );
+    assert_eq!(stream_orders(&nats).await, vec![0, 1], "nothing early");
+}
+
 /// A reset while the relay reads ahead stands: the relay goes back to the beginning and sends
 /// the log again, and JetStream, within its duplicate window, stores nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

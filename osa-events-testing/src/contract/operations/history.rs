@@ -360,3 +360,38 @@ pub async fn a_start_from_now_subscription_has_no_backfill<S: StoreUnderTest>(su
     assert_eq!(status.handler("from.now").unwrap().backfill, None);
     assert!(subject.rows(subscription).await.is_empty());
 }
+
+/// A copy of the history (the backfill of a new subscription, a replay) never delivers a delayed
+/// event before its own due time: the copy is due at the later of the two. An event without a
+/// delay, or whose time has passed, is due as any copied event.
+pub async fn a_copy_of_a_delayed_event_is_not_due_before_its_time<S: StoreUnderTest>(subject: &S) {
+    const DELAY: Duration = Duration::from_millis(1500);
+    let history = [
+        outgoing(&Job { n: 1 }).deliver_after(DELAY).unwrap(),
+        outgoing(&Job { n: 2 }),
+        outgoing(&Job { n: 3 })
+            .deliver_at(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap(),
+    ];
+    assert_eq!(subject.publish(&history).await, 3);
+    let backfilled = subscribe_from(subject, "delayed.history", None, StartFrom::Beginning).await;
+    let replayed = subscribe(subject, "delayed.replayed", None).await;
+    assert_eq!(backfill_all(subject, "delayed.history", 10).await, 3);
+    let replay = replay_all(subject, &Replay::everything("delayed.replayed")).await;
+    assert_eq!(replay.iter().map(|step| step.delivered).sum::<u64>(), 3);
+    for subscription in [backfilled, replayed] {
+        assert_eq!(
+            work_off(subject, subscription).await,
+            [2, 3],
+            "the delayed event is not due yet"
+        );
+    }
+    subject.pass(DELAY + Duration::from_millis(200)).await;
+    for subscription in [backfilled, replayed] {
+        assert_eq!(
+            work_off(subject, subscription).await,
+            [1],
+            "due at its time"
+        );
+    }
+}

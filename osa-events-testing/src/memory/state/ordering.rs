@@ -117,7 +117,8 @@ impl Tables {
     }
 
     /// The delivery at `seq` leaves `ordering_key`: a waiting one just goes; the head makes the
-    /// first waiting one due at `now` (and its subscription is woken), or the key is forgotten.
+    /// first waiting one due at `now`, or at its event's due time if later (and its subscription
+    /// is woken), or the key is forgotten.
     fn leave_key(
         &mut self,
         subscription: SubscriptionId,
@@ -138,13 +139,19 @@ impl Tables {
             return;
         };
         state.head = Some(next);
+        // Due now, or at its event's due time if that is later (a delayed publish).
+        let run_at = self
+            .events
+            .get(&position)
+            .and_then(|logged| logged.deliver_at)
+            .map_or(now, |deliver_at| deliver_at.max(now));
         if let Some(row) = self.deliveries.get_mut(&(subscription, position)) {
             reschedule(
                 &mut self.claimable,
                 (subscription, position),
                 row,
                 DeliveryStatus::Pending,
-                now,
+                run_at,
             );
             row.updated_at = now;
             self.woken.insert(subscription);

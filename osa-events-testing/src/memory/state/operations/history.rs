@@ -141,7 +141,8 @@ impl Tables {
     }
 
     /// Reads the next `chunk` events of the log in `(after, end]` and adds a pending delivery,
-    /// due at `run_at`, of each `wanted` one `id` has no row of.
+    /// due at `run_at` (or a delayed event's own due time, when later), of each `wanted` one `id`
+    /// has no row of.
     fn copy(
         &mut self,
         id: SubscriptionId,
@@ -160,13 +161,13 @@ impl Tables {
             return copied;
         }
         let chunk = usize::try_from(chunk).unwrap_or(usize::MAX);
-        let read: Vec<(i64, bool)> = self
+        let read: Vec<(i64, bool, Option<Instant>)> = self
             .events
             .range(after + 1..=end)
             .take(chunk)
-            .map(|(&position, logged)| (position, wanted(logged)))
+            .map(|(&position, logged)| (position, wanted(logged), logged.deliver_at))
             .collect();
-        for (position, wanted) in read {
+        for (position, wanted, deliver_at) in read {
             copied.last_read = Some(position);
             if !wanted {
                 continue;
@@ -175,6 +176,8 @@ impl Tables {
                 copied.skipped += 1;
                 continue;
             }
+            // A delayed event is never copied due before its own time.
+            let run_at = deliver_at.map_or(run_at, |deliver_at| deliver_at.max(run_at));
             let ordering_key = self.events[&position]
                 .raw
                 .ordering_key

@@ -1,0 +1,12 @@
+-- Delayed publish (`Outgoing::deliver_after` / `deliver_at`): when an event's deliveries become due.
+--
+-- The publish statement computes it with the database's clock (`now() + delay`, or the time asked
+-- for) and writes it here and, as `run_at`, on every delivery it creates: the claim already takes
+-- only rows with `run_at <= now()`, in `run_at` order, so nothing else changes for claims.
+--
+-- It is kept on the event so that a copy of the history (a replay, or the backfill of a handler
+-- that starts from its history) cannot deliver a delayed event early: a copied delivery is due at
+-- the later of the copy's own due time and this one. Null for an event delivered at once.
+--
+-- Adding a nullable column with no default rewrites nothing: it is instant on a large log.
+alter table events add column deliver_at timestamptz;
