@@ -162,6 +162,7 @@ pub(crate) async fn publish_jobs_through(
         .bind(vec![None::<&str>; len])
         .bind(vec![None::<f64>; len])
         .bind(vec![None::<f64>; len])
+        .bind(vec![None::<&str>; len])
         .execute(conn)
         .await?;
     Ok(())

@@ -33,7 +33,7 @@ alter table osa_events.deliveries
 /// The publish statement without the commit row (for [`COMMIT_ORDER_OFF_SQL`]).
 fn publish_sql_without_commit_order() -> String {
     let without = PUBLISH_SQL
-        .replace(", deliver_at, commit_id)", ", deliver_at)")
+        .replace(", commit_id, ordering_key)", ", ordering_key)")
         .replace(",\n           (select osa_events.current_commit())", "");
     assert!(
         !without.contains("commit"),

@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use uuid::Uuid;
 
+use osa_events_suite::chaos_events::Keyed;
+
 use super::{Scene, count_lines, eventually, report, serial};
+
+/// The keyed events the documented-grants test sends through `chaos.ordered`: 5 keys.
+const KEYED: i64 = 50;
 
 /// SQL metacharacters, quoting, placeholders, LIKE wildcards, a backslash and non-ASCII text.
 const HOSTILE: &str = r#"x'); drop table osa_events.events; -- "quoted" $1 %_ \' ü✓"#;
@@ -527,12 +532,24 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
     let mut worker = scene.worker_at(
         &worker_url,
         "worker",
-        "chaos.ledger,chaos.tx,chaos.slow",
+        "chaos.ledger,chaos.tx,chaos.slow,chaos.ordered",
         &[],
     );
     scene
-        .subscribed(&["chaos.ledger", "chaos.tx", "chaos.slow"])
+        .subscribed(&["chaos.ledger", "chaos.tx", "chaos.slow", "chaos.ordered"])
         .await;
+    // Keyed events for the ordered handler, published as the publisher role: the keys'
+    // bookkeeping (its triggers) needs no grant beyond the documented ones, for the publisher's
+    // insert nor for the worker's completions and retries.
+    let keyed: Vec<Outgoing> = (0..KEYED)
+        .map(|n| Outgoing::new(&Keyed { key: n % 5, n: n / 5 }).expect("a keyed event"))
+        .collect();
+    let publisher_pool = sqlx::PgPool::connect(&publisher_url)
+        .await
+        .expect("the publisher connects");
+    osa_events::publish_batch(&publisher_pool, &keyed)
+        .await
+        .expect("the publisher role publishes keyed events");
     let mut publisher = scene.publisher_at(
         &publisher_url,
         "publisher",
@@ -559,7 +576,7 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
             for handler in ["chaos.ledger", "chaos.tx", "chaos.slow"] {
                 all &= scene.ledger(handler).await.1 == events;
             }
-            all
+            all && scene.ledger("chaos.ordered").await.1 == KEYED
         },
     )
     .await;
