@@ -277,4 +277,8 @@ impl Store for AnyStore {
     fn operations(&self) -> Option<&dyn Operations> {
         each!(self, |store| store.operations())
     }
+
+    fn orders_by_key(&self) -> bool {
+        each!(self, |store| store.orders_by_key())
+    }
 }

@@ -294,6 +294,9 @@ async fn any_store_picks_the_store_a_url_names() {
     store.migrate().await.unwrap();
     assert!(matches!(store, AnyStore::Sqlite(_)));
     assert_eq!(store.describe(), format!("SQLite file {}", path.display()));
+    // A regression test: `AnyStore` did not pass `orders_by_key` on, so it refused ordered
+    // handlers on SQLite and PostgreSQL alike.
+    assert!(osa_events::store::Store::orders_by_key(&store));
     drop(store);
     assert!(path.is_file(), "a named file stays");
 

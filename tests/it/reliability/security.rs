@@ -542,7 +542,13 @@ async fn workers_and_publishers_run_with_the_documented_grants() {
     // bookkeeping (its triggers) needs no grant beyond the documented ones, for the publisher's
     // insert nor for the worker's completions and retries.
     let keyed: Vec<Outgoing> = (0..KEYED)
-        .map(|n| Outgoing::new(&Keyed { key: n % 5, n: n / 5 }).expect("a keyed event"))
+        .map(|n| {
+            Outgoing::new(&Keyed {
+                key: n % 5,
+                n: n / 5,
+            })
+            .expect("a keyed event")
+        })
         .collect();
     let publisher_pool = sqlx::PgPool::connect(&publisher_url)
         .await
