@@ -90,7 +90,8 @@ impl Outgoing {
     /// [`Error::Serialize`] when serde cannot serialize the event (e.g. a map with non-string keys),
     /// [`Error::PayloadTooLarge`] when the JSON is over [`DEFAULT_MAX_PAYLOAD_BYTES`],
     /// [`Error::NulCharacter`] when a string in it holds a NUL character (`'\0'`), which
-    /// PostgreSQL's `jsonb` cannot store.
+    /// PostgreSQL's `jsonb` cannot store, [`Error::InvalidOrderingKey`] when the ordering key the
+    /// event derives (`#[event(ordering_key = "...")]`) is empty, too long or holds a NUL.
     pub fn new<E: Event>(event: &E) -> Result<Self> {
         Self::with_max_payload_bytes(event, DEFAULT_MAX_PAYLOAD_BYTES)
     }
