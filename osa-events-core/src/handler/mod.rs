@@ -53,15 +53,6 @@ impl Ordered {
             Self::Skip => "skip",
         }
     }
-
-    /// The policy named `value` (`block` or `skip`), if any.
-    pub fn from_name(value: &str) -> Option<Self> {
-        match value {
-            "block" => Some(Self::Block),
-            "skip" => Some(Self::Skip),
-            _ => None,
-        }
-    }
 }
 
 /// A handler's configuration: what `#[event_handler(...)]` declares, with defaults filled in.

@@ -50,7 +50,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) backoff: Keyed<Duration>,
     pub(crate) max_backoff: Keyed<Duration>,
     pub(crate) start_from: Keyed<StartFrom>,
-    /// `"block"` or `"skip"`, kept as written: the runtime's `Ordered::from_name` reads it.
+    /// `"block"` or `"skip"`, checked by [`ordered`]; `emit` turns it into `Ordered::Block` or
+    /// `Ordered::Skip`.
     pub(crate) ordered: Keyed<&'static str>,
     /// `false`: no inventory entry; the handler runs only as instances of
     /// `RuntimeBuilder::handler_instance`.
