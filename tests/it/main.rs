@@ -13,6 +13,7 @@ mod failures;
 mod fatal;
 mod heartbeat;
 mod instances;
+mod key_turns;
 mod linger;
 mod metrics;
 mod migrate;

@@ -189,16 +189,50 @@ async fn poison(event: Poison, app: State<App>, ctx: Ctx) -> Result<(), HandlerE
     max_backoff = "200ms",
     poll = "250ms"
 )]
-async fn ordered(keyed: Keyed, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<(), HandlerError> {
+async fn ordered(keyed: Keyed, app: State<App>, ctx: Ctx, tx: Tx) -> Result<(), HandlerError> {
+    record_in_order("chaos.ordered", &keyed, &app, &ctx, Some(tx)).await
+}
+
+/// [`ordered`] with batches of 2 and without a `Tx`, so the runtime completes a full batch with
+/// its next claim, and PostgreSQL hands a key's next delivery on to the loop that completed its
+/// head (its key turns); a `Tx` handler completes each delivery in its own transaction instead.
+/// Its rows are `chaos.ordered.turns` and `chaos.ordered.turns.start`, the effect written in a
+/// statement of its own: at least once, so a killed worker's effect may repeat, never out of
+/// order.
+#[event_handler(
+    name = "chaos.ordered.turns",
+    ordered = "block",
+    batch = 2,
+    concurrency = 8,
+    claim_timeout = "3s",
+    retries = 100,
+    backoff = "20ms",
+    max_backoff = "200ms",
+    poll = "250ms"
+)]
+async fn ordered_in_turns(keyed: Keyed, app: State<App>, ctx: Ctx) -> Result<(), HandlerError> {
+    record_in_order("chaos.ordered.turns", &keyed, &app, &ctx, None).await
+}
+
+/// What the ordered handlers do: a `<handler>.start` row in a statement of its own, a chosen
+/// failure of about one attempt in eight, then the `<handler>` row, through `tx` when there is
+/// one (exactly once, with the completion).
+async fn record_in_order(
+    handler: &str,
+    keyed: &Keyed,
+    app: &App,
+    ctx: &Ctx,
+    tx: Option<Tx>,
+) -> Result<(), HandlerError> {
     sqlx::query(RECORD_SQL)
-        .bind("chaos.ordered.start")
+        .bind(format!("{handler}.start"))
         .bind(keyed.seq())
         .bind(app.pid)
-        .bind(attempt(&ctx))
+        .bind(attempt(ctx))
         .execute(&app.pool)
         .await?;
     // A failure chosen by the event and the attempt: about one attempt in eight, retried.
-    let roll = (keyed.key * 31 + keyed.n * 17 + i64::from(attempt(&ctx)) * 7) % 8;
+    let roll = (keyed.key * 31 + keyed.n * 17 + i64::from(attempt(ctx)) * 7) % 8;
     if roll == 0 {
         return Err(HandlerError::retry(format!(
             "key {} event {}: a chosen failure of attempt {}",
@@ -208,13 +242,15 @@ async fn ordered(keyed: Keyed, app: State<App>, ctx: Ctx, mut tx: Tx) -> Result<
         )));
     }
     app.work().await;
-    sqlx::query(RECORD_SQL)
-        .bind("chaos.ordered")
+    let effect = sqlx::query(RECORD_SQL)
+        .bind(handler)
         .bind(keyed.seq())
         .bind(app.pid)
-        .bind(attempt(&ctx))
-        .execute(&mut *tx)
-        .await?;
+        .bind(attempt(ctx));
+    match tx {
+        Some(mut tx) => effect.execute(&mut *tx).await?,
+        None => effect.execute(&app.pool).await?,
+    };
     Ok(())
 }
 
