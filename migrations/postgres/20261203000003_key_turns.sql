@@ -10,7 +10,7 @@
 -- delivery now goes from waiting to claimed in one write, and the claim returns it with what it
 -- took from the index.
 --
--- A key hands itself on so at most `max_turn` (8) times in a row; then its next delivery becomes
+-- A key is handed on at most `max_turn` (8) times in a row; then its next delivery becomes
 -- due as before, behind every delivery already due, and waits its turn at the next claims. So a
 -- worker keeps the keys it is serving for a few deliveries (which also keeps one entity's events
 -- on one worker, warm), and no key holds a claim loop while others wait longer than that.
